@@ -1,0 +1,147 @@
+import { UDPipeError } from '../errors.js';
+import type { Transport } from '../transport/types.js';
+
+/** Where debug lines and warnings go. Any console-like object fits. */
+export interface Logger {
+  debug(message: string): void;
+  warn(message: string): void;
+}
+
+export interface ReconnectOptions {
+  /** Delay before the first retry; doubles per failed attempt. Default 250 ms. */
+  minDelayMs?: number;
+  /** Cap of the backoff. Default 10 000 ms. */
+  maxDelayMs?: number;
+}
+
+/** Every tunable of a UDPipe, with its unit in its name. */
+export interface UDPipeOptions {
+  /** Shared secret: client and server must have the same one. Never sent on the wire. Default ''. */
+  token?: string;
+  /** Server: connections accepted at once; more are refused ('server-full'). Default 1024. */
+  maxClients?: number;
+  /** Each side pings this often. Default 1000 ms. */
+  pingIntervalMs?: number;
+  /** No packet for this long: 'stalled', sends queue. Default 3000 ms (three missed pings). */
+  stallTimeoutMs?: number;
+  /** No packet for this long: disconnect (the seed's setTimeout, in ms). Default 10 000 ms. */
+  timeoutMs?: number;
+  /** Client: connect() rejects if no connection within this. Default 10 000 ms. */
+  connectTimeoutMs?: number;
+  /** Client: reconnect after a lost connection. `false` turns it off. Default on, 250..10 000 ms. */
+  reconnect?: boolean | ReconnectOptions;
+  /** send() returns false once this many messages wait (unacknowledged or unsent). Default 1024. */
+  maxQueue?: number;
+  /** Run by itself on the event loop (true) or only inside step() (false). Default true. */
+  autoStep?: boolean;
+  /** Log every datagram and state change, one line each, through `logger`. Default false. */
+  debug?: boolean;
+  /** Default: lines to stderr prefixed with "[udpipe]". */
+  logger?: Logger;
+  /** Where datagrams go: real UDP by default; `udpipe/testing` gives a simulated network. */
+  transport?: Transport;
+}
+
+export interface ResolvedOptions {
+  token: string;
+  maxClients: number;
+  pingIntervalMs: number;
+  stallTimeoutMs: number;
+  timeoutMs: number;
+  connectTimeoutMs: number;
+  reconnect: { enabled: boolean; minDelayMs: number; maxDelayMs: number };
+  maxQueue: number;
+  autoStep: boolean;
+  debug: boolean;
+  logger: Logger;
+  transport: Transport | undefined;
+}
+
+const defaultLogger: Logger = {
+  debug: (m) => process.stderr.write(`[udpipe] ${m}\n`),
+  warn: (m) => process.stderr.write(`[udpipe] warning: ${m}\n`),
+};
+
+const KNOWN = new Set([
+  'token', 'maxClients', 'pingIntervalMs', 'stallTimeoutMs', 'timeoutMs', 'connectTimeoutMs',
+  'reconnect', 'maxQueue', 'autoStep', 'debug', 'logger', 'transport',
+]);
+
+function bad(message: string): never {
+  throw new UDPipeError('ERR_INVALID_OPTION', message);
+}
+
+/** A finite number of milliseconds within [min, max]. */
+export function checkMs(name: string, v: unknown, min: number, max = 86_400_000): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max) {
+    bad(`${name} must be a number of milliseconds from ${min} to ${max}, got ${String(v)}`);
+  }
+  return v;
+}
+
+function checkInt(name: string, v: unknown, min: number, max: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    bad(`${name} must be an integer from ${min} to ${max}, got ${String(v)}`);
+  }
+  return v;
+}
+
+function checkBool(name: string, v: unknown): boolean {
+  if (typeof v !== 'boolean') bad(`${name} must be true or false, got ${String(v)}`);
+  return v;
+}
+
+export function checkToken(v: unknown): string {
+  if (typeof v !== 'string') bad(`token must be a string, got ${typeof v}`);
+  if (Buffer.byteLength(v) > 1024) bad('token must be at most 1024 bytes');
+  return v;
+}
+
+/** Checks the timing invariants: ping < stall < disconnect. */
+export function checkTimings(o: Pick<ResolvedOptions, 'pingIntervalMs' | 'stallTimeoutMs' | 'timeoutMs'>): void {
+  if (o.pingIntervalMs >= o.stallTimeoutMs) {
+    bad(`pingIntervalMs (${o.pingIntervalMs}) must be below stallTimeoutMs (${o.stallTimeoutMs}), or every quiet moment looks like a stall`);
+  }
+  if (o.stallTimeoutMs >= o.timeoutMs) {
+    bad(`stallTimeoutMs (${o.stallTimeoutMs}) must be below timeoutMs (${o.timeoutMs}): a connection stalls before it is given up`);
+  }
+}
+
+/** Validates once, at construction; every error names the option and what it accepts. */
+export function resolveOptions(opts: UDPipeOptions | undefined): ResolvedOptions {
+  if (opts === undefined) opts = {};
+  if (typeof opts !== 'object' || opts === null) bad(`options must be an object, got ${String(opts)}`);
+  for (const k of Object.keys(opts)) {
+    if (!KNOWN.has(k)) bad(`unknown option '${k}'; known options: ${[...KNOWN].join(', ')}`);
+  }
+  let reconnect = { enabled: true, minDelayMs: 250, maxDelayMs: 10_000 };
+  if (opts.reconnect !== undefined) {
+    if (typeof opts.reconnect === 'boolean') reconnect.enabled = opts.reconnect;
+    else if (typeof opts.reconnect === 'object' && opts.reconnect !== null) {
+      reconnect = {
+        enabled: true,
+        minDelayMs: checkMs('reconnect.minDelayMs', opts.reconnect.minDelayMs ?? 250, 1),
+        maxDelayMs: checkMs('reconnect.maxDelayMs', opts.reconnect.maxDelayMs ?? 10_000, 1),
+      };
+      if (reconnect.minDelayMs > reconnect.maxDelayMs) bad('reconnect.minDelayMs must not exceed reconnect.maxDelayMs');
+    } else bad('reconnect must be true, false or { minDelayMs, maxDelayMs }');
+  }
+  const logger = opts.logger ?? defaultLogger;
+  if (typeof logger.debug !== 'function' || typeof logger.warn !== 'function') bad('logger must have debug(message) and warn(message) functions');
+  const r: ResolvedOptions = {
+    token: checkToken(opts.token ?? ''),
+    maxClients: checkInt('maxClients', opts.maxClients ?? 1024, 0, 1_000_000),
+    pingIntervalMs: checkMs('pingIntervalMs', opts.pingIntervalMs ?? 1000, 10),
+    stallTimeoutMs: checkMs('stallTimeoutMs', opts.stallTimeoutMs ?? 3000, 20),
+    timeoutMs: checkMs('timeoutMs', opts.timeoutMs ?? 10_000, 30),
+    connectTimeoutMs: checkMs('connectTimeoutMs', opts.connectTimeoutMs ?? 10_000, 1),
+    reconnect,
+    maxQueue: checkInt('maxQueue', opts.maxQueue ?? 1024, 1, 1 << 20),
+    autoStep: checkBool('autoStep', opts.autoStep ?? true),
+    debug: checkBool('debug', opts.debug ?? false),
+    logger,
+    transport: opts.transport,
+  };
+  checkTimings(r);
+  return r;
+}

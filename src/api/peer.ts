@@ -1,0 +1,95 @@
+import type { ConnectionState } from '../protocol/config.js';
+import type { Connection, ConnectionStats } from '../protocol/connection.js';
+import type { Address } from '../transport/types.js';
+
+export type PeerState = 'connecting' | ConnectionState;
+
+export type PeerStats = ConnectionStats | { state: 'connecting' };
+
+export interface SendOptions {
+  /** Default true: acknowledged, retransmitted, delivered once and in order. */
+  reliable?: boolean;
+}
+
+/** What a Peer needs from the UDPipe that owns it. */
+export interface PeerOwner {
+  send(msg: string | Uint8Array, sock?: Peer, opts?: SendOptions): boolean;
+  close(sock?: Peer): Promise<void>;
+  ping(sock?: Peer): void;
+}
+
+/**
+ * The other end of one connection: the `sock` argument of every callback. On a server,
+ * one per client; on a client, one per connection to the server (a reconnect makes a
+ * new one). Not a raw socket: it only sends through its UDPipe.
+ */
+export class Peer {
+  /** Set once the handshake completes. */
+  private conn: Connection | undefined;
+  private addr: Address;
+
+  /** @internal Created by UDPipe only. */
+  constructor(
+    private readonly owner: PeerOwner,
+    /** Connection id (the server's id for this connection); 0 while connecting. */
+    public id: number,
+    address: Address,
+    conn?: Connection,
+  ) {
+    this.addr = { address: address.address, port: address.port };
+    this.conn = conn;
+  }
+
+  /** @internal */
+  attach(id: number, conn: Connection): void {
+    this.id = id;
+    this.conn = conn;
+  }
+
+  /** @internal The client moved (NAT rebinding, network change). */
+  moved(address: Address): void {
+    this.addr = { address: address.address, port: address.port };
+  }
+
+  get address(): string {
+    return this.addr.address;
+  }
+
+  get port(): number {
+    return this.addr.port;
+  }
+
+  get state(): PeerState {
+    return this.conn?.state ?? 'connecting';
+  }
+
+  /** @internal */
+  get connection(): Connection | undefined {
+    return this.conn;
+  }
+
+  stats(): PeerStats {
+    return this.conn?.stats() ?? { state: 'connecting' };
+  }
+
+  send(msg: string | Uint8Array, opts?: SendOptions): boolean {
+    return this.owner.send(msg, this, opts);
+  }
+
+  ping(): void {
+    this.owner.ping(this);
+  }
+
+  close(): Promise<void> {
+    return this.owner.close(this);
+  }
+
+  toJSON(): { id: number; address: string; port: number; state: PeerState } {
+    return { id: this.id, address: this.address, port: this.port, state: this.state };
+  }
+
+  toString(): string {
+    const host = this.address.includes(':') ? `[${this.address}]` : this.address;
+    return `${host}:${this.port}#${this.id.toString(16)}`;
+  }
+}

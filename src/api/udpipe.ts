@@ -1,0 +1,637 @@
+import { EventEmitter } from 'node:events';
+import { isIP } from 'node:net';
+import { deriveTokenKey } from '../crypto/handshake-keys.js';
+import { UDPipeError } from '../errors.js';
+import { ClientEndpoint, type ClientEvent } from '../protocol/client.js';
+import type { ConnectionConfig, ConnectionEvent } from '../protocol/config.js';
+import { ServerEndpoint, type ServerEvent } from '../protocol/server.js';
+import { Driver, type PumpTarget } from '../transport/driver.js';
+import { NodeTransport } from '../transport/node-transport.js';
+import type { Address, Transport } from '../transport/types.js';
+import { MAX_MESSAGE_SIZE } from '../wire/constants.js';
+import { describeDatagram } from '../wire/packet.js';
+import { checkMs, checkTimings, checkToken, resolveOptions, type ResolvedOptions, type UDPipeOptions } from './options.js';
+import { Peer, type PeerOwner, type SendOptions } from './peer.js';
+
+/** Arguments of each event; the callback `on<Name>` gets the same ones. */
+export interface UDPipeEvents {
+  /** Server: a client completed the handshake. msg is the handshake's name; ip/port are ours, ipc/portc the client's. */
+  newClient: [msg: string, ip: string, port: number, ipc: string, portc: number, peer: Peer];
+  newMessage: [msg: Buffer, sock: Peer, info: { reliable: boolean; channel: number }];
+  /** The connection timed out (no packet for timeoutMs). */
+  disconnect: [sock: Peer];
+  /** Server: a new client; client: connected to the server. ip/port: the other side's. */
+  connect: [sock: Peer, ip: string, port: number];
+  /** The connection was closed by either side (CLOSE/CLOSED). */
+  close: [sock: Peer, reason: string];
+  /** Client: the server answered; completing the handshake. */
+  connecting: [sock: Peer, ip: string, port: number];
+  stalled: [sock: Peer];
+  unstalled: [sock: Peer];
+  /** Server: a client was refused because maxClients are connected. */
+  maxClients: [msg: string, ip: string, port: number];
+  pong: [sock: Peer, rttMs: number];
+  ping: [sock: Peer];
+  /** Server: a client proved a different token and was refused. */
+  badToken: [msg: string, ip: string, port: number];
+  error: [err: Error];
+  /** A send() that returned false is now below maxQueue. */
+  drain: [sock: Peer];
+}
+
+type EventName = keyof UDPipeEvents;
+
+const CALLBACK: { [K in EventName]: string } = {
+  newClient: 'onNewClient',
+  newMessage: 'onNewMessage',
+  disconnect: 'onDisconnect',
+  connect: 'onConnect',
+  close: 'onClose',
+  connecting: 'onConnecting',
+  stalled: 'onStalled',
+  unstalled: 'onUnstalled',
+  maxClients: 'onMaxClients',
+  pong: 'onPong',
+  ping: 'onPing',
+  badToken: 'onBadToken',
+  error: '',
+  drain: '',
+};
+
+/** A send() past this many times maxQueue throws instead of growing without bound. */
+const HARD_QUEUE_FACTOR = 8;
+
+export interface UDPipe {
+  on<K extends EventName>(event: K, listener: (this: UDPipe, ...args: UDPipeEvents[K]) => void): this;
+  once<K extends EventName>(event: K, listener: (this: UDPipe, ...args: UDPipeEvents[K]) => void): this;
+  off<K extends EventName>(event: K, listener: (this: UDPipe, ...args: UDPipeEvents[K]) => void): this;
+  emit<K extends EventName>(event: K, ...args: UDPipeEvents[K]): boolean;
+}
+
+/**
+ * A UDP server (start) or client (connect) with the Lua UDPIPE's API: twelve
+ * overridable callbacks, each also an event, plus reliable ordered messages,
+ * stall queueing and reconnects. See README.md for the API table.
+ */
+export class UDPipe extends EventEmitter implements PeerOwner {
+  private opts: ResolvedOptions;
+  private readonly connCfg: ConnectionConfig;
+  private role: 'none' | 'server' | 'client' = 'none';
+  private driver: Driver | undefined;
+  private server: ServerEndpoint | undefined;
+  private client: ClientEndpoint | undefined;
+  private readonly peers = new Map<number, Peer>();
+  private serverPeer: Peer | undefined;
+  private serverAddr: Address | undefined;
+  private closed = false;
+  private connectWaiter: { resolve: (p: Peer) => void; reject: (e: Error) => void } | undefined;
+  private readonly closeWaiters: { connId: number | undefined; resolve: () => void }[] = [];
+
+  constructor(options?: UDPipeOptions) {
+    super();
+    this.opts = resolveOptions(options);
+    const o = this.opts;
+    // One object shared with every connection, so setTimeout() reaches current ones too.
+    this.connCfg = {
+      pingIntervalMs: o.pingIntervalMs,
+      stallTimeoutMs: o.stallTimeoutMs,
+      timeoutMs: o.timeoutMs,
+      maxQueue: o.maxQueue,
+      maxAckDelayMs: 10,
+      initialRttMs: 100,
+      closeTimeoutMs: Math.min(5000, o.timeoutMs),
+    };
+  }
+
+  // ---- the twelve callbacks of the seed: override or assign ----------------------
+  onNewClient(_msg: string, _ip: string, _port: number, _ipc: string, _portc: number, _peer: Peer): void {}
+  onNewMessage(_msg: Buffer, _sock: Peer, _info: { reliable: boolean; channel: number }): void {}
+  onDisconnect(_sock: Peer): void {}
+  onConnect(_sock: Peer, _ip: string, _port: number): void {}
+  onClose(_sock: Peer, _reason: string): void {}
+  onConnecting(_sock: Peer, _ip: string, _port: number): void {}
+  onStalled(_sock: Peer): void {}
+  onUnstalled(_sock: Peer): void {}
+  onMaxClients(_msg: string, _ip: string, _port: number): void {}
+  onPong(_sock: Peer, _rttMs: number): void {}
+  onPing(_sock: Peer): void {}
+  onBadToken(_msg: string, _ip: string, _port: number): void {}
+
+  // ---- settings ------------------------------------------------------------------
+
+  /** Disconnect timeout in seconds (the seed's unit), for current and new connections. */
+  setTimeout(t: number): void {
+    const ms = checkMs('setTimeout(t): t in seconds', typeof t === 'number' ? t * 1000 : t, 30) ;
+    const c = this.connCfg;
+    const stall = c.stallTimeoutMs < ms ? c.stallTimeoutMs : ms / 2;
+    const ping = c.pingIntervalMs < stall ? c.pingIntervalMs : stall / 3;
+    checkTimings({ pingIntervalMs: ping, stallTimeoutMs: stall, timeoutMs: ms });
+    Object.assign(c, { timeoutMs: ms, stallTimeoutMs: stall, pingIntervalMs: ping, closeTimeoutMs: Math.min(5000, ms) });
+    this.opts.timeoutMs = ms;
+  }
+
+  setDebug(d: boolean): void {
+    if (typeof d !== 'boolean') throw new UDPipeError('ERR_INVALID_ARGUMENT', `setDebug(d) takes true or false, got ${String(d)}`);
+    this.opts.debug = d;
+  }
+
+  /** The shared token: must match on both sides. Applies to handshakes from now on. */
+  setToken(t: string): void {
+    this.opts.token = checkToken(t);
+    const tokenKey = deriveTokenKey(t);
+    this.server?.configure({ tokenKey });
+    this.client?.configure({ tokenKey });
+  }
+
+  private log(line: string): void {
+    if (this.opts.debug) this.opts.logger.debug(`${this.role === 'server' ? 'server' : 'client'} ${line}`);
+  }
+
+  // ---- starting --------------------------------------------------------------------
+
+  private claim(role: 'server' | 'client'): Transport {
+    if (this.closed) throw new UDPipeError('ERR_CLOSED', 'this UDPipe was closed; create a new one');
+    if (this.role !== 'none') {
+      throw new UDPipeError('ERR_ALREADY_STARTED', `this UDPipe is already a ${this.role}; create another UDPipe for another ${role}`);
+    }
+    this.role = role;
+    return this.opts.transport ?? new NodeTransport();
+  }
+
+  /**
+   * Server: binds host:port (all interfaces when host is omitted; IPv4 and IPv6) and
+   * resolves with the bound address once listening. `timeout` (seconds) sets the
+   * disconnect timeout, as setTimeout does.
+   */
+  async start(port: number, host?: string, timeout?: number): Promise<Address> {
+    checkPort(port, true);
+    if (host !== undefined && (typeof host !== 'string' || host === '')) throw new UDPipeError('ERR_INVALID_ARGUMENT', `host must be a non-empty string, got ${String(host)}`);
+    if (timeout !== undefined) this.setTimeout(timeout);
+    const transport = this.claim('server');
+    const server = new ServerEndpoint(
+      { ...this.connCfg, tokenKey: deriveTokenKey(this.opts.token), maxClients: this.opts.maxClients },
+      (n) => transport.randomBytes(n),
+      transport.now(),
+    );
+    // The endpoint copies the config; connections must share ours (setTimeout).
+    server.configure(this.connCfg);
+    this.server = server;
+    const driver = new Driver(transport, this.serverTarget(server), this.opts.autoStep);
+    this.driver = driver;
+    let address: string | undefined;
+    try {
+      address = host === undefined ? undefined : await transport.resolve(host);
+      const local = await driver.bind(port, address);
+      this.log(`listening on ${fmt(local)}`);
+      return local;
+    } catch (err) {
+      this.role = 'none';
+      this.server = undefined;
+      this.driver = undefined;
+      throw bindError(err, port, host);
+    }
+  }
+
+  /**
+   * Client: connects to host:port. Resolves with the server's Peer on the first
+   * connection; rejects with ERR_BAD_TOKEN, or ERR_HANDSHAKE_TIMEOUT when `timeout`
+   * seconds (default connectTimeoutMs) pass first. Afterwards, a lost connection is
+   * re-established by itself (with backoff) until close().
+   */
+  async connect(host: string, port: number, timeout?: number): Promise<Peer> {
+    if (typeof host !== 'string' || host === '') throw new UDPipeError('ERR_INVALID_ARGUMENT', `host must be a non-empty string, got ${String(host)}`);
+    checkPort(port, false);
+    const timeoutMs = timeout === undefined ? this.opts.connectTimeoutMs : checkMs('connect(host, port, timeout): timeout in seconds', typeof timeout === 'number' ? timeout * 1000 : timeout, 1);
+    const transport = this.claim('client');
+    let serverIp: string;
+    try {
+      serverIp = await transport.resolve(host);
+    } catch (err) {
+      this.role = 'none';
+      throw new UDPipeError('ERR_RESOLVE', `cannot resolve '${host}': ${(err as Error).message}`, { cause: err });
+    }
+    this.serverAddr = { address: serverIp, port };
+    const client = new ClientEndpoint(
+      {
+        ...this.connCfg,
+        tokenKey: deriveTokenKey(this.opts.token),
+        handshakeRetryMs: 250,
+        reconnect: this.opts.reconnect,
+      },
+      (n) => transport.randomBytes(n),
+    );
+    client.configure(this.connCfg);
+    this.client = client;
+    const driver = new Driver(transport, this.clientTarget(client), this.opts.autoStep);
+    this.driver = driver;
+    try {
+      await driver.bind(0, isIP(serverIp) === 6 ? '::' : '0.0.0.0');
+    } catch (err) {
+      this.role = 'none';
+      throw bindError(err, 0, undefined);
+    }
+    if (this.closed) throw new UDPipeError('ERR_CLOSED', 'close() was called before the connection was made');
+    const connected = new Promise<Peer>((resolve, reject) => {
+      this.connectWaiter = { resolve, reject };
+    });
+    this.log(`connecting to ${fmt(this.serverAddr)}`);
+    client.start(transport.now(), transport.now() + timeoutMs);
+    driver.pump();
+    return connected;
+  }
+
+  // ---- sending ---------------------------------------------------------------------
+
+  private encode(msg: string | Uint8Array): Uint8Array {
+    let bytes: Uint8Array;
+    if (typeof msg === 'string') bytes = Buffer.from(msg, 'utf8');
+    else if (msg instanceof Uint8Array) bytes = new Uint8Array(msg); // copy: the caller may reuse its buffer
+    else throw new UDPipeError('ERR_INVALID_ARGUMENT', `a message must be a string, Buffer or Uint8Array, got ${msg === null ? 'null' : typeof msg}`);
+    if (bytes.length > MAX_MESSAGE_SIZE) {
+      throw new UDPipeError('ERR_MESSAGE_TOO_LARGE', `message of ${bytes.length} bytes exceeds the ${MAX_MESSAGE_SIZE}-byte limit of one datagram; split it (larger messages come with fragmentation)`);
+    }
+    return bytes;
+  }
+
+  private reliableOf(opts: SendOptions | undefined): boolean {
+    if (opts === undefined) return true;
+    if (typeof opts !== 'object' || opts === null) throw new UDPipeError('ERR_INVALID_ARGUMENT', 'send options must be an object like { reliable: false }');
+    if (opts.reliable !== undefined && typeof opts.reliable !== 'boolean') throw new UDPipeError('ERR_INVALID_ARGUMENT', 'opts.reliable must be true or false');
+    return opts.reliable ?? true;
+  }
+
+  private checkQueue(length: number): void {
+    if (length >= this.connCfg.maxQueue * HARD_QUEUE_FACTOR) {
+      throw new UDPipeError('ERR_QUEUE_FULL', `${length} messages are already queued (${HARD_QUEUE_FACTOR}x maxQueue): wait for 'drain' when send() returns false`);
+    }
+  }
+
+  /**
+   * Sends a message: to `sock` on a server, to the server on a client. Reliable and
+   * ordered unless { reliable: false }. While stalled or reconnecting it queues.
+   * Returns false once maxQueue messages wait; 'drain' follows.
+   */
+  send(msg: string | Uint8Array, sock?: Peer, opts?: SendOptions): boolean {
+    const bytes = this.encode(msg);
+    const reliable = this.reliableOf(opts);
+    if (this.role === 'client' && this.client) {
+      if (this.client.state === 'closed') throw new UDPipeError('ERR_CLOSED', 'this client is closed; create a new UDPipe to connect again');
+      this.checkQueue(this.client.queueLength);
+      const ok = this.client.send(bytes, reliable);
+      this.driver?.kick();
+      return ok;
+    }
+    if (this.role === 'server' && this.server) {
+      if (!(sock instanceof Peer)) throw new UDPipeError('ERR_INVALID_ARGUMENT', 'a server sends to one client: pass its peer (the sock argument of a callback), or use sendAll()');
+      const conn = this.server.connection(sock.id);
+      if (!conn || conn.state === 'closed' || conn.state === 'closing') {
+        throw new UDPipeError('ERR_NOT_CONNECTED', `peer ${sock} is ${conn?.state ?? 'gone'}; stop sending to it after onDisconnect/onClose`);
+      }
+      this.checkQueue(conn.queueLength);
+      const ok = conn.send(bytes, reliable);
+      this.server.touch(sock.id);
+      this.driver?.kick();
+      return ok;
+    }
+    throw new UDPipeError(this.closed ? 'ERR_CLOSED' : 'ERR_NOT_CONNECTED', 'call start() (server) or connect() (client) before send()');
+  }
+
+  /** Server: sends to every connected client. Returns false if any queue is past maxQueue. */
+  sendAll(msg: string | Uint8Array, opts?: SendOptions): boolean {
+    if (this.role !== 'server') throw new UDPipeError('ERR_WRONG_ROLE', 'sendAll() is for servers; a client sends to its server with send()');
+    const bytes = this.encode(msg);
+    let ok = true;
+    for (const peer of this.peers.values()) {
+      const s = peer.state;
+      if (s === 'connected' || s === 'stalled') ok = this.send(bytes, peer, opts) && ok;
+    }
+    return ok;
+  }
+
+  /** Pings now: client to server; server to `sock`, or to every client. */
+  ping(sock?: Peer): void {
+    if (this.role === 'client') {
+      this.client?.connection?.ping();
+    } else if (this.role === 'server' && this.server) {
+      const ids = sock ? [sock.id] : this.server.connIds();
+      for (const id of ids) {
+        this.server.connection(id)?.ping();
+        this.server.touch(id);
+      }
+    } else {
+      throw new UDPipeError('ERR_NOT_CONNECTED', 'call start() or connect() before ping()');
+    }
+    this.driver?.kick();
+  }
+
+  /**
+   * Handles what arrived, runs due timers and delivers events now. With autoStep off
+   * this is the only place anything happens (call it every tick of your loop); with
+   * autoStep on it is harmless. `dt` is accepted for the seed's signature; time comes
+   * from the clock.
+   */
+  step(_dt?: number): void {
+    this.driver?.step();
+  }
+
+  /**
+   * Client: graceful close (queued messages are flushed first), no more reconnects.
+   * Server: closes one client, or with no argument every client and then the socket.
+   * Resolves when done.
+   */
+  close(sock?: Peer): Promise<void> {
+    const driver = this.driver;
+    if (this.role === 'none' || !driver) {
+      this.closed = true;
+      return Promise.resolve();
+    }
+    const now = driver.now();
+    if (this.role === 'client') {
+      const client = this.client!;
+      this.closed = true;
+      if (client.state === 'closed') return Promise.resolve();
+      const done = new Promise<void>((resolve) => this.closeWaiters.push({ connId: undefined, resolve }));
+      client.close(now);
+      driver.pump(true);
+      return done;
+    }
+    const server = this.server!;
+    if (sock !== undefined) {
+      if (!(sock instanceof Peer)) throw new UDPipeError('ERR_INVALID_ARGUMENT', 'close(sock) takes a peer from a callback');
+      if (!this.peers.has(sock.id)) return Promise.resolve();
+      const done = new Promise<void>((resolve) => this.closeWaiters.push({ connId: sock.id, resolve }));
+      server.close(now, sock.id);
+      driver.pump(true);
+      return done;
+    }
+    this.closed = true;
+    const done = new Promise<void>((resolve) => this.closeWaiters.push({ connId: undefined, resolve }));
+    server.close(now, undefined, 'shutdown');
+    server.configure({ maxClients: 0 });
+    driver.pump(true);
+    this.maybeFinishServer();
+    return done;
+  }
+
+  private maybeFinishServer(): void {
+    if (!this.closed || this.role !== 'server' || this.peers.size > 0) return;
+    this.driver?.stop();
+    this.log('closed');
+    for (const w of this.closeWaiters.splice(0)) w.resolve();
+  }
+
+  // ---- counters --------------------------------------------------------------------
+
+  /** Datagrams sent, as in the seed. */
+  getSentPackets(): number {
+    return this.server?.counters.datagramsSent ?? this.client?.datagramsSent ?? 0;
+  }
+
+  /** Datagrams received, as in the seed. */
+  getReceivedPackets(): number {
+    return this.server?.counters.datagramsReceived ?? this.client?.datagramsReceived ?? 0;
+  }
+
+  /** Statistics of one peer, or of the whole endpoint. */
+  stats(sock?: Peer): Record<string, unknown> {
+    if (sock) return { ...sock.stats() };
+    if (this.server) return { role: 'server', connections: this.peers.size, ...this.server.counters, droppedUnstepped: this.driver?.overflowed ?? 0 };
+    if (this.client) {
+      return {
+        role: 'client',
+        state: this.client.state,
+        datagramsSent: this.client.datagramsSent,
+        datagramsReceived: this.client.datagramsReceived,
+        malformed: this.client.malformed,
+        queued: this.client.queueLength,
+        connection: this.serverPeer?.stats(),
+      };
+    }
+    return { role: 'none' };
+  }
+
+  /** The server's peers that are connected now. */
+  get clients(): Peer[] {
+    return [...this.peers.values()];
+  }
+
+  /** Local address once started or connecting. */
+  get address(): Address | undefined {
+    return this.driver?.local;
+  }
+
+  toJSON(): Record<string, unknown> {
+    return { role: this.role, address: this.address, peers: this.clients.map((p) => p.toJSON()) };
+  }
+
+  // ---- events from the endpoints -------------------------------------------------
+
+  private fire<K extends EventName>(name: K, ...args: UDPipeEvents[K]): void {
+    const cbName = CALLBACK[name];
+    const cb = cbName ? (this as unknown as Record<string, (...a: unknown[]) => void>)[cbName] : undefined;
+    try {
+      cb?.apply(this, args);
+      if (name === 'error' && this.listenerCount('error') === 0) {
+        this.opts.logger.warn((args[0] as Error).message);
+        return;
+      }
+      this.emit(name, ...args);
+    } catch (err) {
+      // The program's callback threw. Keep our state whole, and let the error surface
+      // as it would from any event handler.
+      queueMicrotask(() => {
+        throw err;
+      });
+    }
+  }
+
+  private traceFn(): PumpTarget['trace'] {
+    return (dir, bytes, peer) => {
+      if (this.opts.debug) this.log(`${dir === 'in' ? '<-' : '->'} ${fmt(peer)} ${describeDatagram(bytes)}`);
+    };
+  }
+
+  private socketError(err: Error): void {
+    // ICMP port unreachable and friends: a hint, never fatal (the timeouts decide).
+    this.log(`socket error: ${err.message}`);
+  }
+
+  private serverTarget(server: ServerEndpoint): PumpTarget {
+    return {
+      handleDatagram: (b, from, now) => server.handleDatagram(b, from, now),
+      handleTimeout: (now) => server.handleTimeout(now),
+      pollTransmit: (now) => server.pollTransmit(now),
+      nextDeadline: () => server.nextDeadline(),
+      deliverEvents: () => {
+        for (let e = server.pollEvent(); e; e = server.pollEvent()) this.onServerEvent(e);
+      },
+      trace: this.traceFn(),
+      onSocketError: (err) => this.socketError(err),
+    };
+  }
+
+  private onServerEvent(e: ServerEvent): void {
+    const local = this.driver?.local ?? { address: '', port: 0 };
+    switch (e.type) {
+      case 'accepted': {
+        const peer = new Peer(this, e.connId, e.address, this.server!.connection(e.connId));
+        this.peers.set(e.connId, peer);
+        this.log(`new client ${peer}`);
+        this.fire('newClient', 'CONNECT', local.address, local.port, e.address.address, e.address.port, peer);
+        this.fire('connect', peer, e.address.address, e.address.port);
+        return;
+      }
+      case 'connection': {
+        const peer = this.peers.get(e.connId);
+        if (peer) this.onConnectionEvent(peer, e.event);
+        return;
+      }
+      case 'address-changed': {
+        const peer = this.peers.get(e.connId);
+        peer?.moved(e.address);
+        this.log(`peer ${e.connId.toString(16)} moved to ${fmt(e.address)}`);
+        return;
+      }
+      case 'removed': {
+        this.peers.delete(e.connId);
+        for (let i = this.closeWaiters.length - 1; i >= 0; i--) {
+          const w = this.closeWaiters[i]!;
+          if (w.connId === e.connId) {
+            this.closeWaiters.splice(i, 1);
+            w.resolve();
+          }
+        }
+        this.maybeFinishServer();
+        return;
+      }
+      case 'bad-token':
+        this.log(`bad token from ${fmt(e.address)}`);
+        this.fire('badToken', 'CONNECT', e.address.address, e.address.port);
+        return;
+      case 'max-clients':
+        this.log(`refused ${fmt(e.address)}: ${this.opts.maxClients} clients connected`);
+        this.fire('maxClients', 'CONNECT', e.address.address, e.address.port);
+        return;
+    }
+  }
+
+  private onConnectionEvent(peer: Peer, e: ConnectionEvent): void {
+    switch (e.type) {
+      case 'message':
+        this.fire('newMessage', Buffer.from(e.data.buffer, e.data.byteOffset, e.data.byteLength), peer, { reliable: e.reliable, channel: e.channel });
+        return;
+      case 'ping':
+        this.fire('ping', peer);
+        return;
+      case 'pong':
+        this.fire('pong', peer, e.rttMs);
+        return;
+      case 'stalled':
+        this.fire('stalled', peer);
+        return;
+      case 'unstalled':
+        this.fire('unstalled', peer);
+        return;
+      case 'drain':
+        this.fire('drain', peer);
+        return;
+      case 'state':
+        this.log(`${peer} ${e.from} -> ${e.to} (${e.why})`);
+        return;
+      case 'ended':
+        if (e.reason === 'timeout') this.fire('disconnect', peer);
+        else this.fire('close', peer, e.reason);
+        return;
+    }
+  }
+
+  private clientTarget(client: ClientEndpoint): PumpTarget {
+    return {
+      handleDatagram: (b, _from, now) => client.handleDatagram(b, now),
+      handleTimeout: (now) => client.handleTimeout(now),
+      pollTransmit: (now) => {
+        const bytes = client.pollTransmit(now);
+        return bytes ? { bytes, to: this.serverAddr! } : null;
+      },
+      nextDeadline: () => client.nextDeadline(),
+      deliverEvents: () => {
+        for (let e = client.pollEvent(); e; e = client.pollEvent()) this.onClientEvent(e);
+      },
+      trace: this.traceFn(),
+      onSocketError: (err) => this.socketError(err),
+    };
+  }
+
+  private onClientEvent(e: ClientEvent): void {
+    const server = this.serverAddr!;
+    switch (e.type) {
+      case 'connecting':
+        this.serverPeer = new Peer(this, 0, server);
+        this.log(`attempt ${e.attempt}: server answered, completing handshake`);
+        this.fire('connecting', this.serverPeer, server.address, server.port);
+        return;
+      case 'connected': {
+        const conn = this.client!.connection!;
+        const peer = this.serverPeer ?? new Peer(this, 0, server);
+        peer.attach(conn.remoteConnId, conn);
+        this.serverPeer = peer;
+        this.log(`connected to ${peer} (attempt ${e.attempt})`);
+        this.fire('connect', peer, server.address, server.port);
+        const w = this.connectWaiter;
+        this.connectWaiter = undefined;
+        w?.resolve(peer);
+        return;
+      }
+      case 'connection':
+        if (this.serverPeer) this.onConnectionEvent(this.serverPeer, e.event);
+        return;
+      case 'refused':
+        this.log(`refused by server: ${e.reason}`);
+        return;
+      case 'retrying':
+        this.log(`retrying in ${Math.round(e.delayMs)} ms`);
+        return;
+      case 'failed': {
+        const err = new UDPipeError(e.code, e.message);
+        this.log(`failed: ${e.message}`);
+        const w = this.connectWaiter;
+        this.connectWaiter = undefined;
+        if (w) w.reject(err);
+        else this.fire('error', err);
+        return;
+      }
+      case 'closed': {
+        this.log('closed');
+        this.closed = true;
+        this.driver?.stop();
+        const w = this.connectWaiter;
+        this.connectWaiter = undefined;
+        w?.reject(new UDPipeError('ERR_CLOSED', 'close() was called before the connection was made'));
+        for (const c of this.closeWaiters.splice(0)) c.resolve();
+        return;
+      }
+    }
+  }
+}
+
+function checkPort(port: unknown, allowZero: boolean): void {
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < (allowZero ? 0 : 1) || port > 65535) {
+    throw new UDPipeError('ERR_INVALID_ARGUMENT', `port must be an integer from ${allowZero ? 0 : 1} to 65535, got ${String(port)}`);
+  }
+}
+
+function fmt(a: Address): string {
+  return `${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}`;
+}
+
+function bindError(err: unknown, port: number, host: string | undefined): UDPipeError {
+  const code = (err as { code?: string }).code;
+  const where = `${host ?? 'all interfaces'} port ${port}`;
+  const why =
+    code === 'EADDRINUSE' ? 'the port is already in use (is another server running?)'
+    : code === 'EADDRNOTAVAIL' ? 'that address is not one of this machine\'s'
+    : code === 'EACCES' ? 'permission denied (ports below 1024 need privileges)'
+    : code === 'ENOTFOUND' || code === 'EAI_AGAIN' ? 'the host name does not resolve'
+    : (err as Error).message;
+  return new UDPipeError('ERR_BIND', `cannot listen on ${where}: ${why}`, { cause: err });
+}

@@ -1,0 +1,18 @@
+/**
+ * The small interface every congestion controller implements (../shared/design.md):
+ * the connection reports sends, acknowledgements and losses, and asks how many bytes
+ * may be in flight. Pacing and CUBIC come with the throughput issue behind the same
+ * interface.
+ */
+export interface CongestionController {
+  /** Bytes that may be in flight now. */
+  readonly window: number;
+  onSent(bytes: number, now: number): void;
+  /** A packet sent at `sentAt` was acknowledged. */
+  onAck(bytes: number, sentAt: number, now: number): void;
+  /** A packet sent at `sentAt` was declared lost. */
+  onLoss(bytes: number, sentAt: number, now: number): void;
+  /** Every packet across more than a PTO period was lost (RFC 9002 7.6): collapse the window. */
+  onPersistentCongestion(): void;
+  toJSON(): Record<string, number | string>;
+}

@@ -1,0 +1,106 @@
+import { createHmac } from 'node:crypto';
+import { COOKIE_SIZE, PROOF_SIZE } from '../wire/constants.js';
+
+/**
+ * Handshake cryptography of protocol v1 (docs/PROTOCOL.md, "Handshake"): the token
+ * never travels; each side proves it knows the token with an HMAC-SHA256 keyed from it
+ * over both sides' fresh values (client nonce, server cookie, connection ids).
+ * Deterministic given its inputs: all randomness is injected by the caller.
+ */
+
+const enc = new TextEncoder();
+
+function u32(n: number): Uint8Array {
+  return new Uint8Array([(n >>> 24) & 0xff, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff]);
+}
+
+function hmac(key: Uint8Array, label: string, ...parts: Uint8Array[]): Uint8Array {
+  const h = createHmac('sha256', key).update(enc.encode(label));
+  for (const p of parts) h.update(p);
+  return new Uint8Array(h.digest());
+}
+
+/** The key every proof is made with; the token itself is never used or sent as is. */
+export function deriveTokenKey(token: string | Uint8Array): Uint8Array {
+  return hmac(enc.encode('udpipe v1 token key'), '', typeof token === 'string' ? enc.encode(token) : token);
+}
+
+export interface HandshakeTranscript {
+  clientConnId: number;
+  clientNonce: Uint8Array;
+  cookie: Uint8Array;
+}
+
+export function clientProof(key: Uint8Array, t: HandshakeTranscript): Uint8Array {
+  return hmac(key, 'udpipe v1 client proof', u32(t.clientConnId), t.clientNonce, t.cookie).subarray(0, PROOF_SIZE);
+}
+
+export function serverProof(key: Uint8Array, t: HandshakeTranscript, serverConnId: number): Uint8Array {
+  return hmac(key, 'udpipe v1 server proof', u32(t.clientConnId), t.clientNonce, t.cookie, u32(serverConnId)).subarray(0, PROOF_SIZE);
+}
+
+export interface SessionKeys {
+  clientToServer: Uint8Array;
+  serverToClient: Uint8Array;
+}
+
+/** Per-direction keys for the packet integrity tags of one connection. */
+export function sessionKeys(key: Uint8Array, t: HandshakeTranscript, serverConnId: number): SessionKeys {
+  const ids = [u32(t.clientConnId), t.clientNonce, t.cookie, u32(serverConnId)];
+  return {
+    clientToServer: hmac(key, 'udpipe v1 c2s', ...ids),
+    serverToClient: hmac(key, 'udpipe v1 s2c', ...ids),
+  };
+}
+
+/** Constant-time comparison of two byte strings of any length. */
+export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d |= a[i]! ^ b[i]!;
+  return d === 0;
+}
+
+/**
+ * Stateless cookies (the server allocates nothing for a HELLO): a MAC over the client's
+ * address, port, connection id and nonce under a secret that rotates every
+ * `rotateMs`; the previous secret is still accepted, so a cookie lives between one and
+ * two periods.
+ */
+export class CookieJar {
+  private current: Uint8Array;
+  private previous: Uint8Array | undefined;
+  private rotatedAt: number;
+
+  constructor(
+    private readonly randomBytes: (n: number) => Uint8Array,
+    now: number,
+    private readonly rotateMs = 30_000,
+  ) {
+    this.current = randomBytes(32);
+    this.rotatedAt = now;
+  }
+
+  private rotate(now: number): void {
+    if (now - this.rotatedAt < this.rotateMs) return;
+    // Skipped periods invalidate both secrets at once.
+    this.previous = now - this.rotatedAt < 2 * this.rotateMs ? this.current : undefined;
+    this.current = this.randomBytes(32);
+    this.rotatedAt = now;
+  }
+
+  private compute(secret: Uint8Array, address: string, port: number, t: Omit<HandshakeTranscript, 'cookie'>): Uint8Array {
+    return hmac(secret, 'udpipe v1 cookie', enc.encode(`${address}|${port}|`), u32(t.clientConnId), t.clientNonce).subarray(0, COOKIE_SIZE);
+  }
+
+  make(address: string, port: number, t: Omit<HandshakeTranscript, 'cookie'>, now: number): Uint8Array {
+    this.rotate(now);
+    return this.compute(this.current, address, port, t);
+  }
+
+  check(address: string, port: number, t: HandshakeTranscript, now: number): boolean {
+    this.rotate(now);
+    if (equalBytes(this.compute(this.current, address, port, t), t.cookie)) return true;
+    return this.previous !== undefined && equalBytes(this.compute(this.previous, address, port, t), t.cookie);
+  }
+}

@@ -1,0 +1,331 @@
+import { clientProof, equalBytes, serverProof, sessionKeys } from '../crypto/handshake-keys.js';
+import { HmacPacketCipher } from '../crypto/packet-cipher.js';
+import { Deque } from '../reliability/deque.js';
+import { NONCE_SIZE, ReasonCode } from '../wire/constants.js';
+import { WireFormatError } from '../wire/errors.js';
+import { encodeHandshake, type ChallengePacket, type HandshakePacket } from '../wire/handshake.js';
+import { decodeDatagram } from '../wire/packet.js';
+import type { ConnectionConfig, ConnectionEvent } from './config.js';
+import { Connection } from './connection.js';
+import { TimerTable } from './timers.js';
+
+export interface ReconnectPolicy {
+  enabled: boolean;
+  minDelayMs: number;
+  maxDelayMs: number;
+}
+
+export interface ClientConfig extends ConnectionConfig {
+  tokenKey: Uint8Array;
+  /** First handshake retransmission; doubles up to 8x. */
+  handshakeRetryMs: number;
+  reconnect: ReconnectPolicy;
+  /** Tests only: first packet number, to cross the 32-bit wire wraparound. */
+  initialPacketNumber?: number;
+}
+
+/** The client's life: docs/PROTOCOL.md, "Client states". */
+export type ClientState = 'idle' | 'handshake' | 'connected' | 'waiting' | 'closed';
+
+export type ClientEvent =
+  /** The server answered this attempt's HELLO: completing the handshake. */
+  | { type: 'connecting'; attempt: number }
+  | { type: 'connected'; attempt: number }
+  | { type: 'connection'; event: ConnectionEvent }
+  | { type: 'refused'; reason: 'bad-token' | 'server-full' }
+  /** Waiting before the next attempt. */
+  | { type: 'retrying'; delayMs: number; attempt: number }
+  /** Gave up for good: state is 'closed'. */
+  | { type: 'failed'; code: 'ERR_HANDSHAKE_TIMEOUT' | 'ERR_BAD_TOKEN'; message: string }
+  /** close() finished (or the client could not reconnect). */
+  | { type: 'closed' };
+
+type TimerName = 'handshake' | 'attempt' | 'deadline' | 'reconnect';
+
+/** HELLO/CONNECT are retransmitted at handshakeRetryMs, doubling up to this factor. */
+const MAX_RETRY_FACTOR = 8;
+/** CONNECT retransmissions before starting over with a fresh HELLO (the cookie may have expired). */
+const CONNECT_TRIES = 4;
+
+/**
+ * The client side, sans-I/O: the handshake with retransmission, one Connection at a
+ * time, and reconnection with exponential backoff and jitter. What the program sends
+ * while not connected waits here and goes out, in order, on the next connection;
+ * reliable messages the lost connection never saw acknowledged go first.
+ */
+export class ClientEndpoint {
+  private _state: ClientState = 'idle';
+  private readonly timers = new TimerTable<TimerName>();
+  private readonly events = new Deque<ClientEvent>();
+  private conn: Connection | undefined;
+  private readonly carry: { data: Uint8Array; reliable: boolean }[] = [];
+  private attempt = 0;
+  private failures = 0;
+  private everConnected = false;
+  private hs: { connId: number; nonce: Uint8Array; challenge?: ChallengePacket; retries: number; connectTries: number; announced: boolean } | undefined;
+  private out: Uint8Array[] = [];
+  /** Handshake and stale datagrams dropped; the connection counts its own. */
+  malformed = 0;
+  datagramsSent = 0;
+  datagramsReceived = 0;
+
+  constructor(
+    private cfg: ClientConfig,
+    private readonly randomBytes: (n: number) => Uint8Array,
+  ) {}
+
+  get state(): ClientState {
+    return this._state;
+  }
+
+  get connection(): Connection | undefined {
+    return this.conn;
+  }
+
+  /** Messages waiting for a connection. */
+  get carried(): number {
+    return this.carry.length;
+  }
+
+  configure(patch: Partial<ClientConfig>): void {
+    this.cfg = { ...this.cfg, ...patch };
+  }
+
+  /** Starts connecting; `deadline` bounds the first connection only (Infinity: none). */
+  start(now: number, deadline: number): void {
+    if (this._state !== 'idle') throw new Error('ClientEndpoint.start called twice');
+    if (deadline !== Infinity) this.timers.set('deadline', deadline);
+    this.beginAttempt(now);
+  }
+
+  private beginAttempt(now: number): void {
+    this._state = 'handshake';
+    this.attempt++;
+    const idBytes = this.randomBytes(4);
+    const connId = (((idBytes[0]! << 24) | (idBytes[1]! << 16) | (idBytes[2]! << 8) | idBytes[3]!) >>> 0) || 1;
+    this.hs = { connId, nonce: this.randomBytes(NONCE_SIZE), retries: 0, connectTries: 0, announced: false };
+    // An attempt that hears nothing for a disconnect timeout gives way to a backoff.
+    this.timers.set('attempt', now + this.cfg.timeoutMs);
+    this.sendHandshake(now);
+  }
+
+  private sendHandshake(now: number): void {
+    const hs = this.hs!;
+    if (hs.challenge && hs.connectTries >= CONNECT_TRIES) {
+      hs.challenge = undefined;
+      hs.connectTries = 0;
+    }
+    if (hs.challenge) {
+      hs.connectTries++;
+      const t = { clientConnId: hs.connId, clientNonce: hs.nonce, cookie: hs.challenge.cookie };
+      this.out.push(encodeHandshake({ type: 'connect', ...t, proof: clientProof(this.cfg.tokenKey, t) }));
+    } else {
+      this.out.push(encodeHandshake({ type: 'hello', clientConnId: hs.connId, clientNonce: hs.nonce }));
+    }
+    const factor = Math.min(2 ** hs.retries, MAX_RETRY_FACTOR);
+    hs.retries++;
+    this.timers.set('handshake', now + this.cfg.handshakeRetryMs * factor * (0.75 + 0.5 * this.random()));
+  }
+
+  /** Uniform in [0, 1) from the injected randomness. */
+  private random(): number {
+    const b = this.randomBytes(4);
+    return (((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0) / 2 ** 32;
+  }
+
+  send(data: Uint8Array, reliable: boolean): boolean {
+    if (this.conn && this.conn.state !== 'closed') return this.conn.send(data, reliable);
+    this.carry.push({ data, reliable });
+    return this.carry.length < this.cfg.maxQueue;
+  }
+
+  /** Total queued: carried plus the connection's queue. */
+  get queueLength(): number {
+    return this.carry.length + (this.conn?.queueLength ?? 0);
+  }
+
+  handleDatagram(bytes: Uint8Array, now: number): void {
+    this.datagramsReceived++;
+    let d;
+    try {
+      d = decodeDatagram(bytes);
+    } catch (e) {
+      if (!(e instanceof WireFormatError)) throw e;
+      this.malformed++;
+      return;
+    }
+    if (d.type === 'data') {
+      if (!this.conn || d.connId !== this.conn.localConnId) {
+        this.malformed++; // stale (an earlier connection) or forged
+        return;
+      }
+      this.conn.handleDatagram(bytes, d.pnLow, now);
+      this.afterConnection(now);
+      return;
+    }
+    this.onHandshake(d, now);
+  }
+
+  private onHandshake(d: HandshakePacket, now: number): void {
+    const hs = this.hs;
+    if (this._state !== 'handshake' || !hs || d.clientConnId !== hs.connId || !equalBytes(d.clientNonce, hs.nonce)) {
+      this.malformed++;
+      return;
+    }
+    switch (d.type) {
+      case 'challenge':
+        hs.challenge = d;
+        hs.connectTries = 0;
+        hs.retries = 0;
+        if (!hs.announced) {
+          hs.announced = true;
+          this.events.push({ type: 'connecting', attempt: this.attempt });
+        }
+        this.sendHandshake(now);
+        return;
+      case 'accept': {
+        if (!hs.challenge) return;
+        const t = { clientConnId: hs.connId, clientNonce: hs.nonce, cookie: hs.challenge.cookie };
+        if (!equalBytes(serverProof(this.cfg.tokenKey, t, d.serverConnId), d.proof)) {
+          this.malformed++; // not a server that knows our token
+          return;
+        }
+        this.onAccepted(d.serverConnId, t, now);
+        return;
+      }
+      case 'refuse':
+        if (d.reason === ReasonCode.BadToken) {
+          this.events.push({ type: 'refused', reason: 'bad-token' });
+          this.fail('ERR_BAD_TOKEN', 'the server refused our token: client and server must be given the same token (setToken / --token)');
+        } else {
+          this.events.push({ type: 'refused', reason: 'server-full' });
+          this.retryLater(now);
+        }
+        return;
+      default:
+        this.malformed++; // hello/connect travel to servers only
+    }
+  }
+
+  private onAccepted(serverConnId: number, t: { clientConnId: number; clientNonce: Uint8Array; cookie: Uint8Array }, now: number): void {
+    const keys = sessionKeys(this.cfg.tokenKey, t, serverConnId);
+    this.conn = new Connection({
+      localConnId: t.clientConnId,
+      remoteConnId: serverConnId,
+      cipher: new HmacPacketCipher(keys.clientToServer, keys.serverToClient),
+      config: this.cfg,
+      now,
+      emit: (event) => this.events.push({ type: 'connection', event }),
+      initialPacketNumber: this.cfg.initialPacketNumber,
+    });
+    this.hs = undefined;
+    this._state = 'connected';
+    this.everConnected = true;
+    this.failures = 0;
+    this.timers.clear('handshake');
+    this.timers.clear('attempt');
+    this.timers.clear('deadline');
+    this.events.push({ type: 'connected', attempt: this.attempt });
+    for (const m of this.carry.splice(0)) this.conn.send(m.data, m.reliable);
+    // Our first DATA packet confirms the handshake to the server; send one at once.
+    this.conn.ping();
+  }
+
+  /** Moves to 'waiting' with exponential backoff and jitter, or gives up. */
+  private retryLater(now: number): void {
+    this.hs = undefined;
+    this.timers.clear('handshake');
+    this.timers.clear('attempt');
+    if (!this.cfg.reconnect.enabled && this.everConnected) {
+      this.finish();
+      return;
+    }
+    const { minDelayMs, maxDelayMs } = this.cfg.reconnect;
+    const base = Math.min(maxDelayMs, minDelayMs * 2 ** Math.min(this.failures, 30));
+    this.failures++;
+    // "Equal jitter": half fixed, half random, so a crowd of clients spreads out.
+    const delayMs = base / 2 + (base / 2) * this.random();
+    this._state = 'waiting';
+    this.timers.set('reconnect', now + delayMs);
+    this.events.push({ type: 'retrying', delayMs, attempt: this.attempt });
+  }
+
+  private fail(code: 'ERR_HANDSHAKE_TIMEOUT' | 'ERR_BAD_TOKEN', message: string): void {
+    this.events.push({ type: 'failed', code, message });
+    this.finish();
+  }
+
+  private finish(): void {
+    this.hs = undefined;
+    this.timers.clearAll();
+    this._state = 'closed';
+    this.events.push({ type: 'closed' });
+  }
+
+  /** Checks the connection after anything touched it: has it ended? */
+  private afterConnection(now: number): void {
+    const c = this.conn;
+    if (!c || c.state !== 'closed') return;
+    if (!c.finished) return; // still draining (answering the peer's CLOSE)
+    this.conn = undefined;
+    const left = c.takeUnfinished();
+    this.carry.unshift(...left.reliable.map((data) => ({ data, reliable: true })), ...left.unreliable.map((data) => ({ data, reliable: false })));
+    if (this.closing || c.reason === 'bad-token') {
+      this.finish();
+      return;
+    }
+    // Lost (timeout) or closed by the server: reconnect, as the seed does.
+    if (this.cfg.reconnect.enabled) this.retryLater(now);
+    else this.finish();
+  }
+
+  private closing = false;
+
+  /** Graceful close: flush, CLOSE/CLOSED, no more reconnects. */
+  close(now: number): void {
+    if (this._state === 'closed') return;
+    this.closing = true;
+    if (this.conn && this.conn.state !== 'closed') {
+      this.conn.close(now);
+      return;
+    }
+    this.finish();
+  }
+
+  handleTimeout(now: number): void {
+    if (this.timers.due('deadline', now)) {
+      this.fail('ERR_HANDSHAKE_TIMEOUT', 'no connection before the connect timeout: is the server running, reachable, and on this port?');
+      return;
+    }
+    if (this.timers.due('reconnect', now)) {
+      this.timers.clear('reconnect');
+      this.beginAttempt(now);
+    }
+    if (this.timers.due('attempt', now)) {
+      this.retryLater(now);
+    }
+    if (this.timers.due('handshake', now) && this._state === 'handshake') this.sendHandshake(now);
+    if (this.conn) {
+      this.conn.handleTimeout(now);
+      this.afterConnection(now);
+    }
+  }
+
+  pollTransmit(now: number): Uint8Array | null {
+    const hs = this.out.shift();
+    const bytes = hs ?? this.conn?.pollTransmit(now) ?? null;
+    if (bytes) this.datagramsSent++;
+    if (!hs && this.conn) this.afterConnection(now);
+    return bytes;
+  }
+
+  pollEvent(): ClientEvent | undefined {
+    return this.events.shift();
+  }
+
+  nextDeadline(): number {
+    const t = this.timers.next();
+    const c = this.conn?.nextDeadline() ?? Infinity;
+    return Math.min(t, c);
+  }
+}

@@ -1,0 +1,38 @@
+import type { Reason } from '../wire/constants.js';
+
+/** Tunables of one connection, in milliseconds; validated by the API layer (src/api/options.ts). */
+export interface ConnectionConfig {
+  pingIntervalMs: number;
+  stallTimeoutMs: number;
+  timeoutMs: number;
+  maxQueue: number;
+  /** How long to wait for an ACK before acknowledging alone (we promise the peer this bound). */
+  maxAckDelayMs: number;
+  initialRttMs: number;
+  /** How long close() may take to flush what is queued and hear CLOSED back. */
+  closeTimeoutMs: number;
+}
+
+export const DEFAULT_CONNECTION_CONFIG: ConnectionConfig = {
+  pingIntervalMs: 1000,
+  stallTimeoutMs: 3000,
+  timeoutMs: 10_000,
+  maxQueue: 1024,
+  maxAckDelayMs: 10,
+  initialRttMs: 100,
+  closeTimeoutMs: 5000,
+};
+
+/** A connection's visible state; every change goes through Connection.transition. */
+export type ConnectionState = 'connected' | 'stalled' | 'closing' | 'closed';
+
+export type ConnectionEvent =
+  | { type: 'message'; data: Uint8Array; reliable: boolean; channel: number }
+  | { type: 'ping' }
+  | { type: 'pong'; rttMs: number }
+  | { type: 'stalled' }
+  | { type: 'unstalled' }
+  | { type: 'drain' }
+  /** The connection ended. 'timeout' is the disconnect of the seed; others come from CLOSE. */
+  | { type: 'ended'; reason: Reason; byPeer: boolean }
+  | { type: 'state'; from: ConnectionState; to: ConnectionState; why: string };

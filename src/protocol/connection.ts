@@ -1,0 +1,509 @@
+import { NewReno } from '../congestion/new-reno.js';
+import type { CongestionController } from '../congestion/controller.js';
+import type { PacketCipher } from '../crypto/packet-cipher.js';
+import { LossRecovery, type LossCallbacks, type SentPacket } from '../reliability/loss-recovery.js';
+import { RangeSet } from '../reliability/range-set.js';
+import { OrderedReceiver } from '../reliability/receiver.js';
+import { ReliableSender, type OutMessage } from '../reliability/sender.js';
+import { expandPacketNumber } from '../reliability/seq.js';
+import { ByteWriter } from '../wire/bytes.js';
+import {
+  DATA_HEADER_SIZE,
+  MAX_DATAGRAM_SIZE,
+  TAG_SIZE,
+  reasonFromCode,
+  reasonToCode,
+  type Reason,
+} from '../wire/constants.js';
+import { WireFormatError } from '../wire/errors.js';
+import { decodeFrames, frameSize, writeFrame, type Frame } from '../wire/frames.js';
+import { writeDataHeader } from '../wire/packet.js';
+import type { ConnectionConfig, ConnectionEvent, ConnectionState } from './config.js';
+import { TimerTable } from './timers.js';
+
+type TimerName = 'ack' | 'ping' | 'stall' | 'idle' | 'close' | 'closeRetry' | 'drain';
+
+/** Room for frames in one DATA packet. */
+const FRAME_ROOM = MAX_DATAGRAM_SIZE - DATA_HEADER_SIZE - TAG_SIZE;
+/** ACK frames name at most this many ranges (newest first). */
+const MAX_ACK_RANGES_SENT = 32;
+/** Ack at once after this many ack-eliciting packets (RFC 9000 13.2.2 suggests 2). */
+const ACK_EVERY = 2;
+/** Outstanding pings remembered for RTT on PONG. */
+const MAX_PINGS_REMEMBERED = 8;
+
+export interface ConnectionInit {
+  /** Our connection id: the peer puts it in every packet it sends us. */
+  localConnId: number;
+  /** The peer's connection id: we put it in every packet we send. */
+  remoteConnId: number;
+  cipher: PacketCipher;
+  config: ConnectionConfig;
+  now: number;
+  emit: (e: ConnectionEvent) => void;
+  /** First packet number; tests start near 2^32 to cross the wire's wraparound. */
+  initialPacketNumber?: number;
+  /** First message sequence number in both directions (docs/PROTOCOL.md: both start at 0). */
+  initialSeq?: number;
+}
+
+export interface ConnectionStats {
+  state: ConnectionState;
+  rtt: ReturnType<LossRecovery['rtt']['toJSON']>;
+  datagramsSent: number;
+  datagramsReceived: number;
+  bytesSent: number;
+  bytesReceived: number;
+  messagesSent: number;
+  messagesReceived: number;
+  retransmissions: number;
+  packetsLost: number;
+  /** Lost ack-eliciting packets / ack-eliciting packets sent. */
+  lossRate: number;
+  queueLength: number;
+  bytesInFlight: number;
+  congestion: Record<string, number | string>;
+  malformed: number;
+  duplicates: number;
+}
+
+/**
+ * One established connection, sans-I/O: datagrams and time in (handleDatagram,
+ * handleTimeout, send), datagrams, events and the next deadline out (pollTransmit,
+ * emit, nextDeadline). Both the client and the server side use it; the endpoints own
+ * handshakes and addresses. State diagram: docs/PROTOCOL.md, "Connection states".
+ */
+export class Connection {
+  readonly localConnId: number;
+  readonly remoteConnId: number;
+  private _state: ConnectionState = 'connected';
+  private endReason: Reason | undefined;
+  private readonly cfg: ConnectionConfig;
+  private readonly cipher: PacketCipher;
+  private readonly emit: (e: ConnectionEvent) => void;
+  private readonly timers = new TimerTable<TimerName>();
+
+  private readonly recovery: LossRecovery;
+  private readonly cc: CongestionController;
+  private readonly sender: ReliableSender;
+  private readonly receiver: OrderedReceiver;
+  private readonly unreliable: Uint8Array[] = [];
+  private readonly received = new RangeSet(256);
+  private nextPn: number;
+
+  // Acknowledgement state (RFC 9000 13.2).
+  private ackElicitingUnacked = 0;
+  private ackNow = false;
+  private largestReceivedAt = 0;
+
+  // Control frames waiting for the next packet.
+  private pongsToSend: number[] = [];
+  private pingToSend: number | undefined;
+  private nextPingId = 1;
+  private readonly pingsSent = new Map<number, number>();
+  private probes = 0;
+  private closeToSend = false;
+  private closeStarted = false;
+  private closeRetryMs = 0;
+  private closedToSend = false;
+  private closeReason: Reason = 'normal';
+  private backpressured = false;
+
+  private lastReceivedAt: number;
+  private counters = { datagramsSent: 0, datagramsReceived: 0, bytesSent: 0, bytesReceived: 0, messagesSent: 0, messagesReceived: 0, malformed: 0, duplicates: 0, ackElicitingSent: 0 };
+
+  private readonly lossCallbacks: LossCallbacks = {
+    acked: (p: SentPacket) => {
+      this.cc.onAck(p.size, p.sentAt, this.lastNow);
+      for (const m of p.messages) this.sender.onAcked(m);
+    },
+    lost: (p: SentPacket) => {
+      this.cc.onLoss(p.size, p.sentAt, this.lastNow);
+      for (const m of p.messages) this.sender.onLost(m);
+    },
+  };
+  private lastNow: number;
+
+  constructor(init: ConnectionInit) {
+    this.localConnId = init.localConnId;
+    this.remoteConnId = init.remoteConnId;
+    this.cfg = init.config;
+    this.cipher = init.cipher;
+    this.emit = init.emit;
+    this.nextPn = init.initialPacketNumber ?? 0;
+    this.recovery = new LossRecovery(this.cfg.initialRttMs, this.cfg.maxAckDelayMs, Math.max(this.cfg.pingIntervalMs, 200));
+    this.cc = new NewReno(MAX_DATAGRAM_SIZE);
+    this.sender = new ReliableSender(0, init.initialSeq ?? 0);
+    this.receiver = new OrderedReceiver(init.initialSeq ?? 0);
+    this.lastReceivedAt = init.now;
+    this.lastNow = init.now;
+    this.armKeepalive(init.now);
+    this.timers.set('ping', init.now + this.cfg.pingIntervalMs);
+  }
+
+  get state(): ConnectionState {
+    return this._state;
+  }
+
+  /** Why the connection ended, once state is 'closed'. */
+  get reason(): Reason | undefined {
+    return this.endReason;
+  }
+
+  /** Reliable messages not yet acknowledged plus unreliable ones not yet sent. */
+  get queueLength(): number {
+    return this.sender.length + this.unreliable.length;
+  }
+
+  /** Closed and nothing left to answer: the endpoint may forget it. */
+  get finished(): boolean {
+    return this._state === 'closed' && this.timers.get('drain') === Infinity && !this.closedToSend;
+  }
+
+  private transition(to: ConnectionState, why: string): void {
+    const from = this._state;
+    if (from === to) return;
+    this._state = to;
+    this.emit({ type: 'state', from, to, why });
+  }
+
+  private armKeepalive(now: number): void {
+    this.timers.set('stall', now + this.cfg.stallTimeoutMs);
+    this.timers.set('idle', now + this.cfg.timeoutMs);
+  }
+
+  // ---- inputs -------------------------------------------------------------------
+
+  /**
+   * Queues a message. Returns false when the queue is at or past maxQueue (the message
+   * is still queued; a 'drain' event follows when it empties below). The caller checks
+   * size and state first (src/api), so this never throws on network grounds.
+   */
+  send(data: Uint8Array, reliable: boolean): boolean {
+    if (reliable) this.sender.enqueue(data);
+    else this.unreliable.push(data);
+    const ok = this.queueLength < this.cfg.maxQueue;
+    if (!ok) this.backpressured = true;
+    return ok;
+  }
+
+  /** Sends a PING now (the seed's ping()). */
+  ping(): void {
+    if (this._state === 'closed') return;
+    this.pingToSend = this.nextPingId++ >>> 0;
+  }
+
+  /**
+   * Starts a graceful close: what is queued is flushed and acknowledged first, then
+   * CLOSE/CLOSED. Ends by itself after closeTimeoutMs whatever the peer does.
+   */
+  close(now: number, reason: Reason = 'normal'): void {
+    if (this._state === 'closed' || this._state === 'closing') return;
+    this.closeReason = reason;
+    this.transition('closing', `local close (${reason})`);
+    this.timers.set('close', now + this.cfg.closeTimeoutMs);
+  }
+
+  /** Ends at once without a handshake (endpoint shutting down hard, or replaced). */
+  abort(reason: Reason): void {
+    if (this._state === 'closed') return;
+    this.end(reason, false);
+  }
+
+  /**
+   * A DATA packet for this connection. Checks the MAC before looking at anything else,
+   * then drops duplicates (which also stops replays), then processes the frames.
+   * Returns what happened, so the endpoint may count and, on 'ok', update the peer's
+   * address.
+   */
+  handleDatagram(bytes: Uint8Array, pnLow: number, now: number): 'ok' | 'rejected' | 'duplicate' {
+    this.lastNow = now;
+    if (!this.cipher.open(bytes)) {
+      this.counters.malformed++;
+      return 'rejected';
+    }
+    const pn = expandPacketNumber(this.received.largest, pnLow);
+    if (this.received.has(pn)) {
+      this.counters.duplicates++;
+      return 'duplicate';
+    }
+    let frames: Frame[];
+    try {
+      frames = decodeFrames(bytes, DATA_HEADER_SIZE, bytes.length - TAG_SIZE);
+    } catch (e) {
+      if (!(e instanceof WireFormatError)) throw e;
+      // Authenticated yet malformed: a broken peer. Drop the packet, keep the connection.
+      this.counters.malformed++;
+      return 'rejected';
+    }
+    const largestBefore = this.received.largest;
+    this.received.add(pn);
+    this.counters.datagramsReceived++;
+    this.counters.bytesReceived += bytes.length;
+    if (pn > largestBefore) this.largestReceivedAt = now;
+    this.lastReceivedAt = now;
+    if (this._state === 'closed') {
+      // Draining: only answer a repeated CLOSE.
+      if (frames.some((f) => f.type === 'close')) this.closedToSend = true;
+      return 'ok';
+    }
+    this.armKeepalive(now);
+    if (this._state === 'stalled') this.unstall(now);
+
+    let ackEliciting = false;
+    for (const f of frames) {
+      if (f.type !== 'ack' && f.type !== 'padding' && f.type !== 'closed') ackEliciting = true;
+      this.onFrame(f, now);
+      if ((this._state as ConnectionState) === 'closed') break;
+    }
+    if (ackEliciting) {
+      this.ackElicitingUnacked++;
+      if (this.ackElicitingUnacked >= ACK_EVERY || pn !== largestBefore + 1) this.ackNow = true;
+      else if (this.timers.get('ack') === Infinity) this.timers.set('ack', now + this.cfg.maxAckDelayMs);
+    }
+    return 'ok';
+  }
+
+  private onFrame(f: Frame, now: number): void {
+    switch (f.type) {
+      case 'padding':
+        return;
+      case 'ack':
+        this.recovery.onAck(f.ranges, f.delayUs / 1000, now, this.lossCallbacks);
+        this.afterAckOrLoss();
+        return;
+      case 'ping':
+        if (this.pongsToSend.length < 4) this.pongsToSend.push(f.id);
+        this.emit({ type: 'ping' });
+        return;
+      case 'pong': {
+        const sentAt = this.pingsSent.get(f.id);
+        if (sentAt === undefined) return; // unsolicited or very late: ignore
+        this.pingsSent.delete(f.id);
+        this.emit({ type: 'pong', rttMs: now - sentAt });
+        return;
+      }
+      case 'reliable':
+        this.receiver.receive(f.seq, f.data, (data) => {
+          this.counters.messagesReceived++;
+          this.emit({ type: 'message', data, reliable: true, channel: f.channel });
+        });
+        return;
+      case 'unreliable':
+        this.counters.messagesReceived++;
+        this.emit({ type: 'message', data: f.data, reliable: false, channel: f.channel });
+        return;
+      case 'close':
+        this.closedToSend = true;
+        this.end(reasonFromCode(f.reason), true);
+        return;
+      case 'closed':
+        if (this._state === 'closing') this.end(this.closeReason, false);
+        return;
+    }
+  }
+
+  private afterAckOrLoss(): void {
+    if (this.backpressured && this.queueLength < this.cfg.maxQueue) {
+      this.backpressured = false;
+      this.emit({ type: 'drain' });
+    }
+  }
+
+  private unstall(now: number): void {
+    this.transition('connected', 'packet received');
+    this.emit({ type: 'unstalled' });
+    // Whatever was in flight during the stall is probably lost: resend it now rather
+    // than after a backed-off probe timeout.
+    this.recovery.resetBackoff();
+    this.sender.requeueInFlight();
+    this.timers.set('ping', Math.min(this.timers.get('ping'), now + this.cfg.pingIntervalMs));
+  }
+
+  private end(reason: Reason, byPeer: boolean): void {
+    this.endReason = reason;
+    this.recovery.clear();
+    this.timers.clearAll();
+    this.transition('closed', `${byPeer ? 'peer' : 'local'}: ${reason}`);
+    // Linger a little to answer a retransmitted CLOSE whose CLOSED was lost.
+    if (byPeer) this.timers.set('drain', this.lastNow + 3 * this.recovery.rtt.pto(1, this.cfg.maxAckDelayMs));
+    this.emit({ type: 'ended', reason, byPeer });
+  }
+
+  handleTimeout(now: number): void {
+    this.lastNow = now;
+    if (this._state === 'closed') {
+      if (this.timers.due('drain', now)) this.timers.clear('drain');
+      return;
+    }
+    if (this.timers.due('idle', now)) {
+      this.end('timeout', false);
+      return;
+    }
+    if (this.timers.due('close', now)) {
+      this.end(this.closeReason, false);
+      return;
+    }
+    if (this.timers.due('stall', now)) {
+      this.timers.clear('stall');
+      if (this._state === 'connected') {
+        this.transition('stalled', `no packet for ${this.cfg.stallTimeoutMs} ms`);
+        this.emit({ type: 'stalled' });
+      }
+    }
+    if (this.timers.due('closeRetry', now)) {
+      this.timers.clear('closeRetry');
+      this.closeToSend = true;
+    }
+    if (this.timers.due('ack', now)) {
+      this.timers.clear('ack');
+      this.ackNow = true;
+    }
+    if (this.timers.due('ping', now)) {
+      this.timers.set('ping', now + this.cfg.pingIntervalMs);
+      this.ping();
+    }
+    if (this.recovery.deadline() <= now) {
+      if (this.recovery.onTimeout(now, this.lossCallbacks) === 'probe') {
+        // RFC 9002 6.2.4: send probes even if the window is full.
+        this.probes = 2;
+        if (this.sender.requeueInFlight() === 0 && this.sender.unsent === 0) this.ping();
+      }
+      this.afterAckOrLoss();
+    }
+  }
+
+  // ---- outputs ------------------------------------------------------------------
+
+  nextDeadline(): number {
+    if (this._state === 'closed') return this.timers.get('drain');
+    let t = this.timers.next();
+    const r = this.recovery.deadline();
+    if (r < t) t = r;
+    return t;
+  }
+
+  private mayCloseNow(): boolean {
+    return this._state === 'closing' && this.sender.length === 0 && this.unreliable.length === 0;
+  }
+
+  private canSendData(): boolean {
+    if (this._state !== 'connected' && this._state !== 'closing') return false;
+    if (this.probes > 0) return true;
+    return this.recovery.bytesInFlight + MAX_DATAGRAM_SIZE <= this.cc.window;
+  }
+
+  /** The next datagram to send, or null when there is nothing to send now. */
+  pollTransmit(now: number): Uint8Array | null {
+    this.lastNow = now;
+    if (this._state === 'closed' && !this.closedToSend) return null;
+    if (!this.closeStarted && this.mayCloseNow()) {
+      this.closeStarted = true;
+      this.closeToSend = true;
+      this.closeRetryMs = Math.max(this.recovery.rtt.pto(1, this.cfg.maxAckDelayMs), 20);
+    }
+    const dataOk = this.canSendData();
+    const hasData = dataOk && (this.sender.peek() !== undefined || this.unreliable.length > 0);
+    const hasControl = this.pongsToSend.length > 0 || this.pingToSend !== undefined || this.closeToSend || this.closedToSend;
+    const hasAck = this.ackElicitingUnacked > 0 || this.ackNow;
+    if (!hasData && !hasControl && !(this.ackNow && hasAck)) return null;
+
+    const frames: Frame[] = [];
+    const messages: OutMessage[] = [];
+    let room = FRAME_ROOM;
+    let ackEliciting = false;
+    const add = (f: Frame): boolean => {
+      const n = frameSize(f);
+      if (n > room) return false;
+      frames.push(f);
+      room -= n;
+      if (f.type !== 'ack' && f.type !== 'closed' && f.type !== 'padding') ackEliciting = true;
+      return true;
+    };
+
+    if (hasAck && this.received.ranges.length > 0) {
+      add({ type: 'ack', delayUs: Math.max(0, Math.round((now - this.largestReceivedAt) * 1000)), ranges: this.received.newest(MAX_ACK_RANGES_SENT) });
+      this.ackElicitingUnacked = 0;
+      this.ackNow = false;
+      this.timers.clear('ack');
+    }
+    if (this.closedToSend) {
+      add({ type: 'closed' });
+      this.closedToSend = false;
+    }
+    if (this._state !== 'closed') {
+      while (this.pongsToSend.length > 0 && add({ type: 'pong', id: this.pongsToSend[0]! })) this.pongsToSend.shift();
+      if (this.pingToSend !== undefined && add({ type: 'ping', id: this.pingToSend })) {
+        this.pingsSent.set(this.pingToSend, now);
+        if (this.pingsSent.size > MAX_PINGS_REMEMBERED) this.pingsSent.delete(this.pingsSent.keys().next().value!);
+        this.pingToSend = undefined;
+      }
+      if (dataOk) {
+        for (let m = this.sender.peek(); m; m = this.sender.peek()) {
+          if (!add({ type: 'reliable', channel: m.channel, seq: m.seq, data: m.data })) break;
+          this.sender.take(m);
+          messages.push(m);
+          if (m.sendCount === 1) this.counters.messagesSent++;
+        }
+        while (this.unreliable.length > 0 && add({ type: 'unreliable', channel: 0, data: this.unreliable[0]! })) {
+          this.unreliable.shift();
+          this.counters.messagesSent++;
+        }
+      }
+      if (this.closeToSend && add({ type: 'close', reason: reasonToCode(this.closeReason) })) {
+        this.closeToSend = false;
+        this.timers.set('closeRetry', now + this.closeRetryMs);
+        this.closeRetryMs *= 2;
+      }
+    }
+    if (frames.length === 0) return null;
+    if (ackEliciting && this.probes > 0) this.probes--;
+
+    const pn = this.nextPn++;
+    let size = DATA_HEADER_SIZE + TAG_SIZE;
+    for (const f of frames) size += frameSize(f);
+    const out = new Uint8Array(size);
+    const w = new ByteWriter(out);
+    writeDataHeader(w, this.remoteConnId, pn);
+    for (const f of frames) writeFrame(w, f);
+    this.cipher.seal(out, w.offset);
+
+    this.recovery.onSent({ pn, sentAt: now, size, ackEliciting, messages });
+    this.cc.onSent(size, now);
+    this.counters.datagramsSent++;
+    this.counters.bytesSent += size;
+    if (ackEliciting) this.counters.ackElicitingSent++;
+    this.afterAckOrLoss();
+    return out;
+  }
+
+  /**
+   * Everything this connection still owed the peer, for the client's next connection:
+   * reliable messages not acknowledged (in order) and unreliable ones never sent.
+   */
+  takeUnfinished(): { reliable: Uint8Array[]; unreliable: Uint8Array[] } {
+    return { reliable: this.sender.takeAll(), unreliable: this.unreliable.splice(0) };
+  }
+
+  stats(): ConnectionStats {
+    const c = this.counters;
+    return {
+      state: this._state,
+      rtt: this.recovery.rtt.toJSON(),
+      datagramsSent: c.datagramsSent,
+      datagramsReceived: c.datagramsReceived,
+      bytesSent: c.bytesSent,
+      bytesReceived: c.bytesReceived,
+      messagesSent: c.messagesSent,
+      messagesReceived: c.messagesReceived,
+      retransmissions: this.sender.retransmissions,
+      packetsLost: this.recovery.lostPackets,
+      lossRate: c.ackElicitingSent === 0 ? 0 : this.recovery.lostPackets / c.ackElicitingSent,
+      queueLength: this.queueLength,
+      bytesInFlight: this.recovery.bytesInFlight,
+      congestion: this.cc.toJSON(),
+      malformed: c.malformed,
+      duplicates: c.duplicates,
+    };
+  }
+}

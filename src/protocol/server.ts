@@ -1,0 +1,274 @@
+import { CookieJar, clientProof, equalBytes, serverProof, sessionKeys } from '../crypto/handshake-keys.js';
+import { HmacPacketCipher } from '../crypto/packet-cipher.js';
+import type { Address } from '../transport/types.js';
+import { ReasonCode, type Reason } from '../wire/constants.js';
+import { WireFormatError } from '../wire/errors.js';
+import { encodeHandshake, type ConnectPacket } from '../wire/handshake.js';
+import { decodeDatagram } from '../wire/packet.js';
+import type { ConnectionConfig, ConnectionEvent } from './config.js';
+import { Connection } from './connection.js';
+import { DeadlineHeap } from './deadline-heap.js';
+import { Deque } from '../reliability/deque.js';
+
+export interface ServerConfig extends ConnectionConfig {
+  tokenKey: Uint8Array;
+  maxClients: number;
+}
+
+export type ServerEvent =
+  | { type: 'accepted'; connId: number; address: Address }
+  | { type: 'connection'; connId: number; event: ConnectionEvent }
+  | { type: 'address-changed'; connId: number; address: Address }
+  | { type: 'removed'; connId: number }
+  | { type: 'bad-token'; address: Address }
+  | { type: 'max-clients'; address: Address };
+
+export interface ServerCounters {
+  datagramsReceived: number;
+  datagramsSent: number;
+  bytesReceived: number;
+  bytesSent: number;
+  /** Datagrams that failed to decode or authenticate, or named no connection. */
+  malformed: number;
+  handshakesAccepted: number;
+  handshakesRefused: number;
+}
+
+interface Peer {
+  conn: Connection;
+  address: Address;
+  /** Key of the handshake that made it, so a retransmitted CONNECT gets the same ACCEPT. */
+  handshakeKey: string;
+  accept: Uint8Array;
+}
+
+/** Handshake replies waiting for the driver; beyond this they are dropped (a flood gets no more answers). */
+const MAX_OUTBOX = 1024;
+
+/**
+ * The server side, sans-I/O: one public address, many connections told apart by the
+ * connection id in each DATA packet (so a client may change address). Allocates
+ * nothing for a HELLO (stateless cookie); a connection exists only after a CONNECT
+ * with a valid cookie and token proof. docs/PROTOCOL.md, "Handshake".
+ */
+export class ServerEndpoint {
+  readonly counters: ServerCounters = { datagramsReceived: 0, datagramsSent: 0, bytesReceived: 0, bytesSent: 0, malformed: 0, handshakesAccepted: 0, handshakesRefused: 0 };
+  private readonly peers = new Map<number, Peer>();
+  private readonly byHandshake = new Map<string, number>();
+  private readonly cookies: CookieJar;
+  private readonly outbox = new Deque<{ bytes: Uint8Array; to: Address }>();
+  private readonly dirty = new Set<number>();
+  private readonly deadlines = new DeadlineHeap<number>();
+  private readonly events = new Deque<ServerEvent>();
+
+  constructor(
+    private cfg: ServerConfig,
+    private readonly randomBytes: (n: number) => Uint8Array,
+    now: number,
+  ) {
+    this.cookies = new CookieJar(randomBytes, now);
+  }
+
+  get connectionCount(): number {
+    return this.peers.size;
+  }
+
+  /** Applies new settings to future connections (setToken, setTimeout, maxClients). */
+  configure(patch: Partial<ServerConfig>): void {
+    this.cfg = { ...this.cfg, ...patch };
+  }
+
+  connection(connId: number): Connection | undefined {
+    return this.peers.get(connId)?.conn;
+  }
+
+  address(connId: number): Address | undefined {
+    return this.peers.get(connId)?.address;
+  }
+
+  connIds(): number[] {
+    return [...this.peers.keys()];
+  }
+
+  /** Call after using connection(id) directly (send, ping, close) so its output and timers are seen. */
+  touch(connId: number): void {
+    const p = this.peers.get(connId);
+    if (!p) return;
+    this.dirty.add(connId);
+    this.deadlines.set(connId, p.conn.nextDeadline());
+  }
+
+  handleDatagram(bytes: Uint8Array, from: Address, now: number): void {
+    this.counters.datagramsReceived++;
+    this.counters.bytesReceived += bytes.length;
+    let d;
+    try {
+      d = decodeDatagram(bytes);
+    } catch (e) {
+      if (!(e instanceof WireFormatError)) throw e;
+      this.counters.malformed++;
+      return;
+    }
+    switch (d.type) {
+      case 'hello': {
+        const cookie = this.cookies.make(from.address, from.port, d, now);
+        this.reply(encodeHandshake({ type: 'challenge', clientConnId: d.clientConnId, clientNonce: d.clientNonce, cookie }), from);
+        return;
+      }
+      case 'connect':
+        this.onConnect(d, from, now);
+        return;
+      case 'data': {
+        const peer = this.peers.get(d.connId);
+        if (!peer) {
+          this.counters.malformed++;
+          return;
+        }
+        const result = peer.conn.handleDatagram(bytes, d.pnLow, now);
+        if (result === 'rejected') this.counters.malformed++;
+        if (result === 'ok' && (peer.address.address !== from.address || peer.address.port !== from.port)) {
+          // Authenticated packet from a new address: the client moved (NAT rebinding,
+          // network change). Replies follow it. The security issue adds path validation.
+          peer.address = { address: from.address, port: from.port };
+          this.events.push({ type: 'address-changed', connId: d.connId, address: peer.address });
+        }
+        this.touch(d.connId);
+        this.reap(d.connId);
+        return;
+      }
+      default:
+        // challenge/accept/refuse travel to clients only.
+        this.counters.malformed++;
+    }
+  }
+
+  private onConnect(d: ConnectPacket, from: Address, now: number): void {
+    if (!this.cookies.check(from.address, from.port, d, now)) {
+      this.counters.malformed++;
+      return; // no reply: an unproven address gets nothing
+    }
+    const hsKey = `${from.address}|${from.port}|${d.clientConnId}|${hex(d.clientNonce)}`;
+    const existing = this.byHandshake.get(hsKey);
+    if (existing !== undefined) {
+      const peer = this.peers.get(existing);
+      if (peer) this.reply(peer.accept, from); // our ACCEPT was lost: say it again
+      return;
+    }
+    const refuse = (reason: ReasonCode): void => {
+      this.counters.handshakesRefused++;
+      this.reply(encodeHandshake({ type: 'refuse', clientConnId: d.clientConnId, clientNonce: d.clientNonce, reason }), from);
+    };
+    if (!equalBytes(clientProof(this.cfg.tokenKey, d), d.proof)) {
+      this.events.push({ type: 'bad-token', address: { ...from } });
+      refuse(ReasonCode.BadToken);
+      return;
+    }
+    if (this.peers.size >= this.cfg.maxClients) {
+      this.events.push({ type: 'max-clients', address: { ...from } });
+      refuse(ReasonCode.ServerFull);
+      return;
+    }
+    const connId = this.newConnId();
+    const keys = sessionKeys(this.cfg.tokenKey, d, connId);
+    const accept = encodeHandshake({
+      type: 'accept',
+      clientConnId: d.clientConnId,
+      clientNonce: d.clientNonce,
+      serverConnId: connId,
+      proof: serverProof(this.cfg.tokenKey, d, connId),
+    });
+    const conn = new Connection({
+      localConnId: connId,
+      remoteConnId: d.clientConnId,
+      cipher: new HmacPacketCipher(keys.serverToClient, keys.clientToServer),
+      config: this.cfg,
+      now,
+      emit: (event) => this.events.push({ type: 'connection', connId, event }),
+    });
+    this.peers.set(connId, { conn, address: { address: from.address, port: from.port }, handshakeKey: hsKey, accept });
+    this.byHandshake.set(hsKey, connId);
+    this.counters.handshakesAccepted++;
+    this.events.push({ type: 'accepted', connId, address: { address: from.address, port: from.port } });
+    this.reply(accept, from);
+    this.touch(connId);
+  }
+
+  private newConnId(): number {
+    for (;;) {
+      const b = this.randomBytes(4);
+      const id = ((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0;
+      if (id !== 0 && !this.peers.has(id)) return id;
+    }
+  }
+
+  private reply(bytes: Uint8Array, to: Address): void {
+    if (this.outbox.length < MAX_OUTBOX) this.outbox.push({ bytes, to: { address: to.address, port: to.port } });
+  }
+
+  /** Forgets a connection that has ended and has nothing left to say. */
+  private reap(connId: number): void {
+    const p = this.peers.get(connId);
+    if (!p || !p.conn.finished) return;
+    this.peers.delete(connId);
+    this.byHandshake.delete(p.handshakeKey);
+    this.deadlines.delete(connId);
+    this.dirty.delete(connId);
+    this.events.push({ type: 'removed', connId });
+  }
+
+  handleTimeout(now: number): void {
+    for (const id of this.deadlines.popDue(now)) {
+      const p = this.peers.get(id);
+      if (!p) continue;
+      p.conn.handleTimeout(now);
+      this.touch(id);
+      this.reap(id);
+    }
+  }
+
+  pollTransmit(now: number): { bytes: Uint8Array; to: Address } | null {
+    const out = this.outbox.shift() ?? this.pollConnections(now);
+    if (out) {
+      this.counters.datagramsSent++;
+      this.counters.bytesSent += out.bytes.length;
+    }
+    return out;
+  }
+
+  private pollConnections(now: number): { bytes: Uint8Array; to: Address } | null {
+    for (const id of this.dirty) {
+      const p = this.peers.get(id);
+      const bytes = p?.conn.pollTransmit(now);
+      if (p && bytes) {
+        this.deadlines.set(id, p.conn.nextDeadline());
+        return { bytes, to: p.address };
+      }
+      this.dirty.delete(id);
+      this.reap(id);
+    }
+    return null;
+  }
+
+  pollEvent(): ServerEvent | undefined {
+    return this.events.shift();
+  }
+
+  nextDeadline(): number {
+    return this.deadlines.peek();
+  }
+
+  /** Starts a graceful close of one connection, or of all. */
+  close(now: number, connId?: number, reason: Reason = 'normal'): void {
+    const ids = connId === undefined ? [...this.peers.keys()] : [connId];
+    for (const id of ids) {
+      this.peers.get(id)?.conn.close(now, reason);
+      this.touch(id);
+    }
+  }
+}
+
+function hex(b: Uint8Array): string {
+  let s = '';
+  for (const x of b) s += x.toString(16).padStart(2, '0');
+  return s;
+}

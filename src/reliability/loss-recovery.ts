@@ -1,0 +1,145 @@
+import type { PnRange } from '../wire/frames.js';
+import { RttEstimator } from './rtt.js';
+import type { OutMessage } from './sender.js';
+
+export interface SentPacket {
+  readonly pn: number;
+  readonly sentAt: number;
+  readonly size: number;
+  readonly ackEliciting: boolean;
+  readonly messages: OutMessage[];
+}
+
+/** RFC 9002 constants. */
+const PACKET_THRESHOLD = 3;
+const TIME_THRESHOLD = 9 / 8;
+const GRANULARITY_MS = 1;
+
+export interface LossCallbacks {
+  acked(p: SentPacket): void;
+  lost(p: SentPacket): void;
+}
+
+/**
+ * Packet-level loss detection in the manner of RFC 9002: every packet number is sent
+ * once; acknowledgements name packets; a packet is lost when three later packets were
+ * acknowledged or it is older than 9/8 RTT behind an acknowledged one; a probe timeout
+ * fires when acknowledgements stop altogether.
+ */
+export class LossRecovery {
+  readonly rtt: RttEstimator;
+  /** In flight, in ascending packet number order (Map keeps insertion order). */
+  private readonly sent = new Map<number, SentPacket>();
+  largestAcked = -1;
+  bytesInFlight = 0;
+  ptoCount = 0;
+  lostPackets = 0;
+  private lastAckElicitingAt = -Infinity;
+  private lossTime = Infinity;
+
+  constructor(
+    initialRttMs: number,
+    private readonly peerMaxAckDelayMs: number,
+    private readonly maxPtoMs: number,
+  ) {
+    this.rtt = new RttEstimator(initialRttMs);
+  }
+
+  get inFlightCount(): number {
+    return this.sent.size;
+  }
+
+  onSent(p: SentPacket): void {
+    if (!p.ackEliciting) return; // only ack-eliciting packets are tracked (RFC 9002 2)
+    this.sent.set(p.pn, p);
+    this.bytesInFlight += p.size;
+    this.lastAckElicitingAt = p.sentAt;
+  }
+
+  /** Processes an ACK frame's ranges (descending). */
+  onAck(ranges: PnRange[], ackDelayMs: number, now: number, cb: LossCallbacks): void {
+    const largest = ranges[0]?.hi ?? -1;
+    let newlyAckedLargest: SentPacket | undefined;
+    for (const p of this.sent.values()) {
+      if (p.pn > largest) break;
+      if (!inRanges(ranges, p.pn)) continue;
+      this.sent.delete(p.pn);
+      this.bytesInFlight -= p.size;
+      if (!newlyAckedLargest || p.pn > newlyAckedLargest.pn) newlyAckedLargest = p;
+      cb.acked(p);
+    }
+    if (!newlyAckedLargest) return;
+    if (largest > this.largestAcked) this.largestAcked = largest;
+    if (newlyAckedLargest.pn === largest) this.rtt.update(now - newlyAckedLargest.sentAt, ackDelayMs);
+    this.ptoCount = 0;
+    this.detectLosses(now, cb);
+  }
+
+  private lossDelay(): number {
+    return Math.max(TIME_THRESHOLD * Math.max(this.rtt.smoothed, this.rtt.latest), GRANULARITY_MS);
+  }
+
+  /** Declares lost what the thresholds say is lost; sets the next time-threshold deadline. */
+  detectLosses(now: number, cb: LossCallbacks): void {
+    this.lossTime = Infinity;
+    const delay = this.lossDelay();
+    for (const p of this.sent.values()) {
+      if (p.pn > this.largestAcked) break;
+      if (this.largestAcked - p.pn >= PACKET_THRESHOLD || p.sentAt <= now - delay) {
+        this.sent.delete(p.pn);
+        this.bytesInFlight -= p.size;
+        this.lostPackets++;
+        cb.lost(p);
+      } else {
+        this.lossTime = Math.min(this.lossTime, p.sentAt + delay);
+      }
+    }
+  }
+
+  /** When the next loss or probe timer is due (Infinity when nothing is in flight). */
+  deadline(): number {
+    if (this.lossTime !== Infinity) return this.lossTime;
+    if (this.sent.size === 0) return Infinity;
+    const base = this.rtt.pto(GRANULARITY_MS, this.peerMaxAckDelayMs);
+    return this.lastAckElicitingAt + Math.min(base * 2 ** this.ptoCount, Math.max(this.maxPtoMs, base));
+  }
+
+  /**
+   * Handles the loss/probe timer. Returns 'probe' when the caller should send probe data
+   * (RFC 9002 6.2.4: one or two ack-eliciting packets, exceeding the window if need be).
+   */
+  onTimeout(now: number, cb: LossCallbacks): 'probe' | 'loss' | 'none' {
+    if (this.lossTime !== Infinity && now >= this.lossTime) {
+      this.detectLosses(now, cb);
+      return 'loss';
+    }
+    if (this.sent.size > 0 && now >= this.deadline()) {
+      this.ptoCount++;
+      this.lastAckElicitingAt = now;
+      return 'probe';
+    }
+    return 'none';
+  }
+
+  /** After a long silence the RTT history is stale: probe again soon. */
+  resetBackoff(): void {
+    this.ptoCount = 0;
+  }
+
+  /** Drops all tracking (connection ends); returns what was in flight. */
+  clear(): SentPacket[] {
+    const all = [...this.sent.values()];
+    this.sent.clear();
+    this.bytesInFlight = 0;
+    this.lossTime = Infinity;
+    return all;
+  }
+}
+
+function inRanges(ranges: PnRange[], pn: number): boolean {
+  for (const r of ranges) {
+    if (pn > r.hi) return false;
+    if (pn >= r.lo) return true;
+  }
+  return false;
+}

@@ -1,0 +1,159 @@
+import type { Address, DatagramSocket, TimerHandle, Transport } from './types.js';
+
+/** What the driver pumps: a sans-I/O endpoint, seen through the same four calls. */
+export interface PumpTarget {
+  handleDatagram(bytes: Uint8Array, from: Address, now: number): void;
+  handleTimeout(now: number): void;
+  pollTransmit(now: number): { bytes: Uint8Array; to: Address } | null;
+  nextDeadline(): number;
+  /** Delivers the endpoint's buffered events to the program (callbacks run here). */
+  deliverEvents(): void;
+  /** Debug hook, one line per datagram; undefined when debug is off. */
+  trace?: ((dir: 'in' | 'out', bytes: Uint8Array, peer: Address) => void) | undefined;
+  onSocketError(err: Error): void;
+}
+
+/** With autoStep off, datagrams wait for step(); past this many they are dropped and counted. */
+const MAX_BUFFERED_DATAGRAMS = 8192;
+
+/**
+ * Binds a sans-I/O endpoint to a Transport: feeds it datagrams and timeouts, sends what
+ * it produces, hands its events to the API layer, and keeps exactly one timer armed
+ * for its earliest deadline. With autoStep off, nothing happens outside step().
+ */
+export class Driver {
+  private socket: DatagramSocket | undefined;
+  private timer: TimerHandle | undefined;
+  private armedAt = Infinity;
+  private pumping = false;
+  private again = false;
+  private flushScheduled = false;
+  private readonly inbox: { bytes: Uint8Array; from: Address }[] = [];
+  /** Datagrams dropped because step() was not called often enough. */
+  overflowed = 0;
+  stopped = false;
+
+  constructor(
+    readonly transport: Transport,
+    private readonly target: PumpTarget,
+    private autoStep: boolean,
+  ) {}
+
+  get local(): Address | undefined {
+    return this.socket?.local;
+  }
+
+  now(): number {
+    return this.transport.now();
+  }
+
+  async bind(port: number, host: string | undefined): Promise<Address> {
+    this.socket = await this.transport.bind(port, host, {
+      onDatagram: (bytes, from) => this.onDatagram(bytes, from),
+      onError: (err) => this.target.onSocketError(err),
+    });
+    return this.socket.local;
+  }
+
+  private onDatagram(bytes: Uint8Array, from: Address): void {
+    if (this.stopped) return;
+    // Copy: the transport may reuse its buffer, and we keep slices of messages.
+    const copy = new Uint8Array(bytes);
+    if (!this.autoStep) {
+      if (this.inbox.length >= MAX_BUFFERED_DATAGRAMS) this.overflowed++;
+      else this.inbox.push({ bytes: copy, from });
+      return;
+    }
+    this.target.trace?.('in', copy, from);
+    this.target.handleDatagram(copy, from, this.transport.now());
+    this.pump();
+  }
+
+  /**
+   * The program changed something (send, close, ping): flush soon, once, so that a
+   * burst of sends in one tick shares datagrams.
+   */
+  kick(): void {
+    if (!this.autoStep || this.stopped || this.flushScheduled) return;
+    this.flushScheduled = true;
+    const run = (): void => {
+      this.flushScheduled = false;
+      this.pump();
+    };
+    if (this.transport.defer) this.transport.defer(run);
+    else this.transport.setTimer(this.transport.now(), run);
+  }
+
+  /** The seed's step(): handle what arrived, run due timers, deliver events. */
+  step(): void {
+    if (this.stopped) return;
+    const now = this.transport.now();
+    for (const d of this.inbox.splice(0)) {
+      this.target.trace?.('in', d.bytes, d.from);
+      this.target.handleDatagram(d.bytes, d.from, now);
+    }
+    this.target.handleTimeout(now);
+    this.pump(true);
+  }
+
+  setAutoStep(on: boolean): void {
+    this.autoStep = on;
+    if (on) {
+      this.step();
+    } else {
+      this.timer?.cancel();
+      this.timer = undefined;
+      this.armedAt = Infinity;
+    }
+  }
+
+  /** Sends everything due and delivers events until both are quiet, then re-arms the timer. */
+  pump(force = false): void {
+    if ((!this.autoStep && !force) || this.stopped) return;
+    if (this.pumping) {
+      this.again = true; // a callback sent something: the outer loop picks it up
+      return;
+    }
+    this.pumping = true;
+    try {
+      do {
+        this.again = false;
+        const now = this.transport.now();
+        for (let t = this.target.pollTransmit(now); t; t = this.target.pollTransmit(now)) {
+          this.target.trace?.('out', t.bytes, t.to);
+          this.socket?.send(t.bytes, t.to);
+        }
+        this.target.deliverEvents();
+      } while (this.again && !this.stopped);
+    } finally {
+      this.pumping = false;
+    }
+    this.arm();
+  }
+
+  private arm(): void {
+    if (!this.autoStep || this.stopped) return;
+    const at = this.target.nextDeadline();
+    if (at === this.armedAt) return;
+    this.timer?.cancel();
+    this.timer = undefined;
+    this.armedAt = at;
+    if (at === Infinity) return;
+    this.timer = this.transport.setTimer(at, () => {
+      this.timer = undefined;
+      this.armedAt = Infinity;
+      if (this.stopped) return;
+      this.target.handleTimeout(this.transport.now());
+      this.pump();
+    });
+  }
+
+  /** Stops everything and closes the socket. */
+  stop(): void {
+    this.stopped = true;
+    this.timer?.cancel();
+    this.timer = undefined;
+    this.socket?.close();
+    this.inbox.length = 0;
+  }
+}

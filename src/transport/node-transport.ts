@@ -1,0 +1,79 @@
+import { randomBytes } from 'node:crypto';
+import dgram from 'node:dgram';
+import { lookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import type { Address, DatagramSocket, SocketHooks, TimerHandle, Transport } from './types.js';
+
+/**
+ * The real world: node:dgram, performance.now(), crypto randomness and one Node timer
+ * per armed deadline. The only file of the library that touches sockets and clocks.
+ */
+export class NodeTransport implements Transport {
+  now(): number {
+    return performance.now();
+  }
+
+  randomBytes(n: number): Uint8Array {
+    return new Uint8Array(randomBytes(n));
+  }
+
+  setTimer(at: number, fn: () => void): TimerHandle {
+    const t = setTimeout(fn, Math.max(0, Math.ceil(at - performance.now())));
+    return { cancel: () => clearTimeout(t) };
+  }
+
+  defer(fn: () => void): void {
+    queueMicrotask(fn);
+  }
+
+  async resolve(host: string): Promise<string> {
+    if (isIP(host)) return host;
+    const r = await lookup(host);
+    return r.address;
+  }
+
+  bind(port: number, host: string | undefined, hooks: SocketHooks): Promise<DatagramSocket> {
+    const v6 = host === undefined || isIP(host) === 6;
+    // Bigger kernel buffers absorb bursts; the kernel caps them at net.core.*mem_max.
+    const sock = dgram.createSocket({ type: v6 ? 'udp6' : 'udp4', ipv6Only: false, recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
+    return new Promise((resolve, reject) => {
+      let bound = false;
+      let closed = false;
+      sock.once('error', (err) => {
+        if (bound) return;
+        sock.close();
+        reject(err);
+      });
+      sock.on('error', (err) => {
+        // After binding, errors (ICMP port unreachable, EMSGSIZE...) are reported, never fatal.
+        if (bound && !closed) hooks.onError(err);
+      });
+      sock.on('message', (msg, rinfo) => {
+        if (!closed) hooks.onDatagram(msg, { address: rinfo.address, port: rinfo.port });
+      });
+      sock.bind({ port, address: host ?? '::', exclusive: true }, () => {
+        bound = true;
+        const a = sock.address();
+        resolve({
+          local: { address: a.address, port: a.port },
+          send(bytes: Uint8Array, to: Address): void {
+            if (closed) return;
+            sock.send(bytes, to.port, to.address, (err) => {
+              if (err && !closed) hooks.onError(err);
+            });
+          },
+          close(): void {
+            if (closed) return;
+            closed = true;
+            try {
+              sock.close();
+            } catch {
+              // already closed by the runtime: nothing to do
+            }
+          },
+        });
+      });
+    });
+  }
+}

@@ -1,0 +1,55 @@
+/**
+ * What the driver needs from the outside world, and nothing more: a clock, randomness,
+ * timers and datagram sockets. `node-transport.ts` implements it with node:dgram and
+ * real time; `src/testing` implements it with a seeded simulated network in virtual
+ * time. Everything above this interface runs identically on both.
+ */
+
+/** A UDP endpoint address. IPv6 addresses are written without brackets. */
+export interface Address {
+  address: string;
+  port: number;
+}
+
+export interface SocketHooks {
+  /** A datagram arrived. `bytes` may be reused by the caller after return: copy what you keep. */
+  onDatagram(bytes: Uint8Array, from: Address): void;
+  /** A socket error (for example ICMP port unreachable). Never fatal by itself. */
+  onError(err: Error): void;
+}
+
+export interface DatagramSocket {
+  /** The bound local address (port resolved if 0 was asked). */
+  readonly local: Address;
+  /** Sends one datagram; failures are reported through SocketHooks.onError, never thrown. */
+  send(bytes: Uint8Array, to: Address): void;
+  /** Closes the socket; no hook is called afterwards. Idempotent. */
+  close(): void;
+}
+
+export interface TimerHandle {
+  cancel(): void;
+}
+
+export interface Transport {
+  /** Monotonic milliseconds (fractional allowed). */
+  now(): number;
+  /** n cryptographically random bytes (seeded in simulation). */
+  randomBytes(n: number): Uint8Array;
+  /** Runs fn once at time `at` (ms on this transport's clock) or as soon as possible after. */
+  setTimer(at: number, fn: () => void): TimerHandle;
+  /**
+   * Binds a datagram socket. host undefined means all interfaces (IPv6 "::" with dual
+   * stack when available, else "0.0.0.0"). Rejects with a UDPipeError-compatible Error
+   * whose `code` is 'EADDRINUSE', 'EADDRNOTAVAIL', 'EACCES' or similar.
+   */
+  bind(port: number, host: string | undefined, hooks: SocketHooks): Promise<DatagramSocket>;
+  /**
+   * Runs fn soon, after the current synchronous work (a microtask on Node, an event at
+   * the current virtual time in simulation). Used to coalesce a burst of send() calls
+   * into full datagrams. Optional: the driver falls back to setTimer(now()).
+   */
+  defer?(fn: () => void): void;
+  /** Resolves a host name to one address (IPv4 or IPv6 literal). */
+  resolve(host: string): Promise<string>;
+}

@@ -1,0 +1,21 @@
+/**
+ * CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320). Handshake packets carry one so a
+ * corrupted byte cannot turn into a wrong refusal reason or a wrong cookie: the UDP
+ * checksum lets corrupted payloads through (../shared/design.md). Data packets are
+ * covered by the session MAC instead (src/crypto).
+ */
+const TABLE = (() => {
+  const t = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c >>> 0;
+  }
+  return t;
+})();
+
+export function crc32(bytes: Uint8Array, start = 0, end = bytes.length): number {
+  let c = 0xffffffff;
+  for (let i = start; i < end; i++) c = TABLE[(c ^ bytes[i]!) & 0xff]! ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}

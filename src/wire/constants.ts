@@ -1,0 +1,72 @@
+/**
+ * Wire constants of protocol version 1. Every number here is described in
+ * docs/PROTOCOL.md; change one and the document with it.
+ */
+
+/** First byte of every udpipe v1 datagram. Not ASCII, so never confused with the classic protocol's text. */
+export const VERSION_BYTE = 0xc1;
+/** Bytes 0xC0..0xCF are reserved for udpipe versions; others are not ours at all. */
+export const VERSION_FAMILY_MASK = 0xf0;
+export const VERSION_FAMILY = 0xc0;
+
+export const enum PacketType {
+  Hello = 0x01,
+  Challenge = 0x02,
+  Connect = 0x03,
+  Accept = 0x04,
+  Refuse = 0x05,
+  Data = 0x10,
+}
+
+export const enum FrameType {
+  Padding = 0x00,
+  Ping = 0x01,
+  Pong = 0x02,
+  Ack = 0x03,
+  Reliable = 0x04,
+  Unreliable = 0x05,
+  Close = 0x06,
+  Closed = 0x07,
+}
+
+export const NONCE_SIZE = 16;
+export const COOKIE_SIZE = 16;
+export const PROOF_SIZE = 16;
+/** Session MAC tag at the end of every DATA packet. */
+export const TAG_SIZE = 16;
+export const CRC_SIZE = 4;
+/** A HELLO is padded to this size, so the server's reply is never larger than what caused it. */
+export const HELLO_SIZE = 1200;
+/** DATA header: version, type, destination connection id (4), packet number (4). */
+export const DATA_HEADER_SIZE = 10;
+/**
+ * Largest datagram we send: the IPv6 minimum MTU (1280) less IPv6 (40) and UDP (8)
+ * headers, so it crosses any path without IP fragmentation.
+ */
+export const MAX_DATAGRAM_SIZE = 1232;
+/** Reliable message frame overhead: type, channel, u16 sequence, 2-byte varint length. */
+export const MESSAGE_FRAME_OVERHEAD = 6;
+/** Largest message that fits one DATA packet alone. */
+export const MAX_MESSAGE_SIZE = MAX_DATAGRAM_SIZE - DATA_HEADER_SIZE - TAG_SIZE - MESSAGE_FRAME_OVERHEAD;
+
+/** Why a connection ended or was refused; one byte on the wire (CLOSE, REFUSE). */
+export const enum ReasonCode {
+  Normal = 0,
+  Timeout = 1,
+  BadToken = 2,
+  ServerFull = 3,
+  ProtocolError = 4,
+  Shutdown = 5,
+}
+
+export type Reason = 'normal' | 'timeout' | 'bad-token' | 'server-full' | 'protocol-error' | 'shutdown';
+
+const REASONS: readonly Reason[] = ['normal', 'timeout', 'bad-token', 'server-full', 'protocol-error', 'shutdown'];
+
+export function reasonFromCode(code: number): Reason {
+  return REASONS[code] ?? 'protocol-error';
+}
+
+export function reasonToCode(reason: Reason): ReasonCode {
+  return REASONS.indexOf(reason) as ReasonCode;
+}

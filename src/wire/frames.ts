@@ -1,0 +1,177 @@
+import { ByteReader, ByteWriter, varintSize } from './bytes.js';
+import { FrameType } from './constants.js';
+import { WireFormatError } from './errors.js';
+
+/**
+ * Frames inside a DATA packet (docs/PROTOCOL.md, "Frames"). Many frames share one
+ * packet: acknowledgements, keep-alives and small messages travel together.
+ */
+
+/** An inclusive range of packet numbers, lo <= hi. */
+export interface PnRange {
+  lo: number;
+  hi: number;
+}
+
+export type Frame =
+  | { type: 'padding'; length: number }
+  | { type: 'ping'; id: number }
+  | { type: 'pong'; id: number }
+  /** ranges: disjoint, descending; ranges[0].hi is the largest acknowledged. */
+  | { type: 'ack'; delayUs: number; ranges: PnRange[] }
+  | { type: 'reliable'; channel: number; seq: number; data: Uint8Array }
+  | { type: 'unreliable'; channel: number; data: Uint8Array }
+  | { type: 'close'; reason: number }
+  | { type: 'closed' };
+
+export function frameSize(f: Frame): number {
+  switch (f.type) {
+    case 'padding':
+      return f.length;
+    case 'ping':
+    case 'pong':
+      return 5;
+    case 'ack': {
+      const first = f.ranges[0]!;
+      let n = 1 + varintSize(first.hi) + varintSize(f.delayUs) + varintSize(f.ranges.length - 1) + varintSize(first.hi - first.lo);
+      for (let i = 1; i < f.ranges.length; i++) {
+        const prev = f.ranges[i - 1]!;
+        const r = f.ranges[i]!;
+        n += varintSize(prev.lo - r.hi - 2) + varintSize(r.hi - r.lo);
+      }
+      return n;
+    }
+    case 'reliable':
+      return 4 + varintSize(f.data.length) + f.data.length;
+    case 'unreliable':
+      return 2 + varintSize(f.data.length) + f.data.length;
+    case 'close':
+      return 2;
+    case 'closed':
+      return 1;
+  }
+}
+
+export function writeFrame(w: ByteWriter, f: Frame): void {
+  switch (f.type) {
+    case 'padding':
+      w.zeros(f.length);
+      return;
+    case 'ping':
+      w.u8(FrameType.Ping).u32(f.id);
+      return;
+    case 'pong':
+      w.u8(FrameType.Pong).u32(f.id);
+      return;
+    case 'ack': {
+      // Same shape as QUIC's ACK frame (RFC 9000 section 19.3): largest, delay, range
+      // count, first range length, then (gap, length) pairs going down.
+      const first = f.ranges[0];
+      if (!first) throw new Error('ack frame needs at least one range');
+      w.u8(FrameType.Ack).varint(first.hi).varint(f.delayUs).varint(f.ranges.length - 1).varint(first.hi - first.lo);
+      for (let i = 1; i < f.ranges.length; i++) {
+        const prev = f.ranges[i - 1]!;
+        const r = f.ranges[i]!;
+        w.varint(prev.lo - r.hi - 2).varint(r.hi - r.lo);
+      }
+      return;
+    }
+    case 'reliable':
+      w.u8(FrameType.Reliable).u8(f.channel).u16(f.seq).varint(f.data.length).raw(f.data);
+      return;
+    case 'unreliable':
+      w.u8(FrameType.Unreliable).u8(f.channel).varint(f.data.length).raw(f.data);
+      return;
+    case 'close':
+      w.u8(FrameType.Close).u8(f.reason);
+      return;
+    case 'closed':
+      w.u8(FrameType.Closed);
+      return;
+  }
+}
+
+/** Upper bound on ack ranges we accept in one frame; more is hostile or broken. */
+export const MAX_ACK_RANGES = 256;
+
+function readFrame(r: ByteReader): Frame {
+  const t = r.u8('frame type');
+  switch (t) {
+    case FrameType.Padding: {
+      // Padding runs to the end of the packet and must be all zeros.
+      const rest = r.bytesView(r.remaining, 'padding');
+      if (rest.some((b) => b !== 0)) throw new WireFormatError('padding: non-zero byte');
+      return { type: 'padding', length: rest.length + 1 };
+    }
+    case FrameType.Ping:
+      return { type: 'ping', id: r.u32('ping id') };
+    case FrameType.Pong:
+      return { type: 'pong', id: r.u32('pong id') };
+    case FrameType.Ack: {
+      const largest = r.varint('ack largest');
+      const delayUs = r.varint('ack delay');
+      const extra = r.varint('ack range count');
+      if (extra >= MAX_ACK_RANGES) throw new WireFormatError(`ack: ${extra + 1} ranges, at most ${MAX_ACK_RANGES}`);
+      const firstLen = r.varint('ack first range');
+      if (firstLen > largest) throw new WireFormatError('ack: first range below zero');
+      const ranges: PnRange[] = [{ lo: largest - firstLen, hi: largest }];
+      for (let i = 0; i < extra; i++) {
+        const gap = r.varint('ack gap');
+        const len = r.varint('ack range length');
+        const prevLo = ranges[ranges.length - 1]!.lo;
+        const hi = prevLo - gap - 2;
+        const lo = hi - len;
+        if (lo < 0) throw new WireFormatError('ack: range below zero');
+        ranges.push({ lo, hi });
+      }
+      return { type: 'ack', delayUs, ranges };
+    }
+    case FrameType.Reliable: {
+      const channel = r.u8('channel');
+      const seq = r.u16('sequence');
+      const len = r.varint('message length');
+      return { type: 'reliable', channel, seq, data: r.bytesView(len, 'message').slice() };
+    }
+    case FrameType.Unreliable: {
+      const channel = r.u8('channel');
+      const len = r.varint('message length');
+      return { type: 'unreliable', channel, data: r.bytesView(len, 'message').slice() };
+    }
+    case FrameType.Close:
+      return { type: 'close', reason: r.u8('close reason') };
+    case FrameType.Closed:
+      return { type: 'closed' };
+    default:
+      throw new WireFormatError(`unknown frame type 0x${t.toString(16)}`);
+  }
+}
+
+/** Decodes all frames in bytes[start, end). A packet with no frame is malformed. */
+export function decodeFrames(bytes: Uint8Array, start: number, end: number): Frame[] {
+  const r = new ByteReader(bytes, start, end);
+  const frames: Frame[] = [];
+  while (r.remaining > 0) frames.push(readFrame(r));
+  if (frames.length === 0) throw new WireFormatError('data packet without frames');
+  return frames;
+}
+
+export function describeFrame(f: Frame): string {
+  switch (f.type) {
+    case 'padding':
+      return `PADDING ${f.length}B`;
+    case 'ping':
+      return `PING #${f.id}`;
+    case 'pong':
+      return `PONG #${f.id}`;
+    case 'ack':
+      return `ACK ${f.ranges.map((r) => (r.lo === r.hi ? `${r.lo}` : `${r.lo}-${r.hi}`)).join(',')} delay=${f.delayUs}us`;
+    case 'reliable':
+      return `MSG ch${f.channel} #${f.seq} ${f.data.length}B`;
+    case 'unreliable':
+      return `UMSG ch${f.channel} ${f.data.length}B`;
+    case 'close':
+      return `CLOSE reason=${f.reason}`;
+    case 'closed':
+      return 'CLOSED';
+  }
+}

@@ -1,0 +1,156 @@
+import { ByteReader, ByteWriter } from './bytes.js';
+import { crc32 } from './checksum.js';
+import {
+  COOKIE_SIZE,
+  CRC_SIZE,
+  HELLO_SIZE,
+  NONCE_SIZE,
+  PROOF_SIZE,
+  PacketType,
+  VERSION_BYTE,
+} from './constants.js';
+import { WireFormatError } from './errors.js';
+
+/**
+ * Handshake packets (docs/PROTOCOL.md, "Handshake"). Each is fixed-size and ends in a
+ * CRC-32 over everything before it: these packets travel before any session key exists.
+ */
+
+/** C->S: opens a handshake. Padded to HELLO_SIZE (anti-amplification). */
+export interface HelloPacket {
+  type: 'hello';
+  clientConnId: number;
+  clientNonce: Uint8Array;
+}
+
+/** S->C: stateless cookie; the server keeps nothing until it comes back. */
+export interface ChallengePacket {
+  type: 'challenge';
+  clientConnId: number;
+  clientNonce: Uint8Array;
+  cookie: Uint8Array;
+}
+
+/** C->S: echoes the cookie and proves the token. */
+export interface ConnectPacket {
+  type: 'connect';
+  clientConnId: number;
+  clientNonce: Uint8Array;
+  cookie: Uint8Array;
+  proof: Uint8Array;
+}
+
+/** S->C: connection established; proves the server knows the token too. */
+export interface AcceptPacket {
+  type: 'accept';
+  clientConnId: number;
+  clientNonce: Uint8Array;
+  serverConnId: number;
+  proof: Uint8Array;
+}
+
+/** S->C: connection refused (bad token, server full). */
+export interface RefusePacket {
+  type: 'refuse';
+  clientConnId: number;
+  clientNonce: Uint8Array;
+  reason: number;
+}
+
+export type HandshakePacket = HelloPacket | ChallengePacket | ConnectPacket | AcceptPacket | RefusePacket;
+
+const BODY_SIZE: Record<HandshakePacket['type'], number> = {
+  hello: HELLO_SIZE - 2 - CRC_SIZE,
+  challenge: 4 + NONCE_SIZE + COOKIE_SIZE,
+  connect: 4 + NONCE_SIZE + COOKIE_SIZE + PROOF_SIZE,
+  accept: 4 + NONCE_SIZE + 4 + PROOF_SIZE,
+  refuse: 4 + NONCE_SIZE + 1,
+};
+
+const TYPE_BYTE: Record<HandshakePacket['type'], PacketType> = {
+  hello: PacketType.Hello,
+  challenge: PacketType.Challenge,
+  connect: PacketType.Connect,
+  accept: PacketType.Accept,
+  refuse: PacketType.Refuse,
+};
+
+/** Total datagram size of a handshake packet of this type. */
+export function handshakeSize(type: HandshakePacket['type']): number {
+  return 2 + BODY_SIZE[type] + CRC_SIZE;
+}
+
+function fixed(b: Uint8Array, size: number, what: string): Uint8Array {
+  if (b.length !== size) throw new Error(`${what} must be ${size} bytes, got ${b.length}`);
+  return b;
+}
+
+export function encodeHandshake(p: HandshakePacket): Uint8Array {
+  const out = new Uint8Array(handshakeSize(p.type));
+  const w = new ByteWriter(out);
+  w.u8(VERSION_BYTE).u8(TYPE_BYTE[p.type]).u32(p.clientConnId).raw(fixed(p.clientNonce, NONCE_SIZE, 'nonce'));
+  switch (p.type) {
+    case 'hello':
+      w.zeros(BODY_SIZE.hello - 4 - NONCE_SIZE);
+      break;
+    case 'challenge':
+      w.raw(fixed(p.cookie, COOKIE_SIZE, 'cookie'));
+      break;
+    case 'connect':
+      w.raw(fixed(p.cookie, COOKIE_SIZE, 'cookie')).raw(fixed(p.proof, PROOF_SIZE, 'proof'));
+      break;
+    case 'accept':
+      w.u32(p.serverConnId).raw(fixed(p.proof, PROOF_SIZE, 'proof'));
+      break;
+    case 'refuse':
+      w.u8(p.reason);
+      break;
+  }
+  w.u32(crc32(out, 0, w.offset));
+  return out;
+}
+
+/**
+ * Decodes a handshake packet whose type byte is already known to be a handshake type.
+ * Checks, in order: exact size, CRC, fields (copied out, so the packet does not pin the
+ * receive buffer).
+ */
+export function decodeHandshake(bytes: Uint8Array): HandshakePacket {
+  const r = new ByteReader(bytes);
+  r.u8('version');
+  const typeByte = r.u8('type');
+  const type = (Object.keys(TYPE_BYTE) as HandshakePacket['type'][]).find((k) => TYPE_BYTE[k] === typeByte);
+  if (!type) throw new WireFormatError(`not a handshake type: 0x${typeByte.toString(16)}`);
+  if (bytes.length !== handshakeSize(type)) {
+    throw new WireFormatError(`${type}: size ${bytes.length}, expected ${handshakeSize(type)}`);
+  }
+  const end = bytes.length - CRC_SIZE;
+  const crc = new ByteReader(bytes, end).u32('crc');
+  if (crc !== crc32(bytes, 0, end)) throw new WireFormatError(`${type}: bad checksum`);
+  const clientConnId = r.u32('client connection id');
+  const clientNonce = r.bytesView(NONCE_SIZE, 'nonce').slice();
+  switch (type) {
+    case 'hello':
+      return { type, clientConnId, clientNonce };
+    case 'challenge':
+      return { type, clientConnId, clientNonce, cookie: r.bytesView(COOKIE_SIZE, 'cookie').slice() };
+    case 'connect':
+      return {
+        type,
+        clientConnId,
+        clientNonce,
+        cookie: r.bytesView(COOKIE_SIZE, 'cookie').slice(),
+        proof: r.bytesView(PROOF_SIZE, 'proof').slice(),
+      };
+    case 'accept':
+      return {
+        type,
+        clientConnId,
+        clientNonce,
+        serverConnId: r.u32('server connection id'),
+        proof: r.bytesView(PROOF_SIZE, 'proof').slice(),
+      };
+    case 'refuse':
+      return { type, clientConnId, clientNonce, reason: r.u8('reason') };
+  }
+}

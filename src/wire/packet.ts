@@ -1,0 +1,94 @@
+import { ByteReader, ByteWriter } from './bytes.js';
+import {
+  DATA_HEADER_SIZE,
+  PacketType,
+  TAG_SIZE,
+  VERSION_BYTE,
+  VERSION_FAMILY,
+  VERSION_FAMILY_MASK,
+} from './constants.js';
+import { WireFormatError } from './errors.js';
+import { decodeFrames, describeFrame } from './frames.js';
+import { decodeHandshake, type HandshakePacket } from './handshake.js';
+
+/**
+ * Top-level datagram classification. A DATA packet is decoded in two steps: its header
+ * here (enough to find the connection), then, after the connection checked its MAC, its
+ * frames (decodeFrames). Nothing is trusted before the MAC.
+ */
+export interface DataHeader {
+  type: 'data';
+  connId: number;
+  /** Low 32 bits of the packet number; the connection expands it (src/reliability/seq.ts). */
+  pnLow: number;
+}
+
+export type Datagram = HandshakePacket | DataHeader;
+
+export function isUdpipeDatagram(bytes: Uint8Array): boolean {
+  return bytes.length >= 2 && (bytes[0]! & VERSION_FAMILY_MASK) === VERSION_FAMILY;
+}
+
+/** Classifies and decodes a datagram; throws WireFormatError for anything malformed. */
+export function decodeDatagram(bytes: Uint8Array): Datagram {
+  if (bytes.length < 2) throw new WireFormatError(`datagram of ${bytes.length} bytes`);
+  if (bytes[0] !== VERSION_BYTE) {
+    throw new WireFormatError(
+      isUdpipeDatagram(bytes)
+        ? `unsupported udpipe version byte 0x${bytes[0]!.toString(16)}`
+        : 'not a udpipe datagram',
+    );
+  }
+  if (bytes[1] === PacketType.Data) {
+    if (bytes.length < DATA_HEADER_SIZE + TAG_SIZE + 1) throw new WireFormatError(`data packet of ${bytes.length} bytes`);
+    const r = new ByteReader(bytes, 2);
+    const connId = r.u32('connection id');
+    const pnLow = r.u32('packet number');
+    return { type: 'data', connId, pnLow };
+  }
+  return decodeHandshake(bytes);
+}
+
+/** Writes the DATA header; the frames follow at DATA_HEADER_SIZE, the tag at the end. */
+export function writeDataHeader(w: ByteWriter, connId: number, pn: number): void {
+  w.u8(VERSION_BYTE).u8(PacketType.Data).u32(connId).u32(pn >>> 0);
+}
+
+function hex(b: Uint8Array, n = 4): string {
+  let s = '';
+  for (const x of b.subarray(0, n)) s += x.toString(16).padStart(2, '0');
+  return s;
+}
+
+/**
+ * One readable line per datagram for debug logs. Frames of a DATA packet are decoded
+ * without checking the MAC (this is for eyes only); a malformed datagram says so.
+ */
+export function describeDatagram(bytes: Uint8Array): string {
+  try {
+    const d = decodeDatagram(bytes);
+    switch (d.type) {
+      case 'data': {
+        let frames: string;
+        try {
+          frames = decodeFrames(bytes, DATA_HEADER_SIZE, bytes.length - TAG_SIZE).map(describeFrame).join(', ');
+        } catch (e) {
+          frames = `malformed frames: ${(e as Error).message}`;
+        }
+        return `DATA conn=${d.connId.toString(16)} pn=${d.pnLow} ${bytes.length}B [${frames}]`;
+      }
+      case 'hello':
+        return `HELLO conn=${d.clientConnId.toString(16)} nonce=${hex(d.clientNonce)}.. ${bytes.length}B`;
+      case 'challenge':
+        return `CHALLENGE conn=${d.clientConnId.toString(16)} nonce=${hex(d.clientNonce)}.. cookie=${hex(d.cookie)}..`;
+      case 'connect':
+        return `CONNECT conn=${d.clientConnId.toString(16)} nonce=${hex(d.clientNonce)}.. cookie=${hex(d.cookie)}..`;
+      case 'accept':
+        return `ACCEPT conn=${d.clientConnId.toString(16)} server-conn=${d.serverConnId.toString(16)}`;
+      case 'refuse':
+        return `REFUSE conn=${d.clientConnId.toString(16)} reason=${d.reason}`;
+    }
+  } catch (e) {
+    return `malformed ${bytes.length}B (${(e as Error).message})`;
+  }
+}
