@@ -1,6 +1,6 @@
 import { CookieJar, clientProof, equalBytes, serverProof, sessionKeys } from '../crypto/handshake-keys.js';
 import { HmacPacketCipher } from '../crypto/packet-cipher.js';
-import type { Address } from '../transport/types.js';
+import type { Address } from './address.js';
 import { ReasonCode, type Reason } from '../wire/constants.js';
 import { WireFormatError } from '../wire/errors.js';
 import { encodeHandshake, type ConnectPacket } from '../wire/handshake.js';

@@ -5,11 +5,9 @@
  * time. Everything above this interface runs identically on both.
  */
 
-/** A UDP endpoint address. IPv6 addresses are written without brackets. */
-export interface Address {
-  address: string;
-  port: number;
-}
+import type { Address } from '../protocol/address.js';
+
+export type { Address };
 
 export interface SocketHooks {
   /** A datagram arrived. `bytes` may be reused by the caller after return: copy what you keep. */

@@ -1,0 +1,186 @@
+/**
+ * The connection core on its own: two Connection objects wired back to back with a
+ * hand-driven clock. Timers are checked at deadline - 1 (nothing) and at deadline.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { HmacPacketCipher } from '../src/crypto/packet-cipher.js';
+import { DEFAULT_CONNECTION_CONFIG, type ConnectionConfig, type ConnectionEvent } from '../src/protocol/config.js';
+import { Connection } from '../src/protocol/connection.js';
+import { decodeDatagram } from '../src/wire/packet.js';
+import { decodeFrames } from '../src/wire/frames.js';
+import { DATA_HEADER_SIZE, TAG_SIZE } from '../src/wire/constants.js';
+
+const K1 = new Uint8Array(32).fill(1);
+const K2 = new Uint8Array(32).fill(2);
+
+interface End {
+  conn: Connection;
+  events: ConnectionEvent[];
+}
+
+function pair(cfg: Partial<ConnectionConfig> = {}, init: { pn?: number; seq?: number } = {}): { a: End; b: End } {
+  const config = { ...DEFAULT_CONNECTION_CONFIG, ...cfg };
+  const mk = (local: number, remote: number, send: Uint8Array, recv: Uint8Array): End => {
+    const events: ConnectionEvent[] = [];
+    const conn = new Connection({
+      localConnId: local,
+      remoteConnId: remote,
+      cipher: new HmacPacketCipher(send, recv),
+      config,
+      now: 0,
+      emit: (e) => events.push(e),
+      initialPacketNumber: init.pn,
+      initialSeq: init.seq,
+    });
+    return { conn, events };
+  };
+  return { a: mk(1, 2, K1, K2), b: mk(2, 1, K2, K1) };
+}
+
+/** Moves every datagram from one side to the other (optionally dropping some), both ways, until quiet. */
+function exchange(a: End, b: End, now: number, drop: (bytes: Uint8Array) => boolean = () => false): number {
+  let moved = 0;
+  for (let progress = true; progress; ) {
+    progress = false;
+    for (const [from, to] of [[a, b], [b, a]] as const) {
+      for (let d = from.conn.pollTransmit(now); d; d = from.conn.pollTransmit(now)) {
+        progress = true;
+        moved++;
+        if (drop(d)) continue;
+        const h = decodeDatagram(d);
+        assert.equal(h.type, 'data');
+        if (h.type === 'data') to.conn.handleDatagram(d, h.pnLow, now);
+      }
+    }
+  }
+  return moved;
+}
+
+const types = (e: End): string[] => e.events.filter((x) => x.type !== 'state').map((x) => x.type);
+
+test('stall fires at exactly stallTimeoutMs of silence, disconnect at exactly timeoutMs', () => {
+  const { a } = pair({ pingIntervalMs: 100, stallTimeoutMs: 300, timeoutMs: 1000 });
+  a.conn.handleTimeout(299);
+  assert.equal(a.conn.state, 'connected');
+  a.conn.handleTimeout(300);
+  assert.equal(a.conn.state, 'stalled');
+  assert.ok(types(a).includes('stalled'));
+  a.conn.handleTimeout(999);
+  assert.equal(a.conn.state, 'stalled');
+  a.conn.handleTimeout(1000);
+  assert.equal(a.conn.state, 'closed');
+  assert.deepEqual(a.events.at(-1), { type: 'ended', reason: 'timeout', byPeer: false });
+});
+
+test('a ping goes out at exactly pingIntervalMs and its pong reports the round trip', () => {
+  const { a, b } = pair({ pingIntervalMs: 100, stallTimeoutMs: 300, timeoutMs: 1000 });
+  a.conn.handleTimeout(99);
+  assert.equal(a.conn.pollTransmit(99), null, 'nothing to send before the ping timer');
+  a.conn.handleTimeout(100);
+  const ping = a.conn.pollTransmit(100);
+  assert.ok(ping);
+  const h = decodeDatagram(ping);
+  if (h.type === 'data') b.conn.handleDatagram(ping, h.pnLow, 105);
+  assert.ok(types(b).includes('ping'));
+  const pong = b.conn.pollTransmit(105)!;
+  const h2 = decodeDatagram(pong);
+  if (h2.type === 'data') a.conn.handleDatagram(pong, h2.pnLow, 110);
+  const ev = a.events.find((e) => e.type === 'pong');
+  assert.deepEqual(ev, { type: 'pong', rttMs: 10 });
+});
+
+test('the next packet after a stall unstalls and flushes what was queued, in order', () => {
+  const { a, b } = pair({ pingIntervalMs: 100, stallTimeoutMs: 300, timeoutMs: 5000 });
+  a.conn.handleTimeout(300);
+  assert.equal(a.conn.state, 'stalled');
+  for (let i = 0; i < 5; i++) a.conn.send(new Uint8Array([i]), true);
+  for (let d = a.conn.pollTransmit(300); d; d = a.conn.pollTransmit(300)) {
+    const frames = decodeFrames(d, DATA_HEADER_SIZE, d.length - TAG_SIZE).map((f) => f.type);
+    assert.ok(!frames.includes('reliable'), `stalled: data waits, only keep-alives go (${frames.join(',')})`);
+  }
+  b.conn.ping();
+  exchange(a, b, 310);
+  assert.equal(a.conn.state, 'connected');
+  const got = b.events.filter((e) => e.type === 'message').map((e) => (e.type === 'message' ? e.data[0] : -1));
+  assert.deepEqual(got, [0, 1, 2, 3, 4]);
+  assert.deepEqual(types(a).slice(0, 2), ['stalled', 'unstalled']);
+});
+
+test('packet numbers across 2^32 and message sequence across 2^16 keep order', () => {
+  const { a, b } = pair({}, { pn: 2 ** 32 - 20, seq: 0xffff - 20 });
+  let now = 0;
+  for (let i = 0; i < 300; i++) {
+    a.conn.send(new Uint8Array([i & 0xff, i >> 8]), true);
+    if (i % 3 === 0) exchange(a, b, (now += 1));
+  }
+  exchange(a, b, (now += 1));
+  const got = b.events.filter((e) => e.type === 'message').map((e) => (e.type === 'message' ? e.data[0]! | (e.data[1]! << 8) : -1));
+  assert.deepEqual(got, Array.from({ length: 300 }, (_, i) => i));
+  assert.ok(b.conn.stats().datagramsReceived > 20);
+});
+
+test('lost packets are retransmitted after the loss timer and arrive once, in order', () => {
+  const { a, b } = pair();
+  let n = 0;
+  for (let i = 0; i < 50; i++) a.conn.send(new Uint8Array(600).fill(i), true);
+  // Drop every third datagram from a on the first pass.
+  exchange(a, b, 0, () => ++n % 3 === 0);
+  for (let now = 1; now < 3000; now += 5) {
+    a.conn.handleTimeout(now);
+    b.conn.handleTimeout(now);
+    exchange(a, b, now);
+  }
+  const got = b.events.filter((e) => e.type === 'message').map((e) => (e.type === 'message' ? e.data[0] : -1));
+  assert.deepEqual(got, Array.from({ length: 50 }, (_, i) => i));
+  assert.ok(a.conn.stats().retransmissions > 0);
+  assert.equal(a.conn.queueLength, 0);
+});
+
+test('a corrupted or forged packet is dropped and counted, and changes nothing', () => {
+  const { a, b } = pair();
+  a.conn.send(new Uint8Array([7]), true);
+  const d = a.conn.pollTransmit(0)!;
+  const bad = d.slice();
+  bad[12]! ^= 0x40;
+  const h = decodeDatagram(bad);
+  if (h.type === 'data') assert.equal(b.conn.handleDatagram(bad, h.pnLow, 1), 'rejected');
+  assert.equal(b.events.length, 0);
+  assert.equal(b.conn.stats().malformed, 1);
+  const h2 = decodeDatagram(d);
+  if (h2.type === 'data') {
+    assert.equal(b.conn.handleDatagram(d, h2.pnLow, 2), 'ok');
+    assert.equal(b.conn.handleDatagram(d, h2.pnLow, 3), 'duplicate', 'a replayed packet is a duplicate');
+  }
+  assert.equal(b.events.filter((e) => e.type === 'message').length, 1);
+});
+
+test('graceful close flushes, then CLOSE/CLOSED; both sides end with the reason', () => {
+  const { a, b } = pair();
+  for (let i = 0; i < 10; i++) a.conn.send(new Uint8Array([i]), true);
+  a.conn.close(0);
+  assert.equal(a.conn.state, 'closing');
+  for (let now = 0; now < 200 && a.conn.state === "closing"; now += 5) {
+    a.conn.handleTimeout(now);
+    b.conn.handleTimeout(now);
+    exchange(a, b, now);
+  }
+  assert.equal(a.conn.state, 'closed');
+  assert.equal(b.conn.state, 'closed');
+  assert.equal(b.events.filter((e) => e.type === 'message').length, 10, 'everything queued before close() arrives');
+  assert.deepEqual(a.events.at(-1), { type: 'ended', reason: 'normal', byPeer: false });
+  assert.deepEqual(b.events.at(-1), { type: 'ended', reason: 'normal', byPeer: true });
+  assert.equal(a.conn.finished, true);
+});
+
+test('send() reports backpressure at maxQueue and a drain event follows', () => {
+  const { a, b } = pair({ maxQueue: 4 });
+  const results = [1, 2, 3, 4, 5].map((i) => a.conn.send(new Uint8Array([i]), true));
+  assert.deepEqual(results, [true, true, true, false, false]);
+  for (let now = 0; now < 100; now += 5) {
+    a.conn.handleTimeout(now);
+    b.conn.handleTimeout(now);
+    exchange(a, b, now);
+  }
+  assert.ok(types(a).includes('drain'));
+});

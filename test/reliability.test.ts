@@ -1,0 +1,182 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import fc from 'fast-check';
+import { RangeSet } from '../src/reliability/range-set.js';
+import { OrderedReceiver, RECEIVE_WINDOW } from '../src/reliability/receiver.js';
+import { ReliableSender } from '../src/reliability/sender.js';
+import { LossRecovery, type SentPacket } from '../src/reliability/loss-recovery.js';
+import { RttEstimator } from '../src/reliability/rtt.js';
+import { DeadlineHeap } from '../src/protocol/deadline-heap.js';
+import { TimerTable } from '../src/protocol/timers.js';
+
+describe('RangeSet', () => {
+  test('keeps disjoint descending ranges and reports duplicates', () => {
+    const s = new RangeSet();
+    for (const n of [5, 1, 2, 3, 9, 7, 8]) assert.equal(s.add(n), true);
+    assert.equal(s.add(2), false);
+    assert.deepEqual(s.ranges, [{ lo: 7, hi: 9 }, { lo: 5, hi: 5 }, { lo: 1, hi: 3 }]);
+    s.add(4);
+    s.add(6);
+    assert.deepEqual(s.ranges, [{ lo: 1, hi: 9 }]);
+    assert.equal(s.largest, 9);
+  });
+
+  test('matches a plain Set for any insertion order, within its range budget', () => {
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 0, max: 300 }), { maxLength: 400 }), (xs) => {
+        const s = new RangeSet(1000);
+        const ref = new Set<number>();
+        for (const x of xs) {
+          assert.equal(s.add(x), !ref.has(x));
+          ref.add(x);
+        }
+        for (let i = 0; i <= 300; i++) assert.equal(s.has(i), ref.has(i));
+        for (let i = 1; i < s.ranges.length; i++) assert.ok(s.ranges[i]!.hi < s.ranges[i - 1]!.lo - 1);
+      }),
+    );
+  });
+
+  test('is bounded: the oldest ranges fold into a floor counted as seen', () => {
+    const s = new RangeSet(4);
+    for (let i = 0; i < 20; i += 2) s.add(i);
+    assert.equal(s.ranges.length, 4);
+    assert.ok(s.has(1), 'below the floor counts as seen (a very old packet is a duplicate)');
+    assert.equal(s.has(17), false);
+  });
+});
+
+describe('OrderedReceiver', () => {
+  test('delivers in order exactly once whatever the arrival order, across the 16-bit wrap', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 0xffff }), fc.array(fc.integer({ min: 0, max: 199 }), { minLength: 200, maxLength: 600 }), (start, order) => {
+        const r = new OrderedReceiver(start);
+        const out: number[] = [];
+        const all = [...order, ...Array.from({ length: 200 }, (_, i) => i)];
+        for (const i of all) r.receive((start + i) & 0xffff, new Uint8Array([i & 0xff, i >> 8]), (d) => out.push(d[0]! | (d[1]! << 8)));
+        assert.deepEqual(out, Array.from({ length: 200 }, (_, i) => i));
+        assert.equal(r.buffered, 0);
+      }),
+    );
+  });
+
+  test('refuses what lies beyond its window, so a peer cannot make it buffer more', () => {
+    const r = new OrderedReceiver(0);
+    assert.equal(r.receive(RECEIVE_WINDOW, new Uint8Array(1), () => {}), 'out-of-window');
+    assert.equal(r.receive(RECEIVE_WINDOW - 1, new Uint8Array(1), () => {}), 'buffered');
+    assert.equal(r.receive(0xffff, new Uint8Array(1), () => {}), 'duplicate');
+  });
+});
+
+describe('ReliableSender', () => {
+  test('retransmits lost messages before new ones and forgets acknowledged ones', () => {
+    const s = new ReliableSender(0, 0xfffe);
+    const a = s.enqueue(new Uint8Array([1]));
+    const b = s.enqueue(new Uint8Array([2]));
+    const c = s.enqueue(new Uint8Array([3]));
+    assert.deepEqual([a.seq, b.seq, c.seq], [0xfffe, 0xffff, 0]);
+    s.take(s.peek()!);
+    s.take(s.peek()!);
+    s.onLost(a);
+    assert.equal(s.peek(), a, 'the lost message goes first');
+    s.take(a);
+    assert.equal(s.retransmissions, 1);
+    s.onAcked(b);
+    assert.equal(s.length, 3, 'a is still unacknowledged, so nothing is forgotten yet');
+    s.onAcked(a);
+    assert.equal(s.length, 1);
+    assert.equal(s.peek(), c);
+  });
+
+  test('never sends beyond the receive window of the oldest unacknowledged message', () => {
+    const s = new ReliableSender();
+    for (let i = 0; i <= RECEIVE_WINDOW; i++) s.enqueue(new Uint8Array(1));
+    for (let i = 0; i < RECEIVE_WINDOW; i++) s.take(s.peek()!);
+    assert.equal(s.peek(), undefined, 'message 1024 waits until message 0 is acknowledged');
+  });
+
+  test('an acknowledged message queued for retransmission is skipped', () => {
+    const s = new ReliableSender();
+    const a = s.enqueue(new Uint8Array(1));
+    s.take(s.peek()!);
+    s.onLost(a);
+    s.onAcked(a);
+    assert.equal(s.peek(), undefined);
+  });
+});
+
+describe('LossRecovery', () => {
+  const pkt = (pn: number, sentAt: number): SentPacket => ({ pn, sentAt, size: 100, ackEliciting: true, messages: [] });
+
+  test('declares a packet lost three packets behind an acknowledged one (RFC 9002 6.1.1)', () => {
+    const lr = new LossRecovery(100, 10, 1000);
+    for (let i = 0; i < 5; i++) lr.onSent(pkt(i, 0));
+    const lost: number[] = [];
+    const acked: number[] = [];
+    lr.onAck([{ lo: 3, hi: 3 }], 0, 1, { acked: (p) => acked.push(p.pn), lost: (p) => lost.push(p.pn) });
+    assert.deepEqual(acked, [3]);
+    assert.deepEqual(lost, [0], 'only packet 0 is 3 behind; 1 and 2 wait for the time threshold');
+    assert.ok(lr.deadline() > 1 && lr.deadline() < Infinity);
+  });
+
+  test('probe timeout fires at its deadline, not a millisecond before, and backs off', () => {
+    const lr = new LossRecovery(100, 10, 10_000);
+    lr.onSent(pkt(0, 0));
+    const d = lr.deadline();
+    const cb = { acked: () => {}, lost: () => {} };
+    assert.equal(lr.onTimeout(d - 1, cb), 'none');
+    assert.equal(lr.onTimeout(d, cb), 'probe');
+    assert.ok(lr.deadline() - d > d, 'the next probe waits twice as long');
+  });
+
+  test('RTT sample from the largest newly acknowledged packet', () => {
+    const lr = new LossRecovery(100, 10, 1000);
+    lr.onSent(pkt(0, 0));
+    lr.onAck([{ lo: 0, hi: 0 }], 0, 40, { acked: () => {}, lost: () => {} });
+    assert.equal(lr.rtt.smoothed, 40);
+    assert.equal(lr.rtt.min, 40);
+  });
+});
+
+test('RttEstimator follows RFC 6298/9002 smoothing and ignores ack delay below min', () => {
+  const r = new RttEstimator(100);
+  r.update(50, 0);
+  assert.equal(r.smoothed, 50);
+  assert.equal(r.variance, 25);
+  r.update(90, 30);
+  assert.equal(r.smoothed, 0.875 * 50 + 0.125 * 60);
+  r.update(60, 30); // 60 - 30 < min 50: the delay is not subtracted
+  assert.ok(Math.abs(r.smoothed - (0.875 * (0.875 * 50 + 0.125 * 60) + 0.125 * 60)) < 1e-9);
+});
+
+test('DeadlineHeap pops in deadline order and honours moves and deletes', () => {
+  fc.assert(
+    fc.property(fc.array(fc.tuple(fc.integer({ min: 0, max: 20 }), fc.integer({ min: 0, max: 1000 })), { maxLength: 200 }), (ops) => {
+      const h = new DeadlineHeap<number>();
+      const ref = new Map<number, number>();
+      for (const [item, at] of ops) {
+        if (at % 7 === 0) {
+          h.delete(item);
+          ref.delete(item);
+        } else {
+          h.set(item, at);
+          ref.set(item, at);
+        }
+      }
+      const min = Math.min(...ref.values());
+      assert.equal(h.peek(), ref.size ? min : Infinity);
+      const due = h.popDue(500).sort((a, b) => a - b);
+      assert.deepEqual(due, [...ref].filter(([, at]) => at <= 500).map(([i]) => i).sort((a, b) => a - b));
+    }),
+  );
+});
+
+test('TimerTable: a timer is due at its deadline, not before', () => {
+  const t = new TimerTable<'a' | 'b'>();
+  t.set('a', 100);
+  t.set('b', 50);
+  assert.equal(t.next(), 50);
+  assert.equal(t.due('b', 49), false);
+  assert.equal(t.due('b', 50), true);
+  t.clear('b');
+  assert.equal(t.next(), 100);
+});
