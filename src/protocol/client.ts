@@ -36,11 +36,13 @@ export type ClientEvent =
   /** Waiting before the next attempt. */
   | { type: 'retrying'; delayMs: number; attempt: number }
   /** Gave up for good: state is 'closed'. */
-  | { type: 'failed'; code: 'ERR_HANDSHAKE_TIMEOUT' | 'ERR_BAD_TOKEN'; message: string }
+  | { type: 'failed'; code: FailureCode; message: string }
   /** close() finished (or the client could not reconnect). */
   | { type: 'closed' };
 
 type TimerName = 'handshake' | 'attempt' | 'deadline' | 'reconnect';
+
+export type FailureCode = 'ERR_HANDSHAKE_TIMEOUT' | 'ERR_BAD_TOKEN' | 'ERR_SERVER_FULL';
 
 /** HELLO/CONNECT are retransmitted at handshakeRetryMs, doubling up to this factor. */
 const MAX_RETRY_FACTOR = 8;
@@ -62,6 +64,8 @@ export class ClientEndpoint {
   private attempt = 0;
   private failures = 0;
   private everConnected = false;
+  /** The server said it was full on the latest attempt: the reason to give if we run out of time. */
+  private lastRefusedFull = false;
   private hs: { connId: number; nonce: Uint8Array; challenge?: ChallengePacket; retries: number; connectTries: number; announced: boolean } | undefined;
   private out: Uint8Array[] = [];
   /** Handshake and stale datagrams dropped; the connection counts its own. */
@@ -199,6 +203,7 @@ export class ClientEndpoint {
           this.fail('ERR_BAD_TOKEN', 'the server refused our token: client and server must be given the same token (setToken / --token)');
         } else {
           this.events.push({ type: 'refused', reason: 'server-full' });
+          this.lastRefusedFull = true;
           this.retryLater(now);
         }
         return;
@@ -250,7 +255,7 @@ export class ClientEndpoint {
     this.events.push({ type: 'retrying', delayMs, attempt: this.attempt });
   }
 
-  private fail(code: 'ERR_HANDSHAKE_TIMEOUT' | 'ERR_BAD_TOKEN', message: string): void {
+  private fail(code: FailureCode, message: string): void {
     this.events.push({ type: 'failed', code, message });
     this.finish();
   }
@@ -294,7 +299,8 @@ export class ClientEndpoint {
 
   handleTimeout(now: number): void {
     if (this.timers.due('deadline', now)) {
-      this.fail('ERR_HANDSHAKE_TIMEOUT', 'no connection before the connect timeout: is the server running, reachable, and on this port?');
+      if (this.lastRefusedFull) this.fail('ERR_SERVER_FULL', 'the server is full (maxClients connected) and stayed full until the connect timeout');
+      else this.fail('ERR_HANDSHAKE_TIMEOUT', 'no connection before the connect timeout: is the server running, reachable, and on this port?');
       return;
     }
     if (this.timers.due('reconnect', now)) {
