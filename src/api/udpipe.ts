@@ -126,7 +126,10 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     const stall = c.stallTimeoutMs < ms ? c.stallTimeoutMs : ms / 2;
     const ping = c.pingIntervalMs < stall ? c.pingIntervalMs : stall / 3;
     checkTimings({ pingIntervalMs: ping, stallTimeoutMs: stall, timeoutMs: ms });
-    Object.assign(c, { timeoutMs: ms, stallTimeoutMs: stall, pingIntervalMs: ping, closeTimeoutMs: Math.min(5000, ms) });
+    const patch = { timeoutMs: ms, stallTimeoutMs: stall, pingIntervalMs: ping, closeTimeoutMs: Math.min(5000, ms) };
+    Object.assign(c, patch);
+    this.server?.configure(patch);
+    this.client?.configure(patch);
     this.opts.timeoutMs = ms;
   }
 
@@ -173,8 +176,6 @@ export class UDPipe extends EventEmitter implements PeerOwner {
       (n) => transport.randomBytes(n),
       transport.now(),
     );
-    // The endpoint copies the config; connections must share ours (setTimeout).
-    server.configure(this.connCfg);
     this.server = server;
     const driver = new Driver(transport, this.serverTarget(server), this.opts.autoStep);
     this.driver = driver;
@@ -203,14 +204,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     checkPort(port, false);
     const timeoutMs = timeout === undefined ? this.opts.connectTimeoutMs : checkMs('connect(host, port, timeout): timeout in seconds', typeof timeout === 'number' ? timeout * 1000 : timeout, 1);
     const transport = this.claim('client');
-    let serverIp: string;
-    try {
-      serverIp = await transport.resolve(host);
-    } catch (err) {
-      this.role = 'none';
-      throw new UDPipeError('ERR_RESOLVE', `cannot resolve '${host}': ${(err as Error).message}`, { cause: err });
-    }
-    this.serverAddr = { address: serverIp, port };
+    // Endpoint and driver exist at once, so send() right after connect() queues.
     const client = new ClientEndpoint(
       {
         ...this.connCfg,
@@ -220,20 +214,35 @@ export class UDPipe extends EventEmitter implements PeerOwner {
       },
       (n) => transport.randomBytes(n),
     );
-    client.configure(this.connCfg);
     this.client = client;
     const driver = new Driver(transport, this.clientTarget(client), this.opts.autoStep);
     this.driver = driver;
-    try {
-      await driver.bind(0, isIP(serverIp) === 6 ? '::' : '0.0.0.0');
-    } catch (err) {
-      this.role = 'none';
-      throw bindError(err, 0, undefined);
-    }
-    if (this.closed) throw new UDPipeError('ERR_CLOSED', 'close() was called before the connection was made');
     const connected = new Promise<Peer>((resolve, reject) => {
       this.connectWaiter = { resolve, reject };
     });
+    // Rejections reach the caller through the returned promise; this only stops Node
+    // from calling one unhandled when close() wins the race before we return it.
+    connected.catch(() => {});
+    try {
+      let serverIp: string;
+      try {
+        serverIp = await transport.resolve(host);
+      } catch (err) {
+        throw new UDPipeError('ERR_RESOLVE', `cannot resolve '${host}': ${(err as Error).message}`, { cause: err });
+      }
+      this.serverAddr = { address: serverIp, port };
+      try {
+        await driver.bind(0, isIP(serverIp) === 6 ? '::' : '0.0.0.0');
+      } catch (err) {
+        throw (err as { code?: string }).code === 'ERR_CLOSED' ? new UDPipeError('ERR_CLOSED', 'close() was called before the connection was made') : bindError(err, 0, undefined);
+      }
+    } catch (err) {
+      this.connectWaiter = undefined;
+      driver.stop();
+      this.closed = true;
+      throw err;
+    }
+    if (client.state === 'closed') throw new UDPipeError('ERR_CLOSED', 'close() was called before the connection was made');
     this.log(`connecting to ${fmt(this.serverAddr)}`);
     client.start(transport.now(), transport.now() + timeoutMs);
     driver.pump();

@@ -74,7 +74,7 @@ export class ClientEndpoint {
   datagramsReceived = 0;
 
   constructor(
-    private cfg: ClientConfig,
+    private readonly cfg: ClientConfig,
     private readonly randomBytes: (n: number) => Uint8Array,
   ) {}
 
@@ -92,7 +92,8 @@ export class ClientEndpoint {
   }
 
   configure(patch: Partial<ClientConfig>): void {
-    this.cfg = { ...this.cfg, ...patch };
+    // In place: the connection shares this object, so new timeouts reach it too.
+    Object.assign(this.cfg, patch);
   }
 
   /** Starts connecting; `deadline` bounds the first connection only (Infinity: none). */

@@ -62,7 +62,7 @@ export class ServerEndpoint {
   private readonly events = new Deque<ServerEvent>();
 
   constructor(
-    private cfg: ServerConfig,
+    private readonly cfg: ServerConfig,
     private readonly randomBytes: (n: number) => Uint8Array,
     now: number,
   ) {
@@ -75,7 +75,8 @@ export class ServerEndpoint {
 
   /** Applies new settings to future connections (setToken, setTimeout, maxClients). */
   configure(patch: Partial<ServerConfig>): void {
-    this.cfg = { ...this.cfg, ...patch };
+    // In place: every connection shares this object, so new timeouts reach them too.
+    Object.assign(this.cfg, patch);
   }
 
   connection(connId: number): Connection | undefined {

@@ -48,11 +48,17 @@ export class Driver {
   }
 
   async bind(port: number, host: string | undefined): Promise<Address> {
-    this.socket = await this.transport.bind(port, host, {
+    const socket = await this.transport.bind(port, host, {
       onDatagram: (bytes, from) => this.onDatagram(bytes, from),
       onError: (err) => this.target.onSocketError(err),
     });
-    return this.socket.local;
+    if (this.stopped) {
+      // Closed while we were binding: do not leak the socket.
+      socket.close();
+      throw Object.assign(new Error('closed while binding'), { code: 'ERR_CLOSED' });
+    }
+    this.socket = socket;
+    return socket.local;
   }
 
   private onDatagram(bytes: Uint8Array, from: Address): void {
