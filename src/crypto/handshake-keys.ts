@@ -14,6 +14,13 @@ function u32(n: number): Uint8Array {
   return new Uint8Array([(n >>> 24) & 0xff, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff]);
 }
 
+function u64(n: number): Uint8Array {
+  const b = new Uint8Array(8);
+  b.set(u32(Math.floor(n / 2 ** 32)), 0);
+  b.set(u32(n % 2 ** 32), 4);
+  return b;
+}
+
 function hmac(key: Uint8Array, label: string, ...parts: Uint8Array[]): Uint8Array {
   const h = createHmac('sha256', key).update(enc.encode(label));
   for (const p of parts) h.update(p);
@@ -31,12 +38,31 @@ export interface HandshakeTranscript {
   cookie: Uint8Array;
 }
 
-export function clientProof(key: Uint8Array, t: HandshakeTranscript): Uint8Array {
-  return hmac(key, 'udpipe v1 client proof', u32(t.clientConnId), t.clientNonce, t.cookie).subarray(0, PROOF_SIZE);
+/** What CONNECT claims besides the transcript; the client's proof covers it, so nobody on the path can alter it. */
+export interface ConnectClaims {
+  sessionId: Uint8Array;
+  nextSendIndex: number;
+  delivered: number;
 }
 
-export function serverProof(key: Uint8Array, t: HandshakeTranscript, serverConnId: number): Uint8Array {
-  return hmac(key, 'udpipe v1 server proof', u32(t.clientConnId), t.clientNonce, t.cookie, u32(serverConnId)).subarray(0, PROOF_SIZE);
+/** What ACCEPT claims; covered by the server's proof. */
+export interface AcceptClaims {
+  serverConnId: number;
+  resumed: number;
+  delivered: number;
+}
+
+export function clientProof(key: Uint8Array, t: HandshakeTranscript & ConnectClaims): Uint8Array {
+  return hmac(key, 'udpipe v1 client proof', u32(t.clientConnId), t.clientNonce, t.cookie, t.sessionId, u64(t.nextSendIndex), u64(t.delivered)).subarray(0, PROOF_SIZE);
+}
+
+export function serverProof(key: Uint8Array, t: HandshakeTranscript & ConnectClaims, a: AcceptClaims): Uint8Array {
+  return hmac(
+    key,
+    'udpipe v1 server proof',
+    u32(t.clientConnId), t.clientNonce, t.cookie, t.sessionId, u64(t.nextSendIndex), u64(t.delivered),
+    u32(a.serverConnId), new Uint8Array([a.resumed]), u64(a.delivered),
+  ).subarray(0, PROOF_SIZE);
 }
 
 export interface SessionKeys {

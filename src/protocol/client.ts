@@ -1,9 +1,9 @@
 import { clientProof, equalBytes, serverProof, sessionKeys } from '../crypto/handshake-keys.js';
 import { HmacPacketCipher } from '../crypto/packet-cipher.js';
 import { Deque } from '../reliability/deque.js';
-import { NONCE_SIZE, ReasonCode } from '../wire/constants.js';
+import { NONCE_SIZE, ReasonCode, SESSION_ID_SIZE } from '../wire/constants.js';
 import { WireFormatError } from '../wire/errors.js';
-import { encodeHandshake, type ChallengePacket, type HandshakePacket } from '../wire/handshake.js';
+import { encodeHandshake, type AcceptPacket, type ChallengePacket, type HandshakePacket } from '../wire/handshake.js';
 import { decodeDatagram } from '../wire/packet.js';
 import type { ConnectionConfig, ConnectionEvent } from './config.js';
 import { Connection } from './connection.js';
@@ -60,7 +60,20 @@ export class ClientEndpoint {
   private readonly timers = new TimerTable<TimerName>();
   private readonly events = new Deque<ClientEvent>();
   private conn: Connection | undefined;
-  private readonly carry: { data: Uint8Array; reliable: boolean }[] = [];
+  /**
+   * Session state (docs/PROTOCOL.md, "Sessions"): reliable messages are numbered across
+   * connections, so after a reconnect the server can say how many it already delivered
+   * and we resend exactly the rest.
+   */
+  private sessionId: Uint8Array | undefined;
+  /** Reliable messages waiting for a connection; the first has session index carryBase. */
+  private readonly carry: Uint8Array[] = [];
+  private carryBase = 0;
+  private readonly carryUnreliable: Uint8Array[] = [];
+  /** Session index of the current connection's first reliable message. */
+  private sendBase = 0;
+  /** Reliable messages from the server delivered to the program in this session. */
+  private delivered = 0;
   private attempt = 0;
   private failures = 0;
   private everConnected = false;
@@ -88,7 +101,7 @@ export class ClientEndpoint {
 
   /** Messages waiting for a connection. */
   get carried(): number {
-    return this.carry.length;
+    return this.carry.length + this.carryUnreliable.length;
   }
 
   configure(patch: Partial<ClientConfig>): void {
@@ -106,6 +119,7 @@ export class ClientEndpoint {
   private beginAttempt(now: number): void {
     this._state = 'handshake';
     this.attempt++;
+    this.sessionId ??= this.randomBytes(SESSION_ID_SIZE);
     const idBytes = this.randomBytes(4);
     const connId = (((idBytes[0]! << 24) | (idBytes[1]! << 16) | (idBytes[2]! << 8) | idBytes[3]!) >>> 0) || 1;
     this.hs = { connId, nonce: this.randomBytes(NONCE_SIZE), retries: 0, connectTries: 0, announced: false };
@@ -122,7 +136,7 @@ export class ClientEndpoint {
     }
     if (hs.challenge) {
       hs.connectTries++;
-      const t = { clientConnId: hs.connId, clientNonce: hs.nonce, cookie: hs.challenge.cookie };
+      const t = this.transcript(hs.challenge);
       this.out.push(encodeHandshake({ type: 'connect', ...t, proof: clientProof(this.cfg.tokenKey, t) }));
     } else {
       this.out.push(encodeHandshake({ type: 'hello', clientConnId: hs.connId, clientNonce: hs.nonce }));
@@ -130,6 +144,18 @@ export class ClientEndpoint {
     const factor = Math.min(2 ** hs.retries, MAX_RETRY_FACTOR);
     hs.retries++;
     this.timers.set('handshake', now + this.cfg.handshakeRetryMs * factor * (0.75 + 0.5 * this.random()));
+  }
+
+  private transcript(challenge: ChallengePacket) {
+    const hs = this.hs!;
+    return {
+      clientConnId: hs.connId,
+      clientNonce: hs.nonce,
+      cookie: challenge.cookie,
+      sessionId: this.sessionId!,
+      nextSendIndex: this.carryBase,
+      delivered: this.delivered,
+    };
   }
 
   /** Uniform in [0, 1) from the injected randomness. */
@@ -140,13 +166,14 @@ export class ClientEndpoint {
 
   send(data: Uint8Array, reliable: boolean): boolean {
     if (this.conn && this.conn.state !== 'closed') return this.conn.send(data, reliable);
-    this.carry.push({ data, reliable });
-    return this.carry.length < this.cfg.maxQueue;
+    if (reliable) this.carry.push(data);
+    else this.carryUnreliable.push(data);
+    return this.carried < this.cfg.maxQueue;
   }
 
   /** Total queued: carried plus the connection's queue. */
   get queueLength(): number {
-    return this.carry.length + (this.conn?.queueLength ?? 0);
+    return this.carried + (this.conn?.queueLength ?? 0);
   }
 
   handleDatagram(bytes: Uint8Array, now: number): void {
@@ -190,12 +217,12 @@ export class ClientEndpoint {
         return;
       case 'accept': {
         if (!hs.challenge) return;
-        const t = { clientConnId: hs.connId, clientNonce: hs.nonce, cookie: hs.challenge.cookie };
-        if (!equalBytes(serverProof(this.cfg.tokenKey, t, d.serverConnId), d.proof)) {
+        const t = this.transcript(hs.challenge);
+        if (!equalBytes(serverProof(this.cfg.tokenKey, t, d), d.proof)) {
           this.malformed++; // not a server that knows our token
           return;
         }
-        this.onAccepted(d.serverConnId, t, now);
+        this.onAccepted(d, t, now);
         return;
       }
       case 'refuse':
@@ -213,7 +240,8 @@ export class ClientEndpoint {
     }
   }
 
-  private onAccepted(serverConnId: number, t: { clientConnId: number; clientNonce: Uint8Array; cookie: Uint8Array }, now: number): void {
+  private onAccepted(accept: AcceptPacket, t: { clientConnId: number; clientNonce: Uint8Array; cookie: Uint8Array }, now: number): void {
+    const serverConnId = accept.serverConnId;
     const keys = sessionKeys(this.cfg.tokenKey, t, serverConnId);
     this.conn = new Connection({
       localConnId: t.clientConnId,
@@ -221,7 +249,10 @@ export class ClientEndpoint {
       cipher: new HmacPacketCipher(keys.clientToServer, keys.serverToClient),
       config: this.cfg,
       now,
-      emit: (event) => this.events.push({ type: 'connection', event }),
+      emit: (event) => {
+        if (event.type === 'message' && event.reliable) this.delivered++;
+        this.events.push({ type: 'connection', event });
+      },
       initialPacketNumber: this.cfg.initialPacketNumber,
     });
     this.hs = undefined;
@@ -232,7 +263,18 @@ export class ClientEndpoint {
     this.timers.clear('attempt');
     this.timers.clear('deadline');
     this.events.push({ type: 'connected', attempt: this.attempt });
-    for (const m of this.carry.splice(0)) this.conn.send(m.data, m.reliable);
+    if (accept.resumed) {
+      // The server already delivered everything before accept.delivered: skip it.
+      const skip = Math.min(Math.max(0, accept.delivered - this.carryBase), this.carry.length);
+      this.carry.splice(0, skip);
+      this.carryBase += skip;
+    } else {
+      // A new session on the server (first connection, or it forgot us): its stream to us starts over.
+      this.delivered = 0;
+    }
+    this.sendBase = this.carryBase;
+    for (const m of this.carry.splice(0)) this.conn.send(m, true);
+    for (const m of this.carryUnreliable.splice(0)) this.conn.send(m, false);
     // Our first DATA packet confirms the handshake to the server; send one at once.
     this.conn.ping();
   }
@@ -275,7 +317,9 @@ export class ClientEndpoint {
     if (!c.finished) return; // still draining (answering the peer's CLOSE)
     this.conn = undefined;
     const left = c.takeUnfinished();
-    this.carry.unshift(...left.reliable.map((data) => ({ data, reliable: true })), ...left.unreliable.map((data) => ({ data, reliable: false })));
+    this.carry.unshift(...left.reliable);
+    this.carryBase = this.sendBase + left.firstIndex;
+    this.carryUnreliable.unshift(...left.unreliable);
     if (this.closing || c.reason === 'bad-token') {
       this.finish();
       return;

@@ -478,11 +478,13 @@ export class Connection {
   }
 
   /**
-   * Everything this connection still owed the peer, for the client's next connection:
-   * reliable messages not acknowledged (in order) and unreliable ones never sent.
+   * Everything this connection still owed the peer, for the session's next connection:
+   * reliable messages from the oldest unacknowledged one on (in order, with the
+   * connection-local index of the first) and unreliable ones never sent.
    */
-  takeUnfinished(): { reliable: Uint8Array[]; unreliable: Uint8Array[] } {
-    return { reliable: this.sender.takeAll(), unreliable: this.unreliable.splice(0) };
+  takeUnfinished(): { reliable: Uint8Array[]; firstIndex: number; unreliable: Uint8Array[] } {
+    const { messages, firstIndex } = this.sender.takeAll();
+    return { reliable: messages, firstIndex, unreliable: this.unreliable.splice(0) };
   }
 
   stats(): ConnectionStats {

@@ -8,6 +8,7 @@ import { decodeDatagram } from '../wire/packet.js';
 import type { ConnectionConfig, ConnectionEvent } from './config.js';
 import { Connection } from './connection.js';
 import { DeadlineHeap } from './deadline-heap.js';
+import { SessionStore } from './sessions.js';
 import { Deque } from '../reliability/deque.js';
 
 export interface ServerConfig extends ConnectionConfig {
@@ -40,10 +41,21 @@ interface Peer {
   /** Key of the handshake that made it, so a retransmitted CONNECT gets the same ACCEPT. */
   handshakeKey: string;
   accept: Uint8Array;
+  sessionKey: string;
+  /** Session count of the client's reliable messages delivered to the program. */
+  delivered: number;
+  /** Session index of this connection's first reliable message to the client. */
+  sendBase: number;
 }
 
 /** Handshake replies waiting for the driver; beyond this they are dropped (a flood gets no more answers). */
 const MAX_OUTBOX = 1024;
+/**
+ * Handshakes whose connection is gone are remembered this long (at least a cookie's
+ * lifetime), so a late duplicate CONNECT cannot start a second connection.
+ */
+const USED_HANDSHAKE_MS = 60_000;
+const MAX_USED_HANDSHAKES = 4096;
 
 /**
  * The server side, sans-I/O: one public address, many connections told apart by the
@@ -60,6 +72,13 @@ export class ServerEndpoint {
   private readonly dirty = new Set<number>();
   private readonly deadlines = new DeadlineHeap<number>();
   private readonly events = new Deque<ServerEvent>();
+  private readonly usedHandshakes = new Map<string, number>();
+  /** The latest time we were given; events raised inside a call carry it. */
+  private lastNow: number;
+  private readonly sessions = new SessionStore(
+    () => Math.max(16, this.cfg.maxClients),
+    () => Math.max(10_000, 3 * this.cfg.timeoutMs),
+  );
 
   constructor(
     private readonly cfg: ServerConfig,
@@ -67,6 +86,7 @@ export class ServerEndpoint {
     now: number,
   ) {
     this.cookies = new CookieJar(randomBytes, now);
+    this.lastNow = now;
   }
 
   get connectionCount(): number {
@@ -100,6 +120,7 @@ export class ServerEndpoint {
   }
 
   handleDatagram(bytes: Uint8Array, from: Address, now: number): void {
+    this.lastNow = now;
     this.counters.datagramsReceived++;
     this.counters.bytesReceived += bytes.length;
     let d;
@@ -155,6 +176,8 @@ export class ServerEndpoint {
       if (peer) this.reply(peer.accept, from); // our ACCEPT was lost: say it again
       return;
     }
+    const used = this.usedHandshakes.get(hsKey);
+    if (used !== undefined && used > now) return; // a late copy of a finished handshake
     const refuse = (reason: ReasonCode): void => {
       this.counters.handshakesRefused++;
       this.reply(encodeHandshake({ type: 'refuse', clientConnId: d.clientConnId, clientNonce: d.clientNonce, reason }), from);
@@ -164,19 +187,40 @@ export class ServerEndpoint {
       refuse(ReasonCode.BadToken);
       return;
     }
+    const sessionKey = hex(d.sessionId);
+    const previous = this.sessions.liveConnection(sessionKey);
+    if (previous !== undefined) {
+      // The client gave up on its old connection before we did: end ours now; its
+      // state is parked and resumed below.
+      this.peers.get(previous)?.conn.abort('timeout');
+      this.touch(previous);
+      this.reap(previous);
+    }
     if (this.peers.size >= this.cfg.maxClients) {
       this.events.push({ type: 'max-clients', address: { ...from } });
       refuse(ReasonCode.ServerFull);
       return;
     }
     const connId = this.newConnId();
+    // Resume: the client resends from what we delivered; we resend from what it did.
+    const parked = this.sessions.take(sessionKey);
+    let delivered = d.nextSendIndex;
+    let sendBase = 0;
+    let outbound: Uint8Array[] = [];
+    if (parked) {
+      delivered = parked.delivered;
+      const skip = Math.min(Math.max(0, d.delivered - parked.outboundBase), parked.outbound.length);
+      outbound = parked.outbound.slice(skip);
+      sendBase = parked.outboundBase + skip;
+    }
+    const claims = { serverConnId: connId, resumed: parked ? 1 : 0, delivered };
     const keys = sessionKeys(this.cfg.tokenKey, d, connId);
     const accept = encodeHandshake({
       type: 'accept',
       clientConnId: d.clientConnId,
       clientNonce: d.clientNonce,
-      serverConnId: connId,
-      proof: serverProof(this.cfg.tokenKey, d, connId),
+      ...claims,
+      proof: serverProof(this.cfg.tokenKey, d, claims),
     });
     const conn = new Connection({
       localConnId: connId,
@@ -184,14 +228,30 @@ export class ServerEndpoint {
       cipher: new HmacPacketCipher(keys.serverToClient, keys.clientToServer),
       config: this.cfg,
       now,
-      emit: (event) => this.events.push({ type: 'connection', connId, event }),
+      emit: (event) => this.onConnectionEvent(connId, event),
     });
-    this.peers.set(connId, { conn, address: { address: from.address, port: from.port }, handshakeKey: hsKey, accept });
+    for (const m of outbound) conn.send(m, true);
+    this.peers.set(connId, { conn, address: { address: from.address, port: from.port }, handshakeKey: hsKey, accept, sessionKey, delivered, sendBase });
+    this.sessions.bind(sessionKey, connId);
     this.byHandshake.set(hsKey, connId);
     this.counters.handshakesAccepted++;
     this.events.push({ type: 'accepted', connId, address: { address: from.address, port: from.port } });
     this.reply(accept, from);
     this.touch(connId);
+  }
+
+  private onConnectionEvent(connId: number, event: ConnectionEvent): void {
+    const p = this.peers.get(connId);
+    if (p && event.type === 'message' && event.reliable) p.delivered++;
+    if (p && event.type === 'ended') {
+      this.sessions.unbind(p.sessionKey, connId);
+      // The client closing is the end of its session; anything else may be resumed.
+      if (!event.byPeer && event.reason !== 'shutdown') {
+        const left = p.conn.takeUnfinished();
+        this.sessions.park(p.sessionKey, { delivered: p.delivered, outbound: left.reliable, outboundBase: p.sendBase + left.firstIndex }, this.lastNow);
+      }
+    }
+    this.events.push({ type: 'connection', connId, event });
   }
 
   private newConnId(): number {
@@ -212,12 +272,16 @@ export class ServerEndpoint {
     if (!p || !p.conn.finished) return;
     this.peers.delete(connId);
     this.byHandshake.delete(p.handshakeKey);
+    this.usedHandshakes.set(p.handshakeKey, this.lastNow + USED_HANDSHAKE_MS);
+    if (this.usedHandshakes.size > MAX_USED_HANDSHAKES) this.usedHandshakes.delete(this.usedHandshakes.keys().next().value!);
     this.deadlines.delete(connId);
     this.dirty.delete(connId);
     this.events.push({ type: 'removed', connId });
   }
 
   handleTimeout(now: number): void {
+    this.lastNow = now;
+    this.sessions.handleTimeout(now);
     for (const id of this.deadlines.popDue(now)) {
       const p = this.peers.get(id);
       if (!p) continue;
@@ -228,6 +292,7 @@ export class ServerEndpoint {
   }
 
   pollTransmit(now: number): { bytes: Uint8Array; to: Address } | null {
+    this.lastNow = now;
     const out = this.outbox.shift() ?? this.pollConnections(now);
     if (out) {
       this.counters.datagramsSent++;
@@ -255,7 +320,7 @@ export class ServerEndpoint {
   }
 
   nextDeadline(): number {
-    return this.deadlines.peek();
+    return Math.min(this.deadlines.peek(), this.sessions.nextDeadline());
   }
 
   /** Starts a graceful close of one connection, or of all. */

@@ -104,11 +104,16 @@ export class ReliableSender {
     return n;
   }
 
-  /** Everything not acknowledged, in order, for a new connection (client reconnect). */
-  takeAll(): Uint8Array[] {
-    const out = this.unacked.clear().filter((m) => !m.acked).map((m) => m.data);
+  /**
+   * For the next connection: every message from the oldest unacknowledged one on, in
+   * order, and the index of the first. Acknowledged messages after a gap are included:
+   * acknowledged is not delivered (the receiver may hold them waiting for the gap),
+   * and a receiver that resumes the session skips what it did deliver.
+   */
+  takeAll(): { messages: Uint8Array[]; firstIndex: number } {
+    const all = this.unacked.clear();
     this.fresh.clear();
     this.retransmit.clear();
-    return out;
+    return { messages: all.map((m) => m.data), firstIndex: all[0]?.index ?? this.nextIndex };
   }
 }

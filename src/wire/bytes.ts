@@ -54,6 +54,14 @@ export class ByteReader {
     return v;
   }
 
+  /** Unsigned 64-bit big-endian; values above 2^53 - 1 are rejected (JS numbers). */
+  u64(what = 'u64'): number {
+    const hi = this.u32(what);
+    const lo = this.u32(what);
+    if (hi > 0x1fffff) throw new WireFormatError(`${what} exceeds 2^53`);
+    return hi * 2 ** 32 + lo;
+  }
+
   /**
    * QUIC variable-length integer (RFC 9000 section 16): the top two bits of the first
    * byte give the length (1, 2, 4 or 8 bytes). Values above 2^53 - 1 are rejected.
@@ -129,6 +137,11 @@ export class ByteWriter {
     this.bytes[this.pos++] = (v >>> 8) & 0xff;
     this.bytes[this.pos++] = v & 0xff;
     return this;
+  }
+
+  u64(v: number): this {
+    if (!Number.isInteger(v) || v < 0 || v > MAX_VARINT) throw new Error(`u64 out of range: ${v}`);
+    return this.u32(Math.floor(v / 2 ** 32)).u32(v % 2 ** 32);
   }
 
   varint(v: number): this {

@@ -32,6 +32,8 @@ export const enum FrameType {
 export const NONCE_SIZE = 16;
 export const COOKIE_SIZE = 16;
 export const PROOF_SIZE = 16;
+/** Client-chosen id of a session: survives reconnects, so nothing is lost or repeated across them. */
+export const SESSION_ID_SIZE = 16;
 /** Session MAC tag at the end of every DATA packet. */
 export const TAG_SIZE = 16;
 export const CRC_SIZE = 4;

@@ -7,6 +7,7 @@ import {
   NONCE_SIZE,
   PROOF_SIZE,
   PacketType,
+  SESSION_ID_SIZE,
   VERSION_BYTE,
 } from './constants.js';
 import { WireFormatError } from './errors.js';
@@ -31,12 +32,20 @@ export interface ChallengePacket {
   cookie: Uint8Array;
 }
 
-/** C->S: echoes the cookie and proves the token. */
+/**
+ * C->S: echoes the cookie, names the session (to resume it after a reconnect) and
+ * proves the token over all of it.
+ */
 export interface ConnectPacket {
   type: 'connect';
   clientConnId: number;
   clientNonce: Uint8Array;
   cookie: Uint8Array;
+  sessionId: Uint8Array;
+  /** Session index of the first reliable message the client will send on this connection. */
+  nextSendIndex: number;
+  /** Reliable messages from the server the client has delivered in this session. */
+  delivered: number;
   proof: Uint8Array;
 }
 
@@ -46,6 +55,10 @@ export interface AcceptPacket {
   clientConnId: number;
   clientNonce: Uint8Array;
   serverConnId: number;
+  /** 1 when the server still had the session and continues it, 0 for a new session. */
+  resumed: number;
+  /** Reliable messages from the client the server has delivered in this session. */
+  delivered: number;
   proof: Uint8Array;
 }
 
@@ -62,8 +75,8 @@ export type HandshakePacket = HelloPacket | ChallengePacket | ConnectPacket | Ac
 const BODY_SIZE: Record<HandshakePacket['type'], number> = {
   hello: HELLO_SIZE - 2 - CRC_SIZE,
   challenge: 4 + NONCE_SIZE + COOKIE_SIZE,
-  connect: 4 + NONCE_SIZE + COOKIE_SIZE + PROOF_SIZE,
-  accept: 4 + NONCE_SIZE + 4 + PROOF_SIZE,
+  connect: 4 + NONCE_SIZE + COOKIE_SIZE + SESSION_ID_SIZE + 8 + 8 + PROOF_SIZE,
+  accept: 4 + NONCE_SIZE + 4 + 1 + 8 + PROOF_SIZE,
   refuse: 4 + NONCE_SIZE + 1,
 };
 
@@ -97,10 +110,14 @@ export function encodeHandshake(p: HandshakePacket): Uint8Array {
       w.raw(fixed(p.cookie, COOKIE_SIZE, 'cookie'));
       break;
     case 'connect':
-      w.raw(fixed(p.cookie, COOKIE_SIZE, 'cookie')).raw(fixed(p.proof, PROOF_SIZE, 'proof'));
+      w.raw(fixed(p.cookie, COOKIE_SIZE, 'cookie'))
+        .raw(fixed(p.sessionId, SESSION_ID_SIZE, 'session id'))
+        .u64(p.nextSendIndex)
+        .u64(p.delivered)
+        .raw(fixed(p.proof, PROOF_SIZE, 'proof'));
       break;
     case 'accept':
-      w.u32(p.serverConnId).raw(fixed(p.proof, PROOF_SIZE, 'proof'));
+      w.u32(p.serverConnId).u8(p.resumed).u64(p.delivered).raw(fixed(p.proof, PROOF_SIZE, 'proof'));
       break;
     case 'refuse':
       w.u8(p.reason);
@@ -140,16 +157,17 @@ export function decodeHandshake(bytes: Uint8Array): HandshakePacket {
         clientConnId,
         clientNonce,
         cookie: r.bytesView(COOKIE_SIZE, 'cookie').slice(),
+        sessionId: r.bytesView(SESSION_ID_SIZE, 'session id').slice(),
+        nextSendIndex: r.u64('next send index'),
+        delivered: r.u64('delivered count'),
         proof: r.bytesView(PROOF_SIZE, 'proof').slice(),
       };
-    case 'accept':
-      return {
-        type,
-        clientConnId,
-        clientNonce,
-        serverConnId: r.u32('server connection id'),
-        proof: r.bytesView(PROOF_SIZE, 'proof').slice(),
-      };
+    case 'accept': {
+      const serverConnId = r.u32('server connection id');
+      const resumed = r.u8('resumed');
+      if (resumed > 1) throw new WireFormatError(`accept: resumed flag ${resumed}`);
+      return { type, clientConnId, clientNonce, serverConnId, resumed, delivered: r.u64('delivered count'), proof: r.bytesView(PROOF_SIZE, 'proof').slice() };
+    }
     case 'refuse':
       return { type, clientConnId, clientNonce, reason: r.u8('reason') };
   }
