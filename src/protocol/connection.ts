@@ -16,7 +16,7 @@ import {
   type Reason,
 } from '../wire/constants.js';
 import { WireFormatError } from '../wire/errors.js';
-import { decodeFrames, frameSize, writeFrame, type Frame } from '../wire/frames.js';
+import { decodeFrames, frameSize, isAckEliciting, writeFrame, type Frame } from '../wire/frames.js';
 import { writeDataHeader } from '../wire/packet.js';
 import type { ConnectionConfig, ConnectionEvent, ConnectionState } from './config.js';
 import { TimerTable } from './timers.js';
@@ -252,7 +252,7 @@ export class Connection {
 
     let ackEliciting = false;
     for (const f of frames) {
-      if (f.type !== 'ack' && f.type !== 'padding' && f.type !== 'closed') ackEliciting = true;
+      if (isAckEliciting(f)) ackEliciting = true;
       this.onFrame(f, now);
       if ((this._state as ConnectionState) === 'closed') break;
     }
@@ -417,7 +417,7 @@ export class Connection {
       if (n > room) return false;
       frames.push(f);
       room -= n;
-      if (f.type !== 'ack' && f.type !== 'closed' && f.type !== 'padding') ackEliciting = true;
+      if (isAckEliciting(f)) ackEliciting = true;
       return true;
     };
 

@@ -24,6 +24,15 @@ export type Frame =
   | { type: 'close'; reason: number }
   | { type: 'closed' };
 
+/**
+ * Whether a frame obliges the receiver to acknowledge its packet. ACK, PADDING, PONG
+ * and CLOSED do not: each answers something, and answering the answer would echo
+ * forever (PONG's packet carries the ACK that times the PING).
+ */
+export function isAckEliciting(f: Frame): boolean {
+  return f.type !== 'ack' && f.type !== 'padding' && f.type !== 'pong' && f.type !== 'closed';
+}
+
 export function frameSize(f: Frame): number {
   switch (f.type) {
     case 'padding':
