@@ -40,12 +40,10 @@ export type ClientEvent =
   /** close() finished (or the client could not reconnect). */
   | { type: 'closed' };
 
-type TimerName = 'handshake' | 'attempt' | 'deadline' | 'reconnect';
+type TimerName = 'handshake' | 'deadline' | 'reconnect';
 
 export type FailureCode = 'ERR_HANDSHAKE_TIMEOUT' | 'ERR_BAD_TOKEN' | 'ERR_SERVER_FULL';
 
-/** HELLO/CONNECT are retransmitted at handshakeRetryMs, doubling up to this factor. */
-const MAX_RETRY_FACTOR = 8;
 /** CONNECT retransmissions before starting over with a fresh HELLO (the cookie may have expired). */
 const CONNECT_TRIES = 4;
 
@@ -123,8 +121,6 @@ export class ClientEndpoint {
     const idBytes = this.randomBytes(4);
     const connId = (((idBytes[0]! << 24) | (idBytes[1]! << 16) | (idBytes[2]! << 8) | idBytes[3]!) >>> 0) || 1;
     this.hs = { connId, nonce: this.randomBytes(NONCE_SIZE), retries: 0, connectTries: 0, announced: false };
-    // An attempt that hears nothing for a disconnect timeout gives way to a backoff.
-    this.timers.set('attempt', now + this.cfg.timeoutMs);
     this.sendHandshake(now);
   }
 
@@ -141,9 +137,12 @@ export class ClientEndpoint {
     } else {
       this.out.push(encodeHandshake({ type: 'hello', clientConnId: hs.connId, clientNonce: hs.nonce }));
     }
-    const factor = Math.min(2 ** hs.retries, MAX_RETRY_FACTOR);
+    // An attempt goes on until it succeeds or the connect deadline passes (a fresh
+    // nonce would only leave the server a half-open connection): retransmissions back
+    // off exponentially up to the reconnect cap, with jitter so a crowd spreads out.
+    const interval = Math.min(this.cfg.handshakeRetryMs * 2 ** Math.min(hs.retries, 30), this.cfg.reconnect.maxDelayMs);
     hs.retries++;
-    this.timers.set('handshake', now + this.cfg.handshakeRetryMs * factor * (0.75 + 0.5 * this.random()));
+    this.timers.set('handshake', now + interval * (0.75 + 0.5 * this.random()));
   }
 
   private transcript(challenge: ChallengePacket) {
@@ -260,7 +259,6 @@ export class ClientEndpoint {
     this.everConnected = true;
     this.failures = 0;
     this.timers.clear('handshake');
-    this.timers.clear('attempt');
     this.timers.clear('deadline');
     this.events.push({ type: 'connected', attempt: this.attempt });
     if (accept.resumed) {
@@ -283,7 +281,6 @@ export class ClientEndpoint {
   private retryLater(now: number): void {
     this.hs = undefined;
     this.timers.clear('handshake');
-    this.timers.clear('attempt');
     if (!this.cfg.reconnect.enabled && this.everConnected) {
       this.finish();
       return;
@@ -351,9 +348,6 @@ export class ClientEndpoint {
     if (this.timers.due('reconnect', now)) {
       this.timers.clear('reconnect');
       this.beginAttempt(now);
-    }
-    if (this.timers.due('attempt', now)) {
-      this.retryLater(now);
     }
     if (this.timers.due('handshake', now) && this._state === 'handshake') this.sendHandshake(now);
     if (this.conn) {
