@@ -77,7 +77,9 @@ export class ClientEndpoint {
   private everConnected = false;
   /** The server said it was full on the latest attempt: the reason to give if we run out of time. */
   private lastRefusedFull = false;
-  private hs: { connId: number; nonce: Uint8Array; challenge?: ChallengePacket; retries: number; connectTries: number; announced: boolean } | undefined;
+  private hs:
+    | { connId: number; nonce: Uint8Array; challenge?: ChallengePacket | undefined; retries: number; connectTries: number; restarts: number; announced: boolean }
+    | undefined;
   private out: Uint8Array[] = [];
   /** Handshake and stale datagrams dropped; the connection counts its own. */
   malformed = 0;
@@ -118,17 +120,23 @@ export class ClientEndpoint {
     this._state = 'handshake';
     this.attempt++;
     this.sessionId ??= this.randomBytes(SESSION_ID_SIZE);
-    const idBytes = this.randomBytes(4);
-    const connId = (((idBytes[0]! << 24) | (idBytes[1]! << 16) | (idBytes[2]! << 8) | idBytes[3]!) >>> 0) || 1;
-    this.hs = { connId, nonce: this.randomBytes(NONCE_SIZE), retries: 0, connectTries: 0, announced: false };
+    this.hs = { ...this.freshIds(), retries: 0, connectTries: 0, restarts: 0, announced: false };
     this.sendHandshake(now);
+  }
+
+  private freshIds(): { connId: number; nonce: Uint8Array } {
+    const b = this.randomBytes(4);
+    return { connId: (((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0) || 1, nonce: this.randomBytes(NONCE_SIZE) };
   }
 
   private sendHandshake(now: number): void {
     const hs = this.hs!;
     if (hs.challenge && hs.connectTries >= CONNECT_TRIES) {
+      // No ACCEPT for several CONNECTs: ask for a fresh cookie. If that fails too, the
+      // server may have given up on this very handshake, so start a new one.
       hs.challenge = undefined;
       hs.connectTries = 0;
+      if (++hs.restarts >= 2) Object.assign(hs, this.freshIds(), { restarts: 0 });
     }
     if (hs.challenge) {
       hs.connectTries++;

@@ -17,6 +17,7 @@ export interface ServerConfig extends ConnectionConfig {
 }
 
 export type ServerEvent =
+  /** The client's first authenticated DATA packet arrived: the connection is confirmed both ways. */
   | { type: 'accepted'; connId: number; address: Address }
   | { type: 'connection'; connId: number; event: ConnectionEvent }
   | { type: 'address-changed'; connId: number; address: Address }
@@ -33,6 +34,8 @@ export interface ServerCounters {
   malformed: number;
   handshakesAccepted: number;
   handshakesRefused: number;
+  /** Connections whose client never confirmed our ACCEPT (it retried with a new handshake, or vanished). */
+  handshakesAbandoned: number;
 }
 
 interface Peer {
@@ -46,6 +49,13 @@ interface Peer {
   delivered: number;
   /** Session index of this connection's first reliable message to the client. */
   sendBase: number;
+  /**
+   * False until the client's first DATA packet proves it got our ACCEPT. Until then the
+   * program is told nothing: a connection whose ACCEPT was lost ends silently.
+   */
+  confirmed: boolean;
+  /** Events raised while unconfirmed, released with 'accepted'. */
+  held: ConnectionEvent[];
 }
 
 /** Handshake replies waiting for the driver; beyond this they are dropped (a flood gets no more answers). */
@@ -64,7 +74,7 @@ const MAX_USED_HANDSHAKES = 4096;
  * with a valid cookie and token proof. docs/PROTOCOL.md, "Handshake".
  */
 export class ServerEndpoint {
-  readonly counters: ServerCounters = { datagramsReceived: 0, datagramsSent: 0, bytesReceived: 0, bytesSent: 0, malformed: 0, handshakesAccepted: 0, handshakesRefused: 0 };
+  readonly counters: ServerCounters = { datagramsReceived: 0, datagramsSent: 0, bytesReceived: 0, bytesSent: 0, malformed: 0, handshakesAccepted: 0, handshakesRefused: 0, handshakesAbandoned: 0 };
   private readonly peers = new Map<number, Peer>();
   private readonly byHandshake = new Map<string, number>();
   private readonly cookies: CookieJar;
@@ -148,6 +158,7 @@ export class ServerEndpoint {
         }
         const result = peer.conn.handleDatagram(bytes, d.pnLow, now);
         if (result === 'rejected') this.counters.malformed++;
+        if (result === 'ok' && !peer.confirmed) this.confirm(d.connId, peer, from);
         if (result === 'ok' && (peer.address.address !== from.address || peer.address.port !== from.port)) {
           // Authenticated packet from a new address: the client moved (NAT rebinding,
           // network change). Replies follow it. The security issue adds path validation.
@@ -231,11 +242,10 @@ export class ServerEndpoint {
       emit: (event) => this.onConnectionEvent(connId, event),
     });
     for (const m of outbound) conn.send(m, true);
-    this.peers.set(connId, { conn, address: { address: from.address, port: from.port }, handshakeKey: hsKey, accept, sessionKey, delivered, sendBase });
+    this.peers.set(connId, { conn, address: { address: from.address, port: from.port }, handshakeKey: hsKey, accept, sessionKey, delivered, sendBase, confirmed: false, held: [] });
     this.sessions.bind(sessionKey, connId);
     this.byHandshake.set(hsKey, connId);
     this.counters.handshakesAccepted++;
-    this.events.push({ type: 'accepted', connId, address: { address: from.address, port: from.port } });
     this.reply(accept, from);
     this.touch(connId);
   }
@@ -251,7 +261,17 @@ export class ServerEndpoint {
         this.sessions.park(p.sessionKey, { delivered: p.delivered, outbound: left.reliable, outboundBase: p.sendBase + left.firstIndex }, this.lastNow);
       }
     }
+    if (p && !p.confirmed) {
+      p.held.push(event);
+      return;
+    }
     this.events.push({ type: 'connection', connId, event });
+  }
+
+  private confirm(connId: number, peer: Peer, from: Address): void {
+    peer.confirmed = true;
+    this.events.push({ type: 'accepted', connId, address: { address: from.address, port: from.port } });
+    for (const event of peer.held.splice(0)) this.events.push({ type: 'connection', connId, event });
   }
 
   private newConnId(): number {
@@ -276,7 +296,8 @@ export class ServerEndpoint {
     if (this.usedHandshakes.size > MAX_USED_HANDSHAKES) this.usedHandshakes.delete(this.usedHandshakes.keys().next().value!);
     this.deadlines.delete(connId);
     this.dirty.delete(connId);
-    this.events.push({ type: 'removed', connId });
+    if (p.confirmed) this.events.push({ type: 'removed', connId });
+    else this.counters.handshakesAbandoned++;
   }
 
   handleTimeout(now: number): void {
