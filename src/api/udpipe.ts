@@ -472,7 +472,9 @@ export class UDPipe extends EventEmitter implements PeerOwner {
       pollTransmit: (now) => server.pollTransmit(now),
       nextDeadline: () => server.nextDeadline(),
       deliverEvents: () => {
-        for (let e = server.pollEvent(); e; e = server.pollEvent()) this.onServerEvent(e);
+        let n = 0;
+        for (let e = server.pollEvent(); e; e = server.pollEvent(), n++) this.onServerEvent(e);
+        return n;
       },
       trace: this.traceFn(),
       onSocketError: (err) => this.socketError(err),
@@ -564,7 +566,9 @@ export class UDPipe extends EventEmitter implements PeerOwner {
       },
       nextDeadline: () => client.nextDeadline(),
       deliverEvents: () => {
-        for (let e = client.pollEvent(); e; e = client.pollEvent()) this.onClientEvent(e);
+        let n = 0;
+        for (let e = client.pollEvent(); e; e = client.pollEvent(), n++) this.onClientEvent(e);
+        return n;
       },
       trace: this.traceFn(),
       onSocketError: (err) => this.socketError(err),

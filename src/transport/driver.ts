@@ -6,8 +6,8 @@ export interface PumpTarget {
   handleTimeout(now: number): void;
   pollTransmit(now: number): { bytes: Uint8Array; to: Address } | null;
   nextDeadline(): number;
-  /** Delivers the endpoint's buffered events to the program (callbacks run here). */
-  deliverEvents(): void;
+  /** Delivers the endpoint's buffered events to the program (callbacks run here); returns how many. */
+  deliverEvents(): number;
   /** Debug hook, one line per datagram; undefined when debug is off. */
   trace?: ((dir: 'in' | 'out', bytes: Uint8Array, peer: Address) => void) | undefined;
   onSocketError(err: Error): void;
@@ -113,7 +113,7 @@ export class Driver {
     }
   }
 
-  /** Sends everything due and delivers events until both are quiet, then re-arms the timer. */
+  /** Delivers events and sends everything due until both are quiet, then re-arms the timer. */
   pump(force = false): void {
     if ((!this.autoStep && !force) || this.stopped) return;
     if (this.pumping) {
@@ -122,15 +122,18 @@ export class Driver {
     }
     this.pumping = true;
     try {
-      do {
+      // Until a pass raises no event: events first, so what the program sends from its
+      // callbacks (a reply, say) shares a datagram with our acknowledgement; sending
+      // may raise events in turn (drain, closed).
+      for (let events = 1; (events > 0 || this.again) && !this.stopped; ) {
         this.again = false;
+        events = this.target.deliverEvents();
         const now = this.transport.now();
         for (let t = this.target.pollTransmit(now); t; t = this.target.pollTransmit(now)) {
           this.target.trace?.('out', t.bytes, t.to);
           this.socket?.send(t.bytes, t.to);
         }
-        this.target.deliverEvents();
-      } while (this.again && !this.stopped);
+      }
     } finally {
       this.pumping = false;
     }
