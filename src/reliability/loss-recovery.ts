@@ -85,13 +85,16 @@ export class LossRecovery {
     const delay = this.lossDelay();
     for (const p of this.sent.values()) {
       if (p.pn > this.largestAcked) break;
-      if (this.largestAcked - p.pn >= PACKET_THRESHOLD || p.sentAt <= now - delay) {
+      // One expression for both the test and the deadline: with `sentAt <= now - delay`
+      // floating-point rounding could arm a deadline that never tests as due (livelock).
+      const lossAt = p.sentAt + delay;
+      if (this.largestAcked - p.pn >= PACKET_THRESHOLD || lossAt <= now) {
         this.sent.delete(p.pn);
         this.bytesInFlight -= p.size;
         this.lostPackets++;
         cb.lost(p);
       } else {
-        this.lossTime = Math.min(this.lossTime, p.sentAt + delay);
+        this.lossTime = Math.min(this.lossTime, lossAt);
       }
     }
   }
