@@ -147,9 +147,11 @@ async function runScenario(s: Scenario): Promise<void> {
   const allIn = (): boolean => atServer.perConnection.flat().length >= s.messages && atClient.perConnection.flat().length >= s.messages;
   const partitionEnds = partitionAt + s.partitionMs;
   await net.advanceUntil(allIn, 180_000);
-  // Outlast the partition, then let late retransmissions and duplicates arrive: they
-  // must change nothing.
-  await net.advance(Math.max(0, partitionEnds - net.now) + 3000);
+  // Outlast the partition and see the client connected again, then let late
+  // retransmissions and duplicates arrive: they must change nothing.
+  const clientUp = (): boolean => atClient.events.filter((e) => e === 'connect' || e === 'disconnect' || e === 'close').at(-1) === 'connect';
+  await net.advanceUntil(() => net.now > partitionEnds && clientUp(), 120_000);
+  await net.advance(3000);
 
   // Exactly once and in order, across every stall and reconnect, both ways.
   assert.deepEqual(atServer.perConnection.flat(), Array.from({ length: s.messages }, (_, i) => i), 'client -> server stream');

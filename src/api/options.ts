@@ -28,6 +28,12 @@ export interface UDPipeOptions {
   timeoutMs?: number;
   /** Client: connect() rejects if no connection within this. Default 10 000 ms. */
   connectTimeoutMs?: number;
+  /**
+   * Server: how long the state of a lost connection's session (what the client had
+   * delivered, what was still to send it) waits for the client to reconnect and resume.
+   * Past it the client starts a new session. Default 60 000 ms.
+   */
+  sessionLingerMs?: number;
   /** Client: reconnect after a lost connection. `false` turns it off. Default on, 250..10 000 ms. */
   reconnect?: boolean | ReconnectOptions;
   /** send() returns false once this many messages wait (unacknowledged or unsent). Default 1024. */
@@ -49,6 +55,7 @@ export interface ResolvedOptions {
   stallTimeoutMs: number;
   timeoutMs: number;
   connectTimeoutMs: number;
+  sessionLingerMs: number;
   reconnect: { enabled: boolean; minDelayMs: number; maxDelayMs: number };
   maxQueue: number;
   autoStep: boolean;
@@ -63,7 +70,7 @@ const defaultLogger: Logger = {
 };
 
 const KNOWN = new Set([
-  'token', 'maxClients', 'pingIntervalMs', 'stallTimeoutMs', 'timeoutMs', 'connectTimeoutMs',
+  'token', 'maxClients', 'pingIntervalMs', 'stallTimeoutMs', 'timeoutMs', 'connectTimeoutMs', 'sessionLingerMs',
   'reconnect', 'maxQueue', 'autoStep', 'debug', 'logger', 'transport',
 ]);
 
@@ -135,6 +142,7 @@ export function resolveOptions(opts: UDPipeOptions | undefined): ResolvedOptions
     stallTimeoutMs: checkMs('stallTimeoutMs', opts.stallTimeoutMs ?? 3000, 20),
     timeoutMs: checkMs('timeoutMs', opts.timeoutMs ?? 10_000, 30),
     connectTimeoutMs: checkMs('connectTimeoutMs', opts.connectTimeoutMs ?? 10_000, 1),
+    sessionLingerMs: checkMs('sessionLingerMs', opts.sessionLingerMs ?? 60_000, 0),
     reconnect,
     maxQueue: checkInt('maxQueue', opts.maxQueue ?? 1024, 1, 1 << 20),
     autoStep: checkBool('autoStep', opts.autoStep ?? true),

@@ -14,6 +14,8 @@ import { Deque } from '../reliability/deque.js';
 export interface ServerConfig extends ConnectionConfig {
   tokenKey: Uint8Array;
   maxClients: number;
+  /** How long a lost connection's session waits for its client to come back. */
+  sessionLingerMs: number;
 }
 
 export type ServerEvent =
@@ -87,7 +89,7 @@ export class ServerEndpoint {
   private lastNow: number;
   private readonly sessions = new SessionStore(
     () => Math.max(16, this.cfg.maxClients),
-    () => Math.max(10_000, 3 * this.cfg.timeoutMs),
+    () => this.cfg.sessionLingerMs,
   );
 
   constructor(
