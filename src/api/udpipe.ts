@@ -503,18 +503,9 @@ export class UDPipe extends EventEmitter implements PeerOwner {
         this.log(`peer ${e.connId.toString(16)} moved to ${fmt(e.address)}`);
         return;
       }
-      case 'removed': {
-        this.peers.delete(e.connId);
-        for (let i = this.closeWaiters.length - 1; i >= 0; i--) {
-          const w = this.closeWaiters[i]!;
-          if (w.connId === e.connId) {
-            this.closeWaiters.splice(i, 1);
-            w.resolve();
-          }
-        }
-        this.maybeFinishServer();
+      case 'removed':
+        this.forgetPeer(e.connId);
         return;
-      }
       case 'bad-token':
         this.log(`bad token from ${fmt(e.address)}`);
         this.fire('badToken', 'CONNECT', e.address.address, e.address.port);
@@ -524,6 +515,22 @@ export class UDPipe extends EventEmitter implements PeerOwner {
         this.fire('maxClients', 'CONNECT', e.address.address, e.address.port);
         return;
     }
+  }
+
+  /**
+   * A server's connection ended: the program is done with it, even while the endpoint
+   * lingers a moment to answer a repeated CLOSE.
+   */
+  private forgetPeer(connId: number): void {
+    if (!this.peers.delete(connId)) return;
+    for (let i = this.closeWaiters.length - 1; i >= 0; i--) {
+      const w = this.closeWaiters[i]!;
+      if (w.connId === connId) {
+        this.closeWaiters.splice(i, 1);
+        w.resolve();
+      }
+    }
+    this.maybeFinishServer();
   }
 
   private onConnectionEvent(peer: Peer, e: ConnectionEvent): void {
@@ -552,6 +559,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
       case 'ended':
         if (e.reason === 'timeout') this.fire('disconnect', peer);
         else this.fire('close', peer, e.reason);
+        if (this.role === 'server') this.forgetPeer(peer.id);
         return;
     }
   }
