@@ -131,6 +131,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     this.server?.configure(patch);
     this.client?.configure(patch);
     this.opts.timeoutMs = ms;
+    this.driver?.kick(); // re-arm the timer for the new deadlines
   }
 
   setDebug(d: boolean): void {

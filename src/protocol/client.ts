@@ -107,6 +107,7 @@ export class ClientEndpoint {
   configure(patch: Partial<ClientConfig>): void {
     // In place: the connection shares this object, so new timeouts reach it too.
     Object.assign(this.cfg, patch);
+    this.conn?.retime();
   }
 
   /** Starts connecting; `deadline` bounds the first connection only (Infinity: none). */

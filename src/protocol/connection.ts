@@ -167,6 +167,14 @@ export class Connection {
     this.emit({ type: 'state', from, to, why });
   }
 
+  /** The shared config changed (setTimeout): recompute keep-alive deadlines from the last packet. */
+  retime(): void {
+    if (this._state === 'closed') return;
+    if (this.timers.get('stall') !== Infinity) this.timers.set('stall', this.lastReceivedAt + this.cfg.stallTimeoutMs);
+    this.timers.set('idle', this.lastReceivedAt + this.cfg.timeoutMs);
+    this.timers.set('ping', Math.min(this.timers.get('ping'), this.lastNow + this.cfg.pingIntervalMs));
+  }
+
   private armKeepalive(now: number): void {
     this.timers.set('stall', now + this.cfg.stallTimeoutMs);
     this.timers.set('idle', now + this.cfg.timeoutMs);

@@ -109,6 +109,10 @@ export class ServerEndpoint {
   configure(patch: Partial<ServerConfig>): void {
     // In place: every connection shares this object, so new timeouts reach them too.
     Object.assign(this.cfg, patch);
+    for (const [id, p] of this.peers) {
+      p.conn.retime();
+      this.touch(id);
+    }
   }
 
   connection(connId: number): Connection | undefined {

@@ -1,0 +1,155 @@
+/**
+ * The UDPipe API on the simulated network, in virtual time: callbacks by subclass and
+ * by assignment, events, settings that reach live connections, hostile datagrams,
+ * debug lines, sendAll and close from the server side.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { UDPipe, type Peer, type UDPipeOptions } from '../src/index.js';
+import { Rng, SimNetwork } from '../src/testing/index.js';
+
+const S = '127.0.1.1';
+const PORT = 9000;
+const T: UDPipeOptions = { pingIntervalMs: 100, stallTimeoutMs: 350, timeoutMs: 1000, reconnect: { minDelayMs: 20, maxDelayMs: 200 } };
+
+async function setup(net: SimNetwork, serverOpts: UDPipeOptions = {}, clients = 1, clientOpts: UDPipeOptions = {}) {
+  const server = new UDPipe({ ...T, ...serverOpts, transport: net.transport(S) });
+  await server.start(PORT, S);
+  const cs: UDPipe[] = [];
+  for (let i = 0; i < clients; i++) {
+    const c = new UDPipe({ ...T, ...clientOpts, transport: net.transport(`127.0.2.${i + 1}`) });
+    void c.connect(S, PORT, 30);
+    cs.push(c);
+  }
+  await net.advanceUntil(() => server.clients.length === clients, 10_000);
+  assert.equal(server.clients.length, clients, 'everyone connected');
+  return { server, clients: cs };
+}
+
+test('callbacks work by subclass, by assignment and as events, with this bound to the UDPipe', async () => {
+  const net = new SimNetwork({ seed: 1, conditions: { latencyMs: 5 } });
+  const seen: string[] = [];
+  class EchoServer extends UDPipe {
+    override onNewMessage(msg: Buffer, sock: Peer): void {
+      seen.push(`subclass:${msg}`);
+      this.send(`echo:${msg}`, sock);
+    }
+  }
+  const server = new EchoServer({ ...T, transport: net.transport(S) });
+  await server.start(PORT, S);
+  server.on('newMessage', (msg) => seen.push(`event:${msg}`));
+  const client = new UDPipe({ ...T, transport: net.transport('127.0.2.1') });
+  client.onNewMessage = function (msg) {
+    assert.ok(this instanceof UDPipe);
+    seen.push(`assigned:${msg}`);
+  };
+  void client.connect(S, PORT);
+  await net.advance(100);
+  client.send('hi');
+  await net.advance(100);
+  assert.deepEqual(seen, ['subclass:hi', 'event:hi', 'assigned:echo:hi']);
+});
+
+test('ping() gets onPong with a round-trip time; stats report rtt and counters', async () => {
+  const net = new SimNetwork({ seed: 2, conditions: { latencyMs: 20 } });
+  const { server, clients } = await setup(net, {}, 1, { pingIntervalMs: 10_000, stallTimeoutMs: 20_000, timeoutMs: 30_000 });
+  const client = clients[0]!;
+  const rtts: number[] = [];
+  client.onPong = (_sock, rtt) => rtts.push(rtt);
+  let pings = 0;
+  server.onPing = () => pings++;
+  client.ping();
+  await net.advance(100);
+  assert.equal(rtts.at(-1), 40, 'two 20 ms hops');
+  assert.ok(pings >= 1);
+  const st = client.stats() as { connection: { rtt: { smoothedMs: number; minMs: number }; datagramsSent: number; bytesSent: number; malformed: number } };
+  assert.equal(st.connection.rtt.minMs, 40);
+  assert.ok(st.connection.datagramsSent > 0 && st.connection.bytesSent > 0);
+  assert.equal(st.connection.malformed, 0);
+});
+
+test('setTimeout(t) reaches connections that are already open', async () => {
+  const net = new SimNetwork({ seed: 3, conditions: { latencyMs: 5 } });
+  const { server, clients } = await setup(net, { pingIntervalMs: 100, stallTimeoutMs: 2000, timeoutMs: 5000 }, 1, { pingIntervalMs: 100, stallTimeoutMs: 2000, timeoutMs: 5000 });
+  server.setTimeout(1); // seconds, as in the seed
+  let disconnectedAt = -1;
+  server.onDisconnect = () => (disconnectedAt = net.now);
+  const cut = net.now;
+  net.partitionHost('127.0.2.1', cut, cut + 10_000);
+  clients[0]!.setTimeout(3);
+  await net.advance(4000);
+  assert.ok(disconnectedAt > cut && disconnectedAt <= cut + 1100, `server disconnected after ${disconnectedAt - cut} ms, not 5 s`);
+});
+
+test('garbage, truncated, replayed and corrupted datagrams at a live server change nothing', async () => {
+  const net = new SimNetwork({ seed: 4, conditions: { latencyMs: 5 }, capture: true });
+  const { server, clients } = await setup(net);
+  const client = clients[0]!;
+  const got: number[] = [];
+  server.onNewMessage = (msg) => got.push(Number(msg));
+  const attacker = await net.transport('127.0.9.9').bind(0, undefined, { onDatagram: () => {}, onError: () => {} });
+  const rng = new Rng(99);
+  for (let i = 0; i < 200; i++) {
+    client.send(String(i));
+    await net.advance(5);
+    const real = net.captured.filter((c) => c.to.port === PORT).map((c) => c.bytes);
+    const pick = real[rng.int(real.length)]!;
+    const evil = [rng.bytes(rng.int(1300)), pick.slice(0, rng.int(pick.length)), pick.slice()];
+    const flipped = pick.slice();
+    flipped[rng.int(flipped.length)]! ^= 1 + rng.int(255);
+    evil.push(flipped);
+    for (const e of evil) attacker.send(e, { address: S, port: PORT });
+  }
+  await net.advance(2000);
+  assert.deepEqual(got, Array.from({ length: 200 }, (_, i) => i));
+  assert.equal(server.clients.length, 1, 'no extra connection, none lost');
+  assert.ok((server.stats() as { malformed: number }).malformed > 100, 'the junk was counted');
+});
+
+test('sendAll reaches every client; close(sock) ends one, which then reconnects (seed behaviour)', async () => {
+  const net = new SimNetwork({ seed: 5, conditions: { latencyMs: 5 } });
+  const { server, clients } = await setup(net, {}, 3);
+  const got = clients.map(() => [] as string[]);
+  clients.forEach((c, i) => (c.onNewMessage = (m) => got[i]!.push(String(m))));
+  server.sendAll('all');
+  await net.advance(100);
+  assert.deepEqual(got, [['all'], ['all'], ['all']]);
+  const closedAt: string[] = [];
+  clients[0]!.onClose = (_s, reason) => closedAt.push(`client:${reason}`);
+  server.onClose = (_s, reason) => closedAt.push(`server:${reason}`);
+  const victim = server.clients[0]!;
+  await Promise.all([server.close(victim), net.advance(200)]);
+  assert.ok(closedAt.includes('server:normal') && closedAt.some((c) => c.startsWith('client:')), closedAt.join());
+  await net.advanceUntil(() => server.clients.length === 3, 5000);
+  assert.equal(server.clients.length, 3, 'the closed client came back');
+});
+
+test('debug mode logs each datagram and state change as one line', async () => {
+  const net = new SimNetwork({ seed: 6, conditions: { latencyMs: 5 } });
+  const lines: string[] = [];
+  const logger = { debug: (l: string) => lines.push(l), warn: (l: string) => lines.push(`warn ${l}`) };
+  const { clients } = await setup(net, { debug: true, logger }, 1);
+  clients[0]!.send('x');
+  await net.advance(50);
+  assert.ok(lines.some((l) => /^server <- .* HELLO /.test(l)));
+  assert.ok(lines.some((l) => /^server -> .* CHALLENGE /.test(l)));
+  assert.ok(lines.some((l) => /DATA .*MSG ch0 #0 1B/.test(l)));
+  assert.ok(lines.some((l) => /new client/.test(l)));
+  assert.ok(lines.every((l) => !l.includes('\n')));
+});
+
+test('a server that restarted has forgotten the session: the client starts a new one and resends what it kept', async () => {
+  const net = new SimNetwork({ seed: 7, conditions: { latencyMs: 5 } });
+  const { server, clients } = await setup(net);
+  const client = clients[0]!;
+  const closing = server.close();
+  await net.advance(500);
+  await closing;
+  client.send('after restart');
+  const server2 = new UDPipe({ ...T, transport: net.transport(S) });
+  await server2.start(PORT, S);
+  const got: string[] = [];
+  server2.onNewMessage = (m) => got.push(String(m));
+  await net.advanceUntil(() => got.length > 0, 10_000);
+  assert.deepEqual(got, ['after restart']);
+});
