@@ -158,16 +158,7 @@ export class SimNetwork {
     const end = this.t + maxMs;
     let n = 0;
     try {
-      for (;;) {
-        if (pred()) return true;
-        const e = this.heap[0];
-        if (!e || e.t > end) break;
-        if (++n > this.maxEvents) throw new Error(`simulation ran over ${this.maxEvents} events in one run (livelock?); ${this.describe()}`);
-        this.pop();
-        this.t = e.t;
-        this.fire(e);
-      }
-      this.t = end;
+      while (!pred() && this.runOne(end, ++n));
       return pred();
     } finally {
       this.rethrow();
@@ -186,20 +177,27 @@ export class SimNetwork {
     try {
       for (;;) {
         await settle();
-        if (pred()) return true;
-        const e = this.heap[0];
-        if (!e || e.t > end) break;
-        if (++n > this.maxEvents) throw new Error(`simulation ran over ${this.maxEvents} events in one run (livelock?); ${this.describe()}`);
-        this.pop();
-        this.t = e.t;
-        this.fire(e);
+        if (pred() || !this.runOne(end, ++n)) break;
       }
-      this.t = end;
       await settle();
       return pred();
     } finally {
       this.rethrow();
     }
+  }
+
+  /** Runs the next event if it is due by `end` (true); otherwise moves the clock to `end` (false). */
+  private runOne(end: number, count: number): boolean {
+    const e = this.heap[0];
+    if (!e || e.t > end) {
+      this.t = Math.max(this.t, end);
+      return false;
+    }
+    if (count > this.maxEvents) throw new Error(`simulation ran over ${this.maxEvents} events in one run (livelock?); ${this.describe()}`);
+    this.pop();
+    this.t = e.t;
+    this.fire(e);
+    return true;
   }
 
   private fire(e: Event): void {
