@@ -2,16 +2,16 @@ import { EventEmitter } from 'node:events';
 import { isIP } from 'node:net';
 import { deriveTokenKey } from '../crypto/handshake-keys.js';
 import { UDPipeError } from '../errors.js';
-import { ClientEndpoint, type ClientEvent } from '../protocol/client.js';
+import { ClientEndpoint, type ClientEvent, type ClientState } from '../protocol/client.js';
 import type { ConnectionConfig, ConnectionEvent } from '../protocol/config.js';
-import { ServerEndpoint, type ServerEvent } from '../protocol/server.js';
+import { ServerEndpoint, type ServerCounters, type ServerEvent } from '../protocol/server.js';
 import { Driver, type PumpTarget } from '../transport/driver.js';
 import { NodeTransport } from '../transport/node-transport.js';
 import type { Address, Transport } from '../transport/types.js';
 import { MAX_MESSAGE_SIZE } from '../wire/constants.js';
 import { describeDatagram } from '../wire/packet.js';
 import { checkMs, checkTimings, checkToken, resolveOptions, type ResolvedOptions, type UDPipeOptions } from './options.js';
-import { Peer, type PeerOwner, type SendOptions } from './peer.js';
+import { Peer, type PeerOwner, type PeerStats, type SendOptions } from './peer.js';
 
 /** Arguments of each event; the callback `on<Name>` gets the same ones. */
 export interface UDPipeEvents {
@@ -57,6 +57,12 @@ const CALLBACK: { [K in EventName]: string } = {
   error: '',
   drain: '',
 };
+
+/** stats() without a peer: the endpoint's own counters. */
+export type EndpointStats =
+  | ({ role: 'server'; connections: number; droppedUnstepped: number } & ServerCounters)
+  | { role: 'client'; state: ClientState; datagramsSent: number; datagramsReceived: number; malformed: number; queued: number; connection: PeerStats | undefined }
+  | { role: 'none' };
 
 /** A send() past this many times maxQueue throws instead of growing without bound. */
 const HARD_QUEUE_FACTOR = 8;
@@ -402,10 +408,14 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     return this.server?.counters.datagramsReceived ?? this.client?.datagramsReceived ?? 0;
   }
 
-  /** Statistics of one peer, or of the whole endpoint. */
-  stats(sock?: Peer): Record<string, unknown> {
-    if (sock) return { ...sock.stats() };
-    if (this.server) return { role: 'server', connections: this.peers.size, ...this.server.counters, droppedUnstepped: this.driver?.overflowed ?? 0 };
+  /** Statistics of one peer (see PeerStats), or of the whole endpoint. */
+  stats(sock: Peer): PeerStats;
+  stats(): EndpointStats;
+  stats(sock?: Peer): PeerStats | EndpointStats {
+    if (sock) return sock.stats();
+    if (this.server) {
+      return { role: 'server', connections: this.peers.size, ...this.server.counters, droppedUnstepped: this.driver?.overflowed ?? 0 };
+    }
     if (this.client) {
       return {
         role: 'client',
