@@ -191,3 +191,33 @@ test(`${seeds.length} seeded network scenarios`, async () => {
   }
   assert.deepEqual(failures, [], failures.join('\n'));
 });
+
+test('one server, six clients, 20% loss, 30% duplication and reordering, 10% corruption, two partitions', async () => {
+  for (const seed of [1, 2, 3, 4, 5]) {
+    const net = new SimNetwork({ seed, conditions: { latencyMs: 10, jitterMs: 30, loss: 0.2, duplicate: 0.3, reorder: 0.3, reorderDelayMs: 200, corrupt: 0.1 } });
+    const server = new UDPipe({ ...TIMING, transport: net.transport(SERVER_HOST) });
+    await server.start(PORT, SERVER_HOST);
+    const N = 6;
+    const M = 100;
+    const got = new Map<string, number[]>();
+    server.onNewMessage = (m) => {
+      const [who, i] = String(m).split(':') as [string, string];
+      (got.get(who) ?? got.set(who, []).get(who)!).push(Number(i));
+    };
+    const clients = Array.from({ length: N }, (_, k) => {
+      const c = new UDPipe({ ...TIMING, transport: net.transport(`127.0.2.${k + 1}`) });
+      void c.connect(SERVER_HOST, PORT, 60);
+      return c;
+    });
+    await net.advance(3000);
+    net.partitionHost('127.0.2.3', net.now + 500, net.now + 4000); // longer than timeoutMs
+    net.partitionHost('127.0.2.5', net.now + 1000, net.now + 1800); // longer than stallTimeoutMs
+    for (let i = 0; i < M; i++) {
+      clients.forEach((c, k) => c.send(`c${k}:${i}`));
+      await net.advance(20);
+    }
+    await net.advanceUntil(() => clients.every((_, k) => (got.get(`c${k}`) ?? []).length >= M), 120_000);
+    clients.forEach((_, k) => assert.deepEqual(got.get(`c${k}`), Array.from({ length: M }, (_, i) => i), `seed ${seed}, client ${k}`));
+    assert.ok((server.stats() as { malformed: number }).malformed > 0, 'corrupted datagrams were caught and counted');
+  }
+});
