@@ -1,11 +1,10 @@
 import { NewReno } from '../congestion/new-reno.js';
 import type { CongestionController } from '../congestion/controller.js';
 import type { PacketCipher } from '../crypto/packet-cipher.js';
+import { AckTracker } from '../reliability/ack-tracker.js';
 import { LossRecovery, type LossCallbacks, type SentPacket } from '../reliability/loss-recovery.js';
-import { RangeSet } from '../reliability/range-set.js';
 import { OrderedReceiver } from '../reliability/receiver.js';
 import { ReliableSender, type OutMessage } from '../reliability/sender.js';
-import { expandPacketNumber } from '../reliability/seq.js';
 import { ByteWriter } from '../wire/bytes.js';
 import {
   DATA_HEADER_SIZE,
@@ -21,14 +20,10 @@ import { writeDataHeader } from '../wire/packet.js';
 import type { ConnectionConfig, ConnectionEvent, ConnectionState } from './config.js';
 import { TimerTable } from './timers.js';
 
-type TimerName = 'ack' | 'ping' | 'stall' | 'idle' | 'close' | 'closeRetry' | 'drain';
+type TimerName = 'ping' | 'stall' | 'idle' | 'close' | 'closeRetry' | 'drain';
 
 /** Room for frames in one DATA packet. */
 const FRAME_ROOM = MAX_DATAGRAM_SIZE - DATA_HEADER_SIZE - TAG_SIZE;
-/** ACK frames name at most this many ranges (newest first). */
-const MAX_ACK_RANGES_SENT = 32;
-/** Ack at once after this many ack-eliciting packets (RFC 9000 13.2.2 suggests 2). */
-const ACK_EVERY = 2;
 /** Outstanding pings remembered for RTT on PONG. */
 const MAX_PINGS_REMEMBERED = 8;
 
@@ -88,13 +83,8 @@ export class Connection {
   private readonly sender: ReliableSender;
   private readonly receiver: OrderedReceiver;
   private readonly unreliable: Uint8Array[] = [];
-  private readonly received = new RangeSet(256);
+  private readonly acks: AckTracker;
   private nextPn: number;
-
-  // Acknowledgement state (RFC 9000 13.2).
-  private ackElicitingUnacked = 0;
-  private ackNow = false;
-  private largestReceivedAt = 0;
 
   // Control frames waiting for the next packet.
   private pongsToSend: number[] = [];
@@ -131,6 +121,7 @@ export class Connection {
     this.cipher = init.cipher;
     this.emit = init.emit;
     this.nextPn = init.initialPacketNumber ?? 0;
+    this.acks = new AckTracker(this.cfg.maxAckDelayMs);
     this.recovery = new LossRecovery(this.cfg.initialRttMs, this.cfg.maxAckDelayMs, Math.max(this.cfg.pingIntervalMs, 200));
     this.cc = new NewReno(MAX_DATAGRAM_SIZE);
     this.sender = new ReliableSender(0, init.initialSeq ?? 0);
@@ -230,8 +221,8 @@ export class Connection {
       this.counters.malformed++;
       return 'rejected';
     }
-    const pn = expandPacketNumber(this.received.largest, pnLow);
-    if (this.received.has(pn)) {
+    const pn = this.acks.expand(pnLow);
+    if (this.acks.isDuplicate(pn)) {
       this.counters.duplicates++;
       return 'duplicate';
     }
@@ -244,11 +235,9 @@ export class Connection {
       this.counters.malformed++;
       return 'rejected';
     }
-    const largestBefore = this.received.largest;
-    this.received.add(pn);
+    this.acks.onPacket(pn, frames.some(isAckEliciting), now);
     this.counters.datagramsReceived++;
     this.counters.bytesReceived += bytes.length;
-    if (pn > largestBefore) this.largestReceivedAt = now;
     this.lastReceivedAt = now;
     if (this._state === 'closed') {
       // Draining: only answer a repeated CLOSE.
@@ -258,16 +247,9 @@ export class Connection {
     this.armKeepalive(now);
     if (this._state === 'stalled') this.unstall(now);
 
-    let ackEliciting = false;
     for (const f of frames) {
-      if (isAckEliciting(f)) ackEliciting = true;
       this.onFrame(f, now);
       if ((this._state as ConnectionState) === 'closed') break;
-    }
-    if (ackEliciting) {
-      this.ackElicitingUnacked++;
-      if (this.ackElicitingUnacked >= ACK_EVERY || pn !== largestBefore + 1) this.ackNow = true;
-      else if (this.timers.get('ack') === Infinity) this.timers.set('ack', now + this.cfg.maxAckDelayMs);
     }
     return 'ok';
   }
@@ -363,10 +345,7 @@ export class Connection {
       this.timers.clear('closeRetry');
       this.closeToSend = true;
     }
-    if (this.timers.due('ack', now)) {
-      this.timers.clear('ack');
-      this.ackNow = true;
-    }
+    this.acks.onTimeout(now);
     if (this.timers.due('ping', now)) {
       this.timers.set('ping', now + this.cfg.pingIntervalMs);
       this.ping();
@@ -385,10 +364,7 @@ export class Connection {
 
   nextDeadline(): number {
     if (this._state === 'closed') return this.timers.get('drain');
-    let t = this.timers.next();
-    const r = this.recovery.deadline();
-    if (r < t) t = r;
-    return t;
+    return Math.min(this.timers.next(), this.recovery.deadline(), this.acks.deadline);
   }
 
   private mayCloseNow(): boolean {
@@ -413,8 +389,7 @@ export class Connection {
     const dataOk = this.canSendData();
     const hasData = dataOk && (this.sender.peek() !== undefined || this.unreliable.length > 0);
     const hasControl = this.pongsToSend.length > 0 || this.pingToSend !== undefined || this.closeToSend || this.closedToSend;
-    const hasAck = this.ackElicitingUnacked > 0 || this.ackNow;
-    if (!hasData && !hasControl && !(this.ackNow && hasAck)) return null;
+    if (!hasData && !hasControl && !this.acks.due) return null;
 
     const frames: Frame[] = [];
     const messages: OutMessage[] = [];
@@ -429,12 +404,8 @@ export class Connection {
       return true;
     };
 
-    if (hasAck && this.received.ranges.length > 0) {
-      add({ type: 'ack', delayUs: Math.max(0, Math.round((now - this.largestReceivedAt) * 1000)), ranges: this.received.newest(MAX_ACK_RANGES_SENT) });
-      this.ackElicitingUnacked = 0;
-      this.ackNow = false;
-      this.timers.clear('ack');
-    }
+    const ack = this.acks.pending ? this.acks.takeFrame(now) : undefined;
+    if (ack) add(ack);
     if (this.closedToSend) {
       add({ type: 'closed' });
       this.closedToSend = false;

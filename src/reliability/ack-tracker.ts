@@ -1,0 +1,71 @@
+import type { Frame } from '../wire/frames.js';
+import { RangeSet } from './range-set.js';
+import { expandPacketNumber } from './seq.js';
+
+/** Acknowledge at once after this many ack-eliciting packets (RFC 9000 13.2.2 suggests 2). */
+const ACK_EVERY = 2;
+/** ACK frames name at most this many ranges (newest first). */
+const MAX_ACK_RANGES_SENT = 32;
+
+/**
+ * The receiving side of acknowledgements: which packet numbers arrived (for duplicate
+ * suppression and ACK ranges) and when an ACK is owed (RFC 9000 section 13.2): at once
+ * after every second ack-eliciting packet or any out-of-order one, otherwise within the
+ * max ack delay we promised the peer.
+ */
+export class AckTracker {
+  private readonly received = new RangeSet(256);
+  private elicitingUnacked = 0;
+  private urgent = false;
+  private largestAt = 0;
+  /** When a delayed ACK falls due (Infinity: none owed). */
+  deadline = Infinity;
+
+  constructor(private readonly maxAckDelayMs: number) {}
+
+  /** Full packet number from its 32 wire bits. */
+  expand(pnLow: number): number {
+    return expandPacketNumber(this.received.largest, pnLow);
+  }
+
+  isDuplicate(pn: number): boolean {
+    return this.received.has(pn);
+  }
+
+  /** Records an authenticated, well-formed packet. */
+  onPacket(pn: number, ackEliciting: boolean, now: number): void {
+    const largestBefore = this.received.largest;
+    this.received.add(pn);
+    if (pn > largestBefore) this.largestAt = now;
+    if (!ackEliciting) return;
+    this.elicitingUnacked++;
+    if (this.elicitingUnacked >= ACK_EVERY || pn !== largestBefore + 1) this.urgent = true;
+    else if (this.deadline === Infinity) this.deadline = now + this.maxAckDelayMs;
+  }
+
+  onTimeout(now: number): void {
+    if (this.deadline <= now) {
+      this.deadline = Infinity;
+      this.urgent = true;
+    }
+  }
+
+  /** An ACK must go now, even alone. */
+  get due(): boolean {
+    return this.urgent;
+  }
+
+  /** Something is unacknowledged: an ACK may ride along with whatever goes next. */
+  get pending(): boolean {
+    return this.elicitingUnacked > 0 || this.urgent;
+  }
+
+  /** The ACK frame to send now; resets what is owed. */
+  takeFrame(now: number): Frame | undefined {
+    if (this.received.ranges.length === 0) return undefined;
+    this.elicitingUnacked = 0;
+    this.urgent = false;
+    this.deadline = Infinity;
+    return { type: 'ack', delayUs: Math.max(0, Math.round((now - this.largestAt) * 1000)), ranges: this.received.newest(MAX_ACK_RANGES_SENT) };
+  }
+}
