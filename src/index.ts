@@ -2,7 +2,8 @@
  * udpipe: connections over UDP for Node.js. The one public entry; `udpipe/testing`
  * adds the simulated network.
  */
-export { UDPipe, type UDPipeEvents, type EndpointStats } from './api/udpipe.js';
+export { UDPipe } from './api/udpipe.js';
+export type { UDPipeEvents, EndpointStats } from './api/events.js';
 export { Peer, type PeerState, type PeerStats, type SendOptions } from './api/peer.js';
 export type { UDPipeOptions, ReconnectOptions, Logger } from './api/options.js';
 export { UDPipeError, type UDPipeErrorCode } from './errors.js';

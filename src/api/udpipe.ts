@@ -2,67 +2,18 @@ import { EventEmitter } from 'node:events';
 import { isIP } from 'node:net';
 import { deriveTokenKey } from '../crypto/handshake-keys.js';
 import { UDPipeError } from '../errors.js';
-import { ClientEndpoint, type ClientEvent, type ClientState } from '../protocol/client.js';
+import { ClientEndpoint, type ClientEvent } from '../protocol/client.js';
 import type { ConnectionConfig, ConnectionEvent } from '../protocol/config.js';
-import { ServerEndpoint, type ServerCounters, type ServerEvent } from '../protocol/server.js';
+import { ServerEndpoint, type ServerEvent } from '../protocol/server.js';
 import { Driver, type PumpTarget } from '../transport/driver.js';
 import { NodeTransport } from '../transport/node-transport.js';
 import type { Address, Transport } from '../transport/types.js';
 import { MAX_MESSAGE_SIZE } from '../wire/constants.js';
 import { describeDatagram } from '../wire/packet.js';
 import { checkMs, checkTimings, checkToken, resolveOptions, type ResolvedOptions, type UDPipeOptions } from './options.js';
+import { CALLBACK, type EndpointStats, type EventName, type UDPipeEvents } from './events.js';
+import { bindError, checkPort, fmt } from './format.js';
 import { Peer, type PeerOwner, type PeerStats, type SendOptions } from './peer.js';
-
-/** Arguments of each event; the callback `on<Name>` gets the same ones. */
-export interface UDPipeEvents {
-  /** Server: a client completed the handshake. msg is the handshake's name; ip/port are ours, ipc/portc the client's. */
-  newClient: [msg: string, ip: string, port: number, ipc: string, portc: number, peer: Peer];
-  newMessage: [msg: Buffer, sock: Peer, info: { reliable: boolean; channel: number }];
-  /** The connection timed out (no packet for timeoutMs). */
-  disconnect: [sock: Peer];
-  /** Server: a new client; client: connected to the server. ip/port: the other side's. */
-  connect: [sock: Peer, ip: string, port: number];
-  /** The connection was closed by either side (CLOSE/CLOSED). */
-  close: [sock: Peer, reason: string];
-  /** Client: the server answered; completing the handshake. */
-  connecting: [sock: Peer, ip: string, port: number];
-  stalled: [sock: Peer];
-  unstalled: [sock: Peer];
-  /** Server: a client was refused because maxClients are connected. */
-  maxClients: [msg: string, ip: string, port: number];
-  pong: [sock: Peer, rttMs: number];
-  ping: [sock: Peer];
-  /** Server: a client proved a different token and was refused. */
-  badToken: [msg: string, ip: string, port: number];
-  error: [err: Error];
-  /** A send() that returned false is now below maxQueue. */
-  drain: [sock: Peer];
-}
-
-type EventName = keyof UDPipeEvents;
-
-const CALLBACK: { [K in EventName]: string } = {
-  newClient: 'onNewClient',
-  newMessage: 'onNewMessage',
-  disconnect: 'onDisconnect',
-  connect: 'onConnect',
-  close: 'onClose',
-  connecting: 'onConnecting',
-  stalled: 'onStalled',
-  unstalled: 'onUnstalled',
-  maxClients: 'onMaxClients',
-  pong: 'onPong',
-  ping: 'onPing',
-  badToken: 'onBadToken',
-  error: '',
-  drain: '',
-};
-
-/** stats() without a peer: the endpoint's own counters. */
-export type EndpointStats =
-  | ({ role: 'server'; connections: number; droppedUnstepped: number } & ServerCounters)
-  | { role: 'client'; state: ClientState; datagramsSent: number; datagramsReceived: number; malformed: number; queued: number; connection: PeerStats | undefined }
-  | { role: 'none' };
 
 /** A send() past this many times maxQueue throws instead of growing without bound. */
 const HARD_QUEUE_FACTOR = 8;
@@ -644,26 +595,4 @@ export class UDPipe extends EventEmitter implements PeerOwner {
       }
     }
   }
-}
-
-function checkPort(port: unknown, allowZero: boolean): void {
-  if (typeof port !== 'number' || !Number.isInteger(port) || port < (allowZero ? 0 : 1) || port > 65535) {
-    throw new UDPipeError('ERR_INVALID_ARGUMENT', `port must be an integer from ${allowZero ? 0 : 1} to 65535, got ${String(port)}`);
-  }
-}
-
-function fmt(a: Address): string {
-  return `${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}`;
-}
-
-function bindError(err: unknown, port: number, host: string | undefined): UDPipeError {
-  const code = (err as { code?: string }).code;
-  const where = `${host ?? 'all interfaces'} port ${port}`;
-  const why =
-    code === 'EADDRINUSE' ? 'the port is already in use (is another server running?)'
-    : code === 'EADDRNOTAVAIL' ? 'that address is not one of this machine\'s'
-    : code === 'EACCES' ? 'permission denied (ports below 1024 need privileges)'
-    : code === 'ENOTFOUND' || code === 'EAI_AGAIN' ? 'the host name does not resolve'
-    : (err as Error).message;
-  return new UDPipeError('ERR_BIND', `cannot listen on ${where}: ${why}`, { cause: err });
 }

@@ -1,0 +1,55 @@
+import type { ClientState } from '../protocol/client.js';
+import type { ServerCounters } from '../protocol/server.js';
+import type { Peer, PeerStats } from './peer.js';
+
+/** Arguments of each event; the callback `on<Name>` gets the same ones. */
+export interface UDPipeEvents {
+  /** Server: a client completed the handshake. msg is the handshake's name; ip/port are ours, ipc/portc the client's. */
+  newClient: [msg: string, ip: string, port: number, ipc: string, portc: number, peer: Peer];
+  newMessage: [msg: Buffer, sock: Peer, info: { reliable: boolean; channel: number }];
+  /** The connection timed out (no packet for timeoutMs). */
+  disconnect: [sock: Peer];
+  /** Server: a new client; client: connected to the server. ip/port: the other side's. */
+  connect: [sock: Peer, ip: string, port: number];
+  /** The connection was closed by either side (CLOSE/CLOSED). */
+  close: [sock: Peer, reason: string];
+  /** Client: the server answered; completing the handshake. */
+  connecting: [sock: Peer, ip: string, port: number];
+  stalled: [sock: Peer];
+  unstalled: [sock: Peer];
+  /** Server: a client was refused because maxClients are connected. */
+  maxClients: [msg: string, ip: string, port: number];
+  pong: [sock: Peer, rttMs: number];
+  ping: [sock: Peer];
+  /** Server: a client proved a different token and was refused. */
+  badToken: [msg: string, ip: string, port: number];
+  error: [err: Error];
+  /** A send() that returned false is now below maxQueue. */
+  drain: [sock: Peer];
+}
+
+export type EventName = keyof UDPipeEvents;
+
+/** The seed's callback method for each event ('' for events the seed did not have). */
+export const CALLBACK: { [K in EventName]: string } = {
+  newClient: 'onNewClient',
+  newMessage: 'onNewMessage',
+  disconnect: 'onDisconnect',
+  connect: 'onConnect',
+  close: 'onClose',
+  connecting: 'onConnecting',
+  stalled: 'onStalled',
+  unstalled: 'onUnstalled',
+  maxClients: 'onMaxClients',
+  pong: 'onPong',
+  ping: 'onPing',
+  badToken: 'onBadToken',
+  error: '',
+  drain: '',
+};
+
+/** stats() without a peer: the endpoint's own counters. */
+export type EndpointStats =
+  | ({ role: 'server'; connections: number; droppedUnstepped: number } & ServerCounters)
+  | { role: 'client'; state: ClientState; datagramsSent: number; datagramsReceived: number; malformed: number; queued: number; connection: PeerStats | undefined }
+  | { role: 'none' };
