@@ -70,148 +70,152 @@ test('a burst of 500 reliable messages arrives once each, in order; unreliable o
   assert.ok(client.getSentPackets() < 100, `packed into few datagrams (${client.getSentPackets()})`);
 });
 
-describe('through a lossy proxy', () => {
-  test('20% loss and 10% duplication: 300 reliable messages each way arrive exactly once, in order', { timeout: 20000 }, async () => {
-    const { pipe: srv, port } = await server(FAST);
-    const proxy = track(await UdpProxy.start({ address: '127.0.0.1', port }, '127.0.0.1', 7));
-    proxy.dropRate = 0.2;
-    proxy.duplicateRate = 0.1;
-    const atServer: number[] = [];
-    const atClient: number[] = [];
-    srv.onNewMessage = (msg) => atServer.push(Number(msg));
-    const client = track(new UDPipe(FAST));
-    client.onNewMessage = (msg) => atClient.push(Number(msg));
-    const peer = await new Promise<Peer>((resolve, reject) => {
-      srv.onConnect = resolve;
-      client.connect('127.0.0.1', proxy.port, 5).catch(reject);
+for (const host of ['127.0.0.1', '::1']) {
+  describe(`on ${host}`, () => {
+    describe('through a lossy proxy', () => {
+      test('20% loss and 10% duplication: 300 reliable messages each way arrive exactly once, in order', { timeout: 20000 }, async () => {
+        const { pipe: srv, port } = await server(FAST, host);
+        const proxy = track(await UdpProxy.start({ address: host, port }, host, 7));
+        proxy.dropRate = 0.2;
+        proxy.duplicateRate = 0.1;
+        const atServer: number[] = [];
+        const atClient: number[] = [];
+        srv.onNewMessage = (msg) => atServer.push(Number(msg));
+        const client = track(new UDPipe(FAST));
+        client.onNewMessage = (msg) => atClient.push(Number(msg));
+        const peer = await new Promise<Peer>((resolve, reject) => {
+          srv.onConnect = resolve;
+          client.connect(host, proxy.port, 5).catch(reject);
+        });
+        for (let i = 0; i < 300; i++) {
+          client.send(String(i));
+          srv.send(String(i), peer);
+        }
+        await until(() => atServer.length >= 300 && atClient.length >= 300, 15000, '300 messages each way');
+        const expected = Array.from({ length: 300 }, (_, i) => i);
+        assert.deepEqual(atServer, expected);
+        assert.deepEqual(atClient, expected);
+        assert.ok(proxy.counters.dropped > 0 && proxy.counters.duplicated > 0);
+      });
+
+      test('stall and flush: sends queue while the link is down and go out in order when it returns', { timeout: 10000 }, async () => {
+        const { pipe: srv, port } = await server(FAST, host);
+        const proxy = track(await UdpProxy.start({ address: host, port }, host));
+        const got: string[] = [];
+        srv.onNewMessage = (msg) => got.push(String(msg));
+        const client = track(new UDPipe({ ...FAST, timeoutMs: 5000 }));
+        const serverPeer = await client.connect(host, proxy.port);
+        await until(() => srv.clients.length === 1, 2000, 'server to see the client');
+        proxy.blocked = true;
+        await withTimeout(Promise.all([once(client, 'stalled'), once(srv, 'stalled')]), 3000, 'both sides to stall');
+        for (let i = 0; i < 5; i++) assert.equal(client.send(`queued ${i}`), true);
+        assert.ok((client.stats(serverPeer) as { queueLength: number }).queueLength >= 5, 'queued, not sent');
+        assert.deepEqual(got, []);
+        proxy.blocked = false;
+        await withTimeout(once(client, 'unstalled'), 3000, 'unstall');
+        await until(() => got.length === 5, 3000, 'the queued messages');
+        assert.deepEqual(got, ['queued 0', 'queued 1', 'queued 2', 'queued 3', 'queued 4']);
+      });
+
+      test('disconnect and reconnect: what the client sent meanwhile arrives on the new connection, once', { timeout: 15000 }, async () => {
+        const { pipe: srv, port } = await server(FAST, host);
+        const proxy = track(await UdpProxy.start({ address: host, port }, host));
+        const got: string[] = [];
+        let connects = 0;
+        srv.onNewMessage = (msg) => got.push(String(msg));
+        srv.onConnect = () => connects++;
+        const client = track(new UDPipe(FAST));
+        let resolved = 0;
+        await client.connect(host, proxy.port).then(() => resolved++);
+        client.send('before');
+        await until(() => got.length === 1, 3000, 'first message');
+        proxy.blocked = true;
+        await withTimeout(Promise.all([once(client, 'disconnect'), once(srv, 'disconnect')]), 5000, 'both sides to disconnect');
+        client.send('while away 1');
+        client.send('while away 2');
+        proxy.blocked = false;
+        await withTimeout(once(client, 'connect'), 5000, 'reconnect');
+        await until(() => got.length === 3, 3000, 'queued messages');
+        assert.deepEqual(got, ['before', 'while away 1', 'while away 2']);
+        assert.equal(connects, 2, 'the server saw a new connection');
+        assert.equal(resolved, 1, 'connect() resolved once');
+      });
+
+      test('address change: the server follows the client to its new port', { timeout: 10000 }, async () => {
+        const { pipe: srv, port } = await server(FAST, host);
+        const proxy = track(await UdpProxy.start({ address: host, port }, host));
+        const got: string[] = [];
+        let newClients = 0;
+        srv.onNewClient = () => newClients++;
+        srv.onNewMessage = (msg, sock) => {
+          got.push(String(msg));
+          srv.send(`echo ${msg}`, sock);
+        };
+        const client = track(new UDPipe(FAST));
+        const echoes: string[] = [];
+        client.onNewMessage = (msg) => echoes.push(String(msg));
+        await client.connect(host, proxy.port);
+        client.send('one');
+        await until(() => echoes.length === 1, 3000, 'first echo');
+        const before = srv.clients[0]!.port;
+        proxy.rebind();
+        client.send('two');
+        await until(() => echoes.length === 2, 3000, 'echo after rebinding');
+        assert.deepEqual(echoes, ['echo one', 'echo two']);
+        assert.notEqual(srv.clients[0]!.port, before, 'the peer moved');
+        assert.equal(newClients, 1, 'no new client: the same connection moved');
+      });
     });
-    for (let i = 0; i < 300; i++) {
-      client.send(String(i));
-      srv.send(String(i), peer);
-    }
-    await until(() => atServer.length >= 300 && atClient.length >= 300, 15000, '300 messages each way');
-    const expected = Array.from({ length: 300 }, (_, i) => i);
-    assert.deepEqual(atServer, expected);
-    assert.deepEqual(atClient, expected);
-    assert.ok(proxy.counters.dropped > 0 && proxy.counters.duplicated > 0);
+
+    test('maxClients: a client over the limit is refused and gives up with ERR_SERVER_FULL; a later one gets in', { timeout: 10000 }, async () => {
+      const { pipe: srv, port } = await server({ ...FAST, maxClients: 1 }, host);
+      const refused: string[] = [];
+      srv.onMaxClients = (_msg, ip, p) => refused.push(`${ip}:${p}`);
+      const first = track(new UDPipe(FAST));
+      await first.connect(host, port);
+      const second = track(new UDPipe(FAST));
+      await assert.rejects(second.connect(host, port, 0.5), (err: UDPipeError) => err.code === 'ERR_SERVER_FULL');
+      assert.ok(refused.length >= 1 && refused[0]!.startsWith(`${host}:`), 'onMaxClients fired with the address');
+      await first.close();
+      await until(() => srv.clients.length === 0, 3000, 'the first client to leave');
+      const third = track(new UDPipe(FAST));
+      await third.connect(host, port, 2);
+      await until(() => srv.clients.length === 1, 2000, 'the server to confirm the third client');
+    });
+
+    test('bad token: onBadToken on the server, ERR_BAD_TOKEN on the client, no retry', { timeout: 10000 }, async () => {
+      const { pipe: srv, port } = await server({ token: 'a' }, host);
+      let bad = 0;
+      srv.onBadToken = () => bad++;
+      const client = track(new UDPipe({ token: 'b' }));
+      await assert.rejects(client.connect(host, port), (err: UDPipeError) => err.code === 'ERR_BAD_TOKEN' && /token/.test(err.message));
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(bad, 1, 'the client stopped after one refusal');
+    });
+
+    test('close: client close resolves and the server hears it; server close reaches every client', { timeout: 10000 }, async () => {
+      const { pipe: srv, port } = await server(FAST, host);
+      const closedAtServer: string[] = [];
+      srv.onClose = (_sock, reason) => closedAtServer.push(reason);
+      const a = track(new UDPipe(FAST));
+      await a.connect(host, port);
+      await a.close();
+      await until(() => closedAtServer.length === 1, 2000, 'server onClose');
+      assert.deepEqual(closedAtServer, ['normal']);
+      assert.throws(() => a.send('x'), (err: UDPipeError) => err.code === 'ERR_CLOSED');
+
+      const b = track(new UDPipe(FAST));
+      const c = track(new UDPipe(FAST));
+      await Promise.all([b.connect(host, port), c.connect(host, port)]);
+      await until(() => srv.clients.length === 2, 2000, 'two clients');
+      const closes = Promise.all([once(b, 'close'), once(c, 'close')]);
+      await srv.close();
+      const [[, rb], [, rc]] = await withTimeout(closes, 3000, 'clients onClose');
+      assert.equal(rb, 'shutdown');
+      assert.equal(rc, 'shutdown');
+    });
   });
-
-  test('stall and flush: sends queue while the link is down and go out in order when it returns', { timeout: 10000 }, async () => {
-    const { pipe: srv, port } = await server(FAST);
-    const proxy = track(await UdpProxy.start({ address: '127.0.0.1', port }));
-    const got: string[] = [];
-    srv.onNewMessage = (msg) => got.push(String(msg));
-    const client = track(new UDPipe({ ...FAST, timeoutMs: 5000 }));
-    const serverPeer = await client.connect('127.0.0.1', proxy.port);
-    await until(() => srv.clients.length === 1, 2000, 'server to see the client');
-    proxy.blocked = true;
-    await withTimeout(Promise.all([once(client, 'stalled'), once(srv, 'stalled')]), 3000, 'both sides to stall');
-    for (let i = 0; i < 5; i++) assert.equal(client.send(`queued ${i}`), true);
-    assert.ok((client.stats(serverPeer) as { queueLength: number }).queueLength >= 5, 'queued, not sent');
-    assert.deepEqual(got, []);
-    proxy.blocked = false;
-    await withTimeout(once(client, 'unstalled'), 3000, 'unstall');
-    await until(() => got.length === 5, 3000, 'the queued messages');
-    assert.deepEqual(got, ['queued 0', 'queued 1', 'queued 2', 'queued 3', 'queued 4']);
-  });
-
-  test('disconnect and reconnect: what the client sent meanwhile arrives on the new connection, once', { timeout: 15000 }, async () => {
-    const { pipe: srv, port } = await server(FAST);
-    const proxy = track(await UdpProxy.start({ address: '127.0.0.1', port }));
-    const got: string[] = [];
-    let connects = 0;
-    srv.onNewMessage = (msg) => got.push(String(msg));
-    srv.onConnect = () => connects++;
-    const client = track(new UDPipe(FAST));
-    let resolved = 0;
-    await client.connect('127.0.0.1', proxy.port).then(() => resolved++);
-    client.send('before');
-    await until(() => got.length === 1, 3000, 'first message');
-    proxy.blocked = true;
-    await withTimeout(Promise.all([once(client, 'disconnect'), once(srv, 'disconnect')]), 5000, 'both sides to disconnect');
-    client.send('while away 1');
-    client.send('while away 2');
-    proxy.blocked = false;
-    await withTimeout(once(client, 'connect'), 5000, 'reconnect');
-    await until(() => got.length === 3, 3000, 'queued messages');
-    assert.deepEqual(got, ['before', 'while away 1', 'while away 2']);
-    assert.equal(connects, 2, 'the server saw a new connection');
-    assert.equal(resolved, 1, 'connect() resolved once');
-  });
-
-  test('address change: the server follows the client to its new port', { timeout: 10000 }, async () => {
-    const { pipe: srv, port } = await server(FAST);
-    const proxy = track(await UdpProxy.start({ address: '127.0.0.1', port }));
-    const got: string[] = [];
-    let newClients = 0;
-    srv.onNewClient = () => newClients++;
-    srv.onNewMessage = (msg, sock) => {
-      got.push(String(msg));
-      srv.send(`echo ${msg}`, sock);
-    };
-    const client = track(new UDPipe(FAST));
-    const echoes: string[] = [];
-    client.onNewMessage = (msg) => echoes.push(String(msg));
-    await client.connect('127.0.0.1', proxy.port);
-    client.send('one');
-    await until(() => echoes.length === 1, 3000, 'first echo');
-    const before = srv.clients[0]!.port;
-    proxy.rebind();
-    client.send('two');
-    await until(() => echoes.length === 2, 3000, 'echo after rebinding');
-    assert.deepEqual(echoes, ['echo one', 'echo two']);
-    assert.notEqual(srv.clients[0]!.port, before, 'the peer moved');
-    assert.equal(newClients, 1, 'no new client: the same connection moved');
-  });
-});
-
-test('maxClients: a client over the limit is refused and gives up with ERR_SERVER_FULL; a later one gets in', { timeout: 10000 }, async () => {
-  const { pipe: srv, port } = await server({ ...FAST, maxClients: 1 });
-  const refused: string[] = [];
-  srv.onMaxClients = (_msg, ip, p) => refused.push(`${ip}:${p}`);
-  const first = track(new UDPipe(FAST));
-  await first.connect('127.0.0.1', port);
-  const second = track(new UDPipe(FAST));
-  await assert.rejects(second.connect('127.0.0.1', port, 0.5), (err: UDPipeError) => err.code === 'ERR_SERVER_FULL');
-  assert.ok(refused.length >= 1 && refused[0]!.startsWith('127.0.0.1:'), 'onMaxClients fired with the address');
-  await first.close();
-  await until(() => srv.clients.length === 0, 3000, 'the first client to leave');
-  const third = track(new UDPipe(FAST));
-  await third.connect('127.0.0.1', port, 2);
-  await until(() => srv.clients.length === 1, 2000, 'the server to confirm the third client');
-});
-
-test('bad token: onBadToken on the server, ERR_BAD_TOKEN on the client, no retry', { timeout: 10000 }, async () => {
-  const { pipe: srv, port } = await server({ token: 'a' });
-  let bad = 0;
-  srv.onBadToken = () => bad++;
-  const client = track(new UDPipe({ token: 'b' }));
-  await assert.rejects(client.connect('127.0.0.1', port), (err: UDPipeError) => err.code === 'ERR_BAD_TOKEN' && /token/.test(err.message));
-  await new Promise((r) => setTimeout(r, 300));
-  assert.equal(bad, 1, 'the client stopped after one refusal');
-});
-
-test('close: client close resolves and the server hears it; server close reaches every client', { timeout: 10000 }, async () => {
-  const { pipe: srv, port } = await server(FAST);
-  const closedAtServer: string[] = [];
-  srv.onClose = (_sock, reason) => closedAtServer.push(reason);
-  const a = track(new UDPipe(FAST));
-  await a.connect('127.0.0.1', port);
-  await a.close();
-  await until(() => closedAtServer.length === 1, 2000, 'server onClose');
-  assert.deepEqual(closedAtServer, ['normal']);
-  assert.throws(() => a.send('x'), (err: UDPipeError) => err.code === 'ERR_CLOSED');
-
-  const b = track(new UDPipe(FAST));
-  const c = track(new UDPipe(FAST));
-  await Promise.all([b.connect('127.0.0.1', port), c.connect('127.0.0.1', port)]);
-  await until(() => srv.clients.length === 2, 2000, 'two clients');
-  const closes = Promise.all([once(b, 'close'), once(c, 'close')]);
-  await srv.close();
-  const [[, rb], [, rc]] = await withTimeout(closes, 3000, 'clients onClose');
-  assert.equal(rb, 'shutdown');
-  assert.equal(rc, 'shutdown');
-});
+}
 
 test('autoStep: false does nothing until step()', { timeout: 10000 }, async () => {
   const { pipe: srv, port } = await server();
