@@ -217,6 +217,20 @@ for (const host of ['127.0.0.1', '::1']) {
   });
 }
 
+test('start() without a host listens on IPv4 and IPv6 at once', { timeout: 10000 }, async () => {
+  const srv = track(new UDPipe());
+  const { port } = await srv.start(0);
+  const got: string[] = [];
+  srv.onNewMessage = (msg) => got.push(String(msg));
+  const v4 = track(new UDPipe());
+  const v6 = track(new UDPipe());
+  await Promise.all([v4.connect('127.0.0.1', port), v6.connect('::1', port)]);
+  v4.send('four');
+  v6.send('six');
+  await until(() => got.length === 2, 3000, 'both messages');
+  assert.deepEqual(got.sort(), ['four', 'six']);
+});
+
 test('autoStep: false does nothing until step()', { timeout: 10000 }, async () => {
   const { pipe: srv, port } = await server();
   const got: string[] = [];

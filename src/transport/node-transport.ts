@@ -33,8 +33,21 @@ export class NodeTransport implements Transport {
     return r.address;
   }
 
-  bind(port: number, host: string | undefined, hooks: SocketHooks): Promise<DatagramSocket> {
-    const v6 = host === undefined || isIP(host) === 6;
+  async bind(port: number, host: string | undefined, hooks: SocketHooks): Promise<DatagramSocket> {
+    if (host !== undefined) return this.bindOne(port, host, hooks);
+    try {
+      // All interfaces: IPv6 with IPv4-mapped addresses where the machine has IPv6...
+      return await this.bindOne(port, '::', hooks);
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code !== 'EAFNOSUPPORT' && code !== 'EADDRNOTAVAIL' && code !== 'EINVAL') throw err;
+      // ...and plain IPv4 where it has none.
+      return this.bindOne(port, '0.0.0.0', hooks);
+    }
+  }
+
+  private bindOne(port: number, host: string, hooks: SocketHooks): Promise<DatagramSocket> {
+    const v6 = isIP(host) === 6;
     // Bigger kernel buffers absorb bursts; the kernel caps them at net.core.*mem_max.
     const sock = dgram.createSocket({ type: v6 ? 'udp6' : 'udp4', ipv6Only: false, recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
     return new Promise((resolve, reject) => {
@@ -52,7 +65,7 @@ export class NodeTransport implements Transport {
       sock.on('message', (msg, rinfo) => {
         if (!closed) hooks.onDatagram(msg, { address: rinfo.address, port: rinfo.port });
       });
-      sock.bind({ port, address: host ?? '::', exclusive: true }, () => {
+      sock.bind({ port, address: host, exclusive: true }, () => {
         bound = true;
         const a = sock.address();
         resolve({
