@@ -72,9 +72,9 @@ export class NodeTransport implements Transport {
           local: { address: a.address, port: a.port },
           send(bytes: Uint8Array, to: Address): void {
             if (closed) return;
-            sock.send(bytes, to.port, to.address, (err) => {
-              if (err && !closed) hooks.onError(err);
-            });
+            // No callback: Node then sends at once where it can, and a failure arrives as
+            // the socket's 'error' event, which goes to hooks.onError above.
+            sock.send(bytes, to.port, to.address);
           },
           close(): void {
             if (closed) return;
