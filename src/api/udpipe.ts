@@ -255,23 +255,31 @@ export class UDPipe extends EventEmitter implements PeerOwner {
         throw new UDPipeError('ERR_NOT_CONNECTED', `peer ${sock} is ${conn?.state ?? 'gone'}; stop sending to it after onDisconnect/onClose`);
       }
       this.checkQueue(conn.queueLength);
-      const ok = conn.send(bytes, reliable);
-      this.server.touch(sock.id);
-      this.driver?.kick();
-      return ok;
+      return this.sendToPeer(sock.id, bytes, reliable);
     }
     throw new UDPipeError(this.closed ? 'ERR_CLOSED' : 'ERR_NOT_CONNECTED', 'call start() (server) or connect() (client) before send()');
   }
 
-  /** Server: sends to every connected client. Returns false if any queue is past maxQueue. */
+  private sendToPeer(id: number, bytes: Uint8Array, reliable: boolean): boolean {
+    const ok = this.server!.connection(id)!.send(bytes, reliable);
+    this.server!.touch(id);
+    this.driver?.kick();
+    return ok;
+  }
+
+  /**
+   * Server: sends to every connected client. Returns false if any queue is past
+   * maxQueue. All or nothing: if one client's queue is at the hard limit it throws
+   * ERR_QUEUE_FULL before sending to anyone.
+   */
   sendAll(msg: string | Uint8Array, opts?: SendOptions): boolean {
-    if (this.role !== 'server') throw new UDPipeError('ERR_WRONG_ROLE', 'sendAll() is for servers; a client sends to its server with send()');
+    if (this.role !== 'server' || !this.server) throw new UDPipeError('ERR_WRONG_ROLE', 'sendAll() is for servers; a client sends to its server with send()');
     const bytes = this.encode(msg);
+    const reliable = this.reliableOf(opts);
+    const targets = [...this.peers.values()].filter((p) => p.state === 'connected' || p.state === 'stalled');
+    for (const p of targets) this.checkQueue(this.server.connection(p.id)!.queueLength);
     let ok = true;
-    for (const peer of this.peers.values()) {
-      const s = peer.state;
-      if (s === 'connected' || s === 'stalled') ok = this.send(bytes, peer, opts) && ok;
-    }
+    for (const p of targets) ok = this.sendToPeer(p.id, bytes, reliable) && ok;
     return ok;
   }
 
