@@ -65,9 +65,9 @@ export class ClientEndpoint {
    */
   private sessionId: Uint8Array | undefined;
   /** Reliable messages waiting for a connection; the first has session index carryBase. */
-  private readonly carry: Uint8Array[] = [];
+  private carry: Uint8Array[] = [];
   private carryBase = 0;
-  private readonly carryUnreliable: Uint8Array[] = [];
+  private carryUnreliable: Uint8Array[] = [];
   /** Session index of the current connection's first reliable message. */
   private sendBase = 0;
   /** Reliable messages from the server delivered to the program in this session. */
@@ -323,9 +323,10 @@ export class ClientEndpoint {
     if (!c.finished) return; // still draining (answering the peer's CLOSE)
     this.conn = undefined;
     const left = c.takeUnfinished();
-    this.carry.unshift(...left.reliable);
+    // concat, not unshift(...): a long queue would overflow the argument limit.
+    this.carry = left.reliable.concat(this.carry);
     this.carryBase = this.sendBase + left.firstIndex;
-    this.carryUnreliable.unshift(...left.unreliable);
+    this.carryUnreliable = left.unreliable.concat(this.carryUnreliable);
     if (this.closing || c.reason === 'bad-token') {
       this.finish();
       return;

@@ -2,6 +2,7 @@ import { NewReno } from '../congestion/new-reno.js';
 import type { CongestionController } from '../congestion/controller.js';
 import type { PacketCipher } from '../crypto/packet-cipher.js';
 import { AckTracker } from '../reliability/ack-tracker.js';
+import { Deque } from '../reliability/deque.js';
 import { LossRecovery, type LossCallbacks, type SentPacket } from '../reliability/loss-recovery.js';
 import { OrderedReceiver } from '../reliability/receiver.js';
 import { ReliableSender, type OutMessage } from '../reliability/sender.js';
@@ -82,7 +83,7 @@ export class Connection {
   private readonly cc: CongestionController;
   private readonly sender: ReliableSender;
   private readonly receiver: OrderedReceiver;
-  private readonly unreliable: Uint8Array[] = [];
+  private readonly unreliable = new Deque<Uint8Array>();
   private readonly acks: AckTracker;
   private nextPn: number;
 
@@ -424,7 +425,7 @@ export class Connection {
           messages.push(m);
           if (m.sendCount === 1) this.counters.messagesSent++;
         }
-        while (this.unreliable.length > 0 && add({ type: 'unreliable', channel: 0, data: this.unreliable[0]! })) {
+        for (let u = this.unreliable.peek(); u && add({ type: 'unreliable', channel: 0, data: u }); u = this.unreliable.peek()) {
           this.unreliable.shift();
           this.counters.messagesSent++;
         }
@@ -463,7 +464,7 @@ export class Connection {
    */
   takeUnfinished(): { reliable: Uint8Array[]; firstIndex: number; unreliable: Uint8Array[] } {
     const { messages, firstIndex } = this.sender.takeAll();
-    return { reliable: messages, firstIndex, unreliable: this.unreliable.splice(0) };
+    return { reliable: messages, firstIndex, unreliable: this.unreliable.clear() };
   }
 
   stats(): ConnectionStats {
