@@ -124,12 +124,15 @@ test('usage: --help exits 0, bad arguments exit 2', { timeout: 15000 }, async ()
   assert.match(v.stdout(), /^\d+\.\d+\.\d+\n$/);
 });
 
-test('a line over the message limit is reported and skipped; the rest goes through', { timeout: 15000 }, async () => {
+test('a long line travels as one message in parts; an unreliable one over a datagram is refused', { timeout: 15000 }, async () => {
   const { server, port } = await startServer(['--echo']);
-  const client = run(['connect', '127.0.0.1', port], `before\n${'x'.repeat(2000)}\nafter\n`);
-  assert.equal(await client.exit, 1);
-  assert.equal(client.stdout(), 'before\nafter\n');
-  assert.match(client.stderr(), /line 2 is 2000 bytes/);
+  const long = 'x'.repeat(5000);
+  const client = run(['connect', '127.0.0.1', port], `before\n${long}\nafter\n`);
+  assert.equal(await client.exit, 0);
+  assert.equal(client.stdout(), `before\n${long}\nafter\n`);
+  const unreliable = run(['connect', '127.0.0.1', port, '--unreliable'], `${'y'.repeat(2000)}\n`);
+  assert.equal(await unreliable.exit, 1);
+  assert.match(unreliable.stderr(), /line 1 skipped: unreliable message of 2000 bytes/);
   server.child.kill('SIGTERM');
   await server.exit;
 });

@@ -184,3 +184,37 @@ test('send() reports backpressure at maxQueue and a drain event follows', () => 
   }
   assert.ok(types(a).includes('drain'));
 });
+
+test('a message larger than a packet travels in parts through loss and arrives whole, once', () => {
+  const { a, b } = pair();
+  const big = new Uint8Array(100_000).map((_, i) => (i * 7) & 0xff);
+  a.conn.send(new Uint8Array([1]), true);
+  a.conn.send(big, true);
+  a.conn.send(new Uint8Array([2]), true);
+  let n = 0;
+  for (let now = 0; now < 5000; now += 5) {
+    a.conn.handleTimeout(now);
+    b.conn.handleTimeout(now);
+    exchange(a, b, now, () => ++n % 5 === 0);
+  }
+  const got = b.events.filter((e) => e.type === 'message').map((e) => (e.type === 'message' ? e : undefined)!);
+  assert.deepEqual(got.map((e) => e.data.length), [1, 100_000, 1]);
+  assert.deepEqual(got[1]!.data, big);
+  assert.ok(got[1]!.units > 80, 'it took one sequence number per part');
+  assert.equal(a.conn.queueLength, 0);
+});
+
+test('parts beyond maxMessageSize are dropped and counted; the stream goes on', () => {
+  const { a, b } = pair({ maxMessageSize: 3000 });
+  // The sender is not bound by the receiver's limit: send 5000 bytes, then a small message.
+  a.conn.send(new Uint8Array(5000), true);
+  a.conn.send(new Uint8Array([9]), true);
+  for (let now = 0; now < 200; now += 5) {
+    a.conn.handleTimeout(now);
+    b.conn.handleTimeout(now);
+    exchange(a, b, now);
+  }
+  const got = b.events.filter((e) => e.type === 'message').map((e) => (e.type === 'message' ? e.data.length : -1));
+  assert.deepEqual(got, [1], 'the oversized message is gone, the next one arrives');
+  assert.equal(b.conn.stats().malformed, 1);
+});

@@ -79,7 +79,10 @@ function track(pipe: UDPipe, side: Side, onConnectionPeer?: (p: Peer) => void): 
   pipe.onUnstalled = () => side.events.push('unstalled');
   pipe.onNewMessage = (msg, sock, info) => {
     if (!info.reliable) return;
-    side.perConnection[indexOf(sock)]!.push(Number(String(msg).split(':')[1]));
+    const [, id, size] = String(msg).split(':');
+    // Large messages carry their intended length: a part lost or doubled would show.
+    assert.equal(msg.length, Number(size), `message ${id} arrived with ${msg.length} bytes, not ${size}`);
+    side.perConnection[indexOf(sock)]!.push(Number(id));
   };
 }
 
@@ -112,6 +115,20 @@ function checkEventGrammar(events: string[], who: string): void {
   }
 }
 
+/**
+ * Message i of a stream: "<side>:<i>:<length>:" padded to <length>. One in eight is
+ * large (up to 12 kB, so it travels in parts); the rest are small.
+ */
+function numbered(side: string, i: number, s: Scenario): string {
+  const r = new Rng(s.seed * 1000 + i);
+  const target = r.int(8) === 0 ? 1300 + r.int(11_000) : 12 + r.int(40);
+  const head = `${side}:${i}:`;
+  let len = head.length + String(target).length + 1;
+  len = Math.max(len, target);
+  const prefix = `${head}${len}:`;
+  return prefix.padEnd(len, '.');
+}
+
 async function runScenario(s: Scenario): Promise<void> {
   const net = new SimNetwork({ seed: s.seed, conditions: s.conditions });
   const server = new UDPipe({ ...TIMING, transport: net.transport(SERVER_HOST) });
@@ -139,8 +156,8 @@ async function runScenario(s: Scenario): Promise<void> {
   // and the server sends its next one if it has a live connection to the client.
   let sent = 0;
   const sendNext = (): void => {
-    if (sent < s.messages) client.send(`c:${sent++}`);
-    if (serverSent < s.messages && current && (current.state === 'connected' || current.state === 'stalled')) server.send(`s:${serverSent++}`, current);
+    if (sent < s.messages) client.send(numbered('c', sent++, s));
+    if (serverSent < s.messages && current && (current.state === 'connected' || current.state === 'stalled')) server.send(numbered('s', serverSent++, s), current);
     if (sent < s.messages || serverSent < s.messages) net.transport(CLIENT_HOST).setTimer(net.now + 25, sendNext);
   };
   sendNext();

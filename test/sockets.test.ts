@@ -217,6 +217,25 @@ for (const host of ['127.0.0.1', '::1']) {
   });
 }
 
+test('an 8 MiB message arrives whole (SHA-256 matches), and 1 MiB through 10% loss', { timeout: 20000 }, async () => {
+  const { createHash, randomBytes } = await import('node:crypto');
+  const { pipe: srv, port } = await server(FAST);
+  const proxy = track(await UdpProxy.start({ address: '127.0.0.1', port }, '127.0.0.1', 3));
+  proxy.dropRate = 0.1;
+  const digests: string[] = [];
+  srv.onNewMessage = (msg) => digests.push(createHash('sha256').update(msg).digest('hex'));
+  const direct = track(new UDPipe(FAST));
+  const lossy = track(new UDPipe(FAST));
+  await Promise.all([direct.connect('127.0.0.1', port), lossy.connect('127.0.0.1', proxy.port, 5)]);
+  const big = randomBytes(8 * 1024 * 1024);
+  const mid = randomBytes(1024 * 1024);
+  direct.send(big);
+  lossy.send(mid);
+  await until(() => digests.length === 2, 18000, 'both large messages');
+  const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+  assert.deepEqual(digests.sort(), [sha(big), sha(mid)].sort());
+});
+
 test('start() without a host listens on IPv4 and IPv6 at once', { timeout: 10000 }, async () => {
   const srv = track(new UDPipe());
   const { port } = await srv.start(0);
@@ -291,7 +310,8 @@ test('misuse throws at the call site with a code', { timeout: 10000 }, async () 
   assert.throws(() => srv.send('x'), code('ERR_INVALID_ARGUMENT'));
   const client = track(new UDPipe());
   await client.connect('127.0.0.1', port);
-  assert.throws(() => client.send(new Uint8Array(MAX_MESSAGE_SIZE + 1)), code('ERR_MESSAGE_TOO_LARGE'));
+  assert.throws(() => client.send(new Uint8Array(MAX_MESSAGE_SIZE + 1), undefined, { reliable: false }), code('ERR_MESSAGE_TOO_LARGE'));
+  assert.throws(() => client.send(new Uint8Array(16 * 1024 * 1024 + 1)), code('ERR_MESSAGE_TOO_LARGE'));
   assert.throws(() => client.send(42 as unknown as string), code('ERR_INVALID_ARGUMENT'));
   assert.throws(() => client.sendAll('x'), code('ERR_WRONG_ROLE'));
   assert.equal(client.send(new Uint8Array(MAX_MESSAGE_SIZE)), true, 'exactly the limit is fine');

@@ -74,6 +74,7 @@ const frame: fc.Arbitrary<Frame> = fc.oneof(
   fc.record({ type: fc.constant('pong' as const), id: u32 }),
   fc.record({ type: fc.constant('ack' as const), delayUs: fc.integer({ min: 0, max: 2 ** 32 }), ranges: ackRanges }),
   fc.record({ type: fc.constant('reliable' as const), channel: fc.integer({ min: 0, max: 255 }), seq: fc.integer({ min: 0, max: 0xffff }), data: fc.uint8Array({ maxLength: 200 }) }),
+  fc.record({ type: fc.constant('reliable' as const), channel: fc.integer({ min: 0, max: 255 }), seq: fc.integer({ min: 0, max: 0xffff }), data: fc.uint8Array({ maxLength: 200 }), last: fc.boolean() }),
   fc.record({ type: fc.constant('unreliable' as const), channel: fc.integer({ min: 0, max: 255 }), data: fc.uint8Array({ maxLength: 200 }) }),
   fc.record({ type: fc.constant('close' as const), reason: fc.integer({ min: 0, max: 255 }) }),
   fc.constant({ type: 'closed' as const }),
@@ -183,6 +184,13 @@ test('ACK frames that reach below zero or carry too many ranges are rejected', (
   assert.throws(() => decodeFrames(below, 0, below.length), /below zero/);
   const many = new ByteWriter(new Uint8Array(16)).u8(0x03).varint(1_000_000).varint(0).varint(MAX_ACK_RANGES).varint(0);
   assert.throws(() => decodeFrames(many.bytes, 0, many.offset), /ranges/);
+});
+
+test('a RELIABLE_PART frame with unknown flag bits is rejected', () => {
+  const ok = new Uint8Array([0x08, 0, 0, 7, 1, 1, 0x41]);
+  assert.deepEqual(decodeFrames(ok, 0, ok.length), [{ type: 'reliable', channel: 0, seq: 7, data: new Uint8Array([0x41]), last: true }]);
+  const bad = new Uint8Array([0x08, 0, 0, 7, 2, 1, 0x41]);
+  assert.throws(() => decodeFrames(bad, 0, bad.length), /part flags/);
 });
 
 test('packet numbers expand across the 32-bit wire wraparound', () => {

@@ -36,8 +36,13 @@ export interface UDPipeOptions {
   sessionLingerMs?: number;
   /** Client: reconnect after a lost connection. `false` turns it off. Default on, 250..10 000 ms. */
   reconnect?: boolean | ReconnectOptions;
-  /** send() returns false once this many messages wait (unacknowledged or unsent). Default 1024. */
+  /** send() returns false once this many messages (or parts of large ones) wait, unacknowledged or unsent. Default 1024. */
   maxQueue?: number;
+  /**
+   * Largest reliable message, sent or accepted (larger ones travel in parts of about
+   * 1.1 kB). Default 16 MiB. Unreliable messages fit one datagram (1200 bytes) for now.
+   */
+  maxMessageSize?: number;
   /** Run by itself on the event loop (true) or only inside step() (false). Default true. */
   autoStep?: boolean;
   /** Log every datagram and state change, one line each, through `logger`. Default false. */
@@ -58,6 +63,7 @@ export interface ResolvedOptions {
   sessionLingerMs: number;
   reconnect: { enabled: boolean; minDelayMs: number; maxDelayMs: number };
   maxQueue: number;
+  maxMessageSize: number;
   autoStep: boolean;
   debug: boolean;
   logger: Logger;
@@ -71,7 +77,7 @@ const defaultLogger: Logger = {
 
 const KNOWN = new Set([
   'token', 'maxClients', 'pingIntervalMs', 'stallTimeoutMs', 'timeoutMs', 'connectTimeoutMs', 'sessionLingerMs',
-  'reconnect', 'maxQueue', 'autoStep', 'debug', 'logger', 'transport',
+  'reconnect', 'maxQueue', 'maxMessageSize', 'autoStep', 'debug', 'logger', 'transport',
 ]);
 
 function bad(message: string): never {
@@ -145,6 +151,7 @@ export function resolveOptions(opts: UDPipeOptions | undefined): ResolvedOptions
     sessionLingerMs: checkMs('sessionLingerMs', opts.sessionLingerMs ?? 60_000, 0),
     reconnect,
     maxQueue: checkInt('maxQueue', opts.maxQueue ?? 1024, 1, 1 << 20),
+    maxMessageSize: checkInt('maxMessageSize', opts.maxMessageSize ?? 16 * 1024 * 1024, 1, 1 << 30),
     autoStep: checkBool('autoStep', opts.autoStep ?? true),
     debug: checkBool('debug', opts.debug ?? false),
     logger,

@@ -57,6 +57,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
       maxAckDelayMs: 10,
       initialRttMs: 100,
       closeTimeoutMs: Math.min(5000, o.timeoutMs),
+      maxMessageSize: o.maxMessageSize,
     };
   }
 
@@ -209,13 +210,16 @@ export class UDPipe extends EventEmitter implements PeerOwner {
 
   // ---- sending ---------------------------------------------------------------------
 
-  private encode(msg: string | Uint8Array): Uint8Array {
+  private encode(msg: string | Uint8Array, reliable: boolean): Uint8Array {
     let bytes: Uint8Array;
     if (typeof msg === 'string') bytes = Buffer.from(msg, 'utf8');
     else if (msg instanceof Uint8Array) bytes = new Uint8Array(msg); // copy: the caller may reuse its buffer
     else throw new UDPipeError('ERR_INVALID_ARGUMENT', `a message must be a string, Buffer or Uint8Array, got ${msg === null ? 'null' : typeof msg}`);
-    if (bytes.length > MAX_MESSAGE_SIZE) {
-      throw new UDPipeError('ERR_MESSAGE_TOO_LARGE', `message of ${bytes.length} bytes exceeds the ${MAX_MESSAGE_SIZE}-byte limit of one datagram; split it (larger messages come with fragmentation)`);
+    if (!reliable && bytes.length > MAX_MESSAGE_SIZE) {
+      throw new UDPipeError('ERR_MESSAGE_TOO_LARGE', `unreliable message of ${bytes.length} bytes exceeds the ${MAX_MESSAGE_SIZE}-byte limit of one datagram; send it reliably or split it`);
+    }
+    if (bytes.length > this.connCfg.maxMessageSize) {
+      throw new UDPipeError('ERR_MESSAGE_TOO_LARGE', `message of ${bytes.length} bytes exceeds maxMessageSize (${this.connCfg.maxMessageSize}); raise the option on both sides or split it`);
     }
     return bytes;
   }
@@ -239,8 +243,8 @@ export class UDPipe extends EventEmitter implements PeerOwner {
    * Returns false once maxQueue messages wait; 'drain' follows.
    */
   send(msg: string | Uint8Array, sock?: Peer, opts?: SendOptions): boolean {
-    const bytes = this.encode(msg);
     const reliable = this.reliableOf(opts);
+    const bytes = this.encode(msg, reliable);
     if (this.role === 'client' && this.client) {
       if (this.client.state === 'closed') throw new UDPipeError('ERR_CLOSED', 'this client is closed; create a new UDPipe to connect again');
       this.checkQueue(this.client.queueLength);
@@ -274,8 +278,8 @@ export class UDPipe extends EventEmitter implements PeerOwner {
    */
   sendAll(msg: string | Uint8Array, opts?: SendOptions): boolean {
     if (this.role !== 'server' || !this.server) throw new UDPipeError('ERR_WRONG_ROLE', 'sendAll() is for servers; a client sends to its server with send()');
-    const bytes = this.encode(msg);
     const reliable = this.reliableOf(opts);
+    const bytes = this.encode(msg, reliable);
     const targets = [...this.peers.values()].filter((p) => p.state === 'connected' || p.state === 'stalled');
     for (const p of targets) this.checkQueue(this.server.connection(p.id)!.queueLength);
     let ok = true;

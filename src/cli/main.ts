@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { MAX_MESSAGE_SIZE, UDPipe, UDPipeError, type Peer } from '../index.js';
+import { UDPipe, UDPipeError, type Peer } from '../index.js';
 
 const USAGE = `usage: udpipe <command> [options]
 
@@ -140,13 +140,14 @@ async function connect(argv: string[]): Promise<void> {
   client.on('drain', () => rl.resume());
   rl.on('line', (line) => {
     lineNo++;
-    if (Buffer.byteLength(line) > MAX_MESSAGE_SIZE) {
-      process.stderr.write(`udpipe: line ${lineNo} is ${Buffer.byteLength(line)} bytes, over the ${MAX_MESSAGE_SIZE}-byte message limit; skipped\n`);
+    try {
+      // Backpressure: stop reading until the queue drains.
+      if (!client.send(line, undefined, { reliable: !values.unreliable })) rl.pause();
+    } catch (err) {
+      if (!(err instanceof UDPipeError) || err.code !== 'ERR_MESSAGE_TOO_LARGE') throw err;
+      process.stderr.write(`udpipe: line ${lineNo} skipped: ${err.message}\n`);
       exitCode = 1;
-      return;
     }
-    // Backpressure: stop reading until the queue drains.
-    if (!client.send(line, undefined, { reliable: !values.unreliable })) rl.pause();
   });
   rl.once('close', () => {
     client.close().then(() => process.exit(exitCode));

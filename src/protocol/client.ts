@@ -1,7 +1,8 @@
 import { clientProof, equalBytes, serverProof, sessionKeys } from '../crypto/handshake-keys.js';
 import { HmacPacketCipher } from '../crypto/packet-cipher.js';
 import { Deque } from '../reliability/deque.js';
-import { NONCE_SIZE, ReasonCode, SESSION_ID_SIZE } from '../wire/constants.js';
+import { splitMessage, type Unit } from '../reliability/sender.js';
+import { MAX_MESSAGE_SIZE, NONCE_SIZE, PART_SIZE, ReasonCode, SESSION_ID_SIZE } from '../wire/constants.js';
 import { WireFormatError } from '../wire/errors.js';
 import { encodeHandshake, type AcceptPacket, type ChallengePacket, type HandshakePacket } from '../wire/handshake.js';
 import { decodeDatagram } from '../wire/packet.js';
@@ -65,7 +66,7 @@ export class ClientEndpoint {
    */
   private sessionId: Uint8Array | undefined;
   /** Reliable messages waiting for a connection; the first has session index carryBase. */
-  private carry: Uint8Array[] = [];
+  private carry: Unit[] = [];
   private carryBase = 0;
   private carryUnreliable: Uint8Array[] = [];
   /** Session index of the current connection's first reliable message. */
@@ -174,7 +175,7 @@ export class ClientEndpoint {
 
   send(data: Uint8Array, reliable: boolean): boolean {
     if (this.conn && this.conn.state !== 'closed') return this.conn.send(data, reliable);
-    if (reliable) this.carry.push(data);
+    if (reliable) for (const u of splitMessage(data, MAX_MESSAGE_SIZE, PART_SIZE)) this.carry.push(u);
     else this.carryUnreliable.push(data);
     return this.carried < this.cfg.maxQueue;
   }
@@ -258,7 +259,7 @@ export class ClientEndpoint {
       config: this.cfg,
       now,
       emit: (event) => {
-        if (event.type === 'message' && event.reliable) this.delivered++;
+        if (event.type === 'message' && event.reliable) this.delivered += event.units;
         this.events.push({ type: 'connection', event });
       },
       initialPacketNumber: this.cfg.initialPacketNumber,
@@ -280,7 +281,7 @@ export class ClientEndpoint {
       this.delivered = 0;
     }
     this.sendBase = this.carryBase;
-    for (const m of this.carry.splice(0)) this.conn.send(m, true);
+    for (const u of this.carry.splice(0)) this.conn.sendUnit(u);
     for (const m of this.carryUnreliable.splice(0)) this.conn.send(m, false);
     // Our first DATA packet confirms the handshake to the server; send one at once.
     this.conn.ping();

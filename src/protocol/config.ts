@@ -11,6 +11,8 @@ export interface ConnectionConfig {
   initialRttMs: number;
   /** How long close() may take to flush what is queued and hear CLOSED back. */
   closeTimeoutMs: number;
+  /** Largest reliable message, sent or accepted; reassembly never holds more than this. */
+  maxMessageSize: number;
 }
 
 export const DEFAULT_CONNECTION_CONFIG: ConnectionConfig = {
@@ -21,13 +23,15 @@ export const DEFAULT_CONNECTION_CONFIG: ConnectionConfig = {
   maxAckDelayMs: 10,
   initialRttMs: 100,
   closeTimeoutMs: 5000,
+  maxMessageSize: 16 * 1024 * 1024,
 };
 
 /** A connection's visible state; every change goes through Connection.transition. */
 export type ConnectionState = 'connected' | 'stalled' | 'closing' | 'closed';
 
 export type ConnectionEvent =
-  | { type: 'message'; data: Uint8Array; reliable: boolean; channel: number }
+  /** units: sequence numbers the message took (its parts; 1 when whole or unreliable). */
+  | { type: 'message'; data: Uint8Array; reliable: boolean; channel: number; units: number }
   | { type: 'ping' }
   | { type: 'pong'; rttMs: number }
   | { type: 'stalled' }

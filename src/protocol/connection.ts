@@ -5,11 +5,13 @@ import { AckTracker } from '../reliability/ack-tracker.js';
 import { Deque } from '../reliability/deque.js';
 import { LossRecovery, type LossCallbacks, type SentPacket } from '../reliability/loss-recovery.js';
 import { OrderedReceiver } from '../reliability/receiver.js';
-import { ReliableSender, type OutMessage } from '../reliability/sender.js';
+import { ReliableSender, splitMessage, type OutMessage, type Unit } from '../reliability/sender.js';
 import { ByteWriter } from '../wire/bytes.js';
 import {
   DATA_HEADER_SIZE,
   MAX_DATAGRAM_SIZE,
+  MAX_MESSAGE_SIZE,
+  PART_SIZE,
   TAG_SIZE,
   reasonFromCode,
   reasonToCode,
@@ -84,6 +86,8 @@ export class Connection {
   private readonly sender: ReliableSender;
   private readonly receiver: OrderedReceiver;
   private readonly unreliable = new Deque<Uint8Array>();
+  /** The reliable message being put together from its parts. */
+  private assembly = { parts: [] as Uint8Array[], bytes: 0, units: 0, discarding: false };
   private readonly acks: AckTracker;
   private nextPn: number;
 
@@ -180,8 +184,18 @@ export class Connection {
    * size and state first (src/api), so this never throws on network grounds.
    */
   send(data: Uint8Array, reliable: boolean): boolean {
-    if (reliable) this.sender.enqueue(data);
-    else this.unreliable.push(data);
+    if (!reliable) this.unreliable.push(data);
+    else for (const u of splitMessage(data, MAX_MESSAGE_SIZE, PART_SIZE)) this.sender.enqueue(u.data, u.last);
+    return this.afterQueued();
+  }
+
+  /** Re-queues a unit kept from an earlier connection of the session, parts as they were. */
+  sendUnit(unit: Unit): boolean {
+    this.sender.enqueue(unit.data, unit.last);
+    return this.afterQueued();
+  }
+
+  private afterQueued(): boolean {
     const ok = this.queueLength < this.cfg.maxQueue;
     if (!ok) this.backpressured = true;
     return ok;
@@ -275,14 +289,11 @@ export class Connection {
         return;
       }
       case 'reliable':
-        this.receiver.receive(f.seq, f.data, (data) => {
-          this.counters.messagesReceived++;
-          this.emit({ type: 'message', data, reliable: true, channel: f.channel });
-        });
+        this.receiver.receive(f.seq, f.data, (data, last) => this.assemble(data, last, f.channel), f.last);
         return;
       case 'unreliable':
         this.counters.messagesReceived++;
-        this.emit({ type: 'message', data: f.data, reliable: false, channel: f.channel });
+        this.emit({ type: 'message', data: f.data, reliable: false, channel: f.channel, units: 1 });
         return;
       case 'close':
         this.closedToSend = true;
@@ -292,6 +303,52 @@ export class Connection {
         if (this._state === 'closing') this.end(this.closeReason, false);
         return;
     }
+  }
+
+  /**
+   * In-order reliable units become messages: a whole one at once, parts gathered until
+   * the last. Memory grows only with parts that arrived, never from a claimed size, and
+   * a message past maxMessageSize is dropped (a peer that sends one is broken or hostile).
+   */
+  private assemble(data: Uint8Array, last: boolean | undefined, channel: number): void {
+    const a = this.assembly;
+    if (last === undefined) {
+      if (a.parts.length > 0 || a.discarding) {
+        // A whole message inside a parted one: the peer broke the framing.
+        this.counters.malformed++;
+        this.resetAssembly();
+      }
+      this.counters.messagesReceived++;
+      this.emit({ type: 'message', data, reliable: true, channel, units: 1 });
+      return;
+    }
+    a.units++;
+    if (!a.discarding) {
+      a.bytes += data.length;
+      if (a.bytes > this.cfg.maxMessageSize) {
+        this.counters.malformed++;
+        a.discarding = true;
+        a.parts = [];
+      } else a.parts.push(data);
+    }
+    if (!last) return;
+    const units = a.units;
+    const parts = a.parts;
+    const discarded = a.discarding;
+    this.resetAssembly();
+    if (discarded) return;
+    const whole = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) {
+      whole.set(p, at);
+      at += p.length;
+    }
+    this.counters.messagesReceived++;
+    this.emit({ type: 'message', data: whole, reliable: true, channel, units });
+  }
+
+  private resetAssembly(): void {
+    this.assembly = { parts: [], bytes: 0, units: 0, discarding: false };
   }
 
   private afterAckOrLoss(): void {
@@ -420,7 +477,7 @@ export class Connection {
       }
       if (dataOk) {
         for (let m = this.sender.peek(); m; m = this.sender.peek()) {
-          if (!add({ type: 'reliable', channel: m.channel, seq: m.seq, data: m.data })) break;
+          if (!add({ type: 'reliable', channel: m.channel, seq: m.seq, data: m.data, last: m.last })) break;
           this.sender.take(m);
           messages.push(m);
           if (m.sendCount === 1) this.counters.messagesSent++;
@@ -462,9 +519,9 @@ export class Connection {
    * reliable messages from the oldest unacknowledged one on (in order, with the
    * connection-local index of the first) and unreliable ones never sent.
    */
-  takeUnfinished(): { reliable: Uint8Array[]; firstIndex: number; unreliable: Uint8Array[] } {
-    const { messages, firstIndex } = this.sender.takeAll();
-    return { reliable: messages, firstIndex, unreliable: this.unreliable.clear() };
+  takeUnfinished(): { reliable: Unit[]; firstIndex: number; unreliable: Uint8Array[] } {
+    const { units, firstIndex } = this.sender.takeAll();
+    return { reliable: units, firstIndex, unreliable: this.unreliable.clear() };
   }
 
   stats(): ConnectionStats {

@@ -9,6 +9,7 @@ import type { ConnectionConfig, ConnectionEvent } from './config.js';
 import { Connection } from './connection.js';
 import { DeadlineHeap } from './deadline-heap.js';
 import { SessionStore } from './sessions.js';
+import type { Unit } from '../reliability/sender.js';
 import { Deque } from '../reliability/deque.js';
 
 export interface ServerConfig extends ConnectionConfig {
@@ -223,7 +224,7 @@ export class ServerEndpoint {
     const parked = this.sessions.take(sessionKey);
     let delivered = d.nextSendIndex;
     let sendBase = 0;
-    let outbound: Uint8Array[] = [];
+    let outbound: Unit[] = [];
     if (parked) {
       delivered = parked.delivered;
       const skip = Math.min(Math.max(0, d.delivered - parked.outboundBase), parked.outbound.length);
@@ -247,7 +248,7 @@ export class ServerEndpoint {
       now,
       emit: (event) => this.onConnectionEvent(connId, event),
     });
-    for (const m of outbound) conn.send(m, true);
+    for (const u of outbound) conn.sendUnit(u);
     this.peers.set(connId, { conn, address: { address: from.address, port: from.port }, handshakeKey: hsKey, accept, sessionKey, delivered, sendBase, confirmed: false, held: [] });
     this.sessions.bind(sessionKey, connId);
     this.byHandshake.set(hsKey, connId);
@@ -258,7 +259,7 @@ export class ServerEndpoint {
 
   private onConnectionEvent(connId: number, event: ConnectionEvent): void {
     const p = this.peers.get(connId);
-    if (p && event.type === 'message' && event.reliable) p.delivered++;
+    if (p && event.type === 'message' && event.reliable) p.delivered += event.units;
     if (p && event.type === 'ended') {
       this.sessions.unbind(p.sessionKey, connId);
       // The client closing is the end of its session; anything else may be resumed.

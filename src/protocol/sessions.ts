@@ -1,11 +1,12 @@
+import type { Unit } from '../reliability/sender.js';
 import { DeadlineHeap } from './deadline-heap.js';
 
 /** What the server keeps of a session whose connection ended, until the client comes back. */
 export interface ParkedSession {
   /** Reliable messages from the client delivered to the program in this session. */
   delivered: number;
-  /** Reliable messages to the client not known delivered, in order... */
-  outbound: Uint8Array[];
+  /** Reliable units (messages or parts) to the client not known delivered, in order... */
+  outbound: Unit[];
   /** ...and the session index of the first of them. */
   outboundBase: number;
 }

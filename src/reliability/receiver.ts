@@ -16,7 +16,7 @@ export type ReceiveResult = 'delivered' | 'buffered' | 'duplicate' | 'out-of-win
  */
 export class OrderedReceiver {
   private next: number;
-  private readonly buffer = new Map<number, Uint8Array>();
+  private readonly buffer = new Map<number, { data: Uint8Array; last: boolean | undefined }>();
 
   constructor(initialSeq = 0) {
     this.next = initialSeq & 0xffff;
@@ -27,20 +27,20 @@ export class OrderedReceiver {
   }
 
   /** Offers a received message; in-order messages (and any they unblock) go to `deliver`. */
-  receive(seq: number, data: Uint8Array, deliver: (data: Uint8Array) => void): ReceiveResult {
+  receive(seq: number, data: Uint8Array, deliver: (data: Uint8Array, last: boolean | undefined) => void, last?: boolean): ReceiveResult {
     const d = seqDiff(this.next, seq);
     if (d < 0) return 'duplicate';
     if (d >= RECEIVE_WINDOW) return 'out-of-window';
     if (d > 0) {
       if (this.buffer.has(seq)) return 'duplicate';
-      this.buffer.set(seq, data);
+      this.buffer.set(seq, { data, last });
       return 'buffered';
     }
-    deliver(data);
+    deliver(data, last);
     this.next = seqAdd(this.next, 1);
     for (let m = this.buffer.get(this.next); m !== undefined; m = this.buffer.get(this.next)) {
       this.buffer.delete(this.next);
-      deliver(m);
+      deliver(m.data, m.last);
       this.next = seqAdd(this.next, 1);
     }
     return 'delivered';

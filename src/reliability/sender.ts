@@ -8,10 +8,30 @@ export interface OutMessage {
   readonly index: number;
   readonly seq: number;
   readonly data: Uint8Array;
+  /** Undefined for a whole message; for a part of a larger one, whether it is the final part. */
+  readonly last: boolean | undefined;
   acked: boolean;
   /** Waiting in the fresh or retransmit queue. */
   queued: boolean;
   sendCount: number;
+}
+
+/** A unit of the reliable stream as it must be sent again on another connection. */
+export interface Unit {
+  data: Uint8Array;
+  last: boolean | undefined;
+}
+
+/**
+ * Splits a reliable message into the units it travels as: itself if it fits one
+ * packet, else consecutive parts of `partSize` bytes (views, not copies), the final one
+ * marked.
+ */
+export function splitMessage(data: Uint8Array, maxWhole: number, partSize: number): Unit[] {
+  if (data.length <= maxWhole) return [{ data, last: undefined }];
+  const units: Unit[] = [];
+  for (let at = 0; at < data.length; at += partSize) units.push({ data: data.subarray(at, at + partSize), last: at + partSize >= data.length });
+  return units;
 }
 
 /**
@@ -23,8 +43,14 @@ export interface OutMessage {
  */
 export class ReliableSender {
   private nextIndex = 0;
-  /** Every message not yet acknowledged, in index order; sent or not. */
+  /**
+   * Every unit not yet acknowledged, in index order, sent or not; plus, at the front,
+   * the acknowledged parts of a message whose other parts are not (a reconnect must
+   * resend a message whole: the receiver's half-built message dies with its connection).
+   */
   private readonly unacked = new Deque<OutMessage>();
+  /** How many units at the front of `unacked` are acknowledged. */
+  private ackedPrefix = 0;
   private readonly fresh = new Deque<OutMessage>();
   private readonly retransmit = new Deque<OutMessage>();
   retransmissions = 0;
@@ -43,9 +69,9 @@ export class ReliableSender {
     return this.fresh.length;
   }
 
-  enqueue(data: Uint8Array): OutMessage {
+  enqueue(data: Uint8Array, last?: boolean): OutMessage {
     const index = this.nextIndex++;
-    const m: OutMessage = { channel: this.channel, index, seq: (this.initialSeq + index) & 0xffff, data, acked: false, queued: true, sendCount: 0 };
+    const m: OutMessage = { channel: this.channel, index, seq: (this.initialSeq + index) & 0xffff, data, last, acked: false, queued: true, sendCount: 0 };
     this.unacked.push(m);
     this.fresh.push(m);
     return m;
@@ -64,7 +90,7 @@ export class ReliableSender {
     }
     if (m) return m;
     const f = this.fresh.peek();
-    const oldest = this.unacked.peek();
+    const oldest = this.unacked.at(this.ackedPrefix);
     if (f && oldest && f.index - oldest.index < RECEIVE_WINDOW) return f;
     return undefined;
   }
@@ -82,7 +108,15 @@ export class ReliableSender {
 
   onAcked(m: OutMessage): void {
     m.acked = true;
-    while (this.unacked.peek()?.acked) this.unacked.shift();
+    while (this.unacked.at(this.ackedPrefix)?.acked) this.ackedPrefix++;
+    // Forget acknowledged units a whole message at a time.
+    for (;;) {
+      let end = 0;
+      while (end < this.ackedPrefix && this.unacked.at(end)!.last === false) end++;
+      if (end >= this.ackedPrefix) return; // the front message is not wholly acknowledged
+      for (let i = 0; i <= end; i++) this.unacked.shift();
+      this.ackedPrefix -= end + 1;
+    }
   }
 
   /** A packet carrying m was lost: send it again unless already acknowledged or queued. */
@@ -110,10 +144,11 @@ export class ReliableSender {
    * acknowledged is not delivered (the receiver may hold them waiting for the gap),
    * and a receiver that resumes the session skips what it did deliver.
    */
-  takeAll(): { messages: Uint8Array[]; firstIndex: number } {
+  takeAll(): { units: Unit[]; firstIndex: number } {
     const all = this.unacked.clear();
     this.fresh.clear();
     this.retransmit.clear();
-    return { messages: all.map((m) => m.data), firstIndex: all[0]?.index ?? this.nextIndex };
+    this.ackedPrefix = 0;
+    return { units: all.map((m) => ({ data: m.data, last: m.last })), firstIndex: all[0]?.index ?? this.nextIndex };
   }
 }

@@ -27,6 +27,7 @@ export const enum FrameType {
   Unreliable = 0x05,
   Close = 0x06,
   Closed = 0x07,
+  ReliablePart = 0x08,
 }
 
 export const NONCE_SIZE = 16;
@@ -48,8 +49,15 @@ export const DATA_HEADER_SIZE = 10;
 export const MAX_DATAGRAM_SIZE = 1232;
 /** Reliable message frame overhead: type, channel, u16 sequence, 2-byte varint length. */
 export const MESSAGE_FRAME_OVERHEAD = 6;
-/** Largest message that fits one DATA packet alone. */
+/** Largest message that fits one DATA packet alone (larger reliable ones travel in parts). */
 export const MAX_MESSAGE_SIZE = MAX_DATAGRAM_SIZE - DATA_HEADER_SIZE - TAG_SIZE - MESSAGE_FRAME_OVERHEAD;
+/** RELIABLE_PART overhead: type, channel, u16 sequence, flags, 2-byte varint length. */
+export const PART_FRAME_OVERHEAD = 7;
+/**
+ * Payload of each part of a message larger than MAX_MESSAGE_SIZE: a full packet less
+ * 48 bytes, so an ACK frame can ride along with every part.
+ */
+export const PART_SIZE = MAX_DATAGRAM_SIZE - DATA_HEADER_SIZE - TAG_SIZE - PART_FRAME_OVERHEAD - 48;
 
 /** Why a connection ended or was refused; one byte on the wire (CLOSE, REFUSE). */
 export const enum ReasonCode {

@@ -19,7 +19,12 @@ export type Frame =
   | { type: 'pong'; id: number }
   /** ranges: disjoint, descending; ranges[0].hi is the largest acknowledged. */
   | { type: 'ack'; delayUs: number; ranges: PnRange[] }
-  | { type: 'reliable'; channel: number; seq: number; data: Uint8Array }
+  /**
+   * A reliable message, or with `last` set, one part of a message too large for one
+   * packet (RELIABLE_PART): parts take consecutive sequence numbers, the final one has
+   * last = true.
+   */
+  | { type: 'reliable'; channel: number; seq: number; data: Uint8Array; last?: boolean }
   | { type: 'unreliable'; channel: number; data: Uint8Array }
   | { type: 'close'; reason: number }
   | { type: 'closed' };
@@ -51,7 +56,7 @@ export function frameSize(f: Frame): number {
       return n;
     }
     case 'reliable':
-      return 4 + varintSize(f.data.length) + f.data.length;
+      return (f.last === undefined ? 4 : 5) + varintSize(f.data.length) + f.data.length;
     case 'unreliable':
       return 2 + varintSize(f.data.length) + f.data.length;
     case 'close':
@@ -86,7 +91,9 @@ export function writeFrame(w: ByteWriter, f: Frame): void {
       return;
     }
     case 'reliable':
-      w.u8(FrameType.Reliable).u8(f.channel).u16(f.seq).varint(f.data.length).raw(f.data);
+      if (f.last === undefined) w.u8(FrameType.Reliable).u8(f.channel).u16(f.seq);
+      else w.u8(FrameType.ReliablePart).u8(f.channel).u16(f.seq).u8(f.last ? 1 : 0);
+      w.varint(f.data.length).raw(f.data);
       return;
     case 'unreliable':
       w.u8(FrameType.Unreliable).u8(f.channel).varint(f.data.length).raw(f.data);
@@ -141,6 +148,14 @@ function readFrame(r: ByteReader): Frame {
       const len = r.varint('message length');
       return { type: 'reliable', channel, seq, data: r.bytesView(len, 'message').slice() };
     }
+    case FrameType.ReliablePart: {
+      const channel = r.u8('channel');
+      const seq = r.u16('sequence');
+      const flags = r.u8('part flags');
+      if (flags > 1) throw new WireFormatError(`part flags 0x${flags.toString(16)}`);
+      const len = r.varint('part length');
+      return { type: 'reliable', channel, seq, data: r.bytesView(len, 'part').slice(), last: flags === 1 };
+    }
     case FrameType.Unreliable: {
       const channel = r.u8('channel');
       const len = r.varint('message length');
@@ -175,7 +190,7 @@ export function describeFrame(f: Frame): string {
     case 'ack':
       return `ACK ${f.ranges.map((r) => (r.lo === r.hi ? `${r.lo}` : `${r.lo}-${r.hi}`)).join(',')} delay=${f.delayUs}us`;
     case 'reliable':
-      return `MSG ch${f.channel} #${f.seq} ${f.data.length}B`;
+      return `${f.last === undefined ? 'MSG' : f.last ? 'PART(last)' : 'PART'} ch${f.channel} #${f.seq} ${f.data.length}B`;
     case 'unreliable':
       return `UMSG ch${f.channel} ${f.data.length}B`;
     case 'close':
