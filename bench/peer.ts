@@ -1,14 +1,14 @@
 /**
  * The server half of each benchmark, run in its own process by bench/run.ts. It prints
- * "ready <port>" when listening, echoes ("echo" mode) or counts ("sink" mode) what it
- * receives, answers "count" queries for sink totals, and exits when stdin closes.
+ * "ready <port>" when listening, echoes ("echo" mode) or counts messages ("sink") or
+ * bytes ("bytes"; TCP always counts bytes) of what it receives, answers "count" queries for sink totals, and exits when stdin closes.
  * Loopback only.
  */
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { UDPipe } from '../src/index.js';
 
-const [impl, mode] = process.argv.slice(2) as [string, 'echo' | 'sink'];
+const [impl, mode] = process.argv.slice(2) as [string, 'echo' | 'sink' | 'bytes'];
 const HOST = '127.0.0.1';
 let received = 0;
 
@@ -42,7 +42,7 @@ async function main(): Promise<void> {
     case 'udpipe': {
       const s = new UDPipe({ maxQueue: 1 << 16 });
       s.onNewMessage = function (m, sock, info) {
-        received++;
+        received += mode === 'bytes' ? m.length : 1;
         if (mode === 'echo') this.send(m, sock, { reliable: info.reliable });
       };
       const { port } = await s.start(0, HOST);
