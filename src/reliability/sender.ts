@@ -108,14 +108,12 @@ export class ReliableSender {
 
   onAcked(m: OutMessage): void {
     m.acked = true;
-    while (this.unacked.at(this.ackedPrefix)?.acked) this.ackedPrefix++;
-    // Forget acknowledged units a whole message at a time.
-    for (;;) {
-      let end = 0;
-      while (end < this.ackedPrefix && this.unacked.at(end)!.last === false) end++;
-      if (end >= this.ackedPrefix) return; // the front message is not wholly acknowledged
-      for (let i = 0; i <= end; i++) this.unacked.shift();
-      this.ackedPrefix -= end + 1;
+    // Extend the acknowledged prefix; each time it reaches the end of a message, forget
+    // everything up to there (acknowledged units go a whole message at a time).
+    for (let u = this.unacked.at(this.ackedPrefix); u?.acked; u = this.unacked.at(this.ackedPrefix)) {
+      this.ackedPrefix++;
+      if (u.last === false) continue;
+      for (; this.ackedPrefix > 0; this.ackedPrefix--) this.unacked.shift();
     }
   }
 
