@@ -180,3 +180,23 @@ test('TimerTable: a timer is due at its deadline, not before', () => {
   t.clear('b');
   assert.equal(t.next(), 100);
 });
+
+test('ReliableSender keeps the acknowledged parts of an unfinished message, so a reconnect resends it whole', () => {
+  const s = new ReliableSender();
+  const whole = s.enqueue(new Uint8Array([0]));
+  const parts = [s.enqueue(new Uint8Array([1]), false), s.enqueue(new Uint8Array([2]), false), s.enqueue(new Uint8Array([3]), true)];
+  for (let m = s.peek(); m; m = s.peek()) s.take(m);
+  s.onAcked(whole);
+  s.onAcked(parts[0]!);
+  s.onAcked(parts[1]!);
+  assert.equal(s.length, 3, 'the whole message is forgotten, the unfinished one is kept entire');
+  const left = s.takeAll();
+  assert.equal(left.firstIndex, 1);
+  assert.deepEqual(left.units.map((u) => [u.data[0], u.last]), [[1, false], [2, false], [3, true]]);
+  const t = new ReliableSender();
+  const ps = [t.enqueue(new Uint8Array(1), false), t.enqueue(new Uint8Array(1), true)];
+  for (let m = t.peek(); m; m = t.peek()) t.take(m);
+  t.onAcked(ps[1]!);
+  t.onAcked(ps[0]!);
+  assert.equal(t.length, 0, 'once every part is acknowledged the message is gone');
+});
