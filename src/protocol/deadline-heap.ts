@@ -8,10 +8,6 @@ export class DeadlineHeap<T> {
   private readonly heap: { at: number; item: T }[] = [];
   private readonly current = new Map<T, number>();
 
-  get size(): number {
-    return this.current.size;
-  }
-
   /** Sets (or moves) item's deadline; Infinity removes it. */
   set(item: T, at: number): void {
     const prev = this.current.get(item);

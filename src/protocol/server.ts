@@ -102,10 +102,6 @@ export class ServerEndpoint {
     this.lastNow = now;
   }
 
-  get connectionCount(): number {
-    return this.peers.size;
-  }
-
   /** Applies new settings to future connections (setToken, setTimeout, maxClients). */
   configure(patch: Partial<ServerConfig>): void {
     // In place: every connection shares this object, so new timeouts reach them too.
@@ -118,10 +114,6 @@ export class ServerEndpoint {
 
   connection(connId: number): Connection | undefined {
     return this.peers.get(connId)?.conn;
-  }
-
-  address(connId: number): Address | undefined {
-    return this.peers.get(connId)?.address;
   }
 
   connIds(): number[] {
