@@ -124,15 +124,16 @@ test('usage: --help exits 0, bad arguments exit 2', { timeout: 15000 }, async ()
   assert.match(v.stdout(), /^\d+\.\d+\.\d+\n$/);
 });
 
-test('a long line travels as one message in parts; an unreliable one over a datagram is refused', { timeout: 15000 }, async () => {
+test('a long line travels as one message in parts; one over maxMessageSize is refused', { timeout: 20000 }, async () => {
   const { server, port } = await startServer(['--echo']);
   const long = 'x'.repeat(5000);
   const client = run(['connect', '127.0.0.1', port], `before\n${long}\nafter\n`);
   assert.equal(await client.exit, 0);
   assert.equal(client.stdout(), `before\n${long}\nafter\n`);
-  const unreliable = run(['connect', '127.0.0.1', port, '--unreliable'], `${'y'.repeat(2000)}\n`);
-  assert.equal(await unreliable.exit, 1);
-  assert.match(unreliable.stderr(), /line 1 skipped: unreliable message of 2000 bytes/);
+  const huge = run(['connect', '127.0.0.1', port], `${'y'.repeat(16 * 1024 * 1024 + 1)}\nsmall\n`);
+  assert.equal(await huge.exit, 1);
+  assert.match(huge.stderr(), /line 1 skipped: message of 16777217 bytes exceeds maxMessageSize/);
+  assert.equal(huge.stdout(), 'small\n');
   server.child.kill('SIGTERM');
   await server.exit;
 });

@@ -8,6 +8,7 @@ import { LossRecovery, type SentPacket } from '../src/reliability/loss-recovery.
 import { RttEstimator } from '../src/reliability/rtt.js';
 import { DeadlineHeap } from '../src/protocol/deadline-heap.js';
 import { TimerTable } from '../src/protocol/timers.js';
+import { UnreliableAssembler } from '../src/reliability/unreliable-assembler.js';
 
 describe('RangeSet', () => {
   test('keeps disjoint descending ranges and reports duplicates', () => {
@@ -199,4 +200,30 @@ test('ReliableSender keeps the acknowledged parts of an unfinished message, so a
   t.onAcked(ps[1]!);
   t.onAcked(ps[0]!);
   assert.equal(t.length, 0, 'once every part is acknowledged the message is gone');
+});
+
+test('UnreliableAssembler: whole in any order, duplicates ignored, bounded against lies', () => {
+  const u = new UnreliableAssembler(100, 150);
+  const p = (b: number) => new Uint8Array([b, b]);
+  assert.equal(u.add(1, 2, 3, p(2), 0), undefined);
+  assert.equal(u.add(1, 0, 3, p(0), 0), undefined);
+  assert.equal(u.add(1, 0, 3, p(9), 0), undefined, 'a duplicate part changes nothing');
+  assert.deepEqual(u.add(1, 1, 3, p(1), 0), new Uint8Array([0, 0, 1, 1, 2, 2]));
+  // The count may not change mid-message.
+  u.add(2, 0, 3, p(0), 0);
+  assert.equal(u.add(2, 1, 4, p(1), 0), undefined);
+  assert.equal(u.rejected, 1);
+  // A message may not grow past maxMessageSize, whatever count it claims.
+  for (let i = 0; i < 60; i++) u.add(3, i, 1_000_000, p(i), 0);
+  assert.equal(u.rejected, 2);
+  // At most 32 unfinished messages: the oldest go first.
+  const v = new UnreliableAssembler(1000, 1_000_000);
+  for (let id = 0; id < 40; id++) v.add(id, 0, 2, p(id), 0);
+  assert.equal(v.dropped, 8);
+  assert.equal(v.add(0, 1, 2, p(0), 0), undefined, 'message 0 was given up');
+  assert.deepEqual(v.add(39, 1, 2, p(1), 0), new Uint8Array([39, 39, 1, 1]));
+  // Too old: given up at the next arrival.
+  v.add(100, 0, 2, p(1), 0);
+  v.add(101, 0, 2, p(1), 10_000);
+  assert.equal(v.add(100, 1, 2, p(1), 10_000), undefined);
 });

@@ -76,6 +76,12 @@ const frame: fc.Arbitrary<Frame> = fc.oneof(
   fc.record({ type: fc.constant('reliable' as const), channel: fc.integer({ min: 0, max: 255 }), seq: fc.integer({ min: 0, max: 0xffff }), data: fc.uint8Array({ maxLength: 200 }) }),
   fc.record({ type: fc.constant('reliable' as const), channel: fc.integer({ min: 0, max: 255 }), seq: fc.integer({ min: 0, max: 0xffff }), data: fc.uint8Array({ maxLength: 200 }), last: fc.boolean() }),
   fc.record({ type: fc.constant('unreliable' as const), channel: fc.integer({ min: 0, max: 255 }), data: fc.uint8Array({ maxLength: 200 }) }),
+  fc.record({
+    type: fc.constant('unreliable' as const),
+    channel: fc.integer({ min: 0, max: 255 }),
+    data: fc.uint8Array({ maxLength: 200 }),
+    part: fc.integer({ min: 2, max: 20_000 }).chain((count) => fc.record({ id: fc.nat(), index: fc.integer({ min: 0, max: count - 1 }), count: fc.constant(count) })),
+  }),
   fc.record({ type: fc.constant('close' as const), reason: fc.integer({ min: 0, max: 255 }) }),
   fc.constant({ type: 'closed' as const }),
 );
@@ -146,7 +152,7 @@ test('every frame list that fits a packet round-trips', () => {
     const b = encodeData(frames);
     fc.pre(b.length <= MAX_DATAGRAM_SIZE);
     const back = decodeFrames(b, DATA_HEADER_SIZE, b.length - TAG_SIZE);
-    assert.deepEqual(back, frames.map((f) => ({ ...f })));
+    assert.deepEqual(back, frames.map((f) => (f.type === 'unreliable' && f.part ? { ...f, part: { ...f.part } } : { ...f })));
     const h = decodeDatagram(b);
     assert.deepEqual(h, { type: 'data', connId: 7, pnLow: 1 });
   }));
@@ -191,6 +197,13 @@ test('a RELIABLE_PART frame with unknown flag bits is rejected', () => {
   assert.deepEqual(decodeFrames(ok, 0, ok.length), [{ type: 'reliable', channel: 0, seq: 7, data: new Uint8Array([0x41]), last: true }]);
   const bad = new Uint8Array([0x08, 0, 0, 7, 2, 1, 0x41]);
   assert.throws(() => decodeFrames(bad, 0, bad.length), /part flags/);
+});
+
+test('an UNRELIABLE_PART frame must name a part inside its message', () => {
+  const bad = new Uint8Array([0x09, 0, 5, 3, 3, 1, 0x41]); // part 3 of 3
+  assert.throws(() => decodeFrames(bad, 0, bad.length), /unreliable part 3 of 3/);
+  const one = new Uint8Array([0x09, 0, 5, 0, 1, 1, 0x41]); // a message of one part is not parted
+  assert.throws(() => decodeFrames(one, 0, one.length), WireFormatError);
 });
 
 test('packet numbers expand across the 32-bit wire wraparound', () => {

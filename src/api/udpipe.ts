@@ -8,7 +8,6 @@ import { ServerEndpoint, type ServerEvent } from '../protocol/server.js';
 import { Driver, type PumpTarget } from '../transport/driver.js';
 import { NodeTransport } from '../transport/node-transport.js';
 import type { Address, Transport } from '../transport/types.js';
-import { MAX_MESSAGE_SIZE } from '../wire/constants.js';
 import { describeDatagram } from '../wire/packet.js';
 import { checkMs, checkTimings, checkToken, resolveOptions, type ResolvedOptions, type UDPipeOptions } from './options.js';
 import { CALLBACK, type EndpointStats, type EventName, type UDPipeEvents } from './events.js';
@@ -210,14 +209,11 @@ export class UDPipe extends EventEmitter implements PeerOwner {
 
   // ---- sending ---------------------------------------------------------------------
 
-  private encode(msg: string | Uint8Array, reliable: boolean): Uint8Array {
+  private encode(msg: string | Uint8Array): Uint8Array {
     let bytes: Uint8Array;
     if (typeof msg === 'string') bytes = Buffer.from(msg, 'utf8');
     else if (msg instanceof Uint8Array) bytes = new Uint8Array(msg); // copy: the caller may reuse its buffer
     else throw new UDPipeError('ERR_INVALID_ARGUMENT', `a message must be a string, Buffer or Uint8Array, got ${msg === null ? 'null' : typeof msg}`);
-    if (!reliable && bytes.length > MAX_MESSAGE_SIZE) {
-      throw new UDPipeError('ERR_MESSAGE_TOO_LARGE', `unreliable message of ${bytes.length} bytes exceeds the ${MAX_MESSAGE_SIZE}-byte limit of one datagram; send it reliably or split it`);
-    }
     if (bytes.length > this.connCfg.maxMessageSize) {
       throw new UDPipeError('ERR_MESSAGE_TOO_LARGE', `message of ${bytes.length} bytes exceeds maxMessageSize (${this.connCfg.maxMessageSize}); raise the option on both sides or split it`);
     }
@@ -244,7 +240,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
    */
   send(msg: string | Uint8Array, sock?: Peer, opts?: SendOptions): boolean {
     const reliable = this.reliableOf(opts);
-    const bytes = this.encode(msg, reliable);
+    const bytes = this.encode(msg);
     if (this.role === 'client' && this.client) {
       if (this.client.state === 'closed') throw new UDPipeError('ERR_CLOSED', 'this client is closed; create a new UDPipe to connect again');
       this.checkQueue(this.client.queueLength);
@@ -279,7 +275,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
   sendAll(msg: string | Uint8Array, opts?: SendOptions): boolean {
     if (this.role !== 'server' || !this.server) throw new UDPipeError('ERR_WRONG_ROLE', 'sendAll() is for servers; a client sends to its server with send()');
     const reliable = this.reliableOf(opts);
-    const bytes = this.encode(msg, reliable);
+    const bytes = this.encode(msg);
     const targets = [...this.peers.values()].filter((p) => p.state === 'connected' || p.state === 'stalled');
     for (const p of targets) this.checkQueue(this.server.connection(p.id)!.queueLength);
     let ok = true;

@@ -2,6 +2,7 @@ import { NewReno } from '../congestion/new-reno.js';
 import type { CongestionController } from '../congestion/controller.js';
 import type { PacketCipher } from '../crypto/packet-cipher.js';
 import { AckTracker } from '../reliability/ack-tracker.js';
+import { UnreliableAssembler } from '../reliability/unreliable-assembler.js';
 import { Deque } from '../reliability/deque.js';
 import { LossRecovery, type LossCallbacks, type SentPacket } from '../reliability/loss-recovery.js';
 import { OrderedReceiver } from '../reliability/receiver.js';
@@ -63,6 +64,8 @@ export interface ConnectionStats {
   congestion: Record<string, number | string>;
   malformed: number;
   duplicates: number;
+  /** Unreliable messages that lost a part and were given up whole. */
+  unreliableDropped: number;
 }
 
 /**
@@ -86,6 +89,10 @@ export class Connection {
   private readonly sender: ReliableSender;
   private readonly receiver: OrderedReceiver;
   private readonly unreliable = new Deque<Uint8Array>();
+  /** The unreliable message being sent in parts, and the next part to go. */
+  private unreliableCursor: { id: number; next: number } | undefined;
+  private nextUnreliableId = 0;
+  private readonly unreliableParts: UnreliableAssembler;
   /** The reliable message being put together from its parts. */
   private assembly = { parts: [] as Uint8Array[], bytes: 0, units: 0, discarding: false };
   private readonly acks: AckTracker;
@@ -127,6 +134,8 @@ export class Connection {
     this.emit = init.emit;
     this.nextPn = init.initialPacketNumber ?? 0;
     this.acks = new AckTracker(this.cfg.maxAckDelayMs);
+    // Parts of unfinished unreliable messages: one maximum message's worth per connection.
+    this.unreliableParts = new UnreliableAssembler(this.cfg.maxMessageSize, this.cfg.maxMessageSize);
     this.recovery = new LossRecovery(this.cfg.initialRttMs, this.cfg.maxAckDelayMs, Math.max(this.cfg.pingIntervalMs, 200));
     this.cc = new NewReno(MAX_DATAGRAM_SIZE);
     this.sender = new ReliableSender(0, init.initialSeq ?? 0);
@@ -187,6 +196,28 @@ export class Connection {
     if (!reliable) this.unreliable.push(data);
     else for (const u of splitMessage(data, MAX_MESSAGE_SIZE, PART_SIZE)) this.sender.enqueue(u.data, u.last);
     return this.afterQueued();
+  }
+
+  /**
+   * Unreliable messages into the packet being built: whole when they fit, else part by
+   * part (a message's parts go in order, possibly across several packets).
+   */
+  private addUnreliable(add: (f: Frame) => boolean): void {
+    for (let u = this.unreliable.peek(); u; u = this.unreliable.peek()) {
+      if (u.length <= MAX_MESSAGE_SIZE) {
+        if (!add({ type: 'unreliable', channel: 0, data: u })) return;
+      } else {
+        const count = Math.ceil(u.length / PART_SIZE);
+        const c = (this.unreliableCursor ??= { id: this.nextUnreliableId++, next: 0 });
+        for (; c.next < count; c.next++) {
+          const part = { id: c.id, index: c.next, count };
+          if (!add({ type: 'unreliable', channel: 0, data: u.subarray(c.next * PART_SIZE, (c.next + 1) * PART_SIZE), part })) return;
+        }
+        this.unreliableCursor = undefined;
+      }
+      this.unreliable.shift();
+      this.counters.messagesSent++;
+    }
   }
 
   /** Re-queues a unit kept from an earlier connection of the session, parts as they were. */
@@ -291,10 +322,13 @@ export class Connection {
       case 'reliable':
         this.receiver.receive(f.seq, f.data, (data, last) => this.assemble(data, last, f.channel), f.last);
         return;
-      case 'unreliable':
+      case 'unreliable': {
+        const data = f.part ? this.unreliableParts.add(f.part.id, f.part.index, f.part.count, f.data, now) : f.data;
+        if (!data) return;
         this.counters.messagesReceived++;
-        this.emit({ type: 'message', data: f.data, reliable: false, channel: f.channel, units: 1 });
+        this.emit({ type: 'message', data, reliable: false, channel: f.channel, units: 1 });
         return;
+      }
       case 'close':
         this.closedToSend = true;
         this.end(reasonFromCode(f.reason), true);
@@ -404,6 +438,7 @@ export class Connection {
       this.closeToSend = true;
     }
     this.acks.onTimeout(now);
+    this.unreliableParts.expire(now);
     if (this.timers.due('ping', now)) {
       this.timers.set('ping', now + this.cfg.pingIntervalMs);
       this.ping();
@@ -482,10 +517,7 @@ export class Connection {
           messages.push(m);
           if (m.sendCount === 1) this.counters.messagesSent++;
         }
-        for (let u = this.unreliable.peek(); u && add({ type: 'unreliable', channel: 0, data: u }); u = this.unreliable.peek()) {
-          this.unreliable.shift();
-          this.counters.messagesSent++;
-        }
+        this.addUnreliable(add);
       }
       if (this.closeToSend && add({ type: 'close', reason: reasonToCode(this.closeReason) })) {
         this.closeToSend = false;
@@ -521,6 +553,8 @@ export class Connection {
    */
   takeUnfinished(): { reliable: Unit[]; firstIndex: number; unreliable: Uint8Array[] } {
     const { units, firstIndex } = this.sender.takeAll();
+    // A message cut off mid-parts goes again whole: the peer drops the parts it got.
+    this.unreliableCursor = undefined;
     return { reliable: units, firstIndex, unreliable: this.unreliable.clear() };
   }
 
@@ -541,8 +575,9 @@ export class Connection {
       queueLength: this.queueLength,
       bytesInFlight: this.recovery.bytesInFlight,
       congestion: this.cc.toJSON(),
-      malformed: c.malformed,
+      malformed: c.malformed + this.unreliableParts.rejected,
       duplicates: c.duplicates,
+      unreliableDropped: this.unreliableParts.dropped,
     };
   }
 }

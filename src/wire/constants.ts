@@ -28,6 +28,7 @@ export const enum FrameType {
   Close = 0x06,
   Closed = 0x07,
   ReliablePart = 0x08,
+  UnreliablePart = 0x09,
 }
 
 export const NONCE_SIZE = 16;

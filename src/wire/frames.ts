@@ -25,7 +25,11 @@ export type Frame =
    * last = true.
    */
   | { type: 'reliable'; channel: number; seq: number; data: Uint8Array; last?: boolean }
-  | { type: 'unreliable'; channel: number; data: Uint8Array }
+  /**
+   * An unreliable message, or with `part` set, one part of one too large for a packet
+   * (UNRELIABLE_PART): message id, index of this part, number of parts.
+   */
+  | { type: 'unreliable'; channel: number; data: Uint8Array; part?: { id: number; index: number; count: number } }
   | { type: 'close'; reason: number }
   | { type: 'closed' };
 
@@ -57,8 +61,10 @@ export function frameSize(f: Frame): number {
     }
     case 'reliable':
       return (f.last === undefined ? 4 : 5) + varintSize(f.data.length) + f.data.length;
-    case 'unreliable':
-      return 2 + varintSize(f.data.length) + f.data.length;
+    case 'unreliable': {
+      const head = f.part ? varintSize(f.part.id) + varintSize(f.part.index) + varintSize(f.part.count) : 0;
+      return 2 + head + varintSize(f.data.length) + f.data.length;
+    }
     case 'close':
       return 2;
     case 'closed':
@@ -96,7 +102,9 @@ export function writeFrame(w: ByteWriter, f: Frame): void {
       w.varint(f.data.length).raw(f.data);
       return;
     case 'unreliable':
-      w.u8(FrameType.Unreliable).u8(f.channel).varint(f.data.length).raw(f.data);
+      if (f.part) w.u8(FrameType.UnreliablePart).u8(f.channel).varint(f.part.id).varint(f.part.index).varint(f.part.count);
+      else w.u8(FrameType.Unreliable).u8(f.channel);
+      w.varint(f.data.length).raw(f.data);
       return;
     case 'close':
       w.u8(FrameType.Close).u8(f.reason);
@@ -161,6 +169,15 @@ function readFrame(r: ByteReader): Frame {
       const len = r.varint('message length');
       return { type: 'unreliable', channel, data: r.bytesView(len, 'message').slice() };
     }
+    case FrameType.UnreliablePart: {
+      const channel = r.u8('channel');
+      const id = r.varint('message id');
+      const index = r.varint('part index');
+      const count = r.varint('part count');
+      if (count < 2 || index >= count) throw new WireFormatError(`unreliable part ${index} of ${count}`);
+      const len = r.varint('part length');
+      return { type: 'unreliable', channel, data: r.bytesView(len, 'part').slice(), part: { id, index, count } };
+    }
     case FrameType.Close:
       return { type: 'close', reason: r.u8('close reason') };
     case FrameType.Closed:
@@ -192,7 +209,7 @@ export function describeFrame(f: Frame): string {
     case 'reliable':
       return `${f.last === undefined ? 'MSG' : f.last ? 'PART(last)' : 'PART'} ch${f.channel} #${f.seq} ${f.data.length}B`;
     case 'unreliable':
-      return `UMSG ch${f.channel} ${f.data.length}B`;
+      return f.part ? `UPART ch${f.channel} msg=${f.part.id} ${f.part.index + 1}/${f.part.count} ${f.data.length}B` : `UMSG ch${f.channel} ${f.data.length}B`;
     case 'close':
       return `CLOSE reason=${f.reason}`;
     case 'closed':
