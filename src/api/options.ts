@@ -39,8 +39,8 @@ export interface UDPipeOptions {
   /** send() returns false once this many messages (or parts of large ones) wait, unacknowledged or unsent. Default 1024. */
   maxQueue?: number;
   /**
-   * Largest reliable message, sent or accepted (larger ones travel in parts of about
-   * 1.1 kB). Default 16 MiB. Unreliable messages fit one datagram (1200 bytes) for now.
+   * Largest message, sent or accepted (over 1200 bytes it travels in parts of about
+   * 1.1 kB). Default 16 MiB.
    */
   maxMessageSize?: number;
   /** Run by itself on the event loop (true) or only inside step() (false). Default true. */
