@@ -153,8 +153,9 @@ export class UDPipe extends EventEmitter implements PeerOwner {
 
   /**
    * Client: connects to host:port. Resolves with the server's Peer on the first
-   * connection; rejects with ERR_BAD_TOKEN, or ERR_HANDSHAKE_TIMEOUT when `timeout`
-   * seconds (default connectTimeoutMs) pass first. Afterwards, a lost connection is
+   * connection; rejects with ERR_BAD_TOKEN, or when `timeout` seconds (default
+   * connectTimeoutMs) pass first with ERR_SERVER_FULL (the server kept refusing for lack
+   * of room) or ERR_HANDSHAKE_TIMEOUT. Afterwards, a lost connection is
    * re-established by itself (with backoff) until close().
    */
   async connect(host: string, port: number, timeout?: number): Promise<Peer> {
