@@ -153,3 +153,21 @@ test('a server that restarted has forgotten the session: the client starts a new
   await net.advanceUntil(() => got.length > 0, 10_000);
   assert.deepEqual(got, ['after restart']);
 });
+
+test("a send() refused while reconnecting is owed a 'drain', raised when the new connection takes the queue", async () => {
+  const net = new SimNetwork({ seed: 8, conditions: { latencyMs: 5 } });
+  const client = new UDPipe({ ...T, maxQueue: 4, transport: net.transport('127.0.2.1') });
+  void client.connect(S, PORT, 30);
+  const results = [1, 2, 3, 4].map((i) => client.send(String(i)));
+  assert.deepEqual(results, [true, true, true, false], 'no server yet: the queue fills');
+  let drains = 0;
+  client.on('drain', () => drains++);
+  const server = new UDPipe({ ...T, transport: net.transport(S) });
+  await server.start(PORT, S);
+  const got: string[] = [];
+  server.onNewMessage = (m) => got.push(String(m));
+  await net.advanceUntil(() => got.length === 4 && drains > 0, 10_000);
+  await net.advance(500);
+  assert.deepEqual(got, ['1', '2', '3', '4']);
+  assert.equal(drains, 1, 'exactly one drain, once the queue is acknowledged');
+});

@@ -177,7 +177,9 @@ export class ClientEndpoint {
     if (this.conn && this.conn.state !== 'closed') return this.conn.send(data, reliable);
     if (reliable) for (const u of splitMessage(data, MAX_MESSAGE_SIZE, PART_SIZE)) this.carry.push(u);
     else this.carryUnreliable.push(data);
-    return this.carried < this.cfg.maxQueue;
+    const ok = this.carried < this.cfg.maxQueue;
+    if (!ok) this.owesDrain = true;
+    return ok;
   }
 
   /** Total queued: carried plus the connection's queue. */
@@ -260,6 +262,7 @@ export class ClientEndpoint {
       now,
       emit: (event) => {
         if (event.type === 'message' && event.reliable) this.delivered += event.units;
+        if (event.type === 'drain') this.owesDrain = false;
         this.events.push({ type: 'connection', event });
       },
       initialPacketNumber: this.cfg.initialPacketNumber,
@@ -283,6 +286,12 @@ export class ClientEndpoint {
     this.sendBase = this.carryBase;
     for (const u of this.carry.splice(0)) this.conn.sendUnit(u);
     for (const m of this.carryUnreliable.splice(0)) this.conn.send(m, false);
+    // A send() that returned false while we were away is owed a 'drain': now, if the new
+    // connection took the queue without filling up (else the connection raises it later).
+    if (this.owesDrain && this.conn.queueLength < this.cfg.maxQueue) {
+      this.owesDrain = false;
+      this.events.push({ type: 'connection', event: { type: 'drain' } });
+    }
     // Our first DATA packet confirms the handshake to the server; send one at once.
     this.conn.ping();
   }
@@ -338,6 +347,8 @@ export class ClientEndpoint {
   }
 
   private closing = false;
+  /** send() returned false while there was no connection to raise 'drain' later. */
+  private owesDrain = false;
 
   /** Graceful close: flush, CLOSE/CLOSED, no more reconnects. */
   close(now: number): void {
