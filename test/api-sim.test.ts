@@ -171,3 +171,20 @@ test("a send() refused while reconnecting is owed a 'drain', raised when the new
   assert.deepEqual(got, ['1', '2', '3', '4']);
   assert.equal(drains, 1, 'exactly one drain, once the queue is acknowledged');
 });
+
+test('server.close() reaches a client whose handshake confirmation is still on its way', async () => {
+  const net = new SimNetwork({ seed: 9, conditions: { latencyMs: 20 } });
+  const server = new UDPipe({ ...T, transport: net.transport(S) });
+  await server.start(PORT, S);
+  const client = new UDPipe({ ...T, transport: net.transport('127.0.2.1') });
+  const reasons: string[] = [];
+  client.onClose = (_s, reason) => reasons.push(reason);
+  void client.connect(S, PORT, 30);
+  await net.advanceUntil(() => (server.stats() as { handshakesAccepted: number }).handshakesAccepted === 1, 5000);
+  assert.equal(server.clients.length, 0, 'accepted but not yet confirmed: the program has not seen it');
+  let closed = false;
+  void server.close().then(() => (closed = true));
+  await net.advanceUntil(() => closed, 10_000);
+  assert.ok(closed);
+  assert.deepEqual(reasons, ['shutdown'], 'the client was told, not left to time out');
+});

@@ -350,7 +350,9 @@ export class UDPipe extends EventEmitter implements PeerOwner {
   }
 
   private maybeFinishServer(): void {
-    if (!this.closed || this.role !== 'server' || this.peers.size > 0) return;
+    // Wait for every connection, including ones whose client has not confirmed the
+    // handshake yet (the program never saw those): each must get its CLOSE first.
+    if (!this.closed || this.role !== 'server' || this.peers.size > 0 || (this.server?.openConnections() ?? 0) > 0) return;
     this.driver?.stop();
     this.log('closed');
     for (const w of this.closeWaiters.splice(0)) w.resolve();
@@ -447,6 +449,10 @@ export class UDPipe extends EventEmitter implements PeerOwner {
         for (let e = server.pollEvent(); e; e = server.pollEvent(), n++) this.onServerEvent(e);
         return n;
       },
+      // After everything due went out (a last CLOSED, say): is a shutdown complete?
+      afterPump: () => {
+        if (this.closed) this.maybeFinishServer();
+      },
       trace: this.traceFn(),
       onSocketError: (err) => this.socketError(err),
     };
@@ -501,7 +507,6 @@ export class UDPipe extends EventEmitter implements PeerOwner {
         w.resolve();
       }
     }
-    this.maybeFinishServer();
   }
 
   private onConnectionEvent(peer: Peer, e: ConnectionEvent): void {

@@ -120,6 +120,13 @@ export class ServerEndpoint {
     return [...this.peers.keys()];
   }
 
+  /** Connections not yet ended, confirmed or not (a shutdown waits for them all). */
+  openConnections(): number {
+    let n = 0;
+    for (const p of this.peers.values()) if (p.conn.state !== 'closed') n++;
+    return n;
+  }
+
   /** Call after using connection(id) directly (send, ping, close) so its output and timers are seen. */
   touch(connId: number): void {
     const p = this.peers.get(connId);

@@ -11,6 +11,8 @@ export interface PumpTarget {
   /** Debug hook, one line per datagram; undefined when debug is off. */
   trace?: ((dir: 'in' | 'out', bytes: Uint8Array, peer: Address) => void) | undefined;
   onSocketError(err: Error): void;
+  /** Called once a pump has sent everything due. */
+  afterPump?: (() => void) | undefined;
 }
 
 /** With autoStep off, datagrams wait for step(); past this many they are dropped and counted. */
@@ -137,6 +139,7 @@ export class Driver {
     } finally {
       this.pumping = false;
     }
+    this.target.afterPump?.();
     this.arm();
   }
 
