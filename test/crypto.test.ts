@@ -65,3 +65,13 @@ test('packet integrity: a tag opens only with the other side\'s receive key; any
     assert.ok(!server.open(q), `bit ${i}`);
   }
 });
+
+test('cookies: the age limit counts from when the secrets rotate, not from when we were last asked', () => {
+  const jar = new CookieJar(counterBytes, 0, 1000);
+  const hello = { clientConnId: 1, clientNonce: new Uint8Array(16).fill(9) };
+  const cookie = jar.make('127.0.0.1', 5000, hello, 999); // made at the very end of period 0
+  // Nobody asks until 1999 (period 1): still valid under the previous secret.
+  assert.ok(jar.check('127.0.0.1', 5000, { ...hello, cookie }, 1999));
+  // At 2000 period 2 begins: two rotations since it was made, so it is gone.
+  assert.ok(!jar.check('127.0.0.1', 5000, { ...hello, cookie }, 2000));
+});

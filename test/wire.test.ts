@@ -220,3 +220,8 @@ test('16-bit sequence comparisons wrap', () => {
   assert.ok(seqLess(0xfff0, 5));
   assert.ok(!seqLess(5, 0xfff0));
 });
+
+test('a ByteReader with bounds outside its array is a programming error, caught at once', () => {
+  assert.throws(() => new ByteReader(new Uint8Array(4), 0, 5), RangeError);
+  assert.throws(() => new ByteReader(new Uint8Array(4), 3, 2), RangeError);
+});

@@ -108,11 +108,14 @@ export class CookieJar {
   }
 
   private rotate(now: number): void {
-    if (now - this.rotatedAt < this.rotateMs) return;
-    // Skipped periods invalidate both secrets at once.
-    this.previous = now - this.rotatedAt < 2 * this.rotateMs ? this.current : undefined;
+    const periods = Math.floor((now - this.rotatedAt) / this.rotateMs);
+    if (periods < 1) return;
+    // Periods are counted from the first secret, not from the last call, so a cookie
+    // never outlives two periods however rarely we are asked; skipped periods
+    // invalidate both secrets at once.
+    this.previous = periods === 1 ? this.current : undefined;
     this.current = this.randomBytes(32);
-    this.rotatedAt = now;
+    this.rotatedAt += periods * this.rotateMs;
   }
 
   private compute(secret: Uint8Array, address: string, port: number, t: Omit<HandshakeTranscript, 'cookie'>): Uint8Array {
