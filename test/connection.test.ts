@@ -237,3 +237,23 @@ test('a large unreliable message arrives whole, or not at all when a part is los
   b.conn.handleTimeout(3001); // past the reassembly age: the unfinished copy is given up
   assert.equal(b.conn.stats().unreliableDropped, 1);
 });
+
+test('a peer that receives CLOSE with messages still queued sends them first, then CLOSED', () => {
+  const { a, b } = pair();
+  a.conn.close(0); // a has nothing queued: CLOSE goes at once
+  const close = a.conn.pollTransmit(0)!;
+  for (let i = 0; i < 20; i++) b.conn.send(new Uint8Array(500).fill(i), true); // b's replies
+  const h = decodeDatagram(close);
+  if (h.type === 'data') b.conn.handleDatagram(close, h.pnLow, 1);
+  assert.equal(b.conn.state, 'closing', 'b flushes before answering');
+  for (let now = 1; now < 500 && a.conn.state !== 'closed'; now += 5) {
+    a.conn.handleTimeout(now);
+    b.conn.handleTimeout(now);
+    exchange(a, b, now);
+  }
+  const got = a.events.filter((e) => e.type === 'message').map((e) => (e.type === 'message' ? e.data[0] : -1));
+  assert.deepEqual(got, Array.from({ length: 20 }, (_, i) => i), 'every reply reached the closing side');
+  assert.equal(a.conn.state, 'closed');
+  assert.equal(b.conn.state, 'closed');
+  assert.deepEqual(b.events.at(-1), { type: 'ended', reason: 'normal', byPeer: true });
+});

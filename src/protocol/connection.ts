@@ -109,6 +109,8 @@ export class Connection {
   private closeRetryMs = 0;
   private closedToSend = false;
   private closeReason: Reason = 'normal';
+  /** Set when the peer sent CLOSE while we still had messages queued for it. */
+  private peerCloseReason: Reason | undefined;
   private backpressured = false;
 
   private lastReceivedAt: number;
@@ -330,11 +332,19 @@ export class Connection {
         return;
       }
       case 'close':
-        this.closedToSend = true;
-        this.end(reasonFromCode(f.reason), true);
+        if (this.queueLength === 0) {
+          this.closedToSend = true;
+          this.end(reasonFromCode(f.reason), true);
+        } else if (this.peerCloseReason === undefined) {
+          // The peer is done sending, we are not: finish what we owe it (its replies,
+          // say) and answer CLOSED after. A repeated CLOSE meanwhile changes nothing.
+          this.peerCloseReason = reasonFromCode(f.reason);
+          this.transition('closing', `peer closing (${this.peerCloseReason}); flushing ${this.queueLength} queued`);
+          if (this.timers.get('close') === Infinity) this.timers.set('close', now + this.cfg.closeTimeoutMs);
+        }
         return;
       case 'closed':
-        if (this._state === 'closing') this.end(this.closeReason, false);
+        if (this._state === 'closing' && this.closeStarted) this.end(this.closeReason, false);
         return;
     }
   }
@@ -423,7 +433,8 @@ export class Connection {
       return;
     }
     if (this.timers.due('close', now)) {
-      this.end(this.closeReason, false);
+      if (this.peerCloseReason !== undefined) this.end(this.peerCloseReason, true);
+      else this.end(this.closeReason, false);
       return;
     }
     if (this.timers.due('stall', now)) {
@@ -473,8 +484,13 @@ export class Connection {
   /** The next datagram to send, or null when there is nothing to send now. */
   pollTransmit(now: number): Uint8Array | null {
     this.lastNow = now;
+    if (this.peerCloseReason !== undefined && this.mayCloseNow()) {
+      // Everything we owed the closing peer is acknowledged: now CLOSED.
+      this.closedToSend = true;
+      this.end(this.peerCloseReason, true);
+    }
     if (this._state === 'closed' && !this.closedToSend) return null;
-    if (!this.closeStarted && this.mayCloseNow()) {
+    if (!this.closeStarted && this.peerCloseReason === undefined && this.mayCloseNow()) {
       this.closeStarted = true;
       this.closeToSend = true;
       this.closeRetryMs = Math.max(this.recovery.rtt.pto(1, this.cfg.maxAckDelayMs), 20);
