@@ -227,3 +227,21 @@ test('UnreliableAssembler: whole in any order, duplicates ignored, bounded again
   v.add(101, 0, 2, p(1), 10_000);
   assert.equal(v.add(100, 1, 2, p(1), 10_000), undefined);
 });
+
+test('LossRecovery ignores an ACK of a packet never sent (it would declare everything lost)', () => {
+  const lr = new LossRecovery(100, 10, 1000);
+  const pkt = (pn: number): SentPacket => ({ pn, sentAt: 0, size: 100, ackEliciting: true, messages: [] });
+  for (let i = 0; i < 5; i++) lr.onSent(pkt(i));
+  const lost: number[] = [];
+  assert.equal(lr.onAck([{ lo: 100, hi: 100 }], 0, 1, { acked: () => {}, lost: (p) => lost.push(p.pn) }), false);
+  assert.deepEqual(lost, []);
+  assert.equal(lr.largestAcked, -1);
+});
+
+test('UnreliableAssembler: a duplicate part near the size limit does not sink its message', () => {
+  const u = new UnreliableAssembler(4, 100);
+  u.add(1, 0, 2, new Uint8Array(2), 0);
+  assert.equal(u.add(1, 0, 2, new Uint8Array(2), 0), undefined);
+  assert.deepEqual(u.add(1, 1, 2, new Uint8Array(2), 0), new Uint8Array(4));
+  assert.equal(u.rejected, 0);
+});

@@ -146,3 +146,23 @@ test('sessions: the number parked is bounded; the oldest goes first', () => {
   assert.equal(store.take('a'), undefined);
   assert.ok(store.take('c'));
 });
+
+test('client: an ACCEPT made for an earlier cookie of the same attempt is still accepted', async () => {
+  const { encodeHandshake } = await import('../src/wire/handshake.js');
+  const { serverProof } = await import('../src/crypto/handshake-keys.js');
+  const c = new ClientEndpoint(clientCfg(), randomBytes);
+  c.start(0, 10_000);
+  const hello = decodeDatagram(c.pollTransmit(0)!);
+  assert.equal(hello.type, 'hello');
+  if (hello.type !== 'hello') return;
+  const challenge = (cookie: number) => encodeHandshake({ type: 'challenge', clientConnId: hello.clientConnId, clientNonce: hello.clientNonce, cookie: new Uint8Array(16).fill(cookie) });
+  c.handleDatagram(challenge(1), 1);
+  const connect1 = decodeDatagram(c.pollTransmit(1)!);
+  c.handleDatagram(challenge(2), 2); // the server's secret rotated between two HELLOs
+  c.pollTransmit(2);
+  assert.equal(connect1.type, 'connect');
+  if (connect1.type !== 'connect') return;
+  const claims = { serverConnId: 77, resumed: 0, delivered: connect1.nextSendIndex };
+  c.handleDatagram(encodeHandshake({ type: 'accept', clientConnId: hello.clientConnId, clientNonce: hello.clientNonce, ...claims, proof: serverProof(deriveTokenKey('t'), connect1, claims) }), 3);
+  assert.equal(c.state, 'connected');
+});

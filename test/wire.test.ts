@@ -225,3 +225,10 @@ test('a ByteReader with bounds outside its array is a programming error, caught 
   assert.throws(() => new ByteReader(new Uint8Array(4), 0, 5), RangeError);
   assert.throws(() => new ByteReader(new Uint8Array(4), 3, 2), RangeError);
 });
+
+test('decodeHandshake checks the version byte itself', async () => {
+  const { decodeHandshake } = await import('../src/wire/handshake.js');
+  const b = encodeHandshake({ type: 'refuse', clientConnId: 1, clientNonce: new Uint8Array(NONCE_SIZE), reason: 3 });
+  b[0] = 0xc2;
+  assert.throws(() => decodeHandshake(b), /version/);
+});

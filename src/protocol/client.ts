@@ -79,7 +79,7 @@ export class ClientEndpoint {
   /** The server said it was full on the latest attempt: the reason to give if we run out of time. */
   private lastRefusedFull = false;
   private hs:
-    | { connId: number; nonce: Uint8Array; challenge?: ChallengePacket | undefined; retries: number; connectTries: number; restarts: number; announced: boolean }
+    | { connId: number; nonce: Uint8Array; challenge?: ChallengePacket | undefined; cookies: ChallengePacket[]; retries: number; connectTries: number; restarts: number; announced: boolean }
     | undefined;
   private out: Uint8Array[] = [];
   /** Handshake and stale datagrams dropped; the connection counts its own. */
@@ -122,7 +122,7 @@ export class ClientEndpoint {
     this._state = 'handshake';
     this.attempt++;
     this.sessionId ??= this.randomBytes(SESSION_ID_SIZE);
-    this.hs = { ...this.freshIds(), retries: 0, connectTries: 0, restarts: 0, announced: false };
+    this.hs = { ...this.freshIds(), cookies: [], retries: 0, connectTries: 0, restarts: 0, announced: false };
     this.sendHandshake(now);
   }
 
@@ -138,7 +138,7 @@ export class ClientEndpoint {
       // server may have given up on this very handshake, so start a new one.
       hs.challenge = undefined;
       hs.connectTries = 0;
-      if (++hs.restarts >= 2) Object.assign(hs, this.freshIds(), { restarts: 0 });
+      if (++hs.restarts >= 2) Object.assign(hs, this.freshIds(), { restarts: 0, cookies: [] });
     }
     if (hs.challenge) {
       hs.connectTries++;
@@ -217,6 +217,12 @@ export class ClientEndpoint {
     }
     switch (d.type) {
       case 'challenge':
+        // Remember every cookie this attempt used: the server answers a repeated
+        // CONNECT with the ACCEPT of the first one it accepted, whichever cookie that had.
+        if (!hs.cookies.some((c) => equalBytes(c.cookie, d.cookie))) {
+          hs.cookies.push(d);
+          if (hs.cookies.length > 4) hs.cookies.shift();
+        }
         hs.challenge = d;
         hs.connectTries = 0;
         hs.retries = 0;
@@ -227,9 +233,8 @@ export class ClientEndpoint {
         this.sendHandshake(now);
         return;
       case 'accept': {
-        if (!hs.challenge) return;
-        const t = this.transcript(hs.challenge);
-        if (!equalBytes(serverProof(this.cfg.tokenKey, t, d), d.proof)) {
+        const t = hs.cookies.map((c) => this.transcript(c)).find((x) => equalBytes(serverProof(this.cfg.tokenKey, x, d), d.proof));
+        if (!t) {
           this.malformed++; // not a server that knows our token
           return;
         }
@@ -241,8 +246,11 @@ export class ClientEndpoint {
           this.events.push({ type: 'refused', reason: 'bad-token' });
           this.fail('ERR_BAD_TOKEN', 'the server refused our token: client and server must be given the same token (setToken / --token)');
         } else {
-          this.events.push({ type: 'refused', reason: 'server-full' });
-          this.lastRefusedFull = true;
+          // Server full, or a reason this version does not know: try again later.
+          if (d.reason === ReasonCode.ServerFull) {
+            this.events.push({ type: 'refused', reason: 'server-full' });
+            this.lastRefusedFull = true;
+          }
           this.retryLater(now);
         }
         return;

@@ -307,7 +307,7 @@ export class Connection {
       case 'padding':
         return;
       case 'ack':
-        this.recovery.onAck(f.ranges, f.delayUs / 1000, now, this.lossCallbacks);
+        if (!this.recovery.onAck(f.ranges, f.delayUs / 1000, now, this.lossCallbacks)) this.counters.malformed++;
         this.afterAckOrLoss();
         return;
       case 'ping':

@@ -276,6 +276,8 @@ export class ServerEndpoint {
 
   private confirm(connId: number, peer: Peer, from: Address): void {
     peer.confirmed = true;
+    // The program meets the connection at the address it confirmed from: no separate move.
+    peer.address = { address: from.address, port: from.port };
     this.events.push({ type: 'accepted', connId, address: { address: from.address, port: from.port } });
     for (const event of peer.held.splice(0)) this.events.push({ type: 'connection', connId, event });
   }

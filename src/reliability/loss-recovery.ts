@@ -31,6 +31,7 @@ export class LossRecovery {
   /** In flight, in ascending packet number order (Map keeps insertion order). */
   private readonly sent = new Map<number, SentPacket>();
   largestAcked = -1;
+  private largestSent = -1;
   bytesInFlight = 0;
   ptoCount = 0;
   lostPackets = 0;
@@ -50,15 +51,20 @@ export class LossRecovery {
   }
 
   onSent(p: SentPacket): void {
+    if (p.pn > this.largestSent) this.largestSent = p.pn;
     if (!p.ackEliciting) return; // only ack-eliciting packets are tracked (RFC 9002 2)
     this.sent.set(p.pn, p);
     this.bytesInFlight += p.size;
     this.lastAckElicitingAt = p.sentAt;
   }
 
-  /** Processes an ACK frame's ranges (descending). */
-  onAck(ranges: PnRange[], ackDelayMs: number, now: number, cb: LossCallbacks): void {
+  /**
+   * Processes an ACK frame's ranges (descending). Returns false, changing nothing, for
+   * an ACK of a packet never sent: believing it would declare everything lost.
+   */
+  onAck(ranges: PnRange[], ackDelayMs: number, now: number, cb: LossCallbacks): boolean {
     const largest = ranges[0]?.hi ?? -1;
+    if (largest > this.largestSent) return false;
     let newlyAckedLargest: SentPacket | undefined;
     for (const p of this.sent.values()) {
       if (p.pn > largest) break;
@@ -68,11 +74,12 @@ export class LossRecovery {
       if (!newlyAckedLargest || p.pn > newlyAckedLargest.pn) newlyAckedLargest = p;
       cb.acked(p);
     }
-    if (!newlyAckedLargest) return;
+    if (!newlyAckedLargest) return true;
     if (largest > this.largestAcked) this.largestAcked = largest;
     if (newlyAckedLargest.pn === largest) this.rtt.update(now - newlyAckedLargest.sentAt, ackDelayMs);
     this.ptoCount = 0;
     this.detectLosses(now, cb);
+    return true;
   }
 
   private lossDelay(): number {

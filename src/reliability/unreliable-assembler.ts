@@ -38,12 +38,12 @@ export class UnreliableAssembler {
       m = { count, parts: new Map(), bytes: 0, firstAt: now };
       this.pending.set(id, m);
     }
+    if (m.count === count && m.parts.has(index)) return undefined; // a duplicate part
     if (m.count !== count || m.bytes + data.length > this.maxMessageSize) {
       this.rejected++;
       this.remove(id, m);
       return undefined;
     }
-    if (m.parts.has(index)) return undefined; // a duplicate part
     m.parts.set(index, data);
     m.bytes += data.length;
     this.bytes += data.length;

@@ -134,7 +134,8 @@ export function encodeHandshake(p: HandshakePacket): Uint8Array {
  */
 export function decodeHandshake(bytes: Uint8Array): HandshakePacket {
   const r = new ByteReader(bytes);
-  r.u8('version');
+  const version = r.u8('version');
+  if (version !== VERSION_BYTE) throw new WireFormatError(`version byte 0x${version.toString(16)}`);
   const typeByte = r.u8('type');
   const type = (Object.keys(TYPE_BYTE) as HandshakePacket['type'][]).find((k) => TYPE_BYTE[k] === typeByte);
   if (!type) throw new WireFormatError(`not a handshake type: 0x${typeByte.toString(16)}`);
