@@ -2,6 +2,7 @@ import { NewReno } from '../congestion/new-reno.js';
 import type { CongestionController } from '../congestion/controller.js';
 import type { PacketCipher } from '../crypto/packet-cipher.js';
 import { AckTracker } from '../reliability/ack-tracker.js';
+import { ReliableAssembler } from '../reliability/reliable-assembler.js';
 import { UnreliableAssembler } from '../reliability/unreliable-assembler.js';
 import { Deque } from '../reliability/deque.js';
 import { LossRecovery, type LossCallbacks, type SentPacket } from '../reliability/loss-recovery.js';
@@ -93,8 +94,8 @@ export class Connection {
   private unreliableCursor: { id: number; next: number } | undefined;
   private nextUnreliableId = 0;
   private readonly unreliableParts: UnreliableAssembler;
-  /** The reliable message being put together from its parts. */
-  private assembly = { parts: [] as Uint8Array[], bytes: 0, units: 0, discarding: false };
+  /** Puts reliable messages back together from their parts. */
+  private readonly assembler: ReliableAssembler;
   private readonly acks: AckTracker;
   private nextPn: number;
 
@@ -136,6 +137,7 @@ export class Connection {
     this.emit = init.emit;
     this.nextPn = init.initialPacketNumber ?? 0;
     this.acks = new AckTracker(this.cfg.maxAckDelayMs);
+    this.assembler = new ReliableAssembler(this.cfg.maxMessageSize);
     // Parts of unfinished unreliable messages: one maximum message's worth per connection.
     this.unreliableParts = new UnreliableAssembler(this.cfg.maxMessageSize, this.cfg.maxMessageSize);
     this.recovery = new LossRecovery(this.cfg.initialRttMs, this.cfg.maxAckDelayMs, Math.max(this.cfg.pingIntervalMs, 200));
@@ -322,7 +324,17 @@ export class Connection {
         return;
       }
       case 'reliable':
-        this.receiver.receive(f.seq, f.data, (data, last) => this.assemble(data, last, f.channel), f.last);
+        this.receiver.receive(
+          f.seq,
+          f.data,
+          (data, last) => {
+            const m = this.assembler.add(data, last);
+            if (!m) return;
+            this.counters.messagesReceived++;
+            this.emit({ type: 'message', data: m.data, reliable: true, channel: f.channel, units: m.units });
+          },
+          f.last,
+        );
         return;
       case 'unreliable': {
         const data = f.part ? this.unreliableParts.add(f.part.id, f.part.index, f.part.count, f.data, now) : f.data;
@@ -347,52 +359,6 @@ export class Connection {
         if (this._state === 'closing' && this.closeStarted) this.end(this.closeReason, false);
         return;
     }
-  }
-
-  /**
-   * In-order reliable units become messages: a whole one at once, parts gathered until
-   * the last. Memory grows only with parts that arrived, never from a claimed size, and
-   * a message past maxMessageSize is dropped (a peer that sends one is broken or hostile).
-   */
-  private assemble(data: Uint8Array, last: boolean | undefined, channel: number): void {
-    const a = this.assembly;
-    if (last === undefined) {
-      if (a.parts.length > 0 || a.discarding) {
-        // A whole message inside a parted one: the peer broke the framing.
-        this.counters.malformed++;
-        this.resetAssembly();
-      }
-      this.counters.messagesReceived++;
-      this.emit({ type: 'message', data, reliable: true, channel, units: 1 });
-      return;
-    }
-    a.units++;
-    if (!a.discarding) {
-      a.bytes += data.length;
-      if (a.bytes > this.cfg.maxMessageSize) {
-        this.counters.malformed++;
-        a.discarding = true;
-        a.parts = [];
-      } else a.parts.push(data);
-    }
-    if (!last) return;
-    const units = a.units;
-    const parts = a.parts;
-    const discarded = a.discarding;
-    this.resetAssembly();
-    if (discarded) return;
-    const whole = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-    let at = 0;
-    for (const p of parts) {
-      whole.set(p, at);
-      at += p.length;
-    }
-    this.counters.messagesReceived++;
-    this.emit({ type: 'message', data: whole, reliable: true, channel, units });
-  }
-
-  private resetAssembly(): void {
-    this.assembly = { parts: [], bytes: 0, units: 0, discarding: false };
   }
 
   private afterAckOrLoss(): void {
@@ -591,7 +557,7 @@ export class Connection {
       queueLength: this.queueLength,
       bytesInFlight: this.recovery.bytesInFlight,
       congestion: this.cc.toJSON(),
-      malformed: c.malformed + this.unreliableParts.rejected,
+      malformed: c.malformed + this.assembler.rejected + this.unreliableParts.rejected,
       duplicates: c.duplicates,
       unreliableDropped: this.unreliableParts.dropped,
     };

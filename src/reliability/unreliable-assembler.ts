@@ -1,3 +1,5 @@
+import { concat } from './reliable-assembler.js';
+
 /**
  * Puts unreliable messages back together from their parts. An unreliable message is
  * delivered whole or not at all: one lost part and the others are dropped, by age or
@@ -50,14 +52,7 @@ export class UnreliableAssembler {
     while (this.bytes > this.maxPendingBytes && this.pending.size > 0) this.evictOldest();
     if (!this.pending.has(id) || m.parts.size < m.count) return undefined;
     this.remove(id, m);
-    const whole = new Uint8Array(m.bytes);
-    let at = 0;
-    for (let i = 0; i < m.count; i++) {
-      const p = m.parts.get(i)!;
-      whole.set(p, at);
-      at += p.length;
-    }
-    return whole;
+    return concat(Array.from({ length: m.count }, (_, i) => m.parts.get(i)!), m.bytes);
   }
 
   /** Gives up unfinished messages older than MAX_AGE_MS (also called on the connection's timer ticks). */
