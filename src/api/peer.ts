@@ -63,11 +63,6 @@ export class Peer {
     return this.conn?.state ?? 'connecting';
   }
 
-  /** @internal */
-  get connection(): Connection | undefined {
-    return this.conn;
-  }
-
   stats(): PeerStats {
     return this.conn?.stats() ?? { state: 'connecting' };
   }
