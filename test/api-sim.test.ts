@@ -188,3 +188,16 @@ test('server.close() reaches a client whose handshake confirmation is still on i
   assert.ok(closed);
   assert.deepEqual(reasons, ['shutdown'], 'the client was told, not left to time out');
 });
+
+test('a client refused for its token gives up for good: one refusal in a minute', async () => {
+  const net = new SimNetwork({ seed: 10, conditions: { latencyMs: 5 } });
+  const server = new UDPipe({ ...T, token: 'a', transport: net.transport(S) });
+  await server.start(PORT, S);
+  let bad = 0;
+  server.onBadToken = () => bad++;
+  const client = new UDPipe({ ...T, token: 'b', transport: net.transport('127.0.2.1') });
+  const result = client.connect(S, PORT, 30).then(() => 'connected', (err: { code: string }) => err.code);
+  await net.advance(60_000);
+  assert.equal(await result, 'ERR_BAD_TOKEN');
+  assert.equal(bad, 1);
+});

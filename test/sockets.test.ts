@@ -183,14 +183,14 @@ for (const host of ['127.0.0.1', '::1']) {
       await until(() => srv.clients.length === 1, 2000, 'the server to confirm the third client');
     });
 
-    test('bad token: onBadToken on the server, ERR_BAD_TOKEN on the client, no retry', { timeout: 10000 }, async () => {
+    test('bad token: onBadToken on the server, ERR_BAD_TOKEN on the client', { timeout: 10000 }, async () => {
       const { pipe: srv, port } = await server({ token: 'a' }, host);
       let bad = 0;
       srv.onBadToken = () => bad++;
       const client = track(new UDPipe({ token: 'b' }));
       await assert.rejects(client.connect(host, port), (err: UDPipeError) => err.code === 'ERR_BAD_TOKEN' && /token/.test(err.message));
-      await new Promise((r) => setTimeout(r, 300));
-      assert.equal(bad, 1, 'the client stopped after one refusal');
+      assert.equal(bad, 1);
+      // That it never retries is checked in virtual time (api-sim.test.ts), not with a sleep.
     });
 
     test('close: client close resolves and the server hears it; server close reaches every client', { timeout: 10000 }, async () => {
