@@ -222,19 +222,23 @@ test('parts beyond maxMessageSize are dropped and counted; the stream goes on', 
 test('a large unreliable message arrives whole, or not at all when a part is lost', () => {
   const { a, b } = pair();
   const big = new Uint8Array(50_000).map((_, i) => i & 0xff);
+  // Over a few milliseconds of virtual time: the pacer spreads the parts out.
+  const run = (from: number, drop?: (d: Uint8Array) => boolean) => {
+    for (let t = from; t < from + 20; t++) exchange(a, b, t, drop);
+  };
   a.conn.send(big, false);
-  exchange(a, b, 0);
+  run(0);
   a.conn.send(big, false);
   let n = 0;
-  exchange(a, b, 1, (d) => d.length > 1000 && ++n === 10); // lose one part of the second copy
+  run(20, (d) => d.length > 1000 && ++n === 10); // lose one part of the second copy
   a.conn.send(new Uint8Array([7]), false);
-  exchange(a, b, 2);
+  run(40);
   const got = b.events.filter((e) => e.type === 'message').map((e) => (e.type === 'message' ? e.data : new Uint8Array()));
   assert.deepEqual(got.map((d) => d.length), [50_000, 1]);
   assert.deepEqual(got[0], big);
-  b.conn.handleTimeout(2999);
+  b.conn.handleTimeout(2000);
   assert.equal(b.conn.stats().unreliableDropped, 0);
-  b.conn.handleTimeout(3001); // past the reassembly age: the unfinished copy is given up
+  b.conn.handleTimeout(3100); // past the reassembly age: the unfinished copy is given up
   assert.equal(b.conn.stats().unreliableDropped, 1);
 });
 

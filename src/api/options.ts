@@ -43,6 +43,14 @@ export interface UDPipeOptions {
    * 1.1 kB). Default 16 MiB.
    */
   maxMessageSize?: number;
+  /**
+   * Ceiling of the path MTU search, in bytes of UDP payload (1232..65507). Every
+   * connection starts at 1232 bytes, which any path carries, and probes larger sizes up
+   * to this (RFC 8899). Default: 65488 towards loopback, 1472 (IPv6: 1452) elsewhere;
+   * raise it on a LAN with jumbo frames. Node cannot set the don't-fragment bit, so a
+   * ceiling above the local interface's MTU lets the kernel fragment datagrams.
+   */
+  maxDatagramSize?: number;
   /** Run by itself on the event loop (true) or only inside step() (false). Default true. */
   autoStep?: boolean;
   /** Log every datagram and state change, one line each, through `logger`. Default false. */
@@ -64,6 +72,7 @@ export interface ResolvedOptions {
   reconnect: { enabled: boolean; minDelayMs: number; maxDelayMs: number };
   maxQueue: number;
   maxMessageSize: number;
+  maxDatagramSize: number | undefined;
   autoStep: boolean;
   debug: boolean;
   logger: Logger;
@@ -77,7 +86,7 @@ const defaultLogger: Logger = {
 
 const KNOWN = new Set([
   'token', 'maxClients', 'pingIntervalMs', 'stallTimeoutMs', 'timeoutMs', 'connectTimeoutMs', 'sessionLingerMs',
-  'reconnect', 'maxQueue', 'maxMessageSize', 'autoStep', 'debug', 'logger', 'transport',
+  'reconnect', 'maxQueue', 'maxMessageSize', 'maxDatagramSize', 'autoStep', 'debug', 'logger', 'transport',
 ]);
 
 function bad(message: string): never {
@@ -152,6 +161,7 @@ export function resolveOptions(opts: UDPipeOptions | undefined): ResolvedOptions
     reconnect,
     maxQueue: checkInt('maxQueue', opts.maxQueue ?? 1024, 1, 1 << 20),
     maxMessageSize: checkInt('maxMessageSize', opts.maxMessageSize ?? 16 * 1024 * 1024, 1, 1 << 30),
+    maxDatagramSize: opts.maxDatagramSize === undefined ? undefined : checkInt('maxDatagramSize', opts.maxDatagramSize, 1232, 65507),
     autoStep: checkBool('autoStep', opts.autoStep ?? true),
     debug: checkBool('debug', opts.debug ?? false),
     logger,

@@ -57,6 +57,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
       initialRttMs: 100,
       closeTimeoutMs: Math.min(5000, o.timeoutMs),
       maxMessageSize: o.maxMessageSize,
+      maxDatagramSize: o.maxDatagramSize,
     };
   }
 
@@ -190,6 +191,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
         throw new UDPipeError('ERR_RESOLVE', `cannot resolve '${host}': ${(err as Error).message}`, { cause: err });
       }
       this.serverAddr = { address: serverIp, port };
+      client.serverAddress = serverIp;
       try {
         await driver.bind(0, isIP(serverIp) === 6 ? '::' : '0.0.0.0');
       } catch (err) {

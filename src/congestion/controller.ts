@@ -1,8 +1,7 @@
 /**
  * The small interface every congestion controller implements (../shared/design.md):
  * the connection reports sends, acknowledgements and losses, and asks how many bytes
- * may be in flight. Pacing and CUBIC come with the throughput issue behind the same
- * interface.
+ * may be in flight. Pacing is separate (pacer.ts) and reads only `window`.
  */
 export interface CongestionController {
   /** Bytes that may be in flight now. */
@@ -12,6 +11,8 @@ export interface CongestionController {
   onAck(bytes: number, sentAt: number, now: number): void;
   /** A packet sent at `sentAt` was declared lost. */
   onLoss(bytes: number, sentAt: number, now: number): void;
+  /** The path MTU changed: windows are counted in datagrams of this size from now on. */
+  setMaxDatagram(bytes: number): void;
   /** Every packet across more than a PTO period was lost (RFC 9002 7.6): collapse the window. */
   onPersistentCongestion(): void;
   toJSON(): Record<string, number | string>;

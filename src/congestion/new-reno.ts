@@ -9,15 +9,21 @@ export class NewReno implements CongestionController {
   window: number;
   private ssthresh = Infinity;
   private recoveryStart = -Infinity;
-  private readonly minWindow: number;
+  private minWindow: number;
 
-  constructor(private readonly maxDatagram: number) {
+  constructor(private maxDatagram: number) {
     // RFC 9002 7.2: initial window min(10 * max_datagram, max(14720, 2 * max_datagram)).
     this.window = Math.min(10 * maxDatagram, Math.max(14720, 2 * maxDatagram));
     this.minWindow = 2 * maxDatagram;
   }
 
   onSent(): void {}
+
+  setMaxDatagram(bytes: number): void {
+    this.maxDatagram = bytes;
+    this.minWindow = 2 * bytes;
+    if (this.window < this.minWindow) this.window = this.minWindow;
+  }
 
   onAck(bytes: number, sentAt: number): void {
     if (sentAt <= this.recoveryStart) return;

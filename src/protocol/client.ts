@@ -87,6 +87,9 @@ export class ClientEndpoint {
   datagramsSent = 0;
   datagramsReceived = 0;
 
+  /** The server's address as the transport resolved it: sets the path MTU search's ceiling. */
+  serverAddress: string | undefined;
+
   constructor(
     private readonly cfg: ClientConfig,
     private readonly randomBytes: (n: number) => Uint8Array,
@@ -274,6 +277,7 @@ export class ClientEndpoint {
         this.events.push({ type: 'connection', event });
       },
       initialPacketNumber: this.cfg.initialPacketNumber,
+      ...(this.serverAddress === undefined ? {} : { peerAddress: this.serverAddress }),
     });
     this.hs = undefined;
     this._state = 'connected';

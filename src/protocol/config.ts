@@ -13,6 +13,11 @@ export interface ConnectionConfig {
   closeTimeoutMs: number;
   /** Largest reliable message, sent or accepted; reassembly never holds more than this. */
   maxMessageSize: number;
+  /**
+   * Ceiling of the path MTU search, in bytes of UDP payload; undefined picks one from
+   * the peer's address (src/protocol/path-mtu.ts).
+   */
+  maxDatagramSize?: number | undefined;
 }
 
 export const DEFAULT_CONNECTION_CONFIG: ConnectionConfig = {

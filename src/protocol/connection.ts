@@ -1,4 +1,5 @@
 import { NewReno } from '../congestion/new-reno.js';
+import { Pacer } from '../congestion/pacer.js';
 import type { CongestionController } from '../congestion/controller.js';
 import type { PacketCipher } from '../crypto/packet-cipher.js';
 import { AckTracker } from '../reliability/ack-tracker.js';
@@ -10,8 +11,8 @@ import { OrderedReceiver } from '../reliability/receiver.js';
 import { ReliableSender, splitMessage, type OutMessage, type Unit } from '../reliability/sender.js';
 import { ByteWriter } from '../wire/bytes.js';
 import {
+  BASE_DATAGRAM_SIZE,
   DATA_HEADER_SIZE,
-  MAX_DATAGRAM_SIZE,
   MAX_MESSAGE_SIZE,
   PART_SIZE,
   TAG_SIZE,
@@ -23,12 +24,15 @@ import { WireFormatError } from '../wire/errors.js';
 import { decodeFrames, frameSize, isAckEliciting, writeFrame, type Frame } from '../wire/frames.js';
 import { writeDataHeader } from '../wire/packet.js';
 import type { ConnectionConfig, ConnectionEvent, ConnectionState } from './config.js';
+import { PathMtu, datagramCeiling } from './path-mtu.js';
 import { TimerTable } from './timers.js';
 
 type TimerName = 'ping' | 'stall' | 'idle' | 'close' | 'closeRetry' | 'drain';
 
-/** Room for frames in one DATA packet. */
-const FRAME_ROOM = MAX_DATAGRAM_SIZE - DATA_HEADER_SIZE - TAG_SIZE;
+/** Bytes of a DATA packet that are not frames. */
+const PACKET_OVERHEAD = DATA_HEADER_SIZE + TAG_SIZE;
+/** Probe timeouts in a row, while sending above the base size, that mean a PMTU black hole. */
+const BLACK_HOLE_PTOS = 3;
 /** Outstanding pings remembered for RTT on PONG. */
 const MAX_PINGS_REMEMBERED = 8;
 
@@ -45,6 +49,11 @@ export interface ConnectionInit {
   initialPacketNumber?: number;
   /** First message sequence number in both directions (docs/PROTOCOL.md: both start at 0). */
   initialSeq?: number;
+  /**
+   * The peer's address, for the path MTU search's ceiling (src/protocol/path-mtu.ts).
+   * Without it the connection stays at the base datagram size.
+   */
+  peerAddress?: string;
 }
 
 export interface ConnectionStats {
@@ -67,6 +76,8 @@ export interface ConnectionStats {
   duplicates: number;
   /** Unreliable messages that lost a part and were given up whole. */
   unreliableDropped: number;
+  /** Path MTU search: the datagram size in use, its ceiling, probes sent and lost. */
+  pmtu: Record<string, number>;
 }
 
 /**
@@ -87,6 +98,10 @@ export class Connection {
 
   private readonly recovery: LossRecovery;
   private readonly cc: CongestionController;
+  private readonly pacer: Pacer;
+  /** When the pacer lets the next data packet go, if it held one back. */
+  private pacedUntil = Infinity;
+  private readonly pmtu: PathMtu;
   private readonly sender: ReliableSender;
   private readonly receiver: OrderedReceiver;
   private readonly unreliable = new Deque<Uint8Array>();
@@ -119,10 +134,17 @@ export class Connection {
 
   private readonly lossCallbacks: LossCallbacks = {
     acked: (p: SentPacket) => {
+      if (p.probe) {
+        this.pmtu.onProbeAcked(p.size, this.lastNow);
+        this.cc.setMaxDatagram(this.pmtu.current);
+        this.pacer.setMaxDatagram(this.pmtu.current);
+      }
       this.cc.onAck(p.size, p.sentAt, this.lastNow);
       for (const m of p.messages) this.sender.onAcked(m);
     },
     lost: (p: SentPacket) => {
+      // RFC 8899 / RFC 9000 14.4: a lost probe says the size is too big, nothing about congestion.
+      if (p.probe) return this.pmtu.onProbeLost(p.size, this.lastNow);
       this.cc.onLoss(p.size, p.sentAt, this.lastNow);
       for (const m of p.messages) this.sender.onLost(m);
     },
@@ -141,7 +163,9 @@ export class Connection {
     // Parts of unfinished unreliable messages: one maximum message's worth per connection.
     this.unreliableParts = new UnreliableAssembler(this.cfg.maxMessageSize, this.cfg.maxMessageSize);
     this.recovery = new LossRecovery(this.cfg.initialRttMs, this.cfg.maxAckDelayMs, Math.max(this.cfg.pingIntervalMs, 200));
-    this.cc = new NewReno(MAX_DATAGRAM_SIZE);
+    this.cc = new NewReno(BASE_DATAGRAM_SIZE);
+    this.pacer = new Pacer(BASE_DATAGRAM_SIZE, init.now);
+    this.pmtu = new PathMtu(init.peerAddress === undefined ? BASE_DATAGRAM_SIZE : datagramCeiling(init.peerAddress, this.cfg.maxDatagramSize), init.now);
     this.sender = new ReliableSender(0, init.initialSeq ?? 0);
     this.receiver = new OrderedReceiver(init.initialSeq ?? 0);
     this.lastReceivedAt = init.now;
@@ -182,6 +206,18 @@ export class Connection {
     if (this.timers.get('stall') !== Infinity) this.timers.set('stall', this.lastReceivedAt + this.cfg.stallTimeoutMs);
     this.timers.set('idle', this.lastReceivedAt + this.cfg.timeoutMs);
     this.timers.set('ping', Math.min(this.timers.get('ping'), this.lastNow + this.cfg.pingIntervalMs));
+  }
+
+  /** The peer now sends from another address: search that path's MTU from the base size. */
+  pathChanged(address: string, now: number): void {
+    this.pmtu.reset(datagramCeiling(address, this.cfg.maxDatagramSize), now);
+    this.cc.setMaxDatagram(this.pmtu.current);
+    this.pacer.setMaxDatagram(this.pmtu.current);
+  }
+
+  /** Largest datagram this connection sends now (the path MTU found so far). */
+  get maxDatagramSize(): number {
+    return this.pmtu.current;
   }
 
   private armKeepalive(now: number): void {
@@ -307,6 +343,7 @@ export class Connection {
   private onFrame(f: Frame, now: number): void {
     switch (f.type) {
       case 'padding':
+      case 'mtu-probe':
         return;
       case 'ack':
         if (!this.recovery.onAck(f.ranges, f.delayUs / 1000, now, this.lossCallbacks)) this.counters.malformed++;
@@ -424,6 +461,11 @@ export class Connection {
       if (this.recovery.onTimeout(now, this.lossCallbacks) === 'probe') {
         // RFC 9002 6.2.4: send probes even if the window is full.
         this.probes = 2;
+        if (this.recovery.ptoCount >= BLACK_HOLE_PTOS && this.pmtu.onBlackHole(now)) {
+          // Big packets may be what is not getting through: go back to the size every path carries.
+          this.cc.setMaxDatagram(this.pmtu.current);
+          this.pacer.setMaxDatagram(this.pmtu.current);
+        }
         if (this.sender.requeueInFlight() === 0 && this.sender.unsent === 0) this.ping();
       }
       this.afterAckOrLoss();
@@ -434,17 +476,45 @@ export class Connection {
 
   nextDeadline(): number {
     if (this._state === 'closed') return this.timers.get('drain');
-    return Math.min(this.timers.next(), this.recovery.deadline(), this.acks.deadline);
+    return Math.min(this.timers.next(), this.recovery.deadline(), this.acks.deadline, this.pacedUntil);
   }
 
   private mayCloseNow(): boolean {
     return this._state === 'closing' && this.sender.length === 0 && this.unreliable.length === 0;
   }
 
-  private canSendData(): boolean {
+  private canSendData(now: number): boolean {
+    this.pacedUntil = Infinity;
     if (this._state !== 'connected' && this._state !== 'closing') return false;
     if (this.probes > 0) return true;
-    return this.recovery.bytesInFlight + MAX_DATAGRAM_SIZE <= this.cc.window;
+    const size = this.pmtu.current;
+    if (this.recovery.bytesInFlight + size > this.cc.window) return false;
+    if (this.sender.peek() === undefined && this.unreliable.length === 0) return true;
+    const at = this.pacer.sendTime(size, this.cc.window, this.recovery.rtt.smoothed, now);
+    if (at <= now) return true;
+    this.pacedUntil = at;
+    return false;
+  }
+
+  /**
+   * A path MTU probe, when the search wants one and the window has room: an ACK if one
+   * is owed, MTU_PROBE, and padding up to the size probed. No data rides in it, so
+   * its loss costs nothing to retransmit.
+   */
+  private pollProbe(now: number): Uint8Array | null {
+    if (this._state !== 'connected') return null;
+    const size = this.pmtu.probeSize(now);
+    if (size === undefined || this.recovery.bytesInFlight + size > this.cc.window) return null;
+    const frames: Frame[] = [];
+    const ack = this.acks.pending ? this.acks.takeFrame(now) : undefined;
+    if (ack) frames.push(ack);
+    frames.push({ type: 'mtu-probe' });
+    let used = PACKET_OVERHEAD;
+    for (const f of frames) used += frameSize(f);
+    if (used > size) return null;
+    if (used < size) frames.push({ type: 'padding', length: size - used });
+    this.pmtu.onProbeSent(size);
+    return this.finishPacket(frames, [], true, now, true);
   }
 
   /** The next datagram to send, or null when there is nothing to send now. */
@@ -461,14 +531,16 @@ export class Connection {
       this.closeToSend = true;
       this.closeRetryMs = Math.max(this.recovery.rtt.pto(1, this.cfg.maxAckDelayMs), 20);
     }
-    const dataOk = this.canSendData();
+    const probe = this.pollProbe(now);
+    if (probe) return probe;
+    const dataOk = this.canSendData(now);
     const hasData = dataOk && (this.sender.peek() !== undefined || this.unreliable.length > 0);
     const hasControl = this.pongsToSend.length > 0 || this.pingToSend !== undefined || this.closeToSend || this.closedToSend;
     if (!hasData && !hasControl && !this.acks.due) return null;
 
     const frames: Frame[] = [];
     const messages: OutMessage[] = [];
-    let room = FRAME_ROOM;
+    let room = this.pmtu.current - PACKET_OVERHEAD;
     let ackEliciting = false;
     const add = (f: Frame): boolean => {
       const n = frameSize(f);
@@ -509,9 +581,12 @@ export class Connection {
     }
     if (frames.length === 0) return null;
     if (ackEliciting && this.probes > 0) this.probes--;
+    return this.finishPacket(frames, messages, ackEliciting, now, false);
+  }
 
+  private finishPacket(frames: Frame[], messages: OutMessage[], ackEliciting: boolean, now: number, probe: boolean): Uint8Array {
     const pn = this.nextPn++;
-    let size = DATA_HEADER_SIZE + TAG_SIZE;
+    let size = PACKET_OVERHEAD;
     for (const f of frames) size += frameSize(f);
     const out = new Uint8Array(size);
     const w = new ByteWriter(out);
@@ -519,8 +594,9 @@ export class Connection {
     for (const f of frames) writeFrame(w, f);
     this.cipher.seal(out, w.offset);
 
-    this.recovery.onSent({ pn, sentAt: now, size, ackEliciting, messages });
+    this.recovery.onSent({ pn, sentAt: now, size, ackEliciting, messages, probe });
     this.cc.onSent(size, now);
+    if (!probe && frames.some((f) => f.type === 'reliable' || f.type === 'unreliable')) this.pacer.onSent(size);
     this.counters.datagramsSent++;
     this.counters.bytesSent += size;
     if (ackEliciting) this.counters.ackElicitingSent++;
@@ -560,6 +636,7 @@ export class Connection {
       malformed: c.malformed + this.assembler.rejected + this.unreliableParts.rejected,
       duplicates: c.duplicates,
       unreliableDropped: this.unreliableParts.dropped,
+      pmtu: this.pmtu.toJSON(),
     };
   }
 }

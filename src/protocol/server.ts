@@ -169,6 +169,7 @@ export class ServerEndpoint {
           // Authenticated packet from a new address: the client moved (NAT rebinding,
           // network change). Replies follow it. The security issue adds path validation.
           peer.address = { address: from.address, port: from.port };
+          peer.conn.pathChanged(from.address, now);
           this.events.push({ type: 'address-changed', connId: d.connId, address: peer.address });
         }
         this.touch(d.connId);
@@ -246,6 +247,7 @@ export class ServerEndpoint {
       config: this.cfg,
       now,
       emit: (event) => this.onConnectionEvent(connId, event),
+      peerAddress: from.address,
     });
     for (const u of outbound) conn.sendUnit(u);
     this.peers.set(connId, { conn, address: { address: from.address, port: from.port }, handshakeKey: hsKey, accept, sessionKey, delivered, sendBase, confirmed: false, held: [] });
@@ -338,6 +340,8 @@ export class ServerEndpoint {
         this.deadlines.set(id, p.conn.nextDeadline());
         return { bytes, to: p.address };
       }
+      // Nothing to send now; a paced connection has a new deadline for when it may.
+      if (p) this.deadlines.set(id, p.conn.nextDeadline());
       this.dirty.delete(id);
       this.reap(id);
     }

@@ -8,6 +8,8 @@ export interface SentPacket {
   readonly size: number;
   readonly ackEliciting: boolean;
   readonly messages: OutMessage[];
+  /** A path MTU probe (no data): its loss says the size is too big, not that the path is congested. */
+  readonly probe?: boolean;
 }
 
 /** RFC 9002 constants. */
@@ -98,7 +100,7 @@ export class LossRecovery {
       if (this.largestAcked - p.pn >= PACKET_THRESHOLD || lossAt <= now) {
         this.sent.delete(p.pn);
         this.bytesInFlight -= p.size;
-        this.lostPackets++;
+        if (!p.probe) this.lostPackets++;
         cb.lost(p);
       } else {
         this.lossTime = Math.min(this.lossTime, lossAt);

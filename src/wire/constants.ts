@@ -29,6 +29,8 @@ export const enum FrameType {
   Closed = 0x07,
   ReliablePart = 0x08,
   UnreliablePart = 0x09,
+  /** Ack-eliciting, no body: marks a path MTU probe (padding fills the rest). */
+  MtuProbe = 0x0a,
 }
 
 export const NONCE_SIZE = 16;
@@ -48,6 +50,16 @@ export const DATA_HEADER_SIZE = 10;
  * headers, so it crosses any path without IP fragmentation.
  */
 export const MAX_DATAGRAM_SIZE = 1232;
+/** Base PLPMTU of DPLPMTUD (RFC 8899): every connection starts here and falls back here. */
+export const BASE_DATAGRAM_SIZE = MAX_DATAGRAM_SIZE;
+/** Probe ceiling on ordinary paths: Ethernet's 1500-byte MTU less IPv4 (20) and UDP (8) headers. */
+export const ETHERNET_DATAGRAM_SIZE = 1472;
+/** Same for IPv6 (40-byte header). */
+export const ETHERNET_DATAGRAM_SIZE_V6 = 1452;
+/** Probe ceiling towards loopback: Linux lo has a 65536-byte MTU; IPv6 (40) and UDP (8) headers off. */
+export const LOOPBACK_DATAGRAM_SIZE = 65488;
+/** Largest UDP payload over IPv4; no configured ceiling may exceed it. */
+export const MAX_UDP_PAYLOAD = 65507;
 /** Reliable message frame overhead: type, channel, u16 sequence, 2-byte varint length. */
 export const MESSAGE_FRAME_OVERHEAD = 6;
 /** Largest message that fits one DATA packet alone (larger reliable ones travel in parts). */

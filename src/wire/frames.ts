@@ -31,6 +31,8 @@ export type Frame =
    */
   | { type: 'unreliable'; channel: number; data: Uint8Array; part?: { id: number; index: number; count: number } }
   | { type: 'close'; reason: number }
+  /** MTU_PROBE: ack-eliciting and empty; the packet around it is padded to the size probed. */
+  | { type: 'mtu-probe' }
   | { type: 'closed' };
 
 /**
@@ -68,6 +70,7 @@ export function frameSize(f: Frame): number {
     case 'close':
       return 2;
     case 'closed':
+    case 'mtu-probe':
       return 1;
   }
 }
@@ -111,6 +114,9 @@ export function writeFrame(w: ByteWriter, f: Frame): void {
       return;
     case 'closed':
       w.u8(FrameType.Closed);
+      return;
+    case 'mtu-probe':
+      w.u8(FrameType.MtuProbe);
       return;
   }
 }
@@ -182,6 +188,8 @@ function readFrame(r: ByteReader): Frame {
       return { type: 'close', reason: r.u8('close reason') };
     case FrameType.Closed:
       return { type: 'closed' };
+    case FrameType.MtuProbe:
+      return { type: 'mtu-probe' };
     default:
       throw new WireFormatError(`unknown frame type 0x${t.toString(16)}`);
   }
@@ -214,5 +222,7 @@ export function describeFrame(f: Frame): string {
       return `CLOSE reason=${f.reason}`;
     case 'closed':
       return 'CLOSED';
+    case 'mtu-probe':
+      return 'MTU_PROBE';
   }
 }
