@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { RangeSet } from '../src/reliability/range-set.js';
-import { OrderedReceiver, RECEIVE_WINDOW } from '../src/reliability/receiver.js';
-import { ReliableSender } from '../src/reliability/sender.js';
+import { OrderedReceiver, RECEIVE_WINDOW, RECEIVE_WINDOW_BYTES } from '../src/reliability/receiver.js';
+import { ReliableSender, type OutMessage } from '../src/reliability/sender.js';
 import { LossRecovery, type SentPacket } from '../src/reliability/loss-recovery.js';
 import { RttEstimator } from '../src/reliability/rtt.js';
 import { DeadlineHeap } from '../src/protocol/deadline-heap.js';
@@ -92,7 +92,55 @@ describe('ReliableSender', () => {
     const s = new ReliableSender();
     for (let i = 0; i <= RECEIVE_WINDOW; i++) s.enqueue(new Uint8Array(1));
     for (let i = 0; i < RECEIVE_WINDOW; i++) s.take(s.peek()!);
-    assert.equal(s.peek(), undefined, 'message 1024 waits until message 0 is acknowledged');
+    assert.equal(s.peek(), undefined, `message ${RECEIVE_WINDOW} waits until message 0 is acknowledged`);
+  });
+
+  test('a queued message is cut to fill the room of the packet being built', () => {
+    const s = new ReliableSender();
+    const big = new Uint8Array(100_000).map((_, i) => i & 0xff);
+    s.enqueueMessage(big);
+    s.enqueueMessage(new Uint8Array(500));
+    assert.equal(s.length, 87 + 1, 'length counts base-size units until cut');
+    const a = s.peek(60_000)!;
+    assert.equal(a.last, false);
+    assert.ok(a.data.length > 59_000 && a.data.length <= 60_000 - 9, `first part ${a.data.length} B`);
+    s.take(a);
+    assert.equal(s.peek(100), undefined, 'no part smaller than 256 bytes while more remains');
+    const b = s.peek(65_000)!;
+    assert.equal(b.last, true);
+    assert.equal(a.data.length + b.data.length, big.length);
+    s.take(b);
+    assert.equal(s.peek(400), undefined, 'a small message is never cut: it waits for a packet with room');
+    assert.equal(s.peek(1000)?.last, undefined);
+    // Units are views of the message, in order.
+    assert.deepEqual(new Uint8Array([...a.data, ...b.data]), big);
+  });
+
+  test('never has more than RECEIVE_WINDOW_BYTES of the stream past its oldest unacknowledged unit', () => {
+    const s = new ReliableSender();
+    for (let i = 0; i < 200; i++) s.enqueueMessage(new Uint8Array(60_000));
+    const first = s.peek(65_000)!;
+    let sent = 0;
+    for (let m: OutMessage | undefined = first; m; m = s.peek(65_000)) {
+      s.take(m);
+      sent += m.data.length;
+    }
+    assert.ok(sent <= RECEIVE_WINDOW_BYTES && sent > RECEIVE_WINDOW_BYTES - 65_000, `${sent} bytes out`);
+    s.onAcked(first);
+    assert.ok(s.peek(65_000), 'the window moves on when the oldest unit is acknowledged');
+  });
+
+  test('takeAll hands over staged and partly cut messages as base-size units', () => {
+    const s = new ReliableSender();
+    s.enqueueMessage(new Uint8Array(5000));
+    s.take(s.peek(2000)!);
+    s.enqueueMessage(new Uint8Array(10));
+    const { units, firstIndex } = s.takeAll();
+    assert.equal(firstIndex, 0);
+    assert.equal(units.reduce((n, u) => n + u.data.length, 0), 5010);
+    assert.deepEqual(units.map((u) => u.last), [false, ...units.slice(1, -2).map(() => false), true, undefined]);
+    assert.equal(s.length, 0);
+    assert.equal(s.bytes, 0);
   });
 
   test('an acknowledged message queued for retransmission is skipped', () => {

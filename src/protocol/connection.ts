@@ -234,7 +234,7 @@ export class Connection {
    */
   send(data: Uint8Array, reliable: boolean): boolean {
     if (!reliable) this.unreliable.push(data);
-    else for (const u of splitMessage(data, MAX_MESSAGE_SIZE, PART_SIZE)) this.sender.enqueue(u.data, u.last);
+    else this.sender.enqueueMessage(data);
     return this.afterQueued();
   }
 
@@ -489,7 +489,7 @@ export class Connection {
     if (this.probes > 0) return true;
     const size = this.pmtu.current;
     if (this.recovery.bytesInFlight + size > this.cc.window) return false;
-    if (this.sender.peek() === undefined && this.unreliable.length === 0) return true;
+    if (!this.sender.ready() && this.unreliable.length === 0) return true;
     const at = this.pacer.sendTime(size, this.cc.window, this.recovery.rtt.smoothed, now);
     if (at <= now) return true;
     this.pacedUntil = at;
@@ -534,7 +534,7 @@ export class Connection {
     const probe = this.pollProbe(now);
     if (probe) return probe;
     const dataOk = this.canSendData(now);
-    const hasData = dataOk && (this.sender.peek() !== undefined || this.unreliable.length > 0);
+    const hasData = dataOk && (this.sender.ready() || this.unreliable.length > 0);
     const hasControl = this.pongsToSend.length > 0 || this.pingToSend !== undefined || this.closeToSend || this.closedToSend;
     if (!hasData && !hasControl && !this.acks.due) return null;
 
@@ -565,8 +565,15 @@ export class Connection {
         this.pingToSend = undefined;
       }
       if (dataOk) {
-        for (let m = this.sender.peek(); m; m = this.sender.peek()) {
-          if (!add({ type: 'reliable', channel: m.channel, seq: m.seq, data: m.data, last: m.last })) break;
+        for (let m = this.sender.peek(room); m; m = this.sender.peek(room)) {
+          const f: Frame = { type: 'reliable', channel: m.channel, seq: m.seq, data: m.data, last: m.last };
+          if (!add(f)) {
+            // A unit cut for a larger path MTU than we have now (a black hole shrank it):
+            // it goes alone, oversized, and IP fragmentation carries it if it can.
+            if (messages.length > 0 || ackEliciting) break;
+            room = frameSize(f);
+            add(f);
+          }
           this.sender.take(m);
           messages.push(m);
           if (m.sendCount === 1) this.counters.messagesSent++;

@@ -6,7 +6,14 @@ import { seqAdd, seqDiff } from './seq.js';
  * message (sender.ts), so nothing legitimate is refused, and a hostile peer can make
  * us hold at most this many messages per channel.
  */
-export const RECEIVE_WINDOW = 1024;
+export const RECEIVE_WINDOW = 8192;
+/**
+ * The same window in bytes: a sender never has more than this much of the stream past
+ * its oldest unacknowledged unit, so a receiver never buffers more out of order (plus
+ * one unit of slack for a unit that was cut before the window shrank).
+ */
+export const RECEIVE_WINDOW_BYTES = 4 * 1024 * 1024;
+const BUFFER_LIMIT = RECEIVE_WINDOW_BYTES + 65536;
 
 export type ReceiveResult = 'delivered' | 'buffered' | 'duplicate' | 'out-of-window';
 
@@ -17,6 +24,7 @@ export type ReceiveResult = 'delivered' | 'buffered' | 'duplicate' | 'out-of-win
 export class OrderedReceiver {
   private next: number;
   private readonly buffer = new Map<number, { data: Uint8Array; last: boolean | undefined }>();
+  private bufferedBytes = 0;
 
   constructor(initialSeq = 0) {
     this.next = initialSeq & 0xffff;
@@ -33,13 +41,16 @@ export class OrderedReceiver {
     if (d >= RECEIVE_WINDOW) return 'out-of-window';
     if (d > 0) {
       if (this.buffer.has(seq)) return 'duplicate';
+      if (this.bufferedBytes + data.length > BUFFER_LIMIT) return 'out-of-window';
       this.buffer.set(seq, { data, last });
+      this.bufferedBytes += data.length;
       return 'buffered';
     }
     deliver(data, last);
     this.next = seqAdd(this.next, 1);
     for (let m = this.buffer.get(this.next); m !== undefined; m = this.buffer.get(this.next)) {
       this.buffer.delete(this.next);
+      this.bufferedBytes -= m.data.length;
       deliver(m.data, m.last);
       this.next = seqAdd(this.next, 1);
     }

@@ -39,6 +39,10 @@ export class ReliableAssembler {
         this.rejected++;
         this.reset();
       }
+      if (data.length > this.maxMessageSize) {
+        this.rejected++;
+        return undefined;
+      }
       return { data, units: 1 };
     }
     this.units++;
