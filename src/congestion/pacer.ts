@@ -50,18 +50,21 @@ export class Pacer {
   }
 
   /**
-   * When a packet of `size` bytes may go: `now` means at once. The deadline aims at a
-   * full `size` of tokens while the test accepts one byte less, so floating-point
-   * rounding can never make a deadline that does not test as due when it comes.
+   * When the next data packet may go: `now` means at once. A packet goes whenever the
+   * bucket is not empty and may take it below zero by up to its own size; the next one
+   * then waits until the bucket refills past zero. So the rate holds over time, bursts
+   * stay within the bucket's capacity plus one packet, and a small message is never
+   * held back as if it were a full datagram. The deadline aims at one byte of tokens
+   * while the test accepts any positive amount, so floating-point rounding can never
+   * produce a deadline that does not test as due when it comes.
    */
-  sendTime(size: number, window: number, srttMs: number, now: number): number {
+  sendTime(window: number, srttMs: number, now: number): number {
     const rate = this.refill(now, window, srttMs);
-    const missing = size - this.tokens;
-    return missing <= 1 ? now : now + missing / rate;
+    return this.tokens > 0 ? now : now + (1 - this.tokens) / rate;
   }
 
   onSent(size: number): void {
-    this.tokens = Math.max(this.tokens - size, -this.maxDatagram);
+    this.tokens -= size;
   }
 
   toJSON(): Record<string, number> {

@@ -331,6 +331,11 @@ export class Connection {
       return 'ok';
     }
     this.armKeepalive(now);
+    // PING on silence only: a side that just heard from its peer has no reason to ask
+    // whether the peer is there. The peer hears from us through our PONG (or our
+    // data), so each side still hears something every interval, with half the
+    // packets of both sides pinging on a fixed beat.
+    this.timers.set('ping', now + this.cfg.pingIntervalMs);
     if (this._state === 'stalled') this.unstall(now);
 
     for (const f of frames) {
@@ -487,10 +492,9 @@ export class Connection {
     this.pacedUntil = Infinity;
     if (this._state !== 'connected' && this._state !== 'closing') return false;
     if (this.probes > 0) return true;
-    const size = this.pmtu.current;
-    if (this.recovery.bytesInFlight + size > this.cc.window) return false;
+    if (this.recovery.bytesInFlight + this.pmtu.current > this.cc.window) return false;
     if (!this.sender.ready() && this.unreliable.length === 0) return true;
-    const at = this.pacer.sendTime(size, this.cc.window, this.recovery.rtt.smoothed, now);
+    const at = this.pacer.sendTime(this.cc.window, this.recovery.rtt.smoothed, now);
     if (at <= now) return true;
     this.pacedUntil = at;
     return false;
@@ -504,7 +508,10 @@ export class Connection {
   private pollProbe(now: number): Uint8Array | null {
     if (this._state !== 'connected') return null;
     const size = this.pmtu.probeSize(now);
-    if (size === undefined || this.recovery.bytesInFlight + size > this.cc.window) return null;
+    // Within the window, or alone in flight: the initial window is smaller than a
+    // loopback probe, and waiting for the window to grow would mean a lossy path
+    // (whose window never grows) never probes at all.
+    if (size === undefined || (this.recovery.bytesInFlight > 0 && this.recovery.bytesInFlight + size > this.cc.window)) return null;
     const frames: Frame[] = [];
     const ack = this.acks.pending ? this.acks.takeFrame(now) : undefined;
     if (ack) frames.push(ack);
