@@ -1,11 +1,12 @@
 /**
- * `npm run bench`: udpipe against raw node:dgram (the ceiling) and node:net TCP, side by
- * side in one run on loopback, each with its server in a second process
- * (bench/peer.ts). Writes a table with the machine description to bench/results/.
- * Numbers are reported as measured and as ratios; nothing here is a test.
+ * `npm run bench`: udpipe side by side with raw node:dgram (the ceiling), node:net TCP,
+ * udx-native (native reliable UDP streams) and the npm `enet` package, in one run on
+ * loopback, each with its far end in a second process (bench/peer.ts). Writes a table
+ * with the machine description to bench/results/latest.md. Numbers are reported as
+ * measured and as ratios; nothing here is a test.
  *
- * Not yet here (the throughput issue adds them): udx-native, ENet, the transfer through
- * a lossy proxy, and idle-connection memory.
+ * BENCH_SECONDS (default 2) sets the length of each timed row; BENCH_IDLE (default
+ * "1000,10000") the idle-connection counts.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
@@ -13,22 +14,32 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
+import type { EnetHost, EnetPeer } from 'enet';
 import { UDPipe } from '../src/index.js';
 
 const HOST = '127.0.0.1';
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 2);
+/** BENCH_ONLY=ping,blast,transfer,idle runs only those sections (the table shows what ran). */
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'ping,blast,transfer,idle').split(','));
+const IDLE_COUNTS = (process.env.BENCH_IDLE ?? '1000,10000').split(',').map(Number).filter((n) => n > 0);
 const MSG = Buffer.alloc(32, 0x61);
 const PEER = fileURLToPath(new URL('./peer.js', import.meta.url));
+const TRANSFER = 64 * 1024 * 1024;
+/** A transfer that has not finished by then is reported as not finished, with its rate so far. */
+const TRANSFER_LIMIT_S = 30;
+
+type Impl = 'dgram' | 'tcp' | 'udx' | 'enet' | 'udpipe';
 
 interface Peer {
   child: ChildProcess;
   port: number;
+  ask(line: string): Promise<string>;
   count(): Promise<number>;
   stop(): void;
 }
 
-async function startPeer(impl: string, mode: 'echo' | 'sink' | 'bytes'): Promise<Peer> {
-  const child = spawn(process.execPath, [PEER, impl, mode], { stdio: ['pipe', 'pipe', 'inherit'] });
+async function startPeer(args: string[]): Promise<Peer> {
+  const child = spawn(process.execPath, [...(process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir=/tmp/prof'] : []), '--expose-gc', PEER, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
   let buf = '';
   const waiters: ((line: string) => void)[] = [];
   child.stdout!.on('data', (d) => {
@@ -41,19 +52,142 @@ async function startPeer(impl: string, mode: 'echo' | 'sink' | 'bytes'): Promise
   });
   const next = () => new Promise<string>((r) => waiters.push(r));
   const ready = await next();
+  const ask = (line: string) => {
+    const p = next();
+    child.stdin!.write(`${line}\n`);
+    return p;
+  };
   return {
     child,
     port: Number(ready.split(' ')[1]),
-    count: async () => {
-      const p = next();
-      child.stdin!.write('count\n');
-      return Number((await p).split(' ')[1]);
-    },
+    ask,
+    count: async () => Number((await ask('count')).split(' ')[1]),
     stop: () => child.stdin!.end(),
   };
 }
 
+const pendingDrain = new WeakMap<object, () => void>();
+
+/**
+ * Resolves on the emitter's next `event`. Callers race it with a timer, so the
+ * previous listener of ours, if it never fired, is removed first: at most one waits.
+ */
+function once(emitter: import('node:events').EventEmitter, event: string): Promise<void> {
+  const old = pendingDrain.get(emitter);
+  if (old) emitter.removeListener(event, old);
+  return new Promise<void>((resolve) => {
+    const fn = () => {
+      pendingDrain.delete(emitter);
+      resolve();
+    };
+    pendingDrain.set(emitter, fn);
+    emitter.once(event, fn);
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const yieldNow = () => new Promise((r) => setImmediate(r));
 const pct = (xs: number[], p: number) => xs[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
+
+/** A connected client of one implementation, as the rows below need it. */
+interface Client {
+  /** Sends one message; false when the implementation asks us to wait. */
+  send(data: Buffer, reliable: boolean): boolean;
+  /** Resolves when sending may go on. */
+  drained(): Promise<void>;
+  /** Called for every message (or chunk, for byte streams) that comes back. */
+  onData(fn: (bytes: number) => void): void;
+  close(): Promise<void>;
+}
+
+async function connect(impl: Impl, port: number, peer: Peer): Promise<Client> {
+  let onData: (bytes: number) => void = () => {};
+  switch (impl) {
+    case 'dgram': {
+      const s = dgram.createSocket({ type: 'udp4', sendBufferSize: 4 << 20, recvBufferSize: 4 << 20 });
+      await new Promise<void>((r) => s.bind(0, HOST, r));
+      s.on('message', (m) => onData(m.length));
+      return {
+        send: (d) => (s.send(d, port, HOST), true),
+        drained: () => new Promise<void>((r) => setImmediate(r)),
+        onData: (fn) => (onData = fn),
+        close: async () => void s.close(),
+      };
+    }
+    case 'tcp': {
+      const c = net.connect(port, HOST);
+      c.setNoDelay(true);
+      await new Promise((r) => c.once('connect', r));
+      c.on('data', (d) => onData(d.length));
+      return {
+        send: (d) => c.write(d),
+        drained: () => once(c, 'drain'),
+        onData: (fn) => (onData = fn),
+        close: async () => void c.destroy(),
+      };
+    }
+    case 'udx': {
+      const udx = new (await import('udx-native')).default();
+      const sock = udx.createSocket();
+      sock.bind(0, HOST);
+      await peer.ask(`udx ${sock.address().port}`);
+      const stream = udx.createStream(1);
+      stream.connect(sock, 2, port, HOST);
+      stream.on('data', (d: Buffer) => onData(d.length));
+      stream.on('error', () => {});
+      return {
+        send: (d, reliable) => (reliable ? stream.write(d) : (stream.trySend(d), true)),
+        drained: () => once(stream, 'drain'),
+        onData: (fn) => (onData = fn),
+        close: async () => {
+          stream.destroy();
+          await sock.close();
+        },
+      };
+    }
+    case 'enet': {
+      // Loaded only here: ENet's emscripten build installs process-wide exception handlers.
+      const enet = (await import('enet')).default;
+      const host = await new Promise<EnetHost>((resolve, reject) =>
+        enet.createClient({ peers: 1, channels: 2, down: 0, up: 0 }, (err, h) => (err ? reject(err) : resolve(h))),
+      );
+      const p = await new Promise<EnetPeer>((resolve, reject) => host.connect({ address: HOST, port }, 2, 0, (err, pe) => (err ? reject(err) : resolve(pe))));
+      host.start(1);
+      p.on('message', (packet) => onData(packet.data().length));
+      // ENet has no backpressure of its own: we keep at most this much unacknowledged.
+      let outstanding = 0;
+      let waiter: (() => void) | undefined;
+      return {
+        send: (d, reliable) => {
+          outstanding += d.length;
+          p.send(0, new enet.Packet(d, reliable ? enet.PACKET_FLAG.RELIABLE : 0), () => {
+            outstanding -= d.length;
+            if (outstanding < 2 << 20) waiter?.();
+          });
+          return outstanding < 4 << 20;
+        },
+        drained: () => new Promise<void>((r) => (waiter = r)),
+        onData: (fn) => (onData = fn),
+        close: async () => {
+          p.disconnect();
+          await sleep(20);
+          host.destroy();
+        },
+      };
+    }
+    case 'udpipe': {
+      const c = new UDPipe({ maxQueue: 1 << 14 });
+      c.onNewMessage = (m) => onData(m.length);
+      await c.connect(HOST, port);
+      return {
+        send: (d, reliable) => c.send(d, undefined, { reliable }),
+        drained: () => once(c, 'drain'),
+        onData: (fn) => (onData = fn),
+        close: () => c.close(),
+      };
+    }
+  }
+}
 
 interface PingResult {
   perSecond: number;
@@ -61,192 +195,225 @@ interface PingResult {
   p99us: number;
 }
 
-/** Sequential round trips for SECONDS: one message out, wait for it back. */
-async function pingPong(roundTrip: () => Promise<void>): Promise<PingResult> {
-  const lat: number[] = [];
-  const end = performance.now() + SECONDS * 1000;
-  for (let i = 0; i < 200; i++) await roundTrip(); // warm-up
-  while (performance.now() < end) {
-    const t = performance.now();
-    await roundTrip();
-    lat.push((performance.now() - t) * 1000);
-  }
-  lat.sort((a, b) => a - b);
-  return { perSecond: lat.length / SECONDS, p50us: pct(lat, 50), p99us: pct(lat, 99) };
-}
-
-async function pingDgram(): Promise<PingResult> {
-  const peer = await startPeer('dgram', 'echo');
-  const s = dgram.createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, HOST, r));
-  let waiting: (() => void) | undefined;
-  s.on('message', () => waiting?.());
-  // A lost datagram would stall a round trip forever: resend after 100 ms.
-  const res = await pingPong(
-    () =>
-      new Promise<void>((resolve) => {
-        const t = setTimeout(() => s.send(MSG, peer.port, HOST), 100);
-        waiting = () => {
-          clearTimeout(t);
-          resolve();
-        };
-        s.send(MSG, peer.port, HOST);
-      }),
-  );
-  s.close();
-  peer.stop();
-  return res;
-}
-
-async function pingTcp(): Promise<PingResult> {
-  const peer = await startPeer('tcp', 'echo');
-  const c = net.connect(peer.port, HOST);
-  c.setNoDelay(true);
-  await new Promise((r) => c.once('connect', r));
+/** Sequential round trips of one 32-byte message for SECONDS. */
+async function pingPong(impl: Impl): Promise<PingResult> {
+  const peer = await startPeer([impl, 'echo']);
+  const c = await connect(impl, peer.port, peer);
   let got = 0;
   let waiting: (() => void) | undefined;
-  c.on('data', (d) => {
-    got += d.length;
+  c.onData((n) => {
+    got += n;
     if (got >= MSG.length) {
       got -= MSG.length;
       waiting?.();
     }
   });
-  const res = await pingPong(() => new Promise<void>((resolve) => ((waiting = resolve), c.write(MSG))));
-  c.destroy();
-  peer.stop();
-  return res;
-}
-
-async function pingUdpipe(): Promise<PingResult> {
-  const peer = await startPeer('udpipe', 'echo');
-  const c = new UDPipe();
-  let waiting: (() => void) | undefined;
-  c.onNewMessage = () => waiting?.();
-  await c.connect(HOST, peer.port);
-  const res = await pingPong(() => new Promise<void>((resolve) => ((waiting = resolve), c.send(MSG))));
+  const roundTrip = () =>
+    new Promise<void>((resolve) => {
+      // Raw dgram has no retransmission: a lost datagram is sent again after 100 ms.
+      const retry = impl === 'dgram' ? setTimeout(() => c.send(MSG, true), 100) : undefined;
+      waiting = () => {
+        clearTimeout(retry);
+        resolve();
+      };
+      c.send(MSG, true);
+    });
+  const lat: number[] = [];
+  for (let i = 0; i < 200; i++) await roundTrip(); // warm-up
+  const end = performance.now() + SECONDS * 1000;
+  while (performance.now() < end) {
+    const t = performance.now();
+    await roundTrip();
+    lat.push((performance.now() - t) * 1000);
+  }
   await c.close();
   peer.stop();
-  return res;
+  lat.sort((a, b) => a - b);
+  return { perSecond: lat.length / SECONDS, p50us: pct(lat, 50), p99us: pct(lat, 99) };
 }
 
-/** Messages per second the server received during SECONDS of sending as fast as allowed. */
-async function blast(impl: 'dgram' | 'tcp' | 'udpipe', reliable: boolean): Promise<{ sent: number; delivered: number }> {
-  const peer = await startPeer(impl, 'sink');
+/** 32-byte messages for SECONDS, as fast as the implementation lets us: how many arrived. */
+async function blast(impl: Impl, reliable: boolean): Promise<{ sent: number; delivered: number }> {
+  const peer = await startPeer([impl, 'sink']);
+  const c = await connect(impl, peer.port, peer);
   const end = performance.now() + SECONDS * 1000;
   let sent = 0;
-  const yieldNow = () => new Promise((r) => setImmediate(r));
-  if (impl === 'dgram') {
-    const s = dgram.createSocket({ type: 'udp4', sendBufferSize: 4 << 20 });
-    await new Promise<void>((r) => s.bind(0, HOST, r));
-    while (performance.now() < end) {
-      for (let i = 0; i < 64; i++, sent++) s.send(MSG, peer.port, HOST);
-      await yieldNow();
-    }
-    await new Promise((r) => setTimeout(r, 50));
-    s.close();
-  } else if (impl === 'tcp') {
-    const c = net.connect(peer.port, HOST);
-    c.setNoDelay(true);
-    await new Promise((r) => c.once('connect', r));
-    while (performance.now() < end) {
-      let ok = true;
-      for (let i = 0; i < 256 && ok; i++, sent++) ok = c.write(MSG);
-      if (!ok) await new Promise((r) => c.once('drain', r));
-      else await yieldNow();
-    }
-    await new Promise((r) => setTimeout(r, 50));
-    c.destroy();
-  } else {
-    const c = new UDPipe({ maxQueue: 1 << 14 });
-    await c.connect(HOST, peer.port);
-    while (performance.now() < end) {
-      let ok = true;
-      for (let i = 0; i < 256 && ok; i++, sent++) ok = c.send(MSG, undefined, { reliable });
-      if (!ok) await new Promise((r) => c.once('drain', r));
-      else await yieldNow();
-    }
-    await new Promise((r) => setTimeout(r, 50));
-    await c.close();
+  while (performance.now() < end) {
+    let ok = true;
+    for (let i = 0; i < 256 && ok; i++, sent++) ok = c.send(MSG, reliable);
+    if (!ok) await Promise.race([c.drained(), sleep(50)]);
+    else await yieldNow();
   }
+  // Give what is in flight a moment; reliable ones are counted as they arrive anyway.
+  await sleep(reliable ? 200 : 50);
   let delivered = await peer.count();
-  if (impl === 'tcp') delivered = Math.floor(delivered / MSG.length);
+  // Byte streams count bytes.
+  if ((impl === 'tcp' || impl === 'udx') && reliable) delivered = Math.floor(delivered / MSG.length);
+  await c.close();
   peer.stop();
   return { sent, delivered };
 }
 
-const TRANSFER = 64 * 1024 * 1024;
-
-/** Seconds to move TRANSFER bytes, sent as 1 MiB messages (TCP: 1 MiB writes), until the server has them all. */
-async function transfer(impl: 'tcp' | 'udpipe'): Promise<number> {
-  const peer = await startPeer(impl, 'bytes');
+/** Seconds to move TRANSFER bytes in 1 MiB messages (streams: 1 MiB writes) until the far end has them all. */
+async function transfer(impl: Impl, dropRate = 0): Promise<{ seconds: number; done: number }> {
+  const peer = await startPeer([impl, 'bytes']);
+  const proxy = dropRate > 0 ? await startPeer(['proxy', String(peer.port), String(dropRate)]) : undefined;
+  const c = await connect(impl, proxy?.port ?? peer.port, peer);
   const chunk = Buffer.alloc(1024 * 1024, 0x62);
   const t0 = performance.now();
-  if (impl === 'tcp') {
-    const c = net.connect(peer.port, HOST);
-    await new Promise((r) => c.once('connect', r));
-    for (let sent = 0; sent < TRANSFER; sent += chunk.length) if (!c.write(chunk)) await new Promise((r) => c.once('drain', r));
-    while ((await peer.count()) < TRANSFER) await new Promise((r) => setTimeout(r, 5));
-    c.destroy();
-  } else {
-    const c = new UDPipe({ maxQueue: 1 << 14 });
-    await c.connect(HOST, peer.port);
-    for (let sent = 0; sent < TRANSFER; sent += chunk.length) if (!c.send(chunk)) await new Promise((r) => c.once('drain', r));
-    while ((await peer.count()) < TRANSFER) await new Promise((r) => setTimeout(r, 5));
-    await c.close();
+  const limit = t0 + TRANSFER_LIMIT_S * 1000;
+  for (let sent = 0; sent < TRANSFER && performance.now() < limit; sent += chunk.length) {
+    if (!c.send(chunk, true)) await Promise.race([c.drained(), sleep(100)]);
   }
+  let done = 0;
+  while ((done = await peer.count()) < TRANSFER && performance.now() < limit) await sleep(5);
   const seconds = (performance.now() - t0) / 1000;
+  await c.close();
   peer.stop();
-  return seconds;
+  proxy?.stop();
+  return { seconds, done };
+}
+
+interface IdleResult {
+  clients: number;
+  connectSeconds: number;
+  bytesPerConnection: number;
+  rssPerConnection: number;
+  cpuPercent: number;
+}
+
+/** N udpipe clients connect to one server and stay idle (keep-alive only): the server's cost. */
+async function idle(n: number): Promise<IdleResult> {
+  const peer = await startPeer(['udpipe', 'idle']);
+  const before = JSON.parse((await peer.ask('stats')).slice(6));
+  const clients: UDPipe[] = [];
+  const t0 = performance.now();
+  for (let i = 0; i < n; i += 200) {
+    const batch = Array.from({ length: Math.min(200, n - i) }, () => new UDPipe({ reconnect: false }));
+    await Promise.all(batch.map((c) => c.connect(HOST, peer.port, 30)));
+    clients.push(...batch);
+  }
+  const connectSeconds = (performance.now() - t0) / 1000;
+  await sleep(1500); // handshakes settle, first keep-alives go
+  const a = JSON.parse((await peer.ask('stats')).slice(6));
+  const window = 5000;
+  await sleep(window);
+  const b = JSON.parse((await peer.ask('stats')).slice(6));
+  await Promise.all(clients.map((c) => c.close()));
+  peer.stop();
+  return {
+    clients: a.clients,
+    connectSeconds,
+    bytesPerConnection: (a.heapUsed + a.external - before.heapUsed - before.external) / n,
+    rssPerConnection: (a.rss - before.rss) / n,
+    cpuPercent: ((b.cpuMs - a.cpuMs) / window) * 100,
+  };
 }
 
 async function main(): Promise<void> {
   const machine = `${os.cpus()[0]?.model ?? 'unknown cpu'}, ${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.platform()} ${os.release()}, node ${process.version}`;
-  console.error(`machine: ${machine}\n${SECONDS} s per measurement`);
-  const ping = { dgram: await pingDgram(), tcp: await pingTcp(), udpipe: await pingUdpipe() };
-  const thr = {
-    dgram: await blast('dgram', false),
-    tcp: await blast('tcp', true),
-    udpipeUnreliable: await blast('udpipe', false),
-    udpipeReliable: await blast('udpipe', true),
-  };
-  const moved = { tcp: await transfer('tcp'), udpipe: await transfer('udpipe') };
-  const mbps = (sec: number) => TRANSFER / 1e6 / sec;
-  const rate = (x: { delivered: number }) => Math.round(x.delivered / SECONDS);
-  const r = (a: number, b: number) => (a / b).toFixed(2);
+  console.error(`machine: ${machine}\n${SECONDS} s per timed row`);
+  const f = (x: number) => Math.round(x).toLocaleString('en-US');
+  const r = (a: number, b: number) => (b > 0 ? (a / b).toFixed(2) : 'n/a');
   const lines = [
     `# udpipe benchmark, ${new Date().toISOString().slice(0, 10)}`,
     '',
-    `Machine: ${machine}. Loopback, server in a second process, ${SECONDS} s per row. Command: \`npm run bench\`.`,
-    '',
-    '## Ping-pong, 32-byte messages, one at a time',
-    '',
-    '| implementation | round trips/s | p50 | p99 | vs dgram |',
-    '|---|---|---|---|---|',
-    ...Object.entries(ping).map(([k, v]) => `| ${k} | ${Math.round(v.perSecond)} | ${v.p50us.toFixed(0)} us | ${v.p99us.toFixed(0)} us | ${r(v.perSecond, ping.dgram.perSecond)} |`),
-    '',
-    '## 32-byte messages, as fast as the sender may (messages delivered per second)',
-    '',
-    '| implementation | sent | delivered/s | delivered | vs dgram |',
-    '|---|---|---|---|---|',
-    `| dgram (no flow control: what the receiver dropped is lost) | ${thr.dgram.sent} | ${rate(thr.dgram)} | ${((100 * thr.dgram.delivered) / thr.dgram.sent).toFixed(1)}% | 1.00 |`,
-    `| tcp (node:net, reliable stream) | ${thr.tcp.sent} | ${rate(thr.tcp)} | ${((100 * thr.tcp.delivered) / thr.tcp.sent).toFixed(1)}% | ${r(rate(thr.tcp), rate(thr.dgram))} |`,
-    `| udpipe unreliable | ${thr.udpipeUnreliable.sent} | ${rate(thr.udpipeUnreliable)} | ${((100 * thr.udpipeUnreliable.delivered) / thr.udpipeUnreliable.sent).toFixed(1)}% | ${r(rate(thr.udpipeUnreliable), rate(thr.dgram))} |`,
-    `| udpipe reliable-ordered | ${thr.udpipeReliable.sent} | ${rate(thr.udpipeReliable)} | ${((100 * thr.udpipeReliable.delivered) / thr.udpipeReliable.sent).toFixed(1)}% | ${r(rate(thr.udpipeReliable), rate(thr.dgram))} |`,
-    '',
-    '## 64 MiB in 1 MiB messages (TCP: 1 MiB writes), until the server has every byte',
-    '',
-    '| implementation | seconds | MB/s | vs tcp |',
-    '|---|---|---|---|',
-    `| tcp | ${moved.tcp.toFixed(2)} | ${mbps(moved.tcp).toFixed(0)} | 1.00 |`,
-    `| udpipe reliable | ${moved.udpipe.toFixed(2)} | ${mbps(moved.udpipe).toFixed(0)} | ${r(mbps(moved.udpipe), mbps(moved.tcp))} |`,
-    '',
+    `Machine: ${machine}. Loopback; the far end in a second process (the lossy proxy in a third); ${SECONDS} s per timed row. Command: \`npm run bench\`.`,
   ];
-  const out = lines.join('\n');
+
+  if (ONLY.has('ping')) {
+    const impls: Impl[] = ['dgram', 'tcp', 'udx', 'enet', 'udpipe'];
+    const ping: Partial<Record<Impl, PingResult>> = {};
+    for (const i of impls) {
+      ping[i] = await pingPong(i);
+      console.error(`ping-pong ${i}: ${Math.round(ping[i]!.perSecond)}/s`);
+    }
+    lines.push(
+      '',
+      '## Ping-pong, 32-byte messages, one at a time (reliable where the library has a choice)',
+      '',
+      '| implementation | round trips/s | p50 | p99 | vs udx-native |',
+      '|---|---|---|---|---|',
+      ...impls.map((i) => `| ${i} | ${f(ping[i]!.perSecond)} | ${ping[i]!.p50us.toFixed(0)} us | ${ping[i]!.p99us.toFixed(0)} us | ${r(ping[i]!.perSecond, ping.udx!.perSecond)} |`),
+    );
+  }
+
+  if (ONLY.has('blast')) {
+    const blasts: { name: string; r: { sent: number; delivered: number } }[] = [];
+    for (const [impl, reliable, name] of [
+      ['dgram', false, 'dgram (no flow control: what the receiver dropped is lost)'],
+      ['tcp', true, 'tcp (node:net, reliable stream)'],
+      ['udx', true, 'udx-native stream (reliable)'],
+      ['udx', false, 'udx-native datagrams (unreliable)'],
+      ['enet', true, 'enet reliable'],
+      ['enet', false, 'enet unreliable'],
+      ['udpipe', true, 'udpipe reliable-ordered'],
+      ['udpipe', false, 'udpipe unreliable'],
+    ] as const) {
+      const res = await blast(impl, reliable);
+      blasts.push({ name, r: res });
+      console.error(`32-byte ${name}: ${Math.round(res.delivered / SECONDS)}/s`);
+    }
+    const rate = (x: { delivered: number }) => x.delivered / SECONDS;
+    const dg = rate(blasts[0]!.r);
+    lines.push(
+      '',
+      '## 32-byte messages, as fast as each lets the sender go (messages delivered per second)',
+      '',
+      '| implementation | sent | delivered/s | delivered | vs dgram |',
+      '|---|---|---|---|---|',
+      ...blasts.map((b) => `| ${b.name} | ${f(b.r.sent)} | ${f(rate(b.r))} | ${((100 * b.r.delivered) / Math.max(1, b.r.sent)).toFixed(1)}% | ${r(rate(b.r), dg)} |`),
+    );
+  }
+
+  if (ONLY.has('transfer')) {
+    const moves: { name: string; t: { seconds: number; done: number } }[] = [];
+    for (const [impl, drop, name] of [
+      ['tcp', 0, 'tcp'],
+      ['udx', 0, 'udx-native'],
+      ['enet', 0, 'enet'],
+      ['udpipe', 0, 'udpipe reliable'],
+      ['udx', 0.02, 'udx-native, 2% loss'],
+      ['udpipe', 0.02, 'udpipe reliable, 2% loss'],
+    ] as const) {
+      const t = await transfer(impl, drop);
+      moves.push({ name, t });
+      console.error(`transfer ${name}: ${(t.done / 1e6 / t.seconds).toFixed(0)} MB/s`);
+    }
+    const mbps = (t: { seconds: number; done: number }) => t.done / 1e6 / t.seconds;
+    const udxMove = mbps(moves[1]!.t);
+    lines.push(
+      '',
+      `## 64 MiB in 1 MiB messages (streams: 1 MiB writes), until the far end has every byte (limit ${TRANSFER_LIMIT_S} s)`,
+      '',
+      '| implementation | seconds | MB/s | vs udx-native |',
+      '|---|---|---|---|',
+      ...moves.map((m) => `| ${m.name} | ${m.t.done < TRANSFER ? `not done after ${m.t.seconds.toFixed(0)} (${(m.t.done / 2 ** 20).toFixed(0)} MiB)` : m.t.seconds.toFixed(2)} | ${mbps(m.t).toFixed(0)} | ${r(mbps(m.t), udxMove)} |`),
+    );
+  }
+
+  if (ONLY.has('idle')) {
+    const idles: IdleResult[] = [];
+    for (const n of IDLE_COUNTS) {
+      idles.push(await idle(n));
+      console.error(`idle ${n}: done`);
+    }
+    lines.push(
+      '',
+      '## Idle udpipe connections to one server (keep-alive: PING after 1 s of silence, PONG back)',
+      '',
+      '| connections | connect time | server heap+external per connection | server RSS per connection | server CPU for keep-alives |',
+      '|---|---|---|---|---|',
+      ...idles.map((i) => `| ${f(i.clients)} | ${i.connectSeconds.toFixed(1)} s | ${f(i.bytesPerConnection)} B | ${f(i.rssPerConnection)} B | ${i.cpuPercent.toFixed(1)}% of a core |`),
+    );
+  }
+
+  const out = `${lines.join('\n')}\n`;
   console.log(out);
   const dir = fileURLToPath(new URL('../../bench/results/', import.meta.url));
   mkdirSync(dir, { recursive: true });
-  writeFileSync(`${dir}latest.md`, `${out}\n`);
+  writeFileSync(`${dir}latest.md`, out);
+  process.exit(0);
 }
 
 void main();
