@@ -237,6 +237,33 @@ test('an 8 MiB message arrives whole (SHA-256 matches), 1 MiB through 10% loss, 
   assert.deepEqual(digests.sort(), [sha(big), sha(mid), sha(mid.subarray(0, 100_000))].sort(), 'unreliable 100 kB too, on a clean loopback');
 });
 
+test('a 64 MiB transfer in 1 MiB messages over loopback arrives in order, SHA-256 intact', { timeout: 60000 }, async () => {
+  const { createHash, randomBytes } = await import('node:crypto');
+  const { pipe: srv, port } = await server(FAST);
+  const recv = createHash('sha256');
+  let bytes = 0;
+  srv.onNewMessage = (msg) => {
+    recv.update(msg);
+    bytes += msg.length;
+  };
+  const client = track(new UDPipe({ ...FAST, maxQueue: 1 << 14 }));
+  await client.connect('127.0.0.1', port);
+  const sent = createHash('sha256');
+  const seed = randomBytes(1024 * 1024);
+  for (let i = 0; i < 64; i++) {
+    const chunk = Buffer.from(seed);
+    chunk.writeUInt32BE(i, 0); // every chunk differs, so order matters to the digest
+    sent.update(chunk);
+    if (!client.send(chunk)) await once(client, 'drain');
+  }
+  await until(() => bytes === 64 * 1024 * 1024, 50000, 'all 64 MiB');
+  assert.equal(recv.digest('hex'), sent.digest('hex'));
+  const st = client.stats();
+  const conn = st.role === 'client' ? st.connection : undefined;
+  const pmtu = conn && 'pmtu' in conn ? conn.pmtu.current : undefined;
+  assert.ok(pmtu !== undefined && pmtu > 60_000, `loopback path MTU found (${pmtu})`);
+});
+
 test('start() without a host listens on IPv4 and IPv6 at once', { timeout: 10000 }, async () => {
   const srv = track(new UDPipe());
   const { port } = await srv.start(0);
