@@ -24,7 +24,7 @@ import { WireFormatError } from '../wire/errors.js';
 import { decodeFrames, frameSize, isAckEliciting, writeFrame, type Frame } from '../wire/frames.js';
 import { writeDataHeader } from '../wire/packet.js';
 import type { ConnectionConfig, ConnectionEvent, ConnectionState } from './config.js';
-import { PathMtu, datagramCeiling } from './path-mtu.js';
+import { PathMtu, datagramCeiling, isLoopback, type PmtuStats } from './path-mtu.js';
 import { TimerTable } from './timers.js';
 
 type TimerName = 'ping' | 'stall' | 'idle' | 'close' | 'closeRetry' | 'drain';
@@ -77,7 +77,7 @@ export interface ConnectionStats {
   /** Unreliable messages that lost a part and were given up whole. */
   unreliableDropped: number;
   /** Path MTU search: the datagram size in use, its ceiling, probes sent and lost. */
-  pmtu: Record<string, number>;
+  pmtu: PmtuStats;
 }
 
 /**
@@ -102,6 +102,14 @@ export class Connection {
   /** When the pacer lets the next data packet go, if it held one back. */
   private pacedUntil = Infinity;
   private readonly pmtu: PathMtu;
+  /**
+   * Largest frame room a reliable unit is cut for. A unit keeps its size for good, so
+   * one cut for a big path MTU could never cross a path that later shrinks (a route
+   * change, a move to another network: a black hole). Off loopback, units are cut for
+   * the base size, which every path carries, and large datagrams carry several of them;
+   * on loopback, whose MTU never changes, a unit may fill a 64 KiB datagram.
+   */
+  private unitRoom: number;
   private readonly sender: ReliableSender;
   private readonly receiver: OrderedReceiver;
   private readonly unreliable = new Deque<Uint8Array>();
@@ -166,6 +174,7 @@ export class Connection {
     this.cc = new NewReno(BASE_DATAGRAM_SIZE);
     this.pacer = new Pacer(BASE_DATAGRAM_SIZE, init.now);
     this.pmtu = new PathMtu(init.peerAddress === undefined ? BASE_DATAGRAM_SIZE : datagramCeiling(init.peerAddress, this.cfg.maxDatagramSize), init.now);
+    this.unitRoom = init.peerAddress !== undefined && isLoopback(init.peerAddress) ? Infinity : BASE_DATAGRAM_SIZE - PACKET_OVERHEAD;
     this.sender = new ReliableSender(0, init.initialSeq ?? 0);
     this.receiver = new OrderedReceiver(init.initialSeq ?? 0);
     this.lastReceivedAt = init.now;
@@ -211,6 +220,7 @@ export class Connection {
   /** The peer now sends from another address: search that path's MTU from the base size. */
   pathChanged(address: string, now: number): void {
     this.pmtu.reset(datagramCeiling(address, this.cfg.maxDatagramSize), now);
+    if (!isLoopback(address)) this.unitRoom = BASE_DATAGRAM_SIZE - PACKET_OVERHEAD;
     this.cc.setMaxDatagram(this.pmtu.current);
     this.pacer.setMaxDatagram(this.pmtu.current);
   }
@@ -572,7 +582,7 @@ export class Connection {
         this.pingToSend = undefined;
       }
       if (dataOk) {
-        for (let m = this.sender.peek(room); m; m = this.sender.peek(room)) {
+        for (let m = this.sender.peek(Math.min(room, this.unitRoom)); m; m = this.sender.peek(Math.min(room, this.unitRoom))) {
           const f: Frame = { type: 'reliable', channel: m.channel, seq: m.seq, data: m.data, last: m.last };
           if (!add(f)) {
             // A unit cut for a larger path MTU than we have now (a black hole shrank it):

@@ -32,6 +32,15 @@ export function datagramCeiling(address: string, configured: number | undefined)
   return address.includes(':') && !address.toLowerCase().startsWith('::ffff:') ? ETHERNET_DATAGRAM_SIZE_V6 : ETHERNET_DATAGRAM_SIZE;
 }
 
+export interface PmtuStats {
+  /** Largest datagram in use now. */
+  current: number;
+  /** Largest the search will try. */
+  ceiling: number;
+  probesSent: number;
+  probesLost: number;
+}
+
 /**
  * Datagram packetization layer path MTU discovery (RFC 8899), sans-I/O. A connection
  * sends at `current` bytes at most; `current` starts at the base size, which every IPv6
@@ -126,7 +135,7 @@ export class PathMtu {
     this.searchAt = now;
   }
 
-  toJSON(): Record<string, number> {
+  toJSON(): PmtuStats {
     return { current: this.current, ceiling: this.ceiling, probesSent: this.probesSent, probesLost: this.probesLost };
   }
 }

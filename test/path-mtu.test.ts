@@ -1,0 +1,128 @@
+/**
+ * Path MTU discovery and pacing in the simulator, in virtual time: the search finds a
+ * path's limit, falls back when the path shrinks under it, and large messages keep
+ * arriving whole throughout; the pacer spreads a window over the round trip.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { test } from 'node:test';
+import { PathMtu, datagramCeiling, isLoopback } from '../src/protocol/path-mtu.js';
+import { Pacer } from '../src/congestion/pacer.js';
+import { UDPipe, type Peer, type UDPipeOptions } from '../src/index.js';
+import { SimNetwork } from '../src/testing/index.js';
+
+const T: UDPipeOptions = { pingIntervalMs: 100, stallTimeoutMs: 2000, timeoutMs: 8000, reconnect: { minDelayMs: 20, maxDelayMs: 200 } };
+
+async function pair(net: SimNetwork, serverHost: string, clientHost: string, opts: UDPipeOptions = {}) {
+  const server = new UDPipe({ ...T, ...opts, transport: net.transport(serverHost) });
+  await server.start(9000, serverHost);
+  const got: string[] = [];
+  server.onNewMessage = (m) => got.push(createHash('sha256').update(m).digest('hex'));
+  let peer: Peer | undefined;
+  server.onConnect = (p) => (peer = p);
+  const client = new UDPipe({ ...T, ...opts, transport: net.transport(clientHost) });
+  void client.connect(serverHost, 9000, 30);
+  await net.advanceUntil(() => peer !== undefined, 5000);
+  assert.ok(peer, `connected (seed ${net.seed})`);
+  const pmtu = () => {
+    const st = client.stats();
+    const c = st.role === 'client' ? st.connection : undefined;
+    return c && 'pmtu' in c ? c.pmtu : undefined;
+  };
+  const serverPmtu = () => {
+    const c = peer!.stats();
+    return 'pmtu' in c ? c.pmtu : undefined;
+  };
+  return { server, client, got, pmtu, serverPmtu };
+}
+
+const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+test('the ceiling comes from the peer address: near 64 KiB on loopback, an Ethernet frame elsewhere', () => {
+  assert.equal(isLoopback('127.0.0.1'), true);
+  assert.equal(isLoopback('::ffff:127.1.2.3'), true);
+  assert.equal(isLoopback('::1'), true);
+  assert.equal(isLoopback('10.0.0.1'), false);
+  assert.equal(datagramCeiling('127.0.0.1', undefined), 65488);
+  assert.equal(datagramCeiling('192.0.2.1', undefined), 1472);
+  assert.equal(datagramCeiling('2001:db8::1', undefined), 1452);
+  assert.equal(datagramCeiling('::ffff:192.0.2.1', undefined), 1472);
+  assert.equal(datagramCeiling('192.0.2.1', 9000), 9000);
+  assert.equal(datagramCeiling('192.0.2.1', 100), 1232, 'never below the base size');
+});
+
+test('PathMtu bisects after the ceiling fails three times and stops within 16 bytes', () => {
+  const p = new PathMtu(65488, 0);
+  const limit = 9000;
+  let now = 0;
+  for (let i = 0; i < 200; i++) {
+    const size = p.probeSize(now);
+    if (size === undefined) break;
+    p.onProbeSent(size);
+    if (size <= limit) p.onProbeAcked(size, now);
+    else p.onProbeLost(size, now);
+    now += 10;
+  }
+  assert.ok(p.current <= limit && p.current > limit - 16, `found ${p.current}`);
+  assert.equal(p.probeSize(now), undefined, 'search over until the raise timer');
+  assert.ok(p.probeSize(now + 600_001) !== undefined, 'and it looks again later');
+});
+
+test('a loopback connection finds its path MTU (9000 here) and a large message crosses intact', async () => {
+  const net = new SimNetwork({ seed: 11, conditions: { latencyMs: 2, mtu: 9000 } });
+  const { client, got, pmtu, serverPmtu } = await pair(net, '127.0.1.1', '127.0.2.1');
+  await net.advance(20_000);
+  const c = pmtu()!;
+  const s = serverPmtu()!;
+  assert.ok(c.current <= 9000 && c.current > 9000 - 16, `client found ${c.current} (seed ${net.seed})`);
+  assert.ok(s.current <= 9000 && s.current > 9000 - 16, `server found ${s.current} (seed ${net.seed})`);
+  const big = new Uint8Array(2_000_000).map((_, i) => (i * 7) & 0xff);
+  client.send(big);
+  await net.advanceUntil(() => got.length === 1, 20_000);
+  assert.deepEqual(got, [sha(big)], `seed ${net.seed}`);
+});
+
+test('a path that shrinks under the connection (a black hole) falls back to 1232 bytes and loses nothing', async () => {
+  // A LAN with jumbo frames, then a route through a tunnel with a 1300-byte MTU.
+  const net = new SimNetwork({ seed: 12, conditions: { latencyMs: 2 } });
+  const { client, got, pmtu } = await pair(net, '10.0.0.1', '10.0.0.2', { maxDatagramSize: 9000 });
+  await net.advance(1000);
+  assert.equal(pmtu()!.current, 9000, 'ceiling reached at once');
+  const msgs = [new Uint8Array(300_000).fill(1), new Uint8Array(300_000).fill(2)];
+  client.send(msgs[0]!);
+  await net.advance(5);
+  net.setConditions({ latencyMs: 2, mtu: 1300 });
+  client.send(msgs[1]!);
+  await net.advanceUntil(() => got.length === 2, 30_000);
+  assert.deepEqual(got, msgs.map(sha), `both messages, in order (seed ${net.seed})`);
+  assert.ok(pmtu()!.current <= 1300, `fell back (${pmtu()!.current})`);
+  const st = client.stats();
+  assert.ok(st.role === 'client' && st.state === 'connected', 'never disconnected');
+});
+
+test('the search ceiling is an option, and a non-loopback peer is never probed past 1472 bytes', async () => {
+  const net = new SimNetwork({ seed: 13, conditions: { latencyMs: 5 }, capture: true });
+  const { pmtu } = await pair(net, '10.0.0.1', '10.0.0.2');
+  await net.advance(3000);
+  assert.equal(pmtu()!.current, 1472);
+  assert.ok(net.captured.every((d) => d.bytes.length <= 1472), 'no datagram larger than the ceiling');
+  const net2 = new SimNetwork({ seed: 14, conditions: { latencyMs: 5 } });
+  const { pmtu: pmtu2 } = await pair(net2, '10.0.0.1', '10.0.0.2', { maxDatagramSize: 8000 });
+  await net2.advance(3000);
+  assert.equal(pmtu2()!.current, 8000);
+});
+
+test('the pacer lets a burst of the bucket go, then one packet per refill', () => {
+  const p = new Pacer(1000, 0);
+  const window = 100_000;
+  const srtt = 100; // rate 1.25 * 100 000 / 100 = 1250 bytes per ms
+  let sent = 0;
+  while (p.sendTime(window, srtt, 0) === 0) {
+    p.onSent(1000);
+    sent++;
+  }
+  assert.equal(sent, 10, 'the initial burst is ten datagrams');
+  const next = p.sendTime(window, srtt, 0);
+  assert.ok(next > 0 && next < 2, `next at ${next} ms`);
+  assert.equal(p.sendTime(window, srtt, next), next, 'the deadline it gave tests as due');
+});
