@@ -201,3 +201,44 @@ test('a client refused for its token gives up for good: one refusal in a minute'
   assert.equal(await result, 'ERR_BAD_TOKEN');
   assert.equal(bad, 1);
 });
+
+test('backpressure in bytes: a sender faster than the link stays under highWaterMark, and one that ignores it gets ERR_QUEUE_FULL', async () => {
+  // 40 ms each way and 1% loss: the link, not the program, sets the pace.
+  const net = new SimNetwork({ seed: 21, conditions: { latencyMs: 40, loss: 0.01 } });
+  const hwm = 256 * 1024;
+  const { server, clients } = await setup(net, {}, 1, { highWaterMark: hwm });
+  const client = clients[0]!;
+  let bytes = 0;
+  server.onNewMessage = (m) => (bytes += m.length);
+  const chunk = new Uint8Array(64 * 1024);
+  let drains = 0;
+  client.on('drain', () => drains++);
+  let maxQueued = 0;
+  const queued = () => {
+    const st = client.stats();
+    const c = st.role === 'client' ? st.connection : undefined;
+    return c && 'queuedBytes' in c ? c.queuedBytes : 0;
+  };
+  // A polite program: send until false, then wait for 'drain'. 4 MiB in all.
+  for (let sent = 0; sent < 64; sent++) {
+    if (!client.send(chunk)) {
+      const before = drains;
+      await net.advanceUntil(() => drains > before, 30_000);
+      assert.ok(drains > before, `drain came (seed ${net.seed})`);
+    }
+    maxQueued = Math.max(maxQueued, queued());
+  }
+  await net.advanceUntil(() => bytes === 64 * chunk.length, 60_000);
+  assert.equal(bytes, 64 * chunk.length, `everything arrived (seed ${net.seed})`);
+  assert.ok(maxQueued <= hwm + chunk.length, `queue peaked at ${maxQueued} bytes`);
+  // A program that ignores false: refused at 8 x highWaterMark, with what to do.
+  let refused: unknown;
+  try {
+    for (let i = 0; i < 100; i++) client.send(chunk);
+  } catch (e) {
+    refused = e;
+  }
+  assert.equal((refused as { code?: string }).code, 'ERR_QUEUE_FULL');
+  assert.match(String((refused as Error).message), /highWaterMark.*drain/);
+  assert.ok(queued() < 8 * hwm + chunk.length, 'memory bounded');
+});

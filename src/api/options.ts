@@ -39,6 +39,12 @@ export interface UDPipeOptions {
   /** send() returns false once this many messages (or parts of large ones) wait, unacknowledged or unsent. Default 1024. */
   maxQueue?: number;
   /**
+   * send() also returns false once this many bytes are queued for one peer (reliable
+   * ones count until acknowledged). Default 4 MiB. A program that goes on sending past
+   * 8 times this (or 8 times maxQueue) gets ERR_QUEUE_FULL, so memory stays bounded.
+   */
+  highWaterMark?: number;
+  /**
    * Largest message, sent or accepted (over 1200 bytes it travels in parts of about
    * 1.1 kB). Default 16 MiB.
    */
@@ -71,6 +77,7 @@ export interface ResolvedOptions {
   sessionLingerMs: number;
   reconnect: { enabled: boolean; minDelayMs: number; maxDelayMs: number };
   maxQueue: number;
+  highWaterMark: number;
   maxMessageSize: number;
   maxDatagramSize: number | undefined;
   autoStep: boolean;
@@ -86,7 +93,7 @@ const defaultLogger: Logger = {
 
 const KNOWN = new Set([
   'token', 'maxClients', 'pingIntervalMs', 'stallTimeoutMs', 'timeoutMs', 'connectTimeoutMs', 'sessionLingerMs',
-  'reconnect', 'maxQueue', 'maxMessageSize', 'maxDatagramSize', 'autoStep', 'debug', 'logger', 'transport',
+  'reconnect', 'maxQueue', 'highWaterMark', 'maxMessageSize', 'maxDatagramSize', 'autoStep', 'debug', 'logger', 'transport',
 ]);
 
 function bad(message: string): never {
@@ -160,6 +167,7 @@ export function resolveOptions(opts: UDPipeOptions | undefined): ResolvedOptions
     sessionLingerMs: checkMs('sessionLingerMs', opts.sessionLingerMs ?? 60_000, 0),
     reconnect,
     maxQueue: checkInt('maxQueue', opts.maxQueue ?? 1024, 1, 1 << 20),
+    highWaterMark: checkInt('highWaterMark', opts.highWaterMark ?? 4 * 1024 * 1024, 1024, 1 << 30),
     maxMessageSize: checkInt('maxMessageSize', opts.maxMessageSize ?? 16 * 1024 * 1024, 1, 1 << 30),
     maxDatagramSize: opts.maxDatagramSize === undefined ? undefined : checkInt('maxDatagramSize', opts.maxDatagramSize, 1232, 65507),
     autoStep: checkBool('autoStep', opts.autoStep ?? true),

@@ -53,6 +53,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
       stallTimeoutMs: o.stallTimeoutMs,
       timeoutMs: o.timeoutMs,
       maxQueue: o.maxQueue,
+      highWaterMark: o.highWaterMark,
       maxAckDelayMs: 10,
       initialRttMs: 100,
       closeTimeoutMs: Math.min(5000, o.timeoutMs),
@@ -230,23 +231,26 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     return opts.reliable ?? true;
   }
 
-  private checkQueue(length: number): void {
+  private checkQueue(length: number, bytes: number): void {
     if (length >= this.connCfg.maxQueue * HARD_QUEUE_FACTOR) {
       throw new UDPipeError('ERR_QUEUE_FULL', `${length} messages are already queued (${HARD_QUEUE_FACTOR}x maxQueue): wait for 'drain' when send() returns false`);
+    }
+    if (bytes >= this.connCfg.highWaterMark * HARD_QUEUE_FACTOR) {
+      throw new UDPipeError('ERR_QUEUE_FULL', `${bytes} bytes are already queued (${HARD_QUEUE_FACTOR}x highWaterMark): wait for 'drain' when send() returns false`);
     }
   }
 
   /**
    * Sends a message: to `sock` on a server, to the server on a client. Reliable and
    * ordered unless { reliable: false }. While stalled or reconnecting it queues.
-   * Returns false once maxQueue messages wait; 'drain' follows.
+   * Returns false once maxQueue messages or highWaterMark bytes wait; 'drain' follows.
    */
   send(msg: string | Uint8Array, sock?: Peer, opts?: SendOptions): boolean {
     const reliable = this.reliableOf(opts);
     const bytes = this.encode(msg);
     if (this.role === 'client' && this.client) {
       if (this.client.state === 'closed') throw new UDPipeError('ERR_CLOSED', 'this client is closed; create a new UDPipe to connect again');
-      this.checkQueue(this.client.queueLength);
+      this.checkQueue(this.client.queueLength, this.client.queuedBytes);
       const ok = this.client.send(bytes, reliable);
       this.driver?.kick();
       return ok;
@@ -257,7 +261,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
       if (!conn || conn.state === 'closed' || conn.state === 'closing') {
         throw new UDPipeError('ERR_NOT_CONNECTED', `peer ${sock} is ${conn?.state ?? 'gone'}; stop sending to it after onDisconnect/onClose`);
       }
-      this.checkQueue(conn.queueLength);
+      this.checkQueue(conn.queueLength, conn.queuedBytes);
       return this.sendToPeer(sock.id, bytes, reliable);
     }
     throw new UDPipeError(this.closed ? 'ERR_CLOSED' : 'ERR_NOT_CONNECTED', 'call start() (server) or connect() (client) before send()');
@@ -280,7 +284,10 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     const reliable = this.reliableOf(opts);
     const bytes = this.encode(msg);
     const targets = [...this.peers.values()].filter((p) => p.state === 'connected' || p.state === 'stalled');
-    for (const p of targets) this.checkQueue(this.server.connection(p.id)!.queueLength);
+    for (const p of targets) {
+      const c = this.server.connection(p.id)!;
+      this.checkQueue(c.queueLength, c.queuedBytes);
+    }
     let ok = true;
     for (const p of targets) ok = this.sendToPeer(p.id, bytes, reliable) && ok;
     return ok;

@@ -108,6 +108,24 @@ export class ClientEndpoint {
     return this.carry.length + this.carryUnreliable.length;
   }
 
+  /** Bytes of carried messages; undefined after the carry changed in bulk (recounted on demand). */
+  private carriedBytesKnown: number | undefined = 0;
+
+  private carriedBytes(): number {
+    if (this.carriedBytesKnown === undefined) {
+      let n = 0;
+      for (const u of this.carry) n += u.data.length;
+      for (const m of this.carryUnreliable) n += m.length;
+      this.carriedBytesKnown = n;
+    }
+    return this.carriedBytesKnown;
+  }
+
+  /** Total bytes queued: carried plus the connection's queue. */
+  get queuedBytes(): number {
+    return (this.conn?.queuedBytes ?? 0) + (this.carried > 0 ? this.carriedBytes() : 0);
+  }
+
   configure(patch: Partial<ClientConfig>): void {
     // In place: the connection shares this object, so new timeouts reach it too.
     Object.assign(this.cfg, patch);
@@ -178,9 +196,11 @@ export class ClientEndpoint {
 
   send(data: Uint8Array, reliable: boolean): boolean {
     if (this.conn && this.conn.state !== 'closed') return this.conn.send(data, reliable);
+    const before = this.carriedBytes();
     if (reliable) for (const u of splitMessage(data, MAX_MESSAGE_SIZE, PART_SIZE)) this.carry.push(u);
     else this.carryUnreliable.push(data);
-    const ok = this.carried < this.cfg.maxQueue;
+    this.carriedBytesKnown = before + data.length;
+    const ok = this.carried < this.cfg.maxQueue && this.carriedBytes() < this.cfg.highWaterMark;
     if (!ok) this.owesDrain = true;
     return ok;
   }
@@ -290,6 +310,7 @@ export class ClientEndpoint {
       // The server already delivered everything before accept.delivered: skip it.
       const skip = Math.min(Math.max(0, accept.delivered - this.carryBase), this.carry.length);
       this.carry.splice(0, skip);
+      this.carriedBytesKnown = undefined;
       this.carryBase += skip;
     } else {
       // A new session on the server (first connection, or it forgot us): its stream to us starts over.
@@ -298,9 +319,10 @@ export class ClientEndpoint {
     this.sendBase = this.carryBase;
     for (const u of this.carry.splice(0)) this.conn.sendUnit(u);
     for (const m of this.carryUnreliable.splice(0)) this.conn.send(m, false);
+    this.carriedBytesKnown = 0;
     // A send() that returned false while we were away is owed a 'drain': now, if the new
     // connection took the queue without filling up (else the connection raises it later).
-    if (this.owesDrain && this.conn.queueLength < this.cfg.maxQueue) {
+    if (this.owesDrain && this.conn.belowHighWater) {
       this.owesDrain = false;
       this.events.push({ type: 'connection', event: { type: 'drain' } });
     }
@@ -349,6 +371,7 @@ export class ClientEndpoint {
     this.carry = left.reliable.concat(this.carry);
     this.carryBase = this.sendBase + left.firstIndex;
     this.carryUnreliable = left.unreliable.concat(this.carryUnreliable);
+    this.carriedBytesKnown = undefined;
     if (this.closing || c.reason === 'bad-token') {
       this.finish();
       return;

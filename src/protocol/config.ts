@@ -6,6 +6,8 @@ export interface ConnectionConfig {
   stallTimeoutMs: number;
   timeoutMs: number;
   maxQueue: number;
+  /** send() returns false once this many bytes are queued (reliable until acknowledged). */
+  highWaterMark: number;
   /** How long to wait for an ACK before acknowledging alone (we promise the peer this bound). */
   maxAckDelayMs: number;
   initialRttMs: number;
@@ -25,6 +27,7 @@ export const DEFAULT_CONNECTION_CONFIG: ConnectionConfig = {
   stallTimeoutMs: 3000,
   timeoutMs: 10_000,
   maxQueue: 1024,
+  highWaterMark: 4 * 1024 * 1024,
   maxAckDelayMs: 10,
   initialRttMs: 100,
   closeTimeoutMs: 5000,

@@ -70,6 +70,8 @@ export interface ConnectionStats {
   /** Lost ack-eliciting packets / ack-eliciting packets sent. */
   lossRate: number;
   queueLength: number;
+  /** Bytes queued: reliable until acknowledged, unreliable until sent. */
+  queuedBytes: number;
   bytesInFlight: number;
   congestion: Record<string, number | string>;
   malformed: number;
@@ -113,6 +115,7 @@ export class Connection {
   private readonly sender: ReliableSender;
   private readonly receiver: OrderedReceiver;
   private readonly unreliable = new Deque<Uint8Array>();
+  private unreliableBytes = 0;
   /** The unreliable message being sent in parts, and the next part to go. */
   private unreliableCursor: { id: number; next: number } | undefined;
   private nextUnreliableId = 0;
@@ -197,6 +200,16 @@ export class Connection {
     return this.sender.length + this.unreliable.length;
   }
 
+  /** Bytes held for the peer: reliable ones until acknowledged, unreliable ones until sent. */
+  get queuedBytes(): number {
+    return this.sender.bytes + this.unreliableBytes;
+  }
+
+  /** Below both high-water marks (maxQueue units, highWaterMark bytes): send() returns true. */
+  get belowHighWater(): boolean {
+    return this.queueLength < this.cfg.maxQueue && this.queuedBytes < this.cfg.highWaterMark;
+  }
+
   /** Closed and nothing left to answer: the endpoint may forget it. */
   get finished(): boolean {
     return this._state === 'closed' && this.timers.get('drain') === Infinity && !this.closedToSend;
@@ -243,7 +256,10 @@ export class Connection {
    * size and state first (src/api), so this never throws on network grounds.
    */
   send(data: Uint8Array, reliable: boolean): boolean {
-    if (!reliable) this.unreliable.push(data);
+    if (!reliable) {
+      this.unreliable.push(data);
+      this.unreliableBytes += data.length;
+    }
     else this.sender.enqueueMessage(data);
     return this.afterQueued();
   }
@@ -265,7 +281,7 @@ export class Connection {
         }
         this.unreliableCursor = undefined;
       }
-      this.unreliable.shift();
+      this.unreliableBytes -= this.unreliable.shift()!.length;
       this.counters.messagesSent++;
     }
   }
@@ -277,7 +293,7 @@ export class Connection {
   }
 
   private afterQueued(): boolean {
-    const ok = this.queueLength < this.cfg.maxQueue;
+    const ok = this.belowHighWater;
     if (!ok) this.backpressured = true;
     return ok;
   }
@@ -414,7 +430,7 @@ export class Connection {
   }
 
   private afterAckOrLoss(): void {
-    if (this.backpressured && this.queueLength < this.cfg.maxQueue) {
+    if (this.backpressured && this.belowHighWater) {
       this.backpressured = false;
       this.emit({ type: 'drain' });
     }
@@ -637,6 +653,7 @@ export class Connection {
     const { units, firstIndex } = this.sender.takeAll();
     // A message cut off mid-parts goes again whole: the peer drops the parts it got.
     this.unreliableCursor = undefined;
+    this.unreliableBytes = 0;
     return { reliable: units, firstIndex, unreliable: this.unreliable.clear() };
   }
 
@@ -655,6 +672,7 @@ export class Connection {
       packetsLost: this.recovery.lostPackets,
       lossRate: c.ackElicitingSent === 0 ? 0 : this.recovery.lostPackets / c.ackElicitingSent,
       queueLength: this.queueLength,
+      queuedBytes: this.queuedBytes,
       bytesInFlight: this.recovery.bytesInFlight,
       congestion: this.cc.toJSON(),
       malformed: c.malformed + this.assembler.rejected + this.unreliableParts.rejected,
