@@ -242,3 +242,36 @@ test('backpressure in bytes: a sender faster than the link stays under highWater
   assert.match(String((refused as Error).message), /highWaterMark.*drain/);
   assert.ok(queued() < 8 * hwm + chunk.length, 'memory bounded');
 });
+
+test('reassembly memory is capped across connections: six clients sending 400 kB messages through a 256 kB budget all get through', async () => {
+  // LAN addresses: parts of 1.2 kB, so every message is put together from hundreds.
+  const net = new SimNetwork({ seed: 22, conditions: { latencyMs: 10, jitterMs: 5, loss: 0.02, reorder: 0.1 } });
+  const server = new UDPipe({ ...T, maxReassemblyBytes: 256 * 1024, transport: net.transport('10.0.1.1') });
+  await server.start(PORT, '10.0.1.1');
+  const got = new Map<string, number[]>();
+  server.onNewMessage = (m) => {
+    const who = String(m.subarray(0, 2));
+    assert.ok(m.subarray(4).every((b) => b === m[2]), 'intact');
+    (got.get(who) ?? got.set(who, []).get(who)!).push(m[2]!);
+  };
+  const clients = Array.from({ length: 6 }, (_, k) => {
+    const c = new UDPipe({ ...T, transport: net.transport(`10.0.2.${k + 1}`) });
+    void c.connect('10.0.1.1', PORT, 30);
+    return c;
+  });
+  await net.advanceUntil(() => server.clients.length === 6, 10_000);
+  clients.forEach((c, k) => {
+    for (let i = 0; i < 3; i++) {
+      const m = new Uint8Array(400_000).fill(i);
+      m.set(Buffer.from(`c${k}`), 0);
+      c.send(m);
+    }
+  });
+  await net.advanceUntil(() => [...got.values()].flat().length === 18, 300_000);
+  for (let k = 0; k < 6; k++) assert.deepEqual(got.get(`c${k}`), [0, 1, 2], `client ${k}, in order (seed ${net.seed})`);
+  const st = server.stats();
+  assert.ok(st.role === 'server');
+  assert.ok(st.reassembly.refused > 0, 'the budget did bite');
+  assert.ok(st.reassembly.peak <= 256 * 1024 + 400_000 + 65_536, `peak ${st.reassembly.peak}: the limit, plus the one message allowed past it`);
+  assert.equal(st.reassembly.bytes, 0, 'everything given back');
+});

@@ -53,7 +53,7 @@ describe('OrderedReceiver', () => {
         const r = new OrderedReceiver(start);
         const out: number[] = [];
         const all = [...order, ...Array.from({ length: 200 }, (_, i) => i)];
-        for (const i of all) r.receive((start + i) & 0xffff, new Uint8Array([i & 0xff, i >> 8]), (d) => out.push(d[0]! | (d[1]! << 8)));
+        for (const i of all) r.receive((start + i) & 0xffff, new Uint8Array([i & 0xff, i >> 8]), (d) => out.push(d[0]! | (d[1]! << 8)) > 0);
         assert.deepEqual(out, Array.from({ length: 200 }, (_, i) => i));
         assert.equal(r.buffered, 0);
       }),
@@ -62,9 +62,9 @@ describe('OrderedReceiver', () => {
 
   test('refuses what lies beyond its window, so a peer cannot make it buffer more', () => {
     const r = new OrderedReceiver(0);
-    assert.equal(r.receive(RECEIVE_WINDOW, new Uint8Array(1), () => {}), 'out-of-window');
-    assert.equal(r.receive(RECEIVE_WINDOW - 1, new Uint8Array(1), () => {}), 'buffered');
-    assert.equal(r.receive(0xffff, new Uint8Array(1), () => {}), 'duplicate');
+    assert.equal(r.receive(RECEIVE_WINDOW, new Uint8Array(1), () => true), 'out-of-window');
+    assert.equal(r.receive(RECEIVE_WINDOW - 1, new Uint8Array(1), () => true), 'buffered');
+    assert.equal(r.receive(0xffff, new Uint8Array(1), () => true), 'duplicate');
   });
 });
 
@@ -292,4 +292,24 @@ test('UnreliableAssembler: a duplicate part near the size limit does not sink it
   assert.equal(u.add(1, 0, 2, new Uint8Array(2), 0), undefined);
   assert.deepEqual(u.add(1, 1, 2, new Uint8Array(2), 0), new Uint8Array(4));
   assert.equal(u.rejected, 0);
+});
+
+test('ReassemblyBudget refuses past its limit, except to the oldest half-built message', async () => {
+  const { ReassemblyBudget } = await import('../src/reliability/budget.js');
+  const { ReliableAssembler } = await import('../src/reliability/reliable-assembler.js');
+  const b = new ReassemblyBudget(1000);
+  const first = new ReliableAssembler(1 << 20, b);
+  const second = new ReliableAssembler(1 << 20, b);
+  assert.equal(first.add(new Uint8Array(600), false), undefined);
+  assert.equal(second.add(new Uint8Array(300), false), undefined);
+  assert.equal(second.add(new Uint8Array(300), false), 'refused', 'over the limit and not the oldest');
+  assert.equal(first.add(new Uint8Array(600), false), undefined, 'the oldest may always grow: it will finish');
+  assert.equal(b.used, 1500);
+  const done = first.add(new Uint8Array(10), true);
+  assert.ok(done && done !== 'refused' && done.data.length === 1210 && done.units === 3);
+  assert.equal(b.used, 300, 'its bytes went back');
+  assert.equal(second.add(new Uint8Array(300), true) !== 'refused', true, 'now the second one fits');
+  assert.equal(b.used, 0);
+  assert.equal(b.take(2000), false, 'no builder: plain refusal');
+  assert.equal(b.refused, 2);
 });

@@ -50,6 +50,12 @@ export const CALLBACK: { [K in EventName]: string } = {
 
 /** stats() without a peer: the endpoint's own counters. */
 export type EndpointStats =
-  | ({ role: 'server'; connections: number; droppedUnstepped: number } & ServerCounters)
+  | ({
+      role: 'server';
+      connections: number;
+      droppedUnstepped: number;
+      /** Reassembly memory shared by all connections: in use, the peak, the limit, and requests refused at it. */
+      reassembly: { bytes: number; peak: number; limit: number; refused: number };
+    } & ServerCounters)
   | { role: 'client'; state: ClientState; datagramsSent: number; datagramsReceived: number; malformed: number; queued: number; connection: PeerStats | undefined }
   | { role: 'none' };

@@ -45,6 +45,13 @@ export interface UDPipeOptions {
    */
   highWaterMark?: number;
   /**
+   * Bytes that all connections of this endpoint together may hold while putting
+   * messages back together (out-of-order parts, half-built messages). At the limit a
+   * reliable part is refused and comes again later (nothing is lost; one message at a
+   * time always progresses), an unreliable one is dropped. Default 256 MiB.
+   */
+  maxReassemblyBytes?: number;
+  /**
    * Largest message, sent or accepted (over 1200 bytes it travels in parts of about
    * 1.1 kB). Default 16 MiB.
    */
@@ -78,6 +85,7 @@ export interface ResolvedOptions {
   reconnect: { enabled: boolean; minDelayMs: number; maxDelayMs: number };
   maxQueue: number;
   highWaterMark: number;
+  maxReassemblyBytes: number;
   maxMessageSize: number;
   maxDatagramSize: number | undefined;
   autoStep: boolean;
@@ -93,7 +101,7 @@ const defaultLogger: Logger = {
 
 const KNOWN = new Set([
   'token', 'maxClients', 'pingIntervalMs', 'stallTimeoutMs', 'timeoutMs', 'connectTimeoutMs', 'sessionLingerMs',
-  'reconnect', 'maxQueue', 'highWaterMark', 'maxMessageSize', 'maxDatagramSize', 'autoStep', 'debug', 'logger', 'transport',
+  'reconnect', 'maxQueue', 'highWaterMark', 'maxReassemblyBytes', 'maxMessageSize', 'maxDatagramSize', 'autoStep', 'debug', 'logger', 'transport',
 ]);
 
 function bad(message: string): never {
@@ -168,6 +176,7 @@ export function resolveOptions(opts: UDPipeOptions | undefined): ResolvedOptions
     reconnect,
     maxQueue: checkInt('maxQueue', opts.maxQueue ?? 1024, 1, 1 << 20),
     highWaterMark: checkInt('highWaterMark', opts.highWaterMark ?? 4 * 1024 * 1024, 1024, 1 << 30),
+    maxReassemblyBytes: checkInt('maxReassemblyBytes', opts.maxReassemblyBytes ?? 256 * 1024 * 1024, 65536, 2 ** 40),
     maxMessageSize: checkInt('maxMessageSize', opts.maxMessageSize ?? 16 * 1024 * 1024, 1, 1 << 30),
     maxDatagramSize: opts.maxDatagramSize === undefined ? undefined : checkInt('maxDatagramSize', opts.maxDatagramSize, 1232, 65507),
     autoStep: checkBool('autoStep', opts.autoStep ?? true),

@@ -54,6 +54,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
       timeoutMs: o.timeoutMs,
       maxQueue: o.maxQueue,
       highWaterMark: o.highWaterMark,
+      maxReassemblyBytes: o.maxReassemblyBytes,
       maxAckDelayMs: 10,
       initialRttMs: 100,
       closeTimeoutMs: Math.min(5000, o.timeoutMs),
@@ -385,7 +386,8 @@ export class UDPipe extends EventEmitter implements PeerOwner {
   stats(sock?: Peer): PeerStats | EndpointStats {
     if (sock) return sock.stats();
     if (this.server) {
-      return { role: 'server', connections: this.peers.size, ...this.server.counters, droppedUnstepped: this.driver?.overflowed ?? 0 };
+      const b = this.server.budget;
+      return { role: 'server', connections: this.peers.size, ...this.server.counters, droppedUnstepped: this.driver?.overflowed ?? 0, reassembly: { bytes: b.used, peak: b.peak, limit: b.limit, refused: b.refused } };
     }
     if (this.client) {
       return {

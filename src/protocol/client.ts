@@ -1,6 +1,7 @@
 import { clientProof, equalBytes, serverProof, sessionKeys } from '../crypto/handshake-keys.js';
 import { HmacPacketCipher } from '../crypto/packet-cipher.js';
 import { Deque } from '../reliability/deque.js';
+import { ReassemblyBudget } from '../reliability/budget.js';
 import { splitMessage, type Unit } from '../reliability/sender.js';
 import { MAX_MESSAGE_SIZE, NONCE_SIZE, PART_SIZE, ReasonCode, SESSION_ID_SIZE } from '../wire/constants.js';
 import { WireFormatError } from '../wire/errors.js';
@@ -87,13 +88,17 @@ export class ClientEndpoint {
   datagramsSent = 0;
   datagramsReceived = 0;
 
+  private readonly budget: ReassemblyBudget;
+
   /** The server's address as the transport resolved it: sets the path MTU search's ceiling. */
   serverAddress: string | undefined;
 
   constructor(
     private readonly cfg: ClientConfig,
     private readonly randomBytes: (n: number) => Uint8Array,
-  ) {}
+  ) {
+    this.budget = new ReassemblyBudget(cfg.maxReassemblyBytes);
+  }
 
   get state(): ClientState {
     return this._state;
@@ -298,6 +303,7 @@ export class ClientEndpoint {
       },
       initialPacketNumber: this.cfg.initialPacketNumber,
       ...(this.serverAddress === undefined ? {} : { peerAddress: this.serverAddress }),
+      budget: this.budget,
     });
     this.hs = undefined;
     this._state = 'connected';

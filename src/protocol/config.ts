@@ -20,6 +20,11 @@ export interface ConnectionConfig {
    * the peer's address (src/protocol/path-mtu.ts).
    */
   maxDatagramSize?: number | undefined;
+  /**
+   * Bytes that all of an endpoint's connections together may hold for reassembly
+   * (out-of-order units, half-built messages); src/reliability/budget.ts.
+   */
+  maxReassemblyBytes: number;
 }
 
 export const DEFAULT_CONNECTION_CONFIG: ConnectionConfig = {
@@ -32,6 +37,7 @@ export const DEFAULT_CONNECTION_CONFIG: ConnectionConfig = {
   initialRttMs: 100,
   closeTimeoutMs: 5000,
   maxMessageSize: 16 * 1024 * 1024,
+  maxReassemblyBytes: 256 * 1024 * 1024,
 };
 
 /** A connection's visible state; every change goes through Connection.transition. */

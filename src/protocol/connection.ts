@@ -4,6 +4,7 @@ import type { CongestionController } from '../congestion/controller.js';
 import type { PacketCipher } from '../crypto/packet-cipher.js';
 import { AckTracker } from '../reliability/ack-tracker.js';
 import { ReliableAssembler } from '../reliability/reliable-assembler.js';
+import { type ReassemblyBudget, unlimitedBudget } from '../reliability/budget.js';
 import { UnreliableAssembler } from '../reliability/unreliable-assembler.js';
 import { Deque } from '../reliability/deque.js';
 import { LossRecovery, type LossCallbacks, type SentPacket } from '../reliability/loss-recovery.js';
@@ -54,6 +55,8 @@ export interface ConnectionInit {
    * Without it the connection stays at the base datagram size.
    */
   peerAddress?: string;
+  /** Reassembly memory shared with the endpoint's other connections (default: unlimited). */
+  budget?: ReassemblyBudget;
 }
 
 export interface ConnectionStats {
@@ -78,6 +81,8 @@ export interface ConnectionStats {
   duplicates: number;
   /** Unreliable messages that lost a part and were given up whole. */
   unreliableDropped: number;
+  /** Reliable units not taken for lack of reassembly memory (their packets go unacknowledged and come again). */
+  refused: number;
   /** Path MTU search: the datagram size in use, its ceiling, probes sent and lost. */
   pmtu: PmtuStats;
 }
@@ -123,6 +128,8 @@ export class Connection {
   /** Puts reliable messages back together from their parts. */
   private readonly assembler: ReliableAssembler;
   private readonly acks: AckTracker;
+  /** The endpoint's memory budget for reassembly, shared by its connections. */
+  private readonly budget: ReassemblyBudget;
   private nextPn: number;
 
   // Control frames waiting for the next packet.
@@ -141,7 +148,9 @@ export class Connection {
   private backpressured = false;
 
   private lastReceivedAt: number;
-  private counters = { datagramsSent: 0, datagramsReceived: 0, bytesSent: 0, bytesReceived: 0, messagesSent: 0, messagesReceived: 0, malformed: 0, duplicates: 0, ackElicitingSent: 0 };
+  /** Set while a packet's frames are processed when a reliable unit could not be taken. */
+  private refusedInPacket = false;
+  private counters = { refused: 0, datagramsSent: 0, datagramsReceived: 0, bytesSent: 0, bytesReceived: 0, messagesSent: 0, messagesReceived: 0, malformed: 0, duplicates: 0, ackElicitingSent: 0 };
 
   private readonly lossCallbacks: LossCallbacks = {
     acked: (p: SentPacket) => {
@@ -170,16 +179,17 @@ export class Connection {
     this.emit = init.emit;
     this.nextPn = init.initialPacketNumber ?? 0;
     this.acks = new AckTracker(this.cfg.maxAckDelayMs);
-    this.assembler = new ReliableAssembler(this.cfg.maxMessageSize);
+    this.budget = init.budget ?? unlimitedBudget();
+    this.assembler = new ReliableAssembler(this.cfg.maxMessageSize, this.budget);
     // Parts of unfinished unreliable messages: one maximum message's worth per connection.
-    this.unreliableParts = new UnreliableAssembler(this.cfg.maxMessageSize, this.cfg.maxMessageSize);
+    this.unreliableParts = new UnreliableAssembler(this.cfg.maxMessageSize, this.cfg.maxMessageSize, this.budget);
     this.recovery = new LossRecovery(this.cfg.initialRttMs, this.cfg.maxAckDelayMs, Math.max(this.cfg.pingIntervalMs, 200));
     this.cc = new NewReno(BASE_DATAGRAM_SIZE);
     this.pacer = new Pacer(BASE_DATAGRAM_SIZE, init.now);
     this.pmtu = new PathMtu(init.peerAddress === undefined ? BASE_DATAGRAM_SIZE : datagramCeiling(init.peerAddress, this.cfg.maxDatagramSize), init.now);
     this.unitRoom = init.peerAddress !== undefined && isLoopback(init.peerAddress) ? Infinity : BASE_DATAGRAM_SIZE - PACKET_OVERHEAD;
     this.sender = new ReliableSender(0, init.initialSeq ?? 0);
-    this.receiver = new OrderedReceiver(init.initialSeq ?? 0);
+    this.receiver = new OrderedReceiver(init.initialSeq ?? 0, this.budget);
     this.lastReceivedAt = init.now;
     this.lastNow = init.now;
     this.armKeepalive(init.now);
@@ -347,11 +357,11 @@ export class Connection {
       this.counters.malformed++;
       return 'rejected';
     }
-    this.acks.onPacket(pn, frames.some(isAckEliciting), now);
     this.counters.datagramsReceived++;
     this.counters.bytesReceived += bytes.length;
     this.lastReceivedAt = now;
     if (this._state === 'closed') {
+      this.acks.onPacket(pn, frames.some(isAckEliciting), now);
       // Draining: only answer a repeated CLOSE.
       if (frames.some((f) => f.type === 'close')) this.closedToSend = true;
       return 'ok';
@@ -364,10 +374,15 @@ export class Connection {
     this.timers.set('ping', now + this.cfg.pingIntervalMs);
     if (this._state === 'stalled') this.unstall(now);
 
+    this.refusedInPacket = false;
     for (const f of frames) {
       this.onFrame(f, now);
       if ((this._state as ConnectionState) === 'closed') break;
     }
+    // A reliable unit refused for lack of memory: leave the packet unacknowledged, so
+    // the peer declares it lost and sends its units again (the rest of it, already
+    // taken, arrive as duplicates and are dropped by sequence number).
+    this.acks.onPacket(pn, frames.some(isAckEliciting), now, !this.refusedInPacket);
     return 'ok';
   }
 
@@ -391,19 +406,26 @@ export class Connection {
         this.emit({ type: 'pong', rttMs: now - sentAt });
         return;
       }
-      case 'reliable':
-        this.receiver.receive(
+      case 'reliable': {
+        const r = this.receiver.receive(
           f.seq,
           f.data,
-          (data, last) => {
-            const m = this.assembler.add(data, last);
-            if (!m) return;
+          (data, last, precharged) => {
+            const m = this.assembler.add(data, last, precharged);
+            if (m === 'refused') return false;
+            if (!m) return true;
             this.counters.messagesReceived++;
             this.emit({ type: 'message', data: m.data, reliable: true, channel: f.channel, units: m.units });
+            return true;
           },
           f.last,
         );
+        if (r === 'refused' || r === 'out-of-window') {
+          this.refusedInPacket = true;
+          this.counters.refused++;
+        }
         return;
+      }
       case 'unreliable': {
         const data = f.part ? this.unreliableParts.add(f.part.id, f.part.index, f.part.count, f.data, now) : f.data;
         if (!data) return;
@@ -449,6 +471,10 @@ export class Connection {
   private end(reason: Reason, byPeer: boolean): void {
     this.endReason = reason;
     this.recovery.clear();
+    // What was held for reassembly goes back to the endpoint's budget.
+    this.receiver.release();
+    this.assembler.reset();
+    this.unreliableParts.clear();
     this.timers.clearAll();
     this.transition('closed', `${byPeer ? 'peer' : 'local'}: ${reason}`);
     // Linger a little to answer a retransmitted CLOSE whose CLOSED was lost.
@@ -678,6 +704,7 @@ export class Connection {
       malformed: c.malformed + this.assembler.rejected + this.unreliableParts.rejected,
       duplicates: c.duplicates,
       unreliableDropped: this.unreliableParts.dropped,
+      refused: c.refused,
       pmtu: this.pmtu.toJSON(),
     };
   }

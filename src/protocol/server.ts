@@ -9,6 +9,7 @@ import type { ConnectionConfig, ConnectionEvent } from './config.js';
 import { Connection } from './connection.js';
 import { DeadlineHeap } from './deadline-heap.js';
 import { SessionStore } from './sessions.js';
+import { ReassemblyBudget } from '../reliability/budget.js';
 import type { Unit } from '../reliability/sender.js';
 import { Deque } from '../reliability/deque.js';
 
@@ -77,6 +78,8 @@ const MAX_USED_HANDSHAKES = 4096;
  * with a valid cookie and token proof. docs/PROTOCOL.md, "Handshake".
  */
 export class ServerEndpoint {
+  /** Reassembly memory shared by every connection (src/reliability/budget.ts). */
+  readonly budget: ReassemblyBudget;
   readonly counters: ServerCounters = { datagramsReceived: 0, datagramsSent: 0, bytesReceived: 0, bytesSent: 0, malformed: 0, handshakesAccepted: 0, handshakesRefused: 0, handshakesAbandoned: 0 };
   private readonly peers = new Map<number, Peer>();
   private readonly byHandshake = new Map<string, number>();
@@ -99,6 +102,7 @@ export class ServerEndpoint {
     now: number,
   ) {
     this.cookies = new CookieJar(randomBytes, now);
+    this.budget = new ReassemblyBudget(cfg.maxReassemblyBytes);
     this.lastNow = now;
   }
 
@@ -248,6 +252,7 @@ export class ServerEndpoint {
       now,
       emit: (event) => this.onConnectionEvent(connId, event),
       peerAddress: from.address,
+      budget: this.budget,
     });
     for (const u of outbound) conn.sendUnit(u);
     this.peers.set(connId, { conn, address: { address: from.address, port: from.port }, handshakeKey: hsKey, accept, sessionKey, delivered, sendBase, confirmed: false, held: [] });

@@ -15,6 +15,8 @@ const MAX_ACK_RANGES_SENT = 32;
  */
 export class AckTracker {
   private readonly received = new RangeSet(256);
+  /** Packets taken only in part (a unit refused for lack of memory): not acknowledged, but not processed twice either. */
+  private readonly seenNotAcked = new Set<number>();
   private elicitingUnacked = 0;
   private urgent = false;
   private largestAt = 0;
@@ -29,11 +31,20 @@ export class AckTracker {
   }
 
   isDuplicate(pn: number): boolean {
-    return this.received.has(pn);
+    return this.received.has(pn) || this.seenNotAcked.has(pn);
   }
 
-  /** Records an authenticated, well-formed packet. */
-  onPacket(pn: number, ackEliciting: boolean, now: number): void {
+  /**
+   * Records an authenticated, well-formed packet. acknowledge false: remember it as
+   * seen (a copy is a duplicate) but never acknowledge it, so its sender sends its
+   * reliable units again.
+   */
+  onPacket(pn: number, ackEliciting: boolean, now: number, acknowledge = true): void {
+    if (!acknowledge) {
+      this.seenNotAcked.add(pn);
+      if (this.seenNotAcked.size > 1024) this.seenNotAcked.delete(this.seenNotAcked.values().next().value!);
+      return;
+    }
     const largestBefore = this.received.largest;
     this.received.add(pn);
     if (pn > largestBefore) this.largestAt = now;

@@ -1,3 +1,5 @@
+import { type ReassemblyBudget, unlimitedBudget } from './budget.js';
+
 /** Joins parts into one new array. */
 export function concat(parts: Uint8Array[], total: number): Uint8Array {
   const whole = new Uint8Array(total);
@@ -20,7 +22,8 @@ export interface Assembled {
  * gathered until the last. Memory grows only with parts that arrived, never from a
  * claimed size, and a message past maxMessageSize is dropped to its last part and
  * counted (a peer that sends one is broken or hostile); so is an unfinished message
- * interrupted by a whole one.
+ * interrupted by a whole one. Parts are charged to the endpoint's ReassemblyBudget;
+ * when it is spent, add() answers 'refused' and the unit must be offered again later.
  */
 export class ReliableAssembler {
   private parts: Uint8Array[] = [];
@@ -30,11 +33,20 @@ export class ReliableAssembler {
   /** Messages dropped for breaking the rules. */
   rejected = 0;
 
-  constructor(private readonly maxMessageSize: number) {}
+  constructor(
+    private readonly maxMessageSize: number,
+    private readonly budget: ReassemblyBudget = unlimitedBudget(),
+  ) {}
 
-  /** Offers the next unit in order; returns a message when this unit completes one. */
-  add(data: Uint8Array, last: boolean | undefined): Assembled | undefined {
+  /**
+   * Offers the next unit in order; returns a message when this unit completes one,
+   * undefined when it was taken, 'refused' when the budget has no room for it (nothing
+   * changed). `precharged`: the unit's bytes are already charged to the budget (it
+   * waited in the reorder buffer) and the charge passes to us.
+   */
+  add(data: Uint8Array, last: boolean | undefined, precharged = false): Assembled | undefined | 'refused' {
     if (last === undefined) {
+      if (precharged) this.budget.give(data.length);
       if (this.units > 0) {
         this.rejected++;
         this.reset();
@@ -45,22 +57,36 @@ export class ReliableAssembler {
       }
       return { data, units: 1 };
     }
-    this.units++;
-    if (!this.discarding) {
+    if (this.units === 0 && !this.discarding) this.budget.startBuilding(this);
+    if (!this.discarding && this.bytes + data.length > this.maxMessageSize) {
+      if (precharged) this.budget.give(data.length);
+      this.rejected++;
+      this.discarding = true;
+      this.budget.give(this.bytes);
+      this.budget.stopBuilding(this);
+      this.parts = [];
+      this.bytes = 0;
+    } else if (this.discarding) {
+      if (precharged) this.budget.give(data.length);
+    } else {
+      if (!precharged && !this.budget.take(data.length, this)) {
+        if (this.units === 0) this.budget.stopBuilding(this);
+        return 'refused';
+      }
       this.bytes += data.length;
-      if (this.bytes > this.maxMessageSize) {
-        this.rejected++;
-        this.discarding = true;
-        this.parts = [];
-      } else this.parts.push(data);
+      this.parts.push(data);
     }
+    this.units++;
     if (!last) return undefined;
     const done = this.discarding ? undefined : { data: concat(this.parts, this.bytes), units: this.units };
     this.reset();
     return done;
   }
 
-  private reset(): void {
+  /** Forgets the message being built and returns its bytes to the budget (also when the connection ends). */
+  reset(): void {
+    this.budget.give(this.bytes);
+    this.budget.stopBuilding(this);
     this.parts = [];
     this.bytes = 0;
     this.units = 0;

@@ -1,3 +1,4 @@
+import { type ReassemblyBudget, unlimitedBudget } from './budget.js';
 import { concat } from './reliable-assembler.js';
 
 /**
@@ -29,6 +30,7 @@ export class UnreliableAssembler {
   constructor(
     private readonly maxMessageSize: number,
     private readonly maxPendingBytes: number,
+    private readonly budget: ReassemblyBudget = unlimitedBudget(),
   ) {}
 
   /** Adds a part; returns the whole message when this part completes one. */
@@ -43,6 +45,12 @@ export class UnreliableAssembler {
     if (m.count === count && m.parts.has(index)) return undefined; // a duplicate part
     if (m.count !== count || m.bytes + data.length > this.maxMessageSize) {
       this.rejected++;
+      this.remove(id, m);
+      return undefined;
+    }
+    if (!this.budget.take(data.length)) {
+      // No memory left on the endpoint: the message cannot be completed.
+      this.dropped++;
       this.remove(id, m);
       return undefined;
     }
@@ -74,5 +82,11 @@ export class UnreliableAssembler {
   private remove(id: number, m: Pending): void {
     this.pending.delete(id);
     this.bytes -= m.bytes;
+    this.budget.give(m.bytes);
+  }
+
+  /** Drops everything unfinished (the connection ended). */
+  clear(): void {
+    for (const [id, m] of this.pending) this.remove(id, m);
   }
 }
