@@ -84,6 +84,7 @@ const frame: fc.Arbitrary<Frame> = fc.oneof(
   }),
   fc.record({ type: fc.constant('close' as const), reason: fc.integer({ min: 0, max: 255 }) }),
   fc.constant({ type: 'closed' as const }),
+  fc.constant({ type: 'mtu-probe' as const }),
 );
 
 function encodeData(frames: Frame[], connId = 7, pn = 1): Uint8Array {
