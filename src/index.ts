@@ -4,7 +4,7 @@
  */
 export { UDPipe } from './api/udpipe.js';
 export type { UDPipeEvents, EndpointStats } from './api/events.js';
-export { Peer, type PeerState, type PeerStats, type SendOptions } from './api/peer.js';
+export { Peer, type Delivery, type PeerState, type PeerStats, type SendOptions } from './api/peer.js';
 export type { UDPipeOptions, ReconnectOptions, Logger } from './api/options.js';
 export { UDPipeError, type UDPipeErrorCode } from './errors.js';
 export type { Address, Transport, DatagramSocket, SocketHooks, TimerHandle } from './transport/types.js';

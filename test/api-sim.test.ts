@@ -275,3 +275,52 @@ test('reassembly memory is capped across connections: six clients sending 400 kB
   assert.ok(st.reassembly.peak <= 256 * 1024 + 400_000 + 65_536, `peak ${st.reassembly.peak}: the limit, plus the one message allowed past it`);
   assert.equal(st.reassembly.bytes, 0, 'everything given back');
 });
+
+test('unreliable-sequenced: per channel, never older after newer, and a stall sends only the newest', async () => {
+  const net = new SimNetwork({ seed: 23, conditions: { latencyMs: 5, jitterMs: 20, reorder: 0.3, duplicate: 0.2, loss: 0.05 } });
+  const { server, clients } = await setup(net);
+  const client = clients[0]!;
+  const got: { ch: number; n: number; delivery: string }[] = [];
+  server.onNewMessage = (m, _s, info) => got.push({ ch: info.channel, n: Number(String(m)), delivery: info.delivery });
+  for (let i = 0; i < 200; i++) {
+    client.send(String(i), undefined, { delivery: 'unreliable-sequenced', channel: 1 });
+    client.send(String(1000 + i), undefined, { delivery: 'unreliable-sequenced', channel: 2 });
+    await net.advance(3);
+  }
+  await net.advance(500);
+  for (const ch of [1, 2]) {
+    const ns = got.filter((g) => g.ch === ch).map((g) => g.n);
+    assert.ok(ns.length > 50, `channel ${ch}: ${ns.length} arrived (seed ${net.seed})`);
+    assert.ok(ns.every((n, i) => i === 0 || n > ns[i - 1]!), `channel ${ch} only ever moves forward: ${ns.join(',')}`);
+  }
+  assert.ok(got.every((g) => g.delivery === 'unreliable-sequenced'));
+  // A stall: everything queued meanwhile collapses to the newest of each channel.
+  got.length = 0;
+  net.partition(S, '127.0.2.1', net.now, net.now + 600);
+  await net.advance(450);
+  for (let i = 0; i < 50; i++) client.send(`${5000 + i}`, undefined, { delivery: 'unreliable-sequenced', channel: 1 });
+  await net.advance(2000);
+  assert.deepEqual(got.map((g) => g.n), [5049], 'only the newest went out');
+  const st = client.stats();
+  assert.ok(st.role === 'client' && st.connection && 'sequencedSuperseded' in st.connection && st.connection.sequencedSuperseded >= 49);
+});
+
+test('send options are checked at the call site with a message that says what to do', async () => {
+  const net = new SimNetwork({ seed: 24, conditions: { latencyMs: 5 } });
+  const { clients } = await setup(net);
+  const client = clients[0]!;
+  const code = (f: () => unknown) => {
+    try {
+      f();
+      return 'ok';
+    } catch (e) {
+      return (e as { code: string }).code;
+    }
+  };
+  assert.equal(code(() => client.send('x', undefined, { channel: 3 })), 'ERR_INVALID_ARGUMENT', 'reliable channels other than 0 are not there yet');
+  assert.equal(code(() => client.send('x', undefined, { delivery: 'unreliable', channel: 256 })), 'ERR_INVALID_ARGUMENT');
+  assert.equal(code(() => client.send('x', undefined, { reliable: true, delivery: 'unreliable' })), 'ERR_INVALID_ARGUMENT');
+  assert.equal(code(() => client.send('x', undefined, { delivery: 'sideways' as never })), 'ERR_INVALID_ARGUMENT');
+  assert.equal(code(() => client.send(new Uint8Array(1201), undefined, { delivery: 'unreliable-sequenced' })), 'ERR_MESSAGE_TOO_LARGE');
+  assert.equal(code(() => client.send('x', undefined, { delivery: 'unreliable', channel: 7 })), 'ok');
+});

@@ -1,12 +1,12 @@
 import type { ClientState } from '../protocol/client.js';
 import type { ServerCounters } from '../protocol/server.js';
-import type { Peer, PeerStats } from './peer.js';
+import type { Delivery, Peer, PeerStats } from './peer.js';
 
 /** Arguments of each event; the callback `on<Name>` gets the same ones. */
 export interface UDPipeEvents {
   /** Server: a client completed the handshake. msg is the handshake's name; ip/port are ours, ipc/portc the client's. */
   newClient: [msg: string, ip: string, port: number, ipc: string, portc: number, peer: Peer];
-  newMessage: [msg: Buffer, sock: Peer, info: { reliable: boolean; channel: number }];
+  newMessage: [msg: Buffer, sock: Peer, info: { reliable: boolean; channel: number; delivery: Delivery }];
   /** The connection timed out (no packet for timeoutMs). */
   disconnect: [sock: Peer];
   /** Server: a new client; client: connected to the server. ip/port: the other side's. */

@@ -6,9 +6,24 @@ export type PeerState = 'connecting' | ConnectionState;
 
 export type PeerStats = ConnectionStats | { state: 'connecting' };
 
+/** How a message travels (docs/PROTOCOL.md, section 5). */
+export type Delivery = 'reliable' | 'unreliable' | 'unreliable-sequenced';
+
 export interface SendOptions {
-  /** Default true: acknowledged, retransmitted, delivered once and in order. */
+  /** Default true: acknowledged, retransmitted, delivered once and in order. false is `delivery: 'unreliable'`. */
   reliable?: boolean;
+  /**
+   * 'reliable' (the default): once, in order. 'unreliable': at most once, maybe lost.
+   * 'unreliable-sequenced': at most once, and never after a newer message of the same
+   * channel (older ones still queued are replaced, late ones dropped); for state that
+   * only matters when fresh. At most 1200 bytes.
+   */
+  delivery?: Delivery;
+  /**
+   * 0..255, default 0. Unreliable and sequenced messages carry it, and sequencing is
+   * per channel. Reliable messages use channel 0 in this version.
+   */
+  channel?: number;
 }
 
 /** What a Peer needs from the UDPipe that owns it. */

@@ -8,6 +8,7 @@ import { ServerEndpoint, type ServerEvent } from '../protocol/server.js';
 import { Driver, type PumpTarget } from '../transport/driver.js';
 import { NodeTransport } from '../transport/node-transport.js';
 import type { Address, Transport } from '../transport/types.js';
+import { MAX_MESSAGE_SIZE } from '../wire/constants.js';
 import { describeDatagram } from '../wire/packet.js';
 import { checkMs, checkTimings, checkToken, resolveOptions, type ResolvedOptions, type UDPipeOptions } from './options.js';
 import { CALLBACK, type EndpointStats, type EventName, type UDPipeEvents } from './events.js';
@@ -65,7 +66,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
 
   // ---- the twelve callbacks of the seed: override or assign ----------------------
   onNewClient(_msg: string, _ip: string, _port: number, _ipc: string, _portc: number, _peer: Peer): void {}
-  onNewMessage(_msg: Buffer, _sock: Peer, _info: { reliable: boolean; channel: number }): void {}
+  onNewMessage(_msg: Buffer, _sock: Peer, _info: UDPipeEvents['newMessage'][2]): void {}
   onDisconnect(_sock: Peer): void {}
   onConnect(_sock: Peer, _ip: string, _port: number): void {}
   onClose(_sock: Peer, _reason: string): void {}
@@ -225,11 +226,25 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     return bytes;
   }
 
-  private reliableOf(opts: SendOptions | undefined): boolean {
-    if (opts === undefined) return true;
-    if (typeof opts !== 'object' || opts === null) throw new UDPipeError('ERR_INVALID_ARGUMENT', 'send options must be an object like { reliable: false }');
-    if (opts.reliable !== undefined && typeof opts.reliable !== 'boolean') throw new UDPipeError('ERR_INVALID_ARGUMENT', 'opts.reliable must be true or false');
-    return opts.reliable ?? true;
+  private deliveryOf(opts: SendOptions | undefined, size: number): { reliable: boolean; channel: number; sequenced: boolean } {
+    if (opts === undefined) return { reliable: true, channel: 0, sequenced: false };
+    const bad = (m: string): never => {
+      throw new UDPipeError('ERR_INVALID_ARGUMENT', m);
+    };
+    if (typeof opts !== 'object' || opts === null) bad('send options must be an object like { reliable: false } or { delivery: "unreliable-sequenced", channel: 2 }');
+    if (opts.reliable !== undefined && typeof opts.reliable !== 'boolean') bad('opts.reliable must be true or false');
+    const delivery = opts.delivery ?? (opts.reliable === false ? 'unreliable' : 'reliable');
+    if (delivery !== 'reliable' && delivery !== 'unreliable' && delivery !== 'unreliable-sequenced') {
+      bad(`opts.delivery must be 'reliable', 'unreliable' or 'unreliable-sequenced', got ${String(delivery)}`);
+    }
+    if (opts.reliable !== undefined && opts.reliable !== (delivery === 'reliable')) bad(`opts.reliable: ${opts.reliable} contradicts opts.delivery: '${delivery}'; give one of them`);
+    const channel = opts.channel ?? 0;
+    if (!Number.isInteger(channel) || channel < 0 || channel > 255) bad(`opts.channel must be an integer from 0 to 255, got ${String(channel)}`);
+    if (delivery === 'reliable' && channel !== 0) bad('reliable messages travel on channel 0 in this version (independent reliable channels are planned); use channel 0, or an unreliable delivery');
+    if (delivery === 'unreliable-sequenced' && size > MAX_MESSAGE_SIZE) {
+      throw new UDPipeError('ERR_MESSAGE_TOO_LARGE', `an unreliable-sequenced message travels in one packet: at most ${MAX_MESSAGE_SIZE} bytes, got ${size}`);
+    }
+    return { reliable: delivery === 'reliable', channel, sequenced: delivery === 'unreliable-sequenced' };
   }
 
   private checkQueue(length: number, bytes: number): void {
@@ -247,12 +262,12 @@ export class UDPipe extends EventEmitter implements PeerOwner {
    * Returns false once maxQueue messages or highWaterMark bytes wait; 'drain' follows.
    */
   send(msg: string | Uint8Array, sock?: Peer, opts?: SendOptions): boolean {
-    const reliable = this.reliableOf(opts);
     const bytes = this.encode(msg);
+    const how = this.deliveryOf(opts, bytes.length);
     if (this.role === 'client' && this.client) {
       if (this.client.state === 'closed') throw new UDPipeError('ERR_CLOSED', 'this client is closed; create a new UDPipe to connect again');
       this.checkQueue(this.client.queueLength, this.client.queuedBytes);
-      const ok = this.client.send(bytes, reliable);
+      const ok = this.client.send(bytes, how.reliable, how.channel, how.sequenced);
       this.driver?.kick();
       return ok;
     }
@@ -263,13 +278,13 @@ export class UDPipe extends EventEmitter implements PeerOwner {
         throw new UDPipeError('ERR_NOT_CONNECTED', `peer ${sock} is ${conn?.state ?? 'gone'}; stop sending to it after onDisconnect/onClose`);
       }
       this.checkQueue(conn.queueLength, conn.queuedBytes);
-      return this.sendToPeer(sock.id, bytes, reliable);
+      return this.sendToPeer(sock.id, bytes, how);
     }
     throw new UDPipeError(this.closed ? 'ERR_CLOSED' : 'ERR_NOT_CONNECTED', 'call start() (server) or connect() (client) before send()');
   }
 
-  private sendToPeer(id: number, bytes: Uint8Array, reliable: boolean): boolean {
-    const ok = this.server!.connection(id)!.send(bytes, reliable);
+  private sendToPeer(id: number, bytes: Uint8Array, how: { reliable: boolean; channel: number; sequenced: boolean }): boolean {
+    const ok = this.server!.connection(id)!.send(bytes, how.reliable, how.channel, how.sequenced);
     this.server!.touch(id);
     this.driver?.kick();
     return ok;
@@ -282,15 +297,15 @@ export class UDPipe extends EventEmitter implements PeerOwner {
    */
   sendAll(msg: string | Uint8Array, opts?: SendOptions): boolean {
     if (this.role !== 'server' || !this.server) throw new UDPipeError('ERR_WRONG_ROLE', 'sendAll() is for servers; a client sends to its server with send()');
-    const reliable = this.reliableOf(opts);
     const bytes = this.encode(msg);
+    const how = this.deliveryOf(opts, bytes.length);
     const targets = [...this.peers.values()].filter((p) => p.state === 'connected' || p.state === 'stalled');
     for (const p of targets) {
       const c = this.server.connection(p.id)!;
       this.checkQueue(c.queueLength, c.queuedBytes);
     }
     let ok = true;
-    for (const p of targets) ok = this.sendToPeer(p.id, bytes, reliable) && ok;
+    for (const p of targets) ok = this.sendToPeer(p.id, bytes, how) && ok;
     return ok;
   }
 
@@ -523,7 +538,11 @@ export class UDPipe extends EventEmitter implements PeerOwner {
   private onConnectionEvent(peer: Peer, e: ConnectionEvent): void {
     switch (e.type) {
       case 'message':
-        this.fire('newMessage', Buffer.from(e.data.buffer, e.data.byteOffset, e.data.byteLength), peer, { reliable: e.reliable, channel: e.channel });
+        this.fire('newMessage', Buffer.from(e.data.buffer, e.data.byteOffset, e.data.byteLength), peer, {
+          reliable: e.reliable,
+          channel: e.channel,
+          delivery: e.reliable ? 'reliable' : e.sequenced ? 'unreliable-sequenced' : 'unreliable',
+        });
         return;
       case 'ping':
         this.fire('ping', peer);

@@ -8,7 +8,7 @@ import { WireFormatError } from '../wire/errors.js';
 import { encodeHandshake, type AcceptPacket, type ChallengePacket, type HandshakePacket } from '../wire/handshake.js';
 import { decodeDatagram } from '../wire/packet.js';
 import type { ConnectionConfig, ConnectionEvent } from './config.js';
-import { Connection } from './connection.js';
+import { Connection, type UnreliableOut } from './connection.js';
 import { TimerTable } from './timers.js';
 
 export interface ReconnectPolicy {
@@ -69,7 +69,7 @@ export class ClientEndpoint {
   /** Reliable messages waiting for a connection; the first has session index carryBase. */
   private carry: Unit[] = [];
   private carryBase = 0;
-  private carryUnreliable: Uint8Array[] = [];
+  private carryUnreliable: UnreliableOut[] = [];
   /** Session index of the current connection's first reliable message. */
   private sendBase = 0;
   /** Reliable messages from the server delivered to the program in this session. */
@@ -120,7 +120,7 @@ export class ClientEndpoint {
     if (this.carriedBytesKnown === undefined) {
       let n = 0;
       for (const u of this.carry) n += u.data.length;
-      for (const m of this.carryUnreliable) n += m.length;
+      for (const m of this.carryUnreliable) n += m.data.length;
       this.carriedBytesKnown = n;
     }
     return this.carriedBytesKnown;
@@ -199,12 +199,20 @@ export class ClientEndpoint {
     return (((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0) / 2 ** 32;
   }
 
-  send(data: Uint8Array, reliable: boolean): boolean {
-    if (this.conn && this.conn.state !== 'closed') return this.conn.send(data, reliable);
+  send(data: Uint8Array, reliable: boolean, channel = 0, sequenced = false): boolean {
+    if (this.conn && this.conn.state !== 'closed') return this.conn.send(data, reliable, channel, sequenced);
     const before = this.carriedBytes();
     if (reliable) for (const u of splitMessage(data, MAX_MESSAGE_SIZE, PART_SIZE)) this.carry.push(u);
-    else this.carryUnreliable.push(data);
-    this.carriedBytesKnown = before + data.length;
+    else {
+      if (sequenced) {
+        // Only the newest sequenced message of a channel is worth sending once connected.
+        const i = this.carryUnreliable.findIndex((m) => m.sequenced && m.channel === channel);
+        if (i >= 0) this.carryUnreliable.splice(i, 1);
+        this.carriedBytesKnown = undefined;
+      }
+      this.carryUnreliable.push({ data, channel, sequenced });
+    }
+    this.carriedBytesKnown = this.carriedBytesKnown === undefined ? undefined : before + data.length;
     const ok = this.carried < this.cfg.maxQueue && this.carriedBytes() < this.cfg.highWaterMark;
     if (!ok) this.owesDrain = true;
     return ok;
@@ -324,7 +332,7 @@ export class ClientEndpoint {
     }
     this.sendBase = this.carryBase;
     for (const u of this.carry.splice(0)) this.conn.sendUnit(u);
-    for (const m of this.carryUnreliable.splice(0)) this.conn.send(m, false);
+    for (const m of this.carryUnreliable.splice(0)) this.conn.queueUnreliable(m);
     this.carriedBytesKnown = 0;
     // A send() that returned false while we were away is owed a 'drain': now, if the new
     // connection took the queue without filling up (else the connection raises it later).

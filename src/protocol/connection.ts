@@ -9,7 +9,8 @@ import { UnreliableAssembler } from '../reliability/unreliable-assembler.js';
 import { Deque } from '../reliability/deque.js';
 import { LossRecovery, type LossCallbacks, type SentPacket } from '../reliability/loss-recovery.js';
 import { OrderedReceiver } from '../reliability/receiver.js';
-import { ReliableSender, splitMessage, type OutMessage, type Unit } from '../reliability/sender.js';
+import { ReliableSender, type OutMessage, type Unit } from '../reliability/sender.js';
+import { seqLess } from '../reliability/seq.js';
 import { ByteWriter } from '../wire/bytes.js';
 import {
   BASE_DATAGRAM_SIZE,
@@ -36,6 +37,16 @@ const PACKET_OVERHEAD = DATA_HEADER_SIZE + TAG_SIZE;
 const BLACK_HOLE_PTOS = 3;
 /** Outstanding pings remembered for RTT on PONG. */
 const MAX_PINGS_REMEMBERED = 8;
+
+/** An unreliable message waiting to go. */
+export interface UnreliableOut {
+  data: Uint8Array;
+  channel: number;
+  /** Unreliable-sequenced: the receiver keeps only the newest of its channel. */
+  sequenced: boolean;
+  /** A newer sequenced message of the same channel was queued: this one is not sent. */
+  superseded?: boolean;
+}
 
 export interface ConnectionInit {
   /** Our connection id: the peer puts it in every packet it sends us. */
@@ -83,6 +94,10 @@ export interface ConnectionStats {
   unreliableDropped: number;
   /** Reliable units not taken for lack of reassembly memory (their packets go unacknowledged and come again). */
   refused: number;
+  /** Sequenced messages replaced by a newer one of their channel before they went out. */
+  sequencedSuperseded: number;
+  /** Sequenced messages that arrived after a newer one of their channel and were dropped. */
+  sequencedStale: number;
   /** Path MTU search: the datagram size in use, its ceiling, probes sent and lost. */
   pmtu: PmtuStats;
 }
@@ -119,7 +134,13 @@ export class Connection {
   private unitRoom: number;
   private readonly sender: ReliableSender;
   private readonly receiver: OrderedReceiver;
-  private readonly unreliable = new Deque<Uint8Array>();
+  private readonly unreliable = new Deque<UnreliableOut>();
+  /** The newest queued sequenced message of each channel: a newer one supersedes it. */
+  private readonly latestSequenced = new Map<number, UnreliableOut>();
+  /** Next sequence number of each channel's sequenced messages, sent... */
+  private readonly sequencedOut = new Map<number, number>();
+  /** ...and the newest received. */
+  private readonly sequencedIn = new Map<number, number>();
   private unreliableBytes = 0;
   /** The unreliable message being sent in parts, and the next part to go. */
   private unreliableCursor: { id: number; next: number } | undefined;
@@ -150,7 +171,7 @@ export class Connection {
   private lastReceivedAt: number;
   /** Set while a packet's frames are processed when a reliable unit could not be taken. */
   private refusedInPacket = false;
-  private counters = { refused: 0, datagramsSent: 0, datagramsReceived: 0, bytesSent: 0, bytesReceived: 0, messagesSent: 0, messagesReceived: 0, malformed: 0, duplicates: 0, ackElicitingSent: 0 };
+  private counters = { superseded: 0, stale: 0, refused: 0, datagramsSent: 0, datagramsReceived: 0, bytesSent: 0, bytesReceived: 0, messagesSent: 0, messagesReceived: 0, malformed: 0, duplicates: 0, ackElicitingSent: 0 };
 
   private readonly lossCallbacks: LossCallbacks = {
     acked: (p: SentPacket) => {
@@ -265,11 +286,8 @@ export class Connection {
    * is still queued; a 'drain' event follows when it empties below). The caller checks
    * size and state first (src/api), so this never throws on network grounds.
    */
-  send(data: Uint8Array, reliable: boolean): boolean {
-    if (!reliable) {
-      this.unreliable.push(data);
-      this.unreliableBytes += data.length;
-    }
+  send(data: Uint8Array, reliable: boolean, channel = 0, sequenced = false): boolean {
+    if (!reliable) this.queueUnreliable({ data, channel, sequenced });
     else this.sender.enqueueMessage(data);
     return this.afterQueued();
   }
@@ -278,21 +296,44 @@ export class Connection {
    * Unreliable messages into the packet being built: whole when they fit, else part by
    * part (a message's parts go in order, possibly across several packets).
    */
+  /** Queues an unreliable message; a sequenced one supersedes its channel's older one still queued. */
+  queueUnreliable(m: UnreliableOut): boolean {
+    if (m.sequenced) {
+      const older = this.latestSequenced.get(m.channel);
+      if (older) older.superseded = true;
+      this.latestSequenced.set(m.channel, m);
+    }
+    this.unreliable.push(m);
+    this.unreliableBytes += m.data.length;
+    return this.afterQueued();
+  }
+
   private addUnreliable(add: (f: Frame) => boolean): void {
-    for (let u = this.unreliable.peek(); u; u = this.unreliable.peek()) {
-      if (u.length <= MAX_MESSAGE_SIZE) {
-        if (!add({ type: 'unreliable', channel: 0, data: u })) return;
+    for (let m = this.unreliable.peek(); m; m = this.unreliable.peek()) {
+      const u = m.data;
+      if (m.superseded) {
+        this.counters.superseded++;
+      } else if (m.sequenced) {
+        const seq = this.sequencedOut.get(m.channel) ?? 0;
+        if (!add({ type: 'unreliable', channel: m.channel, data: u, seq })) return;
+        this.sequencedOut.set(m.channel, (seq + 1) & 0xffff);
+        this.counters.messagesSent++;
+      } else if (u.length <= MAX_MESSAGE_SIZE) {
+        if (!add({ type: 'unreliable', channel: m.channel, data: u })) return;
+        this.counters.messagesSent++;
       } else {
         const count = Math.ceil(u.length / PART_SIZE);
         const c = (this.unreliableCursor ??= { id: this.nextUnreliableId++, next: 0 });
         for (; c.next < count; c.next++) {
           const part = { id: c.id, index: c.next, count };
-          if (!add({ type: 'unreliable', channel: 0, data: u.subarray(c.next * PART_SIZE, (c.next + 1) * PART_SIZE), part })) return;
+          if (!add({ type: 'unreliable', channel: m.channel, data: u.subarray(c.next * PART_SIZE, (c.next + 1) * PART_SIZE), part })) return;
         }
         this.unreliableCursor = undefined;
+        this.counters.messagesSent++;
       }
-      this.unreliableBytes -= this.unreliable.shift()!.length;
-      this.counters.messagesSent++;
+      this.unreliable.shift();
+      this.unreliableBytes -= u.length;
+      if (this.latestSequenced.get(m.channel) === m) this.latestSequenced.delete(m.channel);
     }
   }
 
@@ -415,7 +456,7 @@ export class Connection {
             if (m === 'refused') return false;
             if (!m) return true;
             this.counters.messagesReceived++;
-            this.emit({ type: 'message', data: m.data, reliable: true, channel: f.channel, units: m.units });
+            this.emit({ type: 'message', data: m.data, reliable: true, channel: f.channel, units: m.units, sequenced: false });
             return true;
           },
           f.last,
@@ -427,10 +468,19 @@ export class Connection {
         return;
       }
       case 'unreliable': {
+        if (f.seq !== undefined) {
+          // Sequenced: only what is newer than the newest delivered on its channel.
+          const newest = this.sequencedIn.get(f.channel);
+          if (newest !== undefined && !seqLess(newest, f.seq)) {
+            this.counters.stale++;
+            return;
+          }
+          this.sequencedIn.set(f.channel, f.seq);
+        }
         const data = f.part ? this.unreliableParts.add(f.part.id, f.part.index, f.part.count, f.data, now) : f.data;
         if (!data) return;
         this.counters.messagesReceived++;
-        this.emit({ type: 'message', data, reliable: false, channel: f.channel, units: 1 });
+        this.emit({ type: 'message', data, reliable: false, channel: f.channel, units: 1, sequenced: f.seq !== undefined });
         return;
       }
       case 'close':
@@ -675,12 +725,13 @@ export class Connection {
    * reliable messages from the oldest unacknowledged one on (in order, with the
    * connection-local index of the first) and unreliable ones never sent.
    */
-  takeUnfinished(): { reliable: Unit[]; firstIndex: number; unreliable: Uint8Array[] } {
+  takeUnfinished(): { reliable: Unit[]; firstIndex: number; unreliable: UnreliableOut[] } {
     const { units, firstIndex } = this.sender.takeAll();
     // A message cut off mid-parts goes again whole: the peer drops the parts it got.
     this.unreliableCursor = undefined;
     this.unreliableBytes = 0;
-    return { reliable: units, firstIndex, unreliable: this.unreliable.clear() };
+    this.latestSequenced.clear();
+    return { reliable: units, firstIndex, unreliable: this.unreliable.clear().filter((m) => !m.superseded) };
   }
 
   stats(): ConnectionStats {
@@ -705,6 +756,8 @@ export class Connection {
       duplicates: c.duplicates,
       unreliableDropped: this.unreliableParts.dropped,
       refused: c.refused,
+      sequencedSuperseded: c.superseded,
+      sequencedStale: c.stale,
       pmtu: this.pmtu.toJSON(),
     };
   }

@@ -31,6 +31,8 @@ export const enum FrameType {
   UnreliablePart = 0x09,
   /** Ack-eliciting, no body: marks a path MTU probe (padding fills the rest). */
   MtuProbe = 0x0a,
+  /** An unreliable message with a per-channel sequence number: the receiver keeps only the newest. */
+  UnreliableSequenced = 0x0b,
 }
 
 export const NONCE_SIZE = 16;

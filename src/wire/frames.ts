@@ -29,7 +29,7 @@ export type Frame =
    * An unreliable message, or with `part` set, one part of one too large for a packet
    * (UNRELIABLE_PART): message id, index of this part, number of parts.
    */
-  | { type: 'unreliable'; channel: number; data: Uint8Array; part?: { id: number; index: number; count: number } }
+  | { type: 'unreliable'; channel: number; data: Uint8Array; part?: { id: number; index: number; count: number }; seq?: number }
   | { type: 'close'; reason: number }
   /** MTU_PROBE: ack-eliciting and empty; the packet around it is padded to the size probed. */
   | { type: 'mtu-probe' }
@@ -64,7 +64,7 @@ export function frameSize(f: Frame): number {
     case 'reliable':
       return (f.last === undefined ? 4 : 5) + varintSize(f.data.length) + f.data.length;
     case 'unreliable': {
-      const head = f.part ? varintSize(f.part.id) + varintSize(f.part.index) + varintSize(f.part.count) : 0;
+      const head = f.part ? varintSize(f.part.id) + varintSize(f.part.index) + varintSize(f.part.count) : f.seq !== undefined ? 2 : 0;
       return 2 + head + varintSize(f.data.length) + f.data.length;
     }
     case 'close':
@@ -106,6 +106,7 @@ export function writeFrame(w: ByteWriter, f: Frame): void {
       return;
     case 'unreliable':
       if (f.part) w.u8(FrameType.UnreliablePart).u8(f.channel).varint(f.part.id).varint(f.part.index).varint(f.part.count);
+      else if (f.seq !== undefined) w.u8(FrameType.UnreliableSequenced).u8(f.channel).u16(f.seq);
       else w.u8(FrameType.Unreliable).u8(f.channel);
       w.varint(f.data.length).raw(f.data);
       return;
@@ -191,6 +192,12 @@ function readFrame(r: ByteReader): Frame {
       return { type: 'closed' };
     case FrameType.MtuProbe:
       return { type: 'mtu-probe' };
+    case FrameType.UnreliableSequenced: {
+      const channel = r.u8('channel');
+      const seq = r.u16('sequence');
+      const len = r.varint('message length');
+      return { type: 'unreliable', channel, data: r.bytesView(len, 'message').slice(), seq };
+    }
     default:
       throw new WireFormatError(`unknown frame type 0x${t.toString(16)}`);
   }
@@ -218,7 +225,8 @@ export function describeFrame(f: Frame): string {
     case 'reliable':
       return `${f.last === undefined ? 'MSG' : f.last ? 'PART(last)' : 'PART'} ch${f.channel} #${f.seq} ${f.data.length}B`;
     case 'unreliable':
-      return f.part ? `UPART ch${f.channel} msg=${f.part.id} ${f.part.index + 1}/${f.part.count} ${f.data.length}B` : `UMSG ch${f.channel} ${f.data.length}B`;
+      if (f.part) return `UPART ch${f.channel} msg=${f.part.id} ${f.part.index + 1}/${f.part.count} ${f.data.length}B`;
+      return f.seq !== undefined ? `USEQ ch${f.channel} #${f.seq} ${f.data.length}B` : `UMSG ch${f.channel} ${f.data.length}B`;
     case 'close':
       return `CLOSE reason=${f.reason}`;
     case 'closed':
