@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { RangeSet } from '../src/reliability/range-set.js';
-import { OrderedReceiver, RECEIVE_WINDOW, RECEIVE_WINDOW_BYTES } from '../src/reliability/receiver.js';
+import { StreamReceiver, RECEIVE_WINDOW, RECEIVE_WINDOW_BYTES, newReceiveState } from '../src/reliability/receiver.js';
 import { ReliableSender, type OutMessage } from '../src/reliability/sender.js';
 import { LossRecovery, type SentPacket } from '../src/reliability/loss-recovery.js';
 import { RttEstimator } from '../src/reliability/rtt.js';
@@ -46,31 +46,62 @@ describe('RangeSet', () => {
   });
 });
 
-describe('OrderedReceiver', () => {
-  test('delivers in order exactly once whatever the arrival order, across the 16-bit wrap', () => {
+describe('StreamReceiver', () => {
+  const unit = (i: number, delta = 1, channel = 0) => ({ data: new Uint8Array([i & 0xff, i >> 8]), last: undefined, channel, unordered: false, delta: i === 0 ? 0 : delta });
+  test('delivers one channel in order exactly once whatever the arrival order, across the 16-bit wrap', () => {
     fc.assert(
       fc.property(fc.integer({ min: 0, max: 0xffff }), fc.array(fc.integer({ min: 0, max: 199 }), { minLength: 200, maxLength: 600 }), (start, order) => {
-        const r = new OrderedReceiver(start);
+        const r = new StreamReceiver(start);
         const out: number[] = [];
         const all = [...order, ...Array.from({ length: 200 }, (_, i) => i)];
-        for (const i of all) r.receive((start + i) & 0xffff, new Uint8Array([i & 0xff, i >> 8]), (d) => out.push(d[0]! | (d[1]! << 8)) > 0);
+        for (const i of all) r.receive((start + i) & 0xffff, unit(i), (u) => out.push(u.data[0]! | (u.data[1]! << 8)) > 0);
         assert.deepEqual(out, Array.from({ length: 200 }, (_, i) => i));
         assert.equal(r.buffered, 0);
       }),
     );
   });
 
+  test('channels are independent: a gap in one holds back only that one; unordered goes at once', () => {
+    // Units 0..5: channel A = 0, 2, 4 (deltas 0, 2, 2), channel B = 1, 3 (deltas 0, 2), 5 unordered on A.
+    const r = new StreamReceiver(0);
+    const out: string[] = [];
+    const give = (i: number, ch: string, delta: number, unordered = false) =>
+      r.receive(i, { data: new Uint8Array([i]), last: undefined, channel: ch === 'A' ? 0 : 1, unordered, delta }, (u) => out.push(`${u.channel ? 'B' : 'A'}${u.data[0]}`) > 0);
+    give(1, 'B', 0);
+    give(3, 'B', 2);
+    give(2, 'A', 2); // waits for unit 0
+    give(5, 'A', 0, true);
+    assert.deepEqual(out, ['B1', 'B3', 'A5'], 'B flows and the unordered one arrives while A waits for its first unit');
+    give(0, 'A', 0);
+    give(4, 'A', 2);
+    assert.deepEqual(out, ['B1', 'B3', 'A5', 'A0', 'A2', 'A4']);
+    assert.equal(give(2, 'A', 2), 'duplicate');
+    assert.equal(give(5, 'A', 0, true), 'duplicate');
+  });
+
+  test('a resumed session skips what an earlier connection delivered', () => {
+    const state = newReceiveState(10);
+    state.above.add(12); // delivered early on the last connection
+    const r = new StreamReceiver(0, undefined, state);
+    const out: number[] = [];
+    for (const i of [0, 1, 2, 3]) r.receive(i, { data: new Uint8Array([10 + i]), last: undefined, channel: 0, unordered: false, delta: i === 0 ? 0 : 1 }, (u) => out.push(u.data[0]!) > 0);
+    assert.deepEqual(out, [10, 11, 13]);
+    assert.equal(state.delivered, 14);
+    assert.equal(state.above.size, 0);
+  });
+
   test('refuses what lies beyond its window, so a peer cannot make it buffer more', () => {
-    const r = new OrderedReceiver(0);
-    assert.equal(r.receive(RECEIVE_WINDOW, new Uint8Array(1), () => true), 'out-of-window');
-    assert.equal(r.receive(RECEIVE_WINDOW - 1, new Uint8Array(1), () => true), 'buffered');
-    assert.equal(r.receive(0xffff, new Uint8Array(1), () => true), 'duplicate');
+    const r = new StreamReceiver(0);
+    const u = { data: new Uint8Array(1), last: undefined, channel: 0, unordered: false, delta: 1 };
+    assert.equal(r.receive(RECEIVE_WINDOW, u, () => true), 'out-of-window');
+    assert.equal(r.receive(RECEIVE_WINDOW - 1, u, () => true), 'buffered');
+    assert.equal(r.receive(0xffff, u, () => true), 'duplicate');
   });
 });
 
 describe('ReliableSender', () => {
   test('retransmits lost messages before new ones and forgets acknowledged ones', () => {
-    const s = new ReliableSender(0, 0xfffe);
+    const s = new ReliableSender(0xfffe);
     const a = s.enqueue(new Uint8Array([1]));
     const b = s.enqueue(new Uint8Array([2]));
     const c = s.enqueue(new Uint8Array([3]));
@@ -230,24 +261,54 @@ test('TimerTable: a timer is due at its deadline, not before', () => {
   assert.equal(t.next(), 100);
 });
 
-test('ReliableSender keeps the acknowledged parts of an unfinished message, so a reconnect resends it whole', () => {
+test('ReliableSender forgets the acknowledged prefix, but keeps unfinished messages whole for a session that starts over', () => {
   const s = new ReliableSender();
-  const whole = s.enqueue(new Uint8Array([0]));
-  const parts = [s.enqueue(new Uint8Array([1]), false), s.enqueue(new Uint8Array([2]), false), s.enqueue(new Uint8Array([3]), true)];
-  for (let m = s.peek(); m; m = s.peek()) s.take(m);
-  s.onAcked(whole);
-  s.onAcked(parts[0]!);
-  s.onAcked(parts[1]!);
-  assert.equal(s.length, 3, 'the whole message is forgotten, the unfinished one is kept entire');
+  s.enqueueMessage(new Uint8Array([0]));
+  s.enqueueMessage(new Uint8Array(3000).fill(1));
+  const sent: OutMessage[] = [];
+  for (let m = s.peek(1300); m; m = s.peek(1300)) {
+    s.take(m);
+    sent.push(m);
+  }
+  assert.deepEqual(sent.map((m) => m.last), [undefined, false, false, true]);
+  s.onAcked(sent[0]!);
+  s.onAcked(sent[1]!);
+  s.onAcked(sent[3]!);
+  assert.equal(s.length, 2, 'the acknowledged prefix is forgotten; the part after the gap stays');
   const left = s.takeAll();
-  assert.equal(left.firstIndex, 1);
-  assert.deepEqual(left.units.map((u) => [u.data[0], u.last]), [[1, false], [2, false], [3, true]]);
+  assert.equal(left.firstIndex, 2);
+  assert.deepEqual(left.units.map((u) => [u.last, u.first]), [[false, false], [true, false]], 'a resumed session gets the rest of the parts');
+  assert.deepEqual(left.whole.map((w) => w.data.length), [3000], 'a session that starts over gets the unfinished message whole');
   const t = new ReliableSender();
-  const ps = [t.enqueue(new Uint8Array(1), false), t.enqueue(new Uint8Array(1), true)];
-  for (let m = t.peek(); m; m = t.peek()) t.take(m);
-  t.onAcked(ps[1]!);
-  t.onAcked(ps[0]!);
-  assert.equal(t.length, 0, 'once every part is acknowledged the message is gone');
+  t.enqueueMessage(new Uint8Array(10));
+  const m = t.peek()!;
+  t.take(m);
+  t.onAcked(m);
+  assert.deepEqual(t.takeAll().whole, [], 'once acknowledged with nothing before it, a message is not needed again');
+});
+
+test('ReliableSender: channels take turns, so a large message on one does not hold back another', () => {
+  const s = new ReliableSender();
+  s.enqueueMessage(new Uint8Array(100_000), 1);
+  s.enqueueMessage(new Uint8Array(10), 0);
+  const order: number[] = [];
+  for (let m = s.peek(1200); m && order.length < 4; m = s.peek(1200)) {
+    s.take(m);
+    order.push(m.channel);
+  }
+  assert.ok(order.slice(0, 2).includes(0), `channel 0 goes within the first two units: ${order.join(',')}`);
+  const deltas = new Map<number, number[]>();
+  // Deltas point to the previous unit of the same channel.
+  const t = new ReliableSender();
+  t.enqueueMessage(new Uint8Array(3000), 1);
+  t.enqueueMessage(new Uint8Array(10), 0);
+  t.enqueueMessage(new Uint8Array(10), 0);
+  for (let m = t.peek(1200); m; m = t.peek(1200)) {
+    t.take(m);
+    deltas.set(m.channel, [...(deltas.get(m.channel) ?? []), m.delta]);
+  }
+  assert.equal(deltas.get(0)![0], 0, 'first unit of a channel: no predecessor');
+  assert.ok(deltas.get(1)!.slice(1).every((d) => d >= 1));
 });
 
 test('UnreliableAssembler: whole in any order, duplicates ignored, bounded against lies', () => {

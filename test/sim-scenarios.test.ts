@@ -62,7 +62,13 @@ interface Side {
   events: string[];
 }
 
-function track(pipe: UDPipe, side: Side, onConnectionPeer?: (p: Peer) => void): void {
+/** How message i of a scenario is sent: three channels, one small message in ten unordered. */
+function howToSend(i: number, s: Scenario): { channel: number; delivery: 'reliable' | 'reliable-unordered' } {
+  const r = new Rng(s.seed * 7777 + i);
+  return { channel: i % 3, delivery: r.int(10) === 0 ? 'reliable-unordered' : 'reliable' };
+}
+
+function track(pipe: UDPipe, side: Side, s: Scenario, onConnectionPeer?: (p: Peer) => void): void {
   const connIndex = new Map<Peer, number>();
   const indexOf = (p: Peer): number => {
     let i = connIndex.get(p);
@@ -87,6 +93,10 @@ function track(pipe: UDPipe, side: Side, onConnectionPeer?: (p: Peer) => void): 
     const [, id, size] = String(msg).split(':');
     // Large messages carry their intended length: a part lost or doubled would show.
     assert.equal(msg.length, Number(size), `message ${id} arrived with ${msg.length} bytes, not ${size}`);
+    const how = howToSend(Number(id), s);
+    assert.equal(info.channel, how.channel, `message ${id} on its channel`);
+    // A message larger than one packet keeps its channel's order even when sent unordered.
+    if (how.delivery === 'reliable') assert.equal(info.delivery, 'reliable', `message ${id} delivered as sent`);
     side.perConnection[indexOf(sock)]!.push(Number(id));
   };
 }
@@ -150,8 +160,8 @@ async function runScenario(s: Scenario): Promise<void> {
   // The server sends one numbered stream to whichever connection the client has now.
   let current: Peer | undefined;
   let serverSent = 0;
-  track(server, atServer, (peer) => (current = peer));
-  track(client, atClient);
+  track(server, atServer, s, (peer) => (current = peer));
+  track(client, atClient, s);
 
   await server.start(PORT, SERVER_HOST);
   let connected = false;
@@ -168,8 +178,14 @@ async function runScenario(s: Scenario): Promise<void> {
   // and the server sends its next one if it has a live connection to the client.
   let sent = 0;
   const sendNext = (): void => {
-    if (sent < s.messages) client.send(numbered('c', sent++, s));
-    if (serverSent < s.messages && current && (current.state === 'connected' || current.state === 'stalled')) server.send(numbered('s', serverSent++, s), current);
+    if (sent < s.messages) {
+      client.send(numbered('c', sent, s), undefined, howToSend(sent, s));
+      sent++;
+    }
+    if (serverSent < s.messages && current && (current.state === 'connected' || current.state === 'stalled')) {
+      server.send(numbered('s', serverSent, s), current, howToSend(serverSent, s));
+      serverSent++;
+    }
     if (sent < s.messages || serverSent < s.messages) net.transport(CLIENT_HOST).setTimer(net.now + 25, sendNext);
   };
   sendNext();
@@ -182,10 +198,17 @@ async function runScenario(s: Scenario): Promise<void> {
   await net.advanceUntil(() => net.now > partitionEnds && clientUp(), 120_000);
   await net.advance(3000);
 
-  // Exactly once and in order, across every stall and reconnect, both ways.
-  const state = (): string => `; ${s.hosts}; client events ${atClient.events.join(",")}; server events ${atServer.events.join(",")}; client ${JSON.stringify(client.stats())}; server side ${JSON.stringify(current?.stats())}`;
-  assert.deepEqual(atServer.perConnection.flat(), Array.from({ length: s.messages }, (_, i) => i), `client -> server stream${state()}`);
-  assert.deepEqual(atClient.perConnection.flat(), Array.from({ length: s.messages }, (_, i) => i), `server -> client stream${state()}`);
+  // Exactly once, and each channel in order, across every stall and reconnect, both ways.
+  const state = (): string => `; ${s.hosts}; client events ${atClient.events.join(',')}; server events ${atServer.events.join(',')}; client ${JSON.stringify(client.stats())}; server side ${JSON.stringify(current?.stats())}`;
+  const all = Array.from({ length: s.messages }, (_, i) => i);
+  for (const [name, side] of [['client -> server', atServer], ['server -> client', atClient]] as const) {
+    const got = side.perConnection.flat();
+    assert.deepEqual([...got].sort((a, b) => a - b), all, `${name}: every message exactly once${state()}`);
+    for (const ch of [0, 1, 2]) {
+      const ordered = got.filter((i) => howToSend(i, s).channel === ch && howToSend(i, s).delivery === 'reliable');
+      assert.deepEqual(ordered, [...ordered].sort((a, b) => a - b), `${name}: channel ${ch} in order${state()}`);
+    }
+  }
   checkEventGrammar(atServer.events, 'server');
   checkEventGrammar(atClient.events, 'client');
   if (s.partition === 'disconnect') {

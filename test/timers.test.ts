@@ -9,6 +9,7 @@ import { deriveTokenKey } from '../src/crypto/handshake-keys.js';
 import { HmacPacketCipher } from '../src/crypto/packet-cipher.js';
 import { ClientEndpoint, type ClientConfig, type ClientEvent } from '../src/protocol/client.js';
 import { DEFAULT_CONNECTION_CONFIG } from '../src/protocol/config.js';
+import { newInbound } from '../src/protocol/connection.js';
 import { Connection } from '../src/protocol/connection.js';
 import { ServerEndpoint, type ServerEvent } from '../src/protocol/server.js';
 import { SessionStore } from '../src/protocol/sessions.js';
@@ -130,10 +131,10 @@ test('connection: close() gives up on a silent peer exactly at closeTimeoutMs', 
 
 test('sessions: a parked session can be resumed until its linger deadline, not at it', () => {
   const store = new SessionStore(() => 10, () => 500);
-  store.park('a', { delivered: 1, outbound: [], outboundBase: 0 }, 0);
+  store.park('a', { inbound: newInbound(1), outbound: [], outboundBase: 0 }, 0);
   store.handleTimeout(499);
   assert.ok(store.take('a'));
-  store.park('a', { delivered: 1, outbound: [], outboundBase: 0 }, 0);
+  store.park('a', { inbound: newInbound(1), outbound: [], outboundBase: 0 }, 0);
   assert.equal(store.nextDeadline(), 500);
   store.handleTimeout(500);
   assert.equal(store.take('a'), undefined);
@@ -141,7 +142,7 @@ test('sessions: a parked session can be resumed until its linger deadline, not a
 
 test('sessions: the number parked is bounded; the oldest goes first', () => {
   const store = new SessionStore(() => 2, () => 500);
-  for (const k of ['a', 'b', 'c']) store.park(k, { delivered: 0, outbound: [], outboundBase: 0 }, 0);
+  for (const k of ['a', 'b', 'c']) store.park(k, { inbound: newInbound(0), outbound: [], outboundBase: 0 }, 0);
   assert.equal(store.parkedCount, 2);
   assert.equal(store.take('a'), undefined);
   assert.ok(store.take('c'));

@@ -73,8 +73,9 @@ const frame: fc.Arbitrary<Frame> = fc.oneof(
   fc.record({ type: fc.constant('ping' as const), id: u32 }),
   fc.record({ type: fc.constant('pong' as const), id: u32 }),
   fc.record({ type: fc.constant('ack' as const), delayUs: fc.integer({ min: 0, max: 2 ** 32 }), ranges: ackRanges }),
-  fc.record({ type: fc.constant('reliable' as const), channel: fc.integer({ min: 0, max: 255 }), seq: fc.integer({ min: 0, max: 0xffff }), data: fc.uint8Array({ maxLength: 200 }) }),
-  fc.record({ type: fc.constant('reliable' as const), channel: fc.integer({ min: 0, max: 255 }), seq: fc.integer({ min: 0, max: 0xffff }), data: fc.uint8Array({ maxLength: 200 }), last: fc.boolean() }),
+  fc.record({ type: fc.constant('reliable' as const), channel: fc.integer({ min: 0, max: 255 }), seq: fc.integer({ min: 0, max: 0xffff }), delta: fc.nat(), data: fc.uint8Array({ maxLength: 200 }) }),
+  fc.record({ type: fc.constant('reliable' as const), channel: fc.integer({ min: 0, max: 255 }), seq: fc.integer({ min: 0, max: 0xffff }), delta: fc.nat(), data: fc.uint8Array({ maxLength: 200 }), last: fc.boolean() }),
+  fc.record({ type: fc.constant('reliable' as const), channel: fc.integer({ min: 0, max: 255 }), seq: fc.integer({ min: 0, max: 0xffff }), delta: fc.constant(0), unordered: fc.constant(true), data: fc.uint8Array({ maxLength: 200 }) }),
   fc.record({ type: fc.constant('unreliable' as const), channel: fc.integer({ min: 0, max: 255 }), data: fc.uint8Array({ maxLength: 200 }) }),
   fc.record({
     type: fc.constant('unreliable' as const),
@@ -175,7 +176,7 @@ test('random bytes and mutated packets decode or raise WireFormatError, nothing 
 });
 
 test('every truncation of a valid packet raises WireFormatError', () => {
-  const frames: Frame[] = [{ type: 'ack', delayUs: 300, ranges: [{ lo: 10, hi: 20 }, { lo: 1, hi: 5 }] }, { type: 'reliable', channel: 0, seq: 9, data: new Uint8Array(30) }];
+  const frames: Frame[] = [{ type: 'ack', delayUs: 300, ranges: [{ lo: 10, hi: 20 }, { lo: 1, hi: 5 }] }, { type: 'reliable', channel: 0, seq: 9, delta: 1, data: new Uint8Array(30) }];
   const b = encodeData(frames);
   const body = b.subarray(DATA_HEADER_SIZE, b.length - TAG_SIZE);
   const ackEnd = frameSize(frames[0]!);
@@ -195,9 +196,9 @@ test('ACK frames that reach below zero or carry too many ranges are rejected', (
 });
 
 test('a RELIABLE_PART frame with unknown flag bits is rejected', () => {
-  const ok = new Uint8Array([0x08, 0, 0, 7, 1, 1, 0x41]);
-  assert.deepEqual(decodeFrames(ok, 0, ok.length), [{ type: 'reliable', channel: 0, seq: 7, data: new Uint8Array([0x41]), last: true }]);
-  const bad = new Uint8Array([0x08, 0, 0, 7, 2, 1, 0x41]);
+  const ok = new Uint8Array([0x08, 0, 0, 7, 1, 3, 1, 0x41]);
+  assert.deepEqual(decodeFrames(ok, 0, ok.length), [{ type: 'reliable', channel: 0, seq: 7, delta: 3, data: new Uint8Array([0x41]), last: true }]);
+  const bad = new Uint8Array([0x08, 0, 0, 7, 2, 3, 1, 0x41]);
   assert.throws(() => decodeFrames(bad, 0, bad.length), /part flags/);
 });
 

@@ -7,21 +7,23 @@ export type PeerState = 'connecting' | ConnectionState;
 export type PeerStats = ConnectionStats | { state: 'connecting' };
 
 /** How a message travels (docs/PROTOCOL.md, section 5). */
-export type Delivery = 'reliable' | 'unreliable' | 'unreliable-sequenced';
+export type Delivery = 'reliable' | 'reliable-unordered' | 'unreliable' | 'unreliable-sequenced';
 
 export interface SendOptions {
   /** Default true: acknowledged, retransmitted, delivered once and in order. false is `delivery: 'unreliable'`. */
   reliable?: boolean;
   /**
-   * 'reliable' (the default): once, in order. 'unreliable': at most once, maybe lost.
-   * 'unreliable-sequenced': at most once, and never after a newer message of the same
-   * channel (older ones still queued are replaced, late ones dropped); for state that
-   * only matters when fresh. At most 1200 bytes.
+   * 'reliable' (the default): once, in its channel's order. 'reliable-unordered': once,
+   * as soon as it arrives (a message larger than one packet keeps its channel's order).
+   * 'unreliable': at most once, maybe lost. 'unreliable-sequenced': at most once, and
+   * never after a newer message of the same channel (older ones still queued are
+   * replaced, late ones dropped); for state that only matters when fresh. At most
+   * 1200 bytes.
    */
   delivery?: Delivery;
   /**
-   * 0..255, default 0. Unreliable and sequenced messages carry it, and sequencing is
-   * per channel. Reliable messages use channel 0 in this version.
+   * 0..255, default 0. Each channel is its own ordered stream: a large or delayed
+   * message on one does not hold back messages on another. Sequencing is per channel.
    */
   channel?: number;
 }

@@ -15,6 +15,14 @@ import { CALLBACK, type EndpointStats, type EventName, type UDPipeEvents } from 
 import { bindError, checkPort, fmt } from './format.js';
 import { Peer, type PeerOwner, type PeerStats, type SendOptions } from './peer.js';
 
+/** How send() was asked to deliver a message. */
+interface SendHow {
+  reliable: boolean;
+  channel: number;
+  sequenced: boolean;
+  unordered: boolean;
+}
+
 /** A send() past this many times maxQueue throws instead of growing without bound. */
 const HARD_QUEUE_FACTOR = 8;
 
@@ -226,25 +234,25 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     return bytes;
   }
 
-  private deliveryOf(opts: SendOptions | undefined, size: number): { reliable: boolean; channel: number; sequenced: boolean } {
-    if (opts === undefined) return { reliable: true, channel: 0, sequenced: false };
+  private deliveryOf(opts: SendOptions | undefined, size: number): SendHow {
+    if (opts === undefined) return { reliable: true, channel: 0, sequenced: false, unordered: false };
     const bad = (m: string): never => {
       throw new UDPipeError('ERR_INVALID_ARGUMENT', m);
     };
     if (typeof opts !== 'object' || opts === null) bad('send options must be an object like { reliable: false } or { delivery: "unreliable-sequenced", channel: 2 }');
     if (opts.reliable !== undefined && typeof opts.reliable !== 'boolean') bad('opts.reliable must be true or false');
     const delivery = opts.delivery ?? (opts.reliable === false ? 'unreliable' : 'reliable');
-    if (delivery !== 'reliable' && delivery !== 'unreliable' && delivery !== 'unreliable-sequenced') {
-      bad(`opts.delivery must be 'reliable', 'unreliable' or 'unreliable-sequenced', got ${String(delivery)}`);
+    if (delivery !== 'reliable' && delivery !== 'reliable-unordered' && delivery !== 'unreliable' && delivery !== 'unreliable-sequenced') {
+      bad(`opts.delivery must be 'reliable', 'reliable-unordered', 'unreliable' or 'unreliable-sequenced', got ${String(delivery)}`);
     }
-    if (opts.reliable !== undefined && opts.reliable !== (delivery === 'reliable')) bad(`opts.reliable: ${opts.reliable} contradicts opts.delivery: '${delivery}'; give one of them`);
+    const reliable = delivery === 'reliable' || delivery === 'reliable-unordered';
+    if (opts.reliable !== undefined && opts.reliable !== reliable) bad(`opts.reliable: ${opts.reliable} contradicts opts.delivery: '${delivery}'; give one of them`);
     const channel = opts.channel ?? 0;
     if (!Number.isInteger(channel) || channel < 0 || channel > 255) bad(`opts.channel must be an integer from 0 to 255, got ${String(channel)}`);
-    if (delivery === 'reliable' && channel !== 0) bad('reliable messages travel on channel 0 in this version (independent reliable channels are planned); use channel 0, or an unreliable delivery');
     if (delivery === 'unreliable-sequenced' && size > MAX_MESSAGE_SIZE) {
       throw new UDPipeError('ERR_MESSAGE_TOO_LARGE', `an unreliable-sequenced message travels in one packet: at most ${MAX_MESSAGE_SIZE} bytes, got ${size}`);
     }
-    return { reliable: delivery === 'reliable', channel, sequenced: delivery === 'unreliable-sequenced' };
+    return { reliable, channel, sequenced: delivery === 'unreliable-sequenced', unordered: delivery === 'reliable-unordered' };
   }
 
   private checkQueue(length: number, bytes: number): void {
@@ -267,7 +275,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     if (this.role === 'client' && this.client) {
       if (this.client.state === 'closed') throw new UDPipeError('ERR_CLOSED', 'this client is closed; create a new UDPipe to connect again');
       this.checkQueue(this.client.queueLength, this.client.queuedBytes);
-      const ok = this.client.send(bytes, how.reliable, how.channel, how.sequenced);
+      const ok = this.client.send(bytes, how.reliable, how.channel, how.sequenced, how.unordered);
       this.driver?.kick();
       return ok;
     }
@@ -283,8 +291,8 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     throw new UDPipeError(this.closed ? 'ERR_CLOSED' : 'ERR_NOT_CONNECTED', 'call start() (server) or connect() (client) before send()');
   }
 
-  private sendToPeer(id: number, bytes: Uint8Array, how: { reliable: boolean; channel: number; sequenced: boolean }): boolean {
-    const ok = this.server!.connection(id)!.send(bytes, how.reliable, how.channel, how.sequenced);
+  private sendToPeer(id: number, bytes: Uint8Array, how: SendHow): boolean {
+    const ok = this.server!.connection(id)!.send(bytes, how.reliable, how.channel, how.sequenced, how.unordered);
     this.server!.touch(id);
     this.driver?.kick();
     return ok;
@@ -541,7 +549,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
         this.fire('newMessage', Buffer.from(e.data.buffer, e.data.byteOffset, e.data.byteLength), peer, {
           reliable: e.reliable,
           channel: e.channel,
-          delivery: e.reliable ? 'reliable' : e.sequenced ? 'unreliable-sequenced' : 'unreliable',
+          delivery: e.reliable ? (e.unordered ? 'reliable-unordered' : 'reliable') : e.sequenced ? 'unreliable-sequenced' : 'unreliable',
         });
         return;
       case 'ping':

@@ -2,13 +2,13 @@ import { clientProof, equalBytes, serverProof, sessionKeys } from '../crypto/han
 import { HmacPacketCipher } from '../crypto/packet-cipher.js';
 import { Deque } from '../reliability/deque.js';
 import { ReassemblyBudget } from '../reliability/budget.js';
-import { splitMessage, type Unit } from '../reliability/sender.js';
-import { MAX_MESSAGE_SIZE, NONCE_SIZE, PART_SIZE, ReasonCode, SESSION_ID_SIZE } from '../wire/constants.js';
+import { splitMessage, type Unit, type WholeMessage } from '../reliability/sender.js';
+import { MAX_RELIABLE_WHOLE, NONCE_SIZE, PART_SIZE, ReasonCode, SESSION_ID_SIZE } from '../wire/constants.js';
 import { WireFormatError } from '../wire/errors.js';
 import { encodeHandshake, type AcceptPacket, type ChallengePacket, type HandshakePacket } from '../wire/handshake.js';
 import { decodeDatagram } from '../wire/packet.js';
 import type { ConnectionConfig, ConnectionEvent } from './config.js';
-import { Connection, type UnreliableOut } from './connection.js';
+import { Connection, newInbound, releaseInbound, type UnreliableOut } from './connection.js';
 import { TimerTable } from './timers.js';
 
 export interface ReconnectPolicy {
@@ -69,11 +69,13 @@ export class ClientEndpoint {
   /** Reliable messages waiting for a connection; the first has session index carryBase. */
   private carry: Unit[] = [];
   private carryBase = 0;
+  /** The same messages whole, for a server that lost the session (it cannot resume units). */
+  private carryWhole: WholeMessage[] = [];
   private carryUnreliable: UnreliableOut[] = [];
   /** Session index of the current connection's first reliable message. */
   private sendBase = 0;
-  /** Reliable messages from the server delivered to the program in this session. */
-  private delivered = 0;
+  /** The server's reliable stream in this session: what is done, half-built messages. */
+  private inbound = newInbound();
   private attempt = 0;
   private failures = 0;
   private everConnected = false;
@@ -189,7 +191,7 @@ export class ClientEndpoint {
       cookie: challenge.cookie,
       sessionId: this.sessionId!,
       nextSendIndex: this.carryBase,
-      delivered: this.delivered,
+      delivered: this.inbound.state.delivered,
     };
   }
 
@@ -199,11 +201,13 @@ export class ClientEndpoint {
     return (((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0) / 2 ** 32;
   }
 
-  send(data: Uint8Array, reliable: boolean, channel = 0, sequenced = false): boolean {
-    if (this.conn && this.conn.state !== 'closed') return this.conn.send(data, reliable, channel, sequenced);
+  send(data: Uint8Array, reliable: boolean, channel = 0, sequenced = false, unordered = false): boolean {
+    if (this.conn && this.conn.state !== 'closed') return this.conn.send(data, reliable, channel, sequenced, unordered);
     const before = this.carriedBytes();
-    if (reliable) for (const u of splitMessage(data, MAX_MESSAGE_SIZE, PART_SIZE)) this.carry.push(u);
-    else {
+    if (reliable) {
+      for (const u of splitMessage(data, MAX_RELIABLE_WHOLE, PART_SIZE, channel, unordered)) this.carry.push(u);
+      this.carryWhole.push({ data, channel, unordered });
+    } else {
       if (sequenced) {
         // Only the newest sequenced message of a channel is worth sending once connected.
         const i = this.carryUnreliable.findIndex((m) => m.sequenced && m.channel === channel);
@@ -298,6 +302,11 @@ export class ClientEndpoint {
   private onAccepted(accept: AcceptPacket, t: { clientConnId: number; clientNonce: Uint8Array; cookie: Uint8Array }, now: number): void {
     const serverConnId = accept.serverConnId;
     const keys = sessionKeys(this.cfg.tokenKey, t, serverConnId);
+    if (!accept.resumed) {
+      // The server has no session of ours: its stream to us starts over.
+      releaseInbound(this.inbound);
+      this.inbound = newInbound();
+    }
     this.conn = new Connection({
       localConnId: t.clientConnId,
       remoteConnId: serverConnId,
@@ -305,13 +314,13 @@ export class ClientEndpoint {
       config: this.cfg,
       now,
       emit: (event) => {
-        if (event.type === 'message' && event.reliable) this.delivered += event.units;
         if (event.type === 'drain') this.owesDrain = false;
         this.events.push({ type: 'connection', event });
       },
       initialPacketNumber: this.cfg.initialPacketNumber,
       ...(this.serverAddress === undefined ? {} : { peerAddress: this.serverAddress }),
       budget: this.budget,
+      inbound: this.inbound,
     });
     this.hs = undefined;
     this._state = 'connected';
@@ -321,17 +330,21 @@ export class ClientEndpoint {
     this.timers.clear('deadline');
     this.events.push({ type: 'connected', attempt: this.attempt });
     if (accept.resumed) {
-      // The server already delivered everything before accept.delivered: skip it.
+      // The server already has everything before accept.delivered: skip it.
       const skip = Math.min(Math.max(0, accept.delivered - this.carryBase), this.carry.length);
       this.carry.splice(0, skip);
-      this.carriedBytesKnown = undefined;
       this.carryBase += skip;
+      this.sendBase = this.carryBase;
+      for (const u of this.carry.splice(0)) this.conn.sendUnit(u);
     } else {
-      // A new session on the server (first connection, or it forgot us): its stream to us starts over.
-      this.delivered = 0;
+      // A new session on the server (first connection, or it forgot us): its stream to
+      // us starts over, and ours to it too, with every message it may lack, whole.
+      this.sendBase = this.carryBase;
+      this.carry = [];
+      for (const m of this.carryWhole) this.conn.send(m.data, true, m.channel, false, m.unordered);
     }
-    this.sendBase = this.carryBase;
-    for (const u of this.carry.splice(0)) this.conn.sendUnit(u);
+    this.carryWhole = [];
+    this.carriedBytesKnown = undefined;
     for (const m of this.carryUnreliable.splice(0)) this.conn.queueUnreliable(m);
     this.carriedBytesKnown = 0;
     // A send() that returned false while we were away is owed a 'drain': now, if the new
@@ -368,6 +381,7 @@ export class ClientEndpoint {
   }
 
   private finish(): void {
+    releaseInbound(this.inbound);
     this.hs = undefined;
     this.timers.clearAll();
     this._state = 'closed';
@@ -383,6 +397,7 @@ export class ClientEndpoint {
     const left = c.takeUnfinished();
     // concat, not unshift(...): a long queue would overflow the argument limit.
     this.carry = left.reliable.concat(this.carry);
+    this.carryWhole = left.whole.concat(this.carryWhole);
     this.carryBase = this.sendBase + left.firstIndex;
     this.carryUnreliable = left.unreliable.concat(this.carryUnreliable);
     this.carriedBytesKnown = undefined;

@@ -8,8 +8,8 @@ import { type ReassemblyBudget, unlimitedBudget } from '../reliability/budget.js
 import { UnreliableAssembler } from '../reliability/unreliable-assembler.js';
 import { Deque } from '../reliability/deque.js';
 import { LossRecovery, type LossCallbacks, type SentPacket } from '../reliability/loss-recovery.js';
-import { OrderedReceiver } from '../reliability/receiver.js';
-import { ReliableSender, type OutMessage, type Unit } from '../reliability/sender.js';
+import { StreamReceiver, newReceiveState, type InUnit, type ReceiveState } from '../reliability/receiver.js';
+import { ReliableSender, type OutMessage, type Unit, type WholeMessage } from '../reliability/sender.js';
 import { seqLess } from '../reliability/seq.js';
 import { ByteWriter } from '../wire/bytes.js';
 import {
@@ -48,6 +48,26 @@ export interface UnreliableOut {
   superseded?: boolean;
 }
 
+/**
+ * What a receiver keeps of a session's incoming reliable stream across connections:
+ * which units are done, and each channel's half-built message. A connection that
+ * resumes the session continues both (docs/PROTOCOL.md, "Sessions").
+ */
+export interface InboundSession {
+  state: ReceiveState;
+  assemblers: Map<number, ReliableAssembler>;
+}
+
+export function newInbound(delivered = 0): InboundSession {
+  return { state: newReceiveState(delivered), assemblers: new Map() };
+}
+
+/** The session ends for good: its half-built messages give their bytes back to the budget. */
+export function releaseInbound(s: InboundSession): void {
+  for (const a of s.assemblers.values()) a.reset();
+  s.assemblers.clear();
+}
+
 export interface ConnectionInit {
   /** Our connection id: the peer puts it in every packet it sends us. */
   localConnId: number;
@@ -68,6 +88,8 @@ export interface ConnectionInit {
   peerAddress?: string;
   /** Reassembly memory shared with the endpoint's other connections (default: unlimited). */
   budget?: ReassemblyBudget;
+  /** The session's incoming stream so far (default: a new session). */
+  inbound?: InboundSession;
 }
 
 export interface ConnectionStats {
@@ -133,7 +155,7 @@ export class Connection {
    */
   private unitRoom: number;
   private readonly sender: ReliableSender;
-  private readonly receiver: OrderedReceiver;
+  private readonly receiver: StreamReceiver;
   private readonly unreliable = new Deque<UnreliableOut>();
   /** The newest queued sequenced message of each channel: a newer one supersedes it. */
   private readonly latestSequenced = new Map<number, UnreliableOut>();
@@ -147,7 +169,7 @@ export class Connection {
   private nextUnreliableId = 0;
   private readonly unreliableParts: UnreliableAssembler;
   /** Puts reliable messages back together from their parts. */
-  private readonly assembler: ReliableAssembler;
+  private readonly inbound: InboundSession;
   private readonly acks: AckTracker;
   /** The endpoint's memory budget for reassembly, shared by its connections. */
   private readonly budget: ReassemblyBudget;
@@ -171,7 +193,7 @@ export class Connection {
   private lastReceivedAt: number;
   /** Set while a packet's frames are processed when a reliable unit could not be taken. */
   private refusedInPacket = false;
-  private counters = { superseded: 0, stale: 0, refused: 0, datagramsSent: 0, datagramsReceived: 0, bytesSent: 0, bytesReceived: 0, messagesSent: 0, messagesReceived: 0, malformed: 0, duplicates: 0, ackElicitingSent: 0 };
+  private counters = { oversized: 0, superseded: 0, stale: 0, refused: 0, datagramsSent: 0, datagramsReceived: 0, bytesSent: 0, bytesReceived: 0, messagesSent: 0, messagesReceived: 0, malformed: 0, duplicates: 0, ackElicitingSent: 0 };
 
   private readonly lossCallbacks: LossCallbacks = {
     acked: (p: SentPacket) => {
@@ -201,7 +223,7 @@ export class Connection {
     this.nextPn = init.initialPacketNumber ?? 0;
     this.acks = new AckTracker(this.cfg.maxAckDelayMs);
     this.budget = init.budget ?? unlimitedBudget();
-    this.assembler = new ReliableAssembler(this.cfg.maxMessageSize, this.budget);
+    this.inbound = init.inbound ?? newInbound();
     // Parts of unfinished unreliable messages: one maximum message's worth per connection.
     this.unreliableParts = new UnreliableAssembler(this.cfg.maxMessageSize, this.cfg.maxMessageSize, this.budget);
     this.recovery = new LossRecovery(this.cfg.initialRttMs, this.cfg.maxAckDelayMs, Math.max(this.cfg.pingIntervalMs, 200));
@@ -209,8 +231,8 @@ export class Connection {
     this.pacer = new Pacer(BASE_DATAGRAM_SIZE, init.now);
     this.pmtu = new PathMtu(init.peerAddress === undefined ? BASE_DATAGRAM_SIZE : datagramCeiling(init.peerAddress, this.cfg.maxDatagramSize), init.now);
     this.unitRoom = init.peerAddress !== undefined && isLoopback(init.peerAddress) ? Infinity : BASE_DATAGRAM_SIZE - PACKET_OVERHEAD;
-    this.sender = new ReliableSender(0, init.initialSeq ?? 0);
-    this.receiver = new OrderedReceiver(init.initialSeq ?? 0, this.budget);
+    this.sender = new ReliableSender(init.initialSeq ?? 0);
+    this.receiver = new StreamReceiver(init.initialSeq ?? 0, this.budget, this.inbound.state);
     this.lastReceivedAt = init.now;
     this.lastNow = init.now;
     this.armKeepalive(init.now);
@@ -286,9 +308,9 @@ export class Connection {
    * is still queued; a 'drain' event follows when it empties below). The caller checks
    * size and state first (src/api), so this never throws on network grounds.
    */
-  send(data: Uint8Array, reliable: boolean, channel = 0, sequenced = false): boolean {
+  send(data: Uint8Array, reliable: boolean, channel = 0, sequenced = false, unordered = false): boolean {
     if (!reliable) this.queueUnreliable({ data, channel, sequenced });
-    else this.sender.enqueueMessage(data);
+    else this.sender.enqueueMessage(data, channel, unordered);
     return this.afterQueued();
   }
 
@@ -339,7 +361,7 @@ export class Connection {
 
   /** Re-queues a unit kept from an earlier connection of the session, parts as they were. */
   sendUnit(unit: Unit): boolean {
-    this.sender.enqueue(unit.data, unit.last);
+    this.sender.enqueue(unit.data, unit.last, unit.channel, unit.unordered, unit.first);
     return this.afterQueued();
   }
 
@@ -448,19 +470,7 @@ export class Connection {
         return;
       }
       case 'reliable': {
-        const r = this.receiver.receive(
-          f.seq,
-          f.data,
-          (data, last, precharged) => {
-            const m = this.assembler.add(data, last, precharged);
-            if (m === 'refused') return false;
-            if (!m) return true;
-            this.counters.messagesReceived++;
-            this.emit({ type: 'message', data: m.data, reliable: true, channel: f.channel, units: m.units, sequenced: false });
-            return true;
-          },
-          f.last,
-        );
+        const r = this.receiver.receive(f.seq, { data: f.data, last: f.last, channel: f.channel, unordered: f.unordered === true, delta: f.delta }, this.deliverUnit);
         if (r === 'refused' || r === 'out-of-window') {
           this.refusedInPacket = true;
           this.counters.refused++;
@@ -501,6 +511,38 @@ export class Connection {
     }
   }
 
+  /** A reliable unit whose turn came: to the program if whole, else to its channel's half-built message. */
+  private readonly deliverUnit = (u: InUnit, precharged: boolean): boolean => {
+    let data: Uint8Array;
+    let units = 1;
+    if (u.last === undefined && (u.unordered || !this.inbound.assemblers.get(u.channel))) {
+      if (precharged) this.budget.give(u.data.length);
+      if (u.data.length > this.cfg.maxMessageSize) {
+        this.counters.oversized++;
+        return true;
+      }
+      data = u.data;
+    } else {
+      let a = this.inbound.assemblers.get(u.channel);
+      if (!a) {
+        a = new ReliableAssembler(this.cfg.maxMessageSize, this.budget);
+        this.inbound.assemblers.set(u.channel, a);
+      }
+      const m = a.add(u.data, u.last, precharged);
+      if (m === 'refused') return false;
+      if (!a.building) {
+        this.counters.oversized += a.rejected;
+        this.inbound.assemblers.delete(u.channel);
+      }
+      if (!m) return true;
+      data = m.data;
+      units = m.units;
+    }
+    this.counters.messagesReceived++;
+    this.emit({ type: 'message', data, reliable: true, channel: u.channel, units, sequenced: false, unordered: u.unordered });
+    return true;
+  };
+
   private afterAckOrLoss(): void {
     if (this.backpressured && this.belowHighWater) {
       this.backpressured = false;
@@ -523,7 +565,7 @@ export class Connection {
     this.recovery.clear();
     // What was held for reassembly goes back to the endpoint's budget.
     this.receiver.release();
-    this.assembler.reset();
+
     this.unreliableParts.clear();
     this.timers.clearAll();
     this.transition('closed', `${byPeer ? 'peer' : 'local'}: ${reason}`);
@@ -675,7 +717,9 @@ export class Connection {
       }
       if (dataOk) {
         for (let m = this.sender.peek(Math.min(room, this.unitRoom)); m; m = this.sender.peek(Math.min(room, this.unitRoom))) {
-          const f: Frame = { type: 'reliable', channel: m.channel, seq: m.seq, data: m.data, last: m.last };
+          const f: Frame = m.unordered
+            ? { type: 'reliable', channel: m.channel, seq: m.seq, data: m.data, delta: 0, unordered: true }
+            : { type: 'reliable', channel: m.channel, seq: m.seq, data: m.data, last: m.last, delta: m.delta };
           if (!add(f)) {
             // A unit cut for a larger path MTU than we have now (a black hole shrank it):
             // it goes alone, oversized, and IP fragmentation carries it if it can.
@@ -723,15 +767,16 @@ export class Connection {
   /**
    * Everything this connection still owed the peer, for the session's next connection:
    * reliable messages from the oldest unacknowledged one on (in order, with the
-   * connection-local index of the first) and unreliable ones never sent.
+   * connection-local index of the first), the same as whole messages for a peer that
+   * lost the session (sender.ts, takeAll), and unreliable ones never sent.
    */
-  takeUnfinished(): { reliable: Unit[]; firstIndex: number; unreliable: UnreliableOut[] } {
-    const { units, firstIndex } = this.sender.takeAll();
-    // A message cut off mid-parts goes again whole: the peer drops the parts it got.
+  takeUnfinished(): { reliable: Unit[]; firstIndex: number; whole: WholeMessage[]; unreliable: UnreliableOut[] } {
+    const { units, firstIndex, whole } = this.sender.takeAll();
+    // An unreliable message cut off mid-parts goes again whole: the peer drops the parts it got.
     this.unreliableCursor = undefined;
     this.unreliableBytes = 0;
     this.latestSequenced.clear();
-    return { reliable: units, firstIndex, unreliable: this.unreliable.clear().filter((m) => !m.superseded) };
+    return { reliable: units, firstIndex, whole, unreliable: this.unreliable.clear().filter((m) => !m.superseded) };
   }
 
   stats(): ConnectionStats {
@@ -752,7 +797,7 @@ export class Connection {
       queuedBytes: this.queuedBytes,
       bytesInFlight: this.recovery.bytesInFlight,
       congestion: this.cc.toJSON(),
-      malformed: c.malformed + this.assembler.rejected + this.unreliableParts.rejected,
+      malformed: c.malformed + c.oversized + this.unreliableParts.rejected,
       duplicates: c.duplicates,
       unreliableDropped: this.unreliableParts.dropped,
       refused: c.refused,

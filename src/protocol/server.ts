@@ -6,7 +6,7 @@ import { WireFormatError } from '../wire/errors.js';
 import { encodeHandshake, type ConnectPacket } from '../wire/handshake.js';
 import { decodeDatagram } from '../wire/packet.js';
 import type { ConnectionConfig, ConnectionEvent } from './config.js';
-import { Connection } from './connection.js';
+import { Connection, newInbound, releaseInbound, type InboundSession } from './connection.js';
 import { DeadlineHeap } from './deadline-heap.js';
 import { SessionStore } from './sessions.js';
 import { ReassemblyBudget } from '../reliability/budget.js';
@@ -49,8 +49,8 @@ interface Peer {
   handshakeKey: string;
   accept: Uint8Array;
   sessionKey: string;
-  /** Session count of the client's reliable messages delivered to the program. */
-  delivered: number;
+  /** The client's reliable stream in this session: what is done, half-built messages. */
+  inbound: InboundSession;
   /** Session index of this connection's first reliable message to the client. */
   sendBase: number;
   /**
@@ -94,6 +94,8 @@ export class ServerEndpoint {
   private readonly sessions = new SessionStore(
     () => Math.max(16, this.cfg.maxClients),
     () => this.cfg.sessionLingerMs,
+    // A parked session that expires gives its half-built messages' bytes back.
+    (s) => releaseInbound(s.inbound),
   );
 
   constructor(
@@ -226,16 +228,16 @@ export class ServerEndpoint {
     const connId = this.newConnId();
     // Resume: the client resends from what we delivered; we resend from what it did.
     const parked = this.sessions.take(sessionKey);
-    let delivered = d.nextSendIndex;
+    let inbound = newInbound(d.nextSendIndex);
     let sendBase = 0;
     let outbound: Unit[] = [];
     if (parked) {
-      delivered = parked.delivered;
+      inbound = parked.inbound;
       const skip = Math.min(Math.max(0, d.delivered - parked.outboundBase), parked.outbound.length);
       outbound = parked.outbound.slice(skip);
       sendBase = parked.outboundBase + skip;
     }
-    const claims = { serverConnId: connId, resumed: parked ? 1 : 0, delivered };
+    const claims = { serverConnId: connId, resumed: parked ? 1 : 0, delivered: inbound.state.delivered };
     const keys = sessionKeys(this.cfg.tokenKey, d, connId);
     const accept = encodeHandshake({
       type: 'accept',
@@ -253,9 +255,10 @@ export class ServerEndpoint {
       emit: (event) => this.onConnectionEvent(connId, event),
       peerAddress: from.address,
       budget: this.budget,
+      inbound,
     });
     for (const u of outbound) conn.sendUnit(u);
-    this.peers.set(connId, { conn, address: { address: from.address, port: from.port }, handshakeKey: hsKey, accept, sessionKey, delivered, sendBase, confirmed: false, held: [] });
+    this.peers.set(connId, { conn, address: { address: from.address, port: from.port }, handshakeKey: hsKey, accept, sessionKey, inbound, sendBase, confirmed: false, held: [] });
     this.sessions.bind(sessionKey, connId);
     this.byHandshake.set(hsKey, connId);
     this.counters.handshakesAccepted++;
@@ -265,14 +268,13 @@ export class ServerEndpoint {
 
   private onConnectionEvent(connId: number, event: ConnectionEvent): void {
     const p = this.peers.get(connId);
-    if (p && event.type === 'message' && event.reliable) p.delivered += event.units;
     if (p && event.type === 'ended') {
       this.sessions.unbind(p.sessionKey, connId);
       // The client closing is the end of its session; anything else may be resumed.
       if (!event.byPeer && event.reason !== 'shutdown') {
         const left = p.conn.takeUnfinished();
-        this.sessions.park(p.sessionKey, { delivered: p.delivered, outbound: left.reliable, outboundBase: p.sendBase + left.firstIndex }, this.lastNow);
-      }
+        this.sessions.park(p.sessionKey, { inbound: p.inbound, outbound: left.reliable, outboundBase: p.sendBase + left.firstIndex }, this.lastNow);
+      } else releaseInbound(p.inbound);
     }
     if (p && !p.confirmed) {
       p.held.push(event);

@@ -1,10 +1,11 @@
 import type { Unit } from '../reliability/sender.js';
+import type { InboundSession } from './connection.js';
 import { DeadlineHeap } from './deadline-heap.js';
 
 /** What the server keeps of a session whose connection ended, until the client comes back. */
 export interface ParkedSession {
-  /** Reliable messages from the client delivered to the program in this session. */
-  delivered: number;
+  /** The client's reliable stream: units done (its `delivered` goes in ACCEPT), half-built messages. */
+  inbound: InboundSession;
   /** Reliable units (messages or parts) to the client not known delivered, in order... */
   outbound: Unit[];
   /** ...and the session index of the first of them. */
@@ -26,6 +27,8 @@ export class SessionStore {
   constructor(
     private readonly maxParked: () => number,
     private readonly lingerMs: () => number,
+    /** Called for a parked session forgotten without being taken (expired or evicted). */
+    private readonly onDrop: (s: ParkedSession) => void = () => {},
   ) {}
 
   get parkedCount(): number {
@@ -45,11 +48,14 @@ export class SessionStore {
   }
 
   park(key: string, s: ParkedSession, now: number): void {
+    const old = this.parked.get(key);
+    if (old && old !== s) this.onDrop(old);
     this.parked.delete(key);
     this.parked.set(key, s);
     this.expiry.set(key, now + this.lingerMs());
     while (this.parked.size > this.maxParked()) {
       const oldest = this.parked.keys().next().value!;
+      this.onDrop(this.parked.get(oldest)!);
       this.parked.delete(oldest);
       this.expiry.delete(oldest);
     }
@@ -66,7 +72,11 @@ export class SessionStore {
   }
 
   handleTimeout(now: number): void {
-    for (const key of this.expiry.popDue(now)) this.parked.delete(key);
+    for (const key of this.expiry.popDue(now)) {
+      const s = this.parked.get(key);
+      if (s) this.onDrop(s);
+      this.parked.delete(key);
+    }
   }
 
   nextDeadline(): number {

@@ -2,10 +2,10 @@ import { type ReassemblyBudget, unlimitedBudget } from './budget.js';
 import { seqAdd, seqDiff } from './seq.js';
 
 /**
- * How many messages past the next expected one a receiver buffers per channel. The
- * sender never sends a sequence number this far ahead of its oldest unacknowledged
- * message (sender.ts), so nothing legitimate is refused, and a hostile peer can make
- * us hold at most this many messages per channel.
+ * How many units past the first one not done a receiver accepts. The sender never
+ * sends a sequence number this far ahead of its oldest unacknowledged unit (sender.ts),
+ * so nothing legitimate is refused, and a hostile peer can make us hold at most this
+ * many.
  */
 export const RECEIVE_WINDOW = 8192;
 /**
@@ -22,60 +22,123 @@ const BUFFER_LIMIT = RECEIVE_WINDOW_BYTES + 65536;
  */
 export type ReceiveResult = 'delivered' | 'buffered' | 'duplicate' | 'out-of-window' | 'refused';
 
-/**
- * Takes the next unit in order; false when it cannot now (nothing changed). precharged:
- * the unit comes from the reorder buffer and its budget charge passes to the consumer.
- */
-export type Deliver = (data: Uint8Array, last: boolean | undefined, precharged: boolean) => boolean;
+/** A reliable unit as it arrived. */
+export interface InUnit {
+  data: Uint8Array;
+  /** Undefined for a whole message; for a part, whether it is the final one. */
+  last: boolean | undefined;
+  channel: number;
+  /** A whole message to deliver on arrival, outside its channel's order. */
+  unordered: boolean;
+  /** Units back to the previous unit of the channel's order (0: none on this connection). */
+  delta: number;
+}
 
 /**
- * Reliable, ordered delivery for one channel: messages are released strictly in
- * sequence order, exactly once. Out-of-order arrivals wait in a bounded buffer.
+ * Takes a unit whose turn has come; false when it cannot now (nothing changed).
+ * precharged: the unit waited in the reorder buffer and its budget charge passes on.
  */
-export class OrderedReceiver {
-  private next: number;
-  private readonly buffer = new Map<number, { data: Uint8Array; last: boolean | undefined }>();
+export type Deliver = (u: InUnit, precharged: boolean) => boolean;
+
+/**
+ * What a receiver knows of a session's incoming stream, kept across its connections
+ * (docs/PROTOCOL.md, "Sessions"): how many units from the start are done (delivered, or
+ * handed to a message being put together), and which units after those are done too
+ * (by session index). A new connection starts at `delivered`, and a unit in `above`
+ * that the sender sends again is recognised and skipped.
+ */
+export interface ReceiveState {
+  delivered: number;
+  readonly above: Set<number>;
+}
+
+export function newReceiveState(delivered = 0): ReceiveState {
+  return { delivered, above: new Set() };
+}
+
+/**
+ * Reliable delivery for every channel of a connection. Units share one sequence space
+ * (duplicates and the window are judged there), and each channel keeps its own order:
+ * a unit is handed over once the previous unit of its channel (`delta` back) is done,
+ * whatever other channels are waiting for, and an unordered one at once. Units that
+ * must wait are held in a bounded buffer, charged to the endpoint's budget.
+ */
+export class StreamReceiver {
+  /** Local index (0 = the first unit of this connection) of the first unit not done. */
+  private next = 0;
+  private nextSeq: number;
+  private readonly base: number;
+  private readonly held = new Map<number, InUnit>();
+  /** Unit waiting for each unit (by local index): the next of the same channel. */
+  private readonly waiting = new Map<number, number>();
   private bufferedBytes = 0;
 
   constructor(
     initialSeq = 0,
     private readonly budget: ReassemblyBudget = unlimitedBudget(),
+    private readonly state: ReceiveState = newReceiveState(),
   ) {
-    this.next = initialSeq & 0xffff;
+    this.nextSeq = initialSeq & 0xffff;
+    this.base = state.delivered;
   }
 
   /** Returns what the reorder buffer holds to the budget (the connection ended). */
   release(): void {
     this.budget.give(this.bufferedBytes);
-    this.buffer.clear();
+    this.held.clear();
+    this.waiting.clear();
     this.bufferedBytes = 0;
   }
 
   get buffered(): number {
-    return this.buffer.size;
+    return this.held.size;
   }
 
-  /** Offers a received message; in-order messages (and any they unblock) go to `deliver`. */
-  receive(seq: number, data: Uint8Array, deliver: Deliver, last?: boolean): ReceiveResult {
-    const d = seqDiff(this.next, seq);
+  /** Offers a received unit; what it completes or unblocks goes to `deliver`. */
+  receive(seq: number, u: InUnit, deliver: Deliver): ReceiveResult {
+    const d = seqDiff(this.nextSeq, seq);
     if (d < 0) return 'duplicate';
     if (d >= RECEIVE_WINDOW) return 'out-of-window';
-    if (d > 0) {
-      if (this.buffer.has(seq)) return 'duplicate';
-      if (this.bufferedBytes + data.length > BUFFER_LIMIT || !this.budget.take(data.length)) return 'refused';
-      this.buffer.set(seq, { data, last });
-      this.bufferedBytes += data.length;
+    const idx = this.next + d;
+    // Held already, done already, or delivered on an earlier connection of the session.
+    if (this.held.has(idx) || this.state.above.has(this.base + idx)) return 'duplicate';
+    const pred = u.unordered || u.delta === 0 || u.delta > idx ? -1 : idx - u.delta;
+    if (pred >= this.next && !this.state.above.has(this.base + pred)) {
+      // Its channel's previous unit is not done: wait for it.
+      if (this.waiting.has(pred)) return 'duplicate'; // two units claiming one place: a broken peer
+      if (this.bufferedBytes + u.data.length > BUFFER_LIMIT || !this.budget.take(u.data.length)) return 'refused';
+      this.held.set(idx, u);
+      this.waiting.set(pred, idx);
+      this.bufferedBytes += u.data.length;
       return 'buffered';
     }
-    if (!deliver(data, last, false)) return 'refused';
-    this.next = seqAdd(this.next, 1);
-    for (let m = this.buffer.get(this.next); m !== undefined; m = this.buffer.get(this.next)) {
-      this.buffer.delete(this.next);
-      this.bufferedBytes -= m.data.length;
+    if (!deliver(u, false)) return 'refused';
+    // Done, and so may be the chain of units waiting behind it.
+    for (let i: number | undefined = idx; i !== undefined; ) {
+      this.markDone(i);
+      const s = this.waiting.get(i);
+      if (s === undefined) break;
+      this.waiting.delete(i);
+      const w = this.held.get(s)!;
+      this.held.delete(s);
+      this.bufferedBytes -= w.data.length;
       // Already charged: the consumer takes the charge over and cannot refuse it.
-      deliver(m.data, m.last, true);
-      this.next = seqAdd(this.next, 1);
+      deliver(w, true);
+      i = s;
     }
     return 'delivered';
+  }
+
+  private markDone(idx: number): void {
+    const above = this.state.above;
+    if (idx !== this.next) {
+      above.add(this.base + idx);
+      return;
+    }
+    do {
+      this.next++;
+      this.nextSeq = seqAdd(this.nextSeq, 1);
+    } while (above.delete(this.base + this.next));
+    this.state.delivered = this.base + this.next;
   }
 }

@@ -1,7 +1,7 @@
 import { type ReassemblyBudget, unlimitedBudget } from './budget.js';
 
 /** Joins parts into one new array. */
-export function concat(parts: Uint8Array[], total: number): Uint8Array {
+export function concat(parts: Uint8Array[], total = parts.reduce((n, p) => n + p.length, 0)): Uint8Array {
   const whole = new Uint8Array(total);
   let at = 0;
   for (const p of parts) {
@@ -81,6 +81,11 @@ export class ReliableAssembler {
     const done = this.discarding ? undefined : { data: concat(this.parts, this.bytes), units: this.units };
     this.reset();
     return done;
+  }
+
+  /** A message is half built (or being discarded to its last part). */
+  get building(): boolean {
+    return this.units > 0;
   }
 
   /** Forgets the message being built and returns its bytes to the budget (also when the connection ends). */

@@ -1,18 +1,41 @@
-import { MAX_MESSAGE_SIZE, PART_SIZE } from '../wire/constants.js';
+import { MAX_RELIABLE_WHOLE, PART_SIZE } from '../wire/constants.js';
 import { Deque } from './deque.js';
+import { concat } from './reliable-assembler.js';
 import { RECEIVE_WINDOW, RECEIVE_WINDOW_BYTES } from './receiver.js';
 
-/** A reliable message from the moment it is queued until the peer acknowledges it. */
+/** A reliable message from the cut of its first unit until it is no longer needed. */
+export interface MessageRecord {
+  readonly channel: number;
+  readonly unordered: boolean;
+  /** The whole message: sent again whole if the session has to start over (sender.ts, takeAll). */
+  data: Uint8Array | undefined;
+  /** For a message carried over in parts from another connection: the parts so far, if its first was among them. */
+  parts: Uint8Array[] | undefined;
+  /** Index of its first and (once cut) last unit. */
+  readonly first: number;
+  last: number;
+  /** Units cut and not yet acknowledged. */
+  pending: number;
+  /** Its final unit is cut. */
+  cutDone: boolean;
+}
+
+/** A unit of the reliable stream (a whole message or a part) until acknowledged. */
 export interface OutMessage {
   readonly channel: number;
-  /** Position in the channel's stream; the wire carries (initialSeq + index) mod 2^16. */
+  /** Position in the connection's stream; the wire carries (initialSeq + index) mod 2^16. */
   readonly index: number;
   readonly seq: number;
-  /** Byte offset of this unit in the channel's stream (for the byte window). */
+  /** Byte offset of this unit in the stream (for the byte window). */
   readonly start: number;
   readonly data: Uint8Array;
   /** Undefined for a whole message; for a part of a larger one, whether it is the final part. */
   readonly last: boolean | undefined;
+  /** A whole message delivered on arrival, outside its channel's order. */
+  readonly unordered: boolean;
+  /** Units back to the previous unit of this channel's order on this connection (0: none). */
+  readonly delta: number;
+  readonly message: MessageRecord;
   acked: boolean;
   /** Waiting in the fresh or retransmit queue. */
   queued: boolean;
@@ -23,67 +46,89 @@ export interface OutMessage {
 export interface Unit {
   data: Uint8Array;
   last: boolean | undefined;
+  channel: number;
+  unordered: boolean;
+  /** The first part of its message (false for a later part; whole messages: true). */
+  first: boolean;
+}
+
+/** A message to send again whole when the session starts over. */
+export interface WholeMessage {
+  data: Uint8Array;
+  channel: number;
+  unordered: boolean;
 }
 
 /**
  * Splits a reliable message into the units it travels as: itself if it fits one
  * packet, else consecutive parts of `partSize` bytes (views, not copies), the final one
- * marked.
+ * marked. Parts always keep their channel's order (only a whole message is unordered).
  */
-export function splitMessage(data: Uint8Array, maxWhole: number, partSize: number): Unit[] {
-  if (data.length <= maxWhole) return [{ data, last: undefined }];
+export function splitMessage(data: Uint8Array, maxWhole: number, partSize: number, channel = 0, unordered = false): Unit[] {
+  if (data.length <= maxWhole) return [{ data, last: undefined, channel, unordered, first: true }];
   const units: Unit[] = [];
-  for (let at = 0; at < data.length; at += partSize) units.push({ data: data.subarray(at, at + partSize), last: at + partSize >= data.length });
+  for (let at = 0; at < data.length; at += partSize) units.push({ data: data.subarray(at, at + partSize), last: at + partSize >= data.length, channel, unordered: false, first: at === 0 });
   return units;
 }
 
-/** Frame bytes around a whole message and around a part, at most (4-byte length varint). */
-const WHOLE_OVERHEAD = 8;
-const PART_OVERHEAD = 9;
+/** Frame bytes around a whole message and around a part, at most (8-byte delta, 4-byte length). */
+const WHOLE_OVERHEAD = 16;
+const PART_OVERHEAD = 17;
 /** A message is not cut into a part smaller than this (unless that is all that is left). */
 const MIN_PART = 256;
 
 /** Units a message of `n` bytes takes at the base datagram size: what length and backpressure count. */
 function baseUnits(n: number): number {
-  return n <= MAX_MESSAGE_SIZE ? 1 : Math.ceil(n / PART_SIZE);
+  return n <= MAX_RELIABLE_WHOLE ? 1 : Math.ceil(n / PART_SIZE);
+}
+
+interface Staged {
+  data: Uint8Array;
+  at: number;
+  units: number;
+  record: MessageRecord | undefined;
+  unordered: boolean;
 }
 
 /**
- * The sending half of reliable ordered delivery for one channel. Messages wait whole
- * in `staged` until the packet being built has room; there they are cut into units
- * that fill the packet (a whole message when it fits, else a part as large as the room
- * allows), so a path with 64 KiB datagrams carries 64 KiB parts, not fifty-odd small
- * ones. A unit, once cut, keeps its sequence number and size for good; it goes out
+ * The sending half of reliable delivery for every channel of a connection. All units
+ * share one sequence space (for acknowledgement, the windows and sessions); each also
+ * names the previous unit of its channel (`delta`), so the receiver keeps each channel
+ * in its own order and a lost unit of one channel does not hold back another.
+ *
+ * Messages wait whole, per channel, until a packet is built; channels take turns, and
+ * a message is cut there into units that fill the packet (whole when it fits, else a
+ * part as large as the room allows), so a path with 64 KiB datagrams carries 64 KiB
+ * parts. A unit, once cut, keeps its sequence number and size for good; it goes out
  * when both windows allow (RECEIVE_WINDOW units and RECEIVE_WINDOW_BYTES bytes past the
  * oldest unacknowledged unit), is queued again when a packet carrying it is lost, and
- * is done only when acknowledged; the receiver's sequence check removes copies.
+ * is forgotten once it and every unit before it are acknowledged.
  */
 export class ReliableSender {
   private nextIndex = 0;
-  /**
-   * Every unit not yet acknowledged, in index order, sent or not; plus, at the front,
-   * the acknowledged parts of a message whose other parts are not (a reconnect must
-   * resend a message whole: the receiver's half-built message dies with its connection).
-   */
+  /** Units from the oldest unacknowledged one on, in index order (acknowledged ones after a gap too). */
   private readonly unacked = new Deque<OutMessage>();
-  /** How many units at the front of `unacked` are acknowledged. */
-  private ackedPrefix = 0;
   private readonly fresh = new Deque<OutMessage>();
   private readonly retransmit = new Deque<OutMessage>();
-  /** Messages not yet cut into units; `at` is how much of the head was cut already. */
-  private readonly staged = new Deque<{ data: Uint8Array; at: number; units: number }>();
+  /** Messages not yet cut into units, per channel; `turns` lists channels that have some, in turn order. */
+  private readonly staged = new Map<number, Deque<Staged>>();
+  private turns: number[] = [];
   /** baseUnits of what is staged and not yet cut. */
   private stagedUnits = 0;
+  private stagedMessages = 0;
   /** Byte offset in the stream after the last unit cut. */
   private streamPos = 0;
+  /** Index of the last ordered unit cut on each channel (for delta). */
+  private readonly lastOrdered = new Map<number, number>();
+  /** The message each channel is in the middle of (parts carried over from another connection). */
+  private readonly openRecord = new Map<number, MessageRecord>();
+  /** Messages that may still be needed whole (sender.takeAll), in order of their first unit. */
+  private readonly records = new Deque<MessageRecord>();
   /** Bytes held: unacknowledged units plus staged messages. */
   bytes = 0;
   retransmissions = 0;
 
-  constructor(
-    readonly channel = 0,
-    private readonly initialSeq = 0,
-  ) {}
+  constructor(private readonly initialSeq = 0) {}
 
   /**
    * Units not yet acknowledged (queued or in flight), counting staged messages as the
@@ -95,13 +140,44 @@ export class ReliableSender {
 
   /** Units and messages that never went out. */
   get unsent(): number {
-    return this.fresh.length + this.staged.length;
+    return this.fresh.length + this.stagedMessages;
   }
 
-  /** Queues a unit as it is (a unit carried over from an earlier connection of the session). */
-  enqueue(data: Uint8Array, last?: boolean): OutMessage {
+  private newRecord(channel: number, unordered: boolean, data: Uint8Array | undefined): MessageRecord {
+    const r: MessageRecord = { channel, unordered, data, parts: undefined, first: this.nextIndex, last: -1, pending: 0, cutDone: false };
+    this.records.push(r);
+    return r;
+  }
+
+  /**
+   * Queues a unit as it is (one carried over from an earlier connection of the
+   * session). Parts of one message must come in order, as takeAll gave them.
+   */
+  enqueue(data: Uint8Array, last?: boolean, channel = 0, unordered = false, first = true): OutMessage {
+    let record = last === undefined || first ? undefined : this.openRecord.get(channel);
+    if (!record) {
+      record = this.newRecord(channel, unordered && last === undefined, last === undefined ? data : undefined);
+      // A message whose first part is here can be rebuilt whole; one cut off at its head cannot.
+      if (last !== undefined && first) record.parts = [];
+      if (last === false) this.openRecord.set(channel, record);
+    }
+    record.parts?.push(data);
+    if (last === true) this.openRecord.delete(channel);
+    return this.add(data, last, channel, unordered && last === undefined, record);
+  }
+
+  private add(data: Uint8Array, last: boolean | undefined, channel: number, unordered: boolean, record: MessageRecord): OutMessage {
     const index = this.nextIndex++;
-    const m: OutMessage = { channel: this.channel, index, seq: (this.initialSeq + index) & 0xffff, start: this.streamPos, data, last, acked: false, queued: true, sendCount: 0 };
+    let delta = 0;
+    if (!unordered) {
+      const prev = this.lastOrdered.get(channel);
+      if (prev !== undefined) delta = index - prev;
+      this.lastOrdered.set(channel, index);
+    }
+    const m: OutMessage = { channel, index, seq: (this.initialSeq + index) & 0xffff, start: this.streamPos, data, last, unordered, delta, message: record, acked: false, queued: true, sendCount: 0 };
+    record.pending++;
+    record.last = index;
+    if (last !== false) record.cutDone = true;
     this.streamPos += data.length;
     this.bytes += data.length;
     this.unacked.push(m);
@@ -109,11 +185,18 @@ export class ReliableSender {
     return m;
   }
 
-  /** Queues a message, to be cut into units when packets are built. */
-  enqueueMessage(data: Uint8Array): void {
+  /** Queues a message on a channel, to be cut into units when packets are built. */
+  enqueueMessage(data: Uint8Array, channel = 0, unordered = false): void {
+    let q = this.staged.get(channel);
+    if (!q) {
+      q = new Deque<Staged>();
+      this.staged.set(channel, q);
+    }
+    if (q.length === 0) this.turns.push(channel);
     const units = baseUnits(data.length);
-    this.staged.push({ data, at: 0, units });
+    q.push({ data, at: 0, units, record: undefined, unordered });
     this.stagedUnits += units;
+    this.stagedMessages++;
     this.bytes += data.length;
   }
 
@@ -129,14 +212,14 @@ export class ReliableSender {
 
   /** Bytes the windows leave for new units (0 when a window is full). */
   private windowRoom(): number {
-    const oldest = this.unacked.at(this.ackedPrefix);
+    const oldest = this.unacked.peek();
     if (!oldest) return RECEIVE_WINDOW_BYTES;
     if (this.nextIndex - oldest.index >= RECEIVE_WINDOW) return 0;
     return Math.max(0, oldest.start + RECEIVE_WINDOW_BYTES - this.streamPos);
   }
 
   private freshFits(f: OutMessage): boolean {
-    const oldest = this.unacked.at(this.ackedPrefix)!;
+    const oldest = this.unacked.peek()!;
     return f === oldest || (f.index - oldest.index < RECEIVE_WINDOW && f.start + f.data.length - oldest.start <= RECEIVE_WINDOW_BYTES);
   }
 
@@ -145,47 +228,71 @@ export class ReliableSender {
     if (this.skipAckedRetransmits()) return true;
     const f = this.fresh.peek();
     if (f) return this.freshFits(f);
-    return this.staged.length > 0 && this.windowRoom() >= Math.min(MIN_PART, this.staged.peek()!.data.length);
+    if (this.turns.length === 0) return false;
+    const head = this.staged.get(this.turns[0]!)!.peek()!;
+    return this.unacked.length === 0 || this.windowRoom() >= Math.min(MIN_PART, head.data.length - head.at);
   }
 
   /**
    * The next unit to put in a packet with `room` bytes left for frames, retransmissions
-   * first; undefined if none may go now (nothing queued, a window is full, or what is
-   * next is a small message that wants a packet of its own). A retransmission or a
-   * carried-over unit may be larger than `room`: the caller decides what to do.
+   * first, then units carried over, then staged messages, channels taking turns;
+   * undefined if none may go now (nothing queued, a window is full, or what is next is
+   * a small message that wants a packet of its own). A retransmission or a carried-over
+   * unit may be larger than `room`: the caller decides what to do.
    */
   peek(room = Infinity): OutMessage | undefined {
     const r = this.skipAckedRetransmits();
     if (r) return r;
     const f = this.fresh.peek();
     if (f) return this.freshFits(f) ? f : undefined;
-    const m = this.staged.peek();
-    if (!m) return undefined;
-    const remaining = m.data.length - m.at;
-    const window = this.windowRoom();
-    if (m.at === 0 && (remaining <= MAX_MESSAGE_SIZE || remaining <= room - WHOLE_OVERHEAD)) {
-      // Whole: small messages are never cut, they wait for the next packet instead.
-      if (remaining > room - WHOLE_OVERHEAD || (remaining > window && this.unacked.length > this.ackedPrefix)) return undefined;
-      return this.cut(m, remaining, undefined);
+    for (let i = 0; i < this.turns.length; i++) {
+      const channel = this.turns[0]!;
+      const m = this.cutFrom(channel, room);
+      // Next time, the next channel goes first (round robin), whether or not this one could.
+      this.turns.push(this.turns.shift()!);
+      if (m) {
+        if (this.staged.get(channel)!.length === 0) this.turns = this.turns.filter((c) => c !== channel);
+        return m;
+      }
     }
-    const n = Math.min(remaining, room - PART_OVERHEAD, this.unacked.length > this.ackedPrefix ? window : Infinity);
-    if (n < Math.min(MIN_PART, remaining)) return undefined;
-    return this.cut(m, n, m.at + n === m.data.length);
+    return undefined;
   }
 
-  private cut(m: { data: Uint8Array; at: number; units: number }, n: number, last: boolean | undefined): OutMessage {
+  private cutFrom(channel: number, room: number): OutMessage | undefined {
+    const q = this.staged.get(channel)!;
+    const m = q.peek()!;
+    const remaining = m.data.length - m.at;
+    const inFlight = this.unacked.length > 0;
+    const window = inFlight ? this.windowRoom() : Infinity;
+    if (m.at === 0 && (remaining <= MAX_RELIABLE_WHOLE || remaining <= room - WHOLE_OVERHEAD)) {
+      // Whole: small messages are never cut, they wait for the next packet instead.
+      if (remaining > room - WHOLE_OVERHEAD || remaining > window) return undefined;
+      return this.cut(q, m, remaining, undefined, channel);
+    }
+    const n = Math.min(remaining, room - PART_OVERHEAD, window);
+    if (n < Math.min(MIN_PART, remaining)) return undefined;
+    return this.cut(q, m, n, m.at + n === m.data.length, channel);
+  }
+
+  private cut(q: Deque<Staged>, m: Staged, n: number, last: boolean | undefined, channel: number): OutMessage {
     const data = m.at === 0 && n === m.data.length ? m.data : m.data.subarray(m.at, m.at + n);
+    // A message that does not fit one unit travels in ordered parts, even if sent unordered.
+    const unordered = m.unordered && last === undefined;
+    m.record ??= this.newRecord(channel, unordered, m.data);
     m.at += n;
     const done = m.at === m.data.length;
     this.stagedUnits -= m.units;
     m.units = done ? 0 : Math.ceil((m.data.length - m.at) / PART_SIZE);
     this.stagedUnits += m.units;
-    if (done) this.staged.shift();
-    this.bytes -= n; // enqueue counts it again as a unit
-    return this.enqueue(data, last);
+    if (done) {
+      q.shift();
+      this.stagedMessages--;
+    }
+    this.bytes -= n; // add() counts it again as a unit
+    return this.add(data, last, channel, unordered, m.record);
   }
 
-  /** Marks the message peek() returned as put into a packet. */
+  /** Marks the unit peek() returned as put into a packet. */
   take(m: OutMessage): void {
     if (this.retransmit.peek() === m) {
       this.retransmit.shift();
@@ -197,14 +304,25 @@ export class ReliableSender {
   }
 
   onAcked(m: OutMessage): void {
+    if (m.acked) return;
     m.acked = true;
-    // Extend the acknowledged prefix; each time it reaches the end of a message, forget
-    // everything up to there (acknowledged units go a whole message at a time).
-    for (let u = this.unacked.at(this.ackedPrefix); u?.acked; u = this.unacked.at(this.ackedPrefix)) {
-      this.ackedPrefix++;
-      if (u.last === false) continue;
-      for (; this.ackedPrefix > 0; this.ackedPrefix--) this.bytes -= this.unacked.shift()!.data.length;
-    }
+    m.message.pending--;
+    // Forget the acknowledged prefix: everything before the oldest unacknowledged unit.
+    for (let u = this.unacked.peek(); u?.acked; u = this.unacked.peek()) this.bytes -= this.unacked.shift()!.data.length;
+    this.pruneRecords();
+  }
+
+  /**
+   * Records are kept while their message may have to go again whole (a session that
+   * starts over): until every unit is cut, acknowledged, and before the oldest
+   * unacknowledged one (acknowledged after a gap is not delivered).
+   */
+  private pruneRecords(): void {
+    const oldest = this.unacked.peek()?.index ?? this.nextIndex;
+    for (let r = this.records.peek(); r && r.cutDone && r.pending === 0 && r.last < oldest; r = this.records.peek()) this.records.shift();
+    // A huge message held open for long keeps small ones behind it: past this many,
+    // the finished ones give up their data (they were delivered; see takeAll).
+    if (this.records.length > 65_536) for (const r of this.records) if (r.cutDone && r.pending === 0 && r.last < oldest) r.data = undefined;
   }
 
   /** A packet carrying m was lost: send it again unless already acknowledged or queued. */
@@ -227,24 +345,41 @@ export class ReliableSender {
   }
 
   /**
-   * For the next connection: every message from the oldest unacknowledged one on, in
-   * order, and the index of the first. Acknowledged messages after a gap are included:
-   * acknowledged is not delivered (the receiver may hold them waiting for the gap),
-   * and a receiver that resumes the session skips what it did deliver.
+   * For the next connection of the session, what this one still owes:
+   * - `units`: every unit from the oldest unacknowledged one on, in order, and
+   *   `firstIndex`, the index of the first. Acknowledged units after a gap are
+   *   included: acknowledged is not delivered, and a receiver that resumes the
+   *   session skips what it did deliver. Then staged messages, cut at the base size.
+   * - `whole`: if the peer lost the session instead (it starts over), every message
+   *   it may not have delivered, whole and in order, staged ones included.
    */
-  takeAll(): { units: Unit[]; firstIndex: number } {
+  takeAll(): { units: Unit[]; firstIndex: number; whole: WholeMessage[] } {
     const all = this.unacked.clear();
     this.fresh.clear();
     this.retransmit.clear();
-    this.ackedPrefix = 0;
-    const units: Unit[] = all.map((m) => ({ data: m.data, last: m.last }));
-    // Staged messages become base-size units; a message already partly cut goes on in parts.
-    for (const m of this.staged.clear()) {
-      if (m.at === 0) units.push(...splitMessage(m.data, MAX_MESSAGE_SIZE, PART_SIZE));
-      else for (let at = m.at; at < m.data.length; at += PART_SIZE) units.push({ data: m.data.subarray(at, at + PART_SIZE), last: at + PART_SIZE >= m.data.length });
+    const units: Unit[] = all.map((m) => ({ data: m.data, last: m.last, channel: m.channel, unordered: m.unordered, first: m.message.first === m.index }));
+    const whole: WholeMessage[] = [];
+    const oldest = all[0]?.index ?? this.nextIndex;
+    for (const r of this.records.clear()) {
+      if (r.cutDone && r.pending === 0 && r.last < oldest) continue;
+      const data = r.data ?? (r.parts && r.cutDone ? concat(r.parts) : undefined);
+      if (data) whole.push({ data, channel: r.channel, unordered: r.unordered });
     }
+    this.openRecord.clear();
+    // Staged messages, channel by channel in their turn order; a message already partly
+    // cut goes on in parts (its record, above, has it whole).
+    for (const channel of this.turns) {
+      for (const m of this.staged.get(channel)!.clear()) {
+        if (m.at === 0) {
+          units.push(...splitMessage(m.data, MAX_RELIABLE_WHOLE, PART_SIZE, channel, m.unordered));
+          whole.push({ data: m.data, channel, unordered: m.unordered });
+        } else for (let at = m.at; at < m.data.length; at += PART_SIZE) units.push({ data: m.data.subarray(at, at + PART_SIZE), last: at + PART_SIZE >= m.data.length, channel, unordered: false, first: false });
+      }
+    }
+    this.turns = [];
     this.stagedUnits = 0;
+    this.stagedMessages = 0;
     this.bytes = 0;
-    return { units, firstIndex: all[0]?.index ?? this.nextIndex };
+    return { units, firstIndex: oldest, whole };
   }
 }

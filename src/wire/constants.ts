@@ -33,6 +33,8 @@ export const enum FrameType {
   MtuProbe = 0x0a,
   /** An unreliable message with a per-channel sequence number: the receiver keeps only the newest. */
   UnreliableSequenced = 0x0b,
+  /** A whole reliable message delivered as soon as it arrives, outside its channel's order. */
+  ReliableUnordered = 0x0c,
 }
 
 export const NONCE_SIZE = 16;
@@ -66,6 +68,12 @@ export const MAX_UDP_PAYLOAD = 65507;
 export const MESSAGE_FRAME_OVERHEAD = 6;
 /** Largest message that fits one DATA packet alone (larger reliable ones travel in parts). */
 export const MAX_MESSAGE_SIZE = MAX_DATAGRAM_SIZE - DATA_HEADER_SIZE - TAG_SIZE - MESSAGE_FRAME_OVERHEAD;
+/**
+ * Largest reliable unit sent whole in a 1232-byte packet whatever else: the frame room
+ * (1206) less the largest RELIABLE header (type, channel, sequence, an 8-byte delta
+ * varint, a 4-byte length varint).
+ */
+export const MAX_RELIABLE_WHOLE = MAX_DATAGRAM_SIZE - DATA_HEADER_SIZE - TAG_SIZE - 16;
 /** RELIABLE_PART overhead: type, channel, u16 sequence, flags, 2-byte varint length. */
 export const PART_FRAME_OVERHEAD = 7;
 /**

@@ -21,10 +21,12 @@ export type Frame =
   | { type: 'ack'; delayUs: number; ranges: PnRange[] }
   /**
    * A reliable message, or with `last` set, one part of a message too large for one
-   * packet (RELIABLE_PART): parts take consecutive sequence numbers, the final one has
-   * last = true.
+   * packet (RELIABLE_PART), the final one with last = true. `delta`: how many sequence
+   * numbers back the previous unit of the same channel's order is (0: none on this
+   * connection), so each channel is delivered in its own order. `unordered`: a whole
+   * message delivered on arrival (RELIABLE_UNORDERED, no delta).
    */
-  | { type: 'reliable'; channel: number; seq: number; data: Uint8Array; last?: boolean }
+  | { type: 'reliable'; channel: number; seq: number; data: Uint8Array; last?: boolean; delta: number; unordered?: boolean }
   /**
    * An unreliable message, or with `part` set, one part of one too large for a packet
    * (UNRELIABLE_PART): message id, index of this part, number of parts.
@@ -62,7 +64,8 @@ export function frameSize(f: Frame): number {
       return n;
     }
     case 'reliable':
-      return (f.last === undefined ? 4 : 5) + varintSize(f.data.length) + f.data.length;
+      if (f.unordered) return 4 + varintSize(f.data.length) + f.data.length;
+      return (f.last === undefined ? 4 : 5) + varintSize(f.delta) + varintSize(f.data.length) + f.data.length;
     case 'unreliable': {
       const head = f.part ? varintSize(f.part.id) + varintSize(f.part.index) + varintSize(f.part.count) : f.seq !== undefined ? 2 : 0;
       return 2 + head + varintSize(f.data.length) + f.data.length;
@@ -100,8 +103,9 @@ export function writeFrame(w: ByteWriter, f: Frame): void {
       return;
     }
     case 'reliable':
-      if (f.last === undefined) w.u8(FrameType.Reliable).u8(f.channel).u16(f.seq);
-      else w.u8(FrameType.ReliablePart).u8(f.channel).u16(f.seq).u8(f.last ? 1 : 0);
+      if (f.unordered) w.u8(FrameType.ReliableUnordered).u8(f.channel).u16(f.seq);
+      else if (f.last === undefined) w.u8(FrameType.Reliable).u8(f.channel).u16(f.seq).varint(f.delta);
+      else w.u8(FrameType.ReliablePart).u8(f.channel).u16(f.seq).u8(f.last ? 1 : 0).varint(f.delta);
       w.varint(f.data.length).raw(f.data);
       return;
     case 'unreliable':
@@ -161,16 +165,24 @@ function readFrame(r: ByteReader): Frame {
     case FrameType.Reliable: {
       const channel = r.u8('channel');
       const seq = r.u16('sequence');
+      const delta = r.varint('delta');
       const len = r.varint('message length');
-      return { type: 'reliable', channel, seq, data: r.bytesView(len, 'message').slice() };
+      return { type: 'reliable', channel, seq, delta, data: r.bytesView(len, 'message').slice() };
+    }
+    case FrameType.ReliableUnordered: {
+      const channel = r.u8('channel');
+      const seq = r.u16('sequence');
+      const len = r.varint('message length');
+      return { type: 'reliable', channel, seq, delta: 0, unordered: true, data: r.bytesView(len, 'message').slice() };
     }
     case FrameType.ReliablePart: {
       const channel = r.u8('channel');
       const seq = r.u16('sequence');
       const flags = r.u8('part flags');
       if (flags > 1) throw new WireFormatError(`part flags 0x${flags.toString(16)}`);
+      const delta = r.varint('delta');
       const len = r.varint('part length');
-      return { type: 'reliable', channel, seq, data: r.bytesView(len, 'part').slice(), last: flags === 1 };
+      return { type: 'reliable', channel, seq, delta, data: r.bytesView(len, 'part').slice(), last: flags === 1 };
     }
     case FrameType.Unreliable: {
       const channel = r.u8('channel');
@@ -223,7 +235,7 @@ export function describeFrame(f: Frame): string {
     case 'ack':
       return `ACK ${f.ranges.map((r) => (r.lo === r.hi ? `${r.lo}` : `${r.lo}-${r.hi}`)).join(',')} delay=${f.delayUs}us`;
     case 'reliable':
-      return `${f.last === undefined ? 'MSG' : f.last ? 'PART(last)' : 'PART'} ch${f.channel} #${f.seq} ${f.data.length}B`;
+      return `${f.unordered ? 'UNORDERED' : f.last === undefined ? 'MSG' : f.last ? 'PART(last)' : 'PART'} ch${f.channel} #${f.seq}${f.delta ? ` after -${f.delta}` : ''} ${f.data.length}B`;
     case 'unreliable':
       if (f.part) return `UPART ch${f.channel} msg=${f.part.id} ${f.part.index + 1}/${f.part.count} ${f.data.length}B`;
       return f.seq !== undefined ? `USEQ ch${f.channel} #${f.seq} ${f.data.length}B` : `UMSG ch${f.channel} ${f.data.length}B`;
