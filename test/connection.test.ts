@@ -261,3 +261,43 @@ test('a peer that receives CLOSE with messages still queued sends them first, th
   assert.equal(b.conn.state, 'closed');
   assert.deepEqual(b.events.at(-1), { type: 'ended', reason: 'normal', byPeer: true });
 });
+
+test('a hostile peer with the keys cannot make the receiver hold more than its caps: part bombs, window bombs, chains', async () => {
+  const { ReassemblyBudget } = await import('../src/reliability/budget.js');
+  const { ByteWriter } = await import('../src/wire/bytes.js');
+  const { writeFrame } = await import('../src/wire/frames.js');
+  const { writeDataHeader } = await import('../src/wire/packet.js');
+  const budget = new ReassemblyBudget(8 * 1024 * 1024);
+  const events: ConnectionEvent[] = [];
+  const { newInbound, releaseInbound } = await import('../src/protocol/connection.js');
+  const inbound = newInbound();
+  const victim = new Connection({ localConnId: 2, remoteConnId: 1, cipher: new HmacPacketCipher(K2, K1), config: { ...DEFAULT_CONNECTION_CONFIG, maxMessageSize: 1 << 20 }, now: 0, emit: (e) => events.push(e), budget, inbound });
+  const attacker = new HmacPacketCipher(K1, K2);
+  let pn = 0;
+  const inject = (frames: Parameters<typeof writeFrame>[1][]) => {
+    const out = new Uint8Array(65_000);
+    const w = new ByteWriter(out);
+    writeDataHeader(w, 2, pn);
+    for (const f of frames) writeFrame(w, f);
+    const packet = out.slice(0, w.offset + TAG_SIZE);
+    attacker.seal(packet, w.offset);
+    victim.handleDatagram(packet, pn++, 1);
+  };
+  const chunk = new Uint8Array(1000);
+  // 0. One channel's message growing in order past maxMessageSize (1 MiB): dropped, its bytes given back.
+  for (let i = 0; i < 1500; i++) inject([{ type: 'reliable', channel: 7, seq: i, delta: i === 0 ? 0 : 1, data: chunk, last: false }]);
+  assert.ok(budget.used < 1 << 20, `the oversized message was let go (${budget.used} held)`);
+  // 1. Unreliable parts claiming messages of 2^40 parts, thousands of them.
+  for (let id = 0; id < 5000; id++) inject([{ type: 'unreliable', channel: 0, data: chunk, part: { id, index: 0, count: 2 ** 40 } }]);
+  // 2. Reliable units far out of order, each waiting for a predecessor that never comes.
+  for (let i = 1; i < 8000; i++) inject([{ type: 'reliable', channel: i % 256, seq: (1501 + i) & 0xffff, delta: 1, data: chunk.subarray(0, 900), last: false }]);
+  assert.ok(budget.used <= budget.limit + (1 << 20), `held ${budget.used} bytes against a limit of ${budget.limit}`);
+  assert.ok(budget.peak <= budget.limit + (1 << 20), `peak ${budget.peak}`);
+  assert.ok(victim.stats().refused > 1000, `out-of-order units past 4 MiB refused (${victim.stats().refused})`);
+  assert.ok(victim.stats().unreliableDropped > 4000, `claimed-huge unreliable messages dropped (${victim.stats().unreliableDropped})`);
+  assert.equal(victim.state, 'connected', 'and the connection is still there');
+  assert.equal(events.filter((e) => e.type === 'message').length, 0, 'nothing bogus delivered');
+  victim.abort('protocol-error');
+  releaseInbound(inbound); // the session ends too
+  assert.equal(budget.used, 0, 'everything given back when the connection and its session end');
+});
