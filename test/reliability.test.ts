@@ -187,6 +187,26 @@ describe('ReliableSender', () => {
 describe('LossRecovery', () => {
   const pkt = (pn: number, sentAt: number): SentPacket => ({ pn, sentAt, size: 100, ackEliciting: true, messages: [] });
 
+  test('persistent congestion: losses spanning three probe timeouts with nothing acknowledged between (RFC 9002 7.6)', () => {
+    const lr = new LossRecovery(100, 10, 1000);
+    let persistent = 0;
+    const cb = { acked: () => {}, lost: () => {}, persistentCongestion: () => persistent++ };
+    lr.onSent(pkt(0, 0));
+    lr.onAck([{ lo: 0, hi: 0 }], 0, 20, cb); // RTT sample: 20 ms, so a PTO is about 70 ms
+    for (let i = 1; i <= 10; i++) lr.onSent(pkt(i, 20 + i * 40)); // sent over 360 ms, all lost
+    lr.onSent(pkt(11, 500));
+    lr.onAck([{ lo: 11, hi: 11 }], 0, 520, cb);
+    assert.equal(persistent, 1);
+    const short = new LossRecovery(100, 10, 1000);
+    let none = 0;
+    short.onSent(pkt(0, 0));
+    short.onAck([{ lo: 0, hi: 0 }], 0, 20, { ...cb, persistentCongestion: () => none++ });
+    for (let i = 1; i <= 4; i++) short.onSent(pkt(i, 20 + i));
+    short.onSent(pkt(5, 30));
+    short.onAck([{ lo: 5, hi: 5 }], 0, 50, { ...cb, persistentCongestion: () => none++ });
+    assert.equal(none, 0, 'a burst lost within a round trip is ordinary loss');
+  });
+
   test('declares a packet lost three packets behind an acknowledged one (RFC 9002 6.1.1)', () => {
     const lr = new LossRecovery(100, 10, 1000);
     for (let i = 0; i < 5; i++) lr.onSent(pkt(i, 0));

@@ -205,6 +205,7 @@ export class Connection {
       this.cc.onAck(p.size, p.sentAt, this.lastNow);
       for (const m of p.messages) this.sender.onAcked(m);
     },
+    persistentCongestion: () => this.cc.onPersistentCongestion(),
     lost: (p: SentPacket) => {
       // RFC 8899 / RFC 9000 14.4: a lost probe says the size is too big, nothing about congestion.
       if (p.probe) return this.pmtu.onProbeLost(p.size, this.lastNow);
@@ -796,7 +797,7 @@ export class Connection {
       queueLength: this.queueLength,
       queuedBytes: this.queuedBytes,
       bytesInFlight: this.recovery.bytesInFlight,
-      congestion: this.cc.toJSON(),
+      congestion: { ...this.cc.toJSON(), persistentCongestions: this.recovery.persistentCongestions },
       malformed: c.malformed + c.oversized + this.unreliableParts.rejected,
       duplicates: c.duplicates,
       unreliableDropped: this.unreliableParts.dropped,

@@ -20,7 +20,12 @@ const GRANULARITY_MS = 1;
 export interface LossCallbacks {
   acked(p: SentPacket): void;
   lost(p: SentPacket): void;
+  /** RFC 9002 7.6: everything sent over a long stretch was lost; collapse the window. */
+  persistentCongestion?(): void;
 }
+
+/** RFC 9002 7.6.1: persistent congestion spans this many probe timeout periods. */
+const PERSISTENT_CONGESTION_THRESHOLD = 3;
 
 /**
  * Packet-level loss detection in the manner of RFC 9002: every packet number is sent
@@ -38,6 +43,11 @@ export class LossRecovery {
   ptoCount = 0;
   lostPackets = 0;
   private lastAckElicitingAt = -Infinity;
+  /** When the largest acknowledged packet was sent, before the ACK being processed. */
+  private largestAckedSentAt = -Infinity;
+  /** Send times of the packets the ACK being processed acknowledged. */
+  private ackedNow: number[] = [];
+  persistentCongestions = 0;
   private lossTime = Infinity;
 
   constructor(
@@ -68,19 +78,26 @@ export class LossRecovery {
     const largest = ranges[0]?.hi ?? -1;
     if (largest > this.largestSent) return false;
     let newlyAckedLargest: SentPacket | undefined;
+    this.ackedNow = [];
     for (const p of this.sent.values()) {
       if (p.pn > largest) break;
       if (!inRanges(ranges, p.pn)) continue;
       this.sent.delete(p.pn);
       this.bytesInFlight -= p.size;
       if (!newlyAckedLargest || p.pn > newlyAckedLargest.pn) newlyAckedLargest = p;
+      this.ackedNow.push(p.sentAt);
       cb.acked(p);
     }
     if (!newlyAckedLargest) return true;
-    if (largest > this.largestAcked) this.largestAcked = largest;
+    const priorLargestAckedSentAt = this.largestAckedSentAt;
+    if (largest > this.largestAcked) {
+      this.largestAcked = largest;
+      if (newlyAckedLargest.pn === largest) this.largestAckedSentAt = newlyAckedLargest.sentAt;
+    }
     if (newlyAckedLargest.pn === largest) this.rtt.update(now - newlyAckedLargest.sentAt, ackDelayMs);
     this.ptoCount = 0;
-    this.detectLosses(now, cb);
+    this.detectLosses(now, cb, priorLargestAckedSentAt);
+    this.ackedNow = [];
     return true;
   }
 
@@ -89,9 +106,11 @@ export class LossRecovery {
   }
 
   /** Declares lost what the thresholds say is lost; sets the next time-threshold deadline. */
-  detectLosses(now: number, cb: LossCallbacks): void {
+  detectLosses(now: number, cb: LossCallbacks, ackedBefore = this.largestAckedSentAt): void {
     this.lossTime = Infinity;
     const delay = this.lossDelay();
+    let first: SentPacket | undefined;
+    let last: SentPacket | undefined;
     for (const p of this.sent.values()) {
       if (p.pn > this.largestAcked) break;
       // One expression for both the test and the deadline: with `sentAt <= now - delay`
@@ -100,10 +119,26 @@ export class LossRecovery {
       if (this.largestAcked - p.pn >= PACKET_THRESHOLD || lossAt <= now) {
         this.sent.delete(p.pn);
         this.bytesInFlight -= p.size;
-        if (!p.probe) this.lostPackets++;
+        if (!p.probe) {
+          this.lostPackets++;
+          first ??= p;
+          last = p;
+        }
         cb.lost(p);
       } else {
         this.lossTime = Math.min(this.lossTime, lossAt);
+      }
+    }
+    // Persistent congestion: two lost packets, sent longer apart than three probe
+    // timeouts, with nothing sent between them acknowledged (all after the largest
+    // acknowledged one), and an RTT sample to judge by.
+    if (first && last && this.rtt.hasSample && first.sentAt > ackedBefore) {
+      const duration = this.rtt.pto(GRANULARITY_MS, this.peerMaxAckDelayMs) * PERSISTENT_CONGESTION_THRESHOLD;
+      const f = first.sentAt;
+      const l = last.sentAt;
+      if (l - f >= duration && !this.ackedNow.some((t) => t > f && t < l)) {
+        this.persistentCongestions++;
+        cb.persistentCongestion?.();
       }
     }
   }
