@@ -63,6 +63,11 @@ export class Driver {
     return socket.local;
   }
 
+  /** Ties the socket to one peer where the transport can (a client and its server). */
+  async connect(to: Address): Promise<void> {
+    await this.socket?.connect?.(to);
+  }
+
   private onDatagram(bytes: Uint8Array, from: Address): void {
     if (this.stopped) return;
     // Copy: the transport may reuse its buffer, and we keep slices of messages.

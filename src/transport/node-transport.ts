@@ -68,13 +68,29 @@ export class NodeTransport implements Transport {
       sock.bind({ port, address: host, exclusive: true }, () => {
         bound = true;
         const a = sock.address();
+        let connected = false;
         resolve({
           local: { address: a.address, port: a.port },
           send(bytes: Uint8Array, to: Address): void {
             if (closed) return;
             // No callback: Node then sends at once where it can, and a failure arrives as
-            // the socket's 'error' event, which goes to hooks.onError above.
-            sock.send(bytes, to.port, to.address);
+            // the socket's 'error' event, which goes to hooks.onError above. A connected
+            // socket takes no address (and costs half as much per datagram).
+            if (connected) sock.send(bytes);
+            else sock.send(bytes, to.port, to.address);
+          },
+          connect(to: Address): Promise<void> {
+            return new Promise((done) => {
+              if (closed) return done();
+              try {
+                sock.connect(to.port, to.address, () => {
+                  connected = !closed;
+                  done();
+                });
+              } catch {
+                done(); // stays unconnected: sends carry the address
+              }
+            });
           },
           close(): void {
             if (closed) return;

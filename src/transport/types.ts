@@ -23,6 +23,12 @@ export interface DatagramSocket {
   send(bytes: Uint8Array, to: Address): void;
   /** Closes the socket; no hook is called afterwards. Idempotent. */
   close(): void;
+  /**
+   * Optional: from now on this socket talks to `to` only (a client and its server).
+   * The kernel then skips the per-datagram route lookup, and datagrams from anyone else
+   * are not delivered. send() still takes `to`.
+   */
+  connect?(to: Address): Promise<void>;
 }
 
 export interface TimerHandle {
