@@ -301,3 +301,46 @@ test('a hostile peer with the keys cannot make the receiver hold more than its c
   releaseInbound(inbound); // the session ends too
   assert.equal(budget.used, 0, 'everything given back when the connection and its session end');
 });
+
+test('one session cannot hold more than about two maxMessageSize of half-built messages, whatever the channels', async () => {
+  const { RECEIVE_WINDOW_BYTES } = await import('../src/reliability/receiver.js');
+  const { ReassemblyBudget } = await import('../src/reliability/budget.js');
+  const { ByteWriter } = await import('../src/wire/bytes.js');
+  const { writeFrame } = await import('../src/wire/frames.js');
+  const { writeDataHeader } = await import('../src/wire/packet.js');
+  const { newInbound } = await import('../src/protocol/connection.js');
+  const MAX = 1 << 20;
+  const budget = new ReassemblyBudget(8 * MAX);
+  const peer = (id: number, events: ConnectionEvent[]) => {
+    const conn = new Connection({ localConnId: id, remoteConnId: 1, cipher: new HmacPacketCipher(K2, K1), config: { ...DEFAULT_CONNECTION_CONFIG, maxMessageSize: MAX }, now: 0, emit: (e) => events.push(e), budget, inbound: newInbound() });
+    const c = new HmacPacketCipher(K1, K2);
+    let pn = 0;
+    return (frames: Parameters<typeof writeFrame>[1][]) => {
+      const out = new Uint8Array(65_000);
+      const w = new ByteWriter(out);
+      writeDataHeader(w, id, pn);
+      for (const f of frames) writeFrame(w, f);
+      const packet = out.slice(0, w.offset + TAG_SIZE);
+      c.seal(packet, w.offset);
+      conn.handleDatagram(packet, pn++, 1);
+    };
+  };
+  // A hostile session opens a message on each of 40 channels, 60 kB at a time, in order, and never finishes one.
+  const inject = peer(2, []);
+  const chunk = new Uint8Array(60_000);
+  const lastOn = new Map<number, number>();
+  for (let seq = 0; seq < 400; seq++) {
+    const ch = seq % 40;
+    const prev = lastOn.get(ch);
+    inject([{ type: 'reliable', channel: ch, seq, delta: prev === undefined ? 0 : seq - prev, data: chunk, last: false }]);
+    lastOn.set(ch, seq);
+  }
+  // Half-built messages: up to MAX, plus the oldest growing past it; units waiting for
+  // a refused predecessor sit in the reorder buffer, whose own cap is 4 MiB.
+  assert.ok(budget.used <= 2 * MAX + RECEIVE_WINDOW_BYTES + 65_536, `the session holds ${budget.used} bytes`);
+  // An honest session still gets its large message through.
+  const events: ConnectionEvent[] = [];
+  const honest = peer(3, events);
+  for (let seq = 0; seq < 15; seq++) honest([{ type: 'reliable', channel: 0, seq, delta: seq === 0 ? 0 : 1, data: chunk, last: seq === 14 }]);
+  assert.equal(events.filter((e) => e.type === 'message').length, 1, 'the honest 900 kB message arrived');
+});

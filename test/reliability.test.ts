@@ -394,3 +394,29 @@ test('ReassemblyBudget refuses past its limit, except to the oldest half-built m
   assert.equal(b.take(2000), false, 'no builder: plain refusal');
   assert.equal(b.refused, 2);
 });
+
+test('a message carried over without its first part stays headless across resumes and is never resent whole', () => {
+  const msg = new Uint8Array(5000).map((_, i) => i & 0xff);
+  const drain = (s: ReliableSender) => {
+    const out: OutMessage[] = [];
+    for (let m = s.peek(1200); m; m = s.peek(1200)) {
+      s.take(m);
+      out.push(m);
+    }
+    return out;
+  };
+  let s = new ReliableSender();
+  s.enqueueMessage(msg);
+  const sent = drain(s);
+  s.onAcked(sent[0]!);
+  s.onAcked(sent[1]!); // its head is acknowledged and forgotten; the connection dies
+  let left = s.takeAll();
+  for (let conn = 0; conn < 3; conn++) {
+    assert.equal(left.units[0]!.first, false, `carry ${conn}: headless`);
+    s = new ReliableSender();
+    for (const u of left.units) s.enqueue(u.data, u.last, u.channel, u.unordered, u.first);
+    drain(s); // nothing acknowledged this time
+    left = s.takeAll();
+  }
+  assert.deepEqual(left.whole, [], 'never offered whole: the tail alone would be a truncated message');
+});

@@ -529,8 +529,22 @@ export class Connection {
         a = new ReliableAssembler(this.cfg.maxMessageSize, this.budget);
         this.inbound.assemblers.set(u.channel, a);
       }
+      // One session holds at most maxMessageSize of half-built messages over all its
+      // channels, except that its oldest may always grow (so one always finishes): a
+      // peer cannot take the endpoint's budget with a half-built message per channel.
+      if (!precharged && u.last !== undefined && a !== this.inbound.assemblers.values().next().value) {
+        let held = 0;
+        for (const x of this.inbound.assemblers.values()) held += x.size;
+        if (held + u.data.length > this.cfg.maxMessageSize) {
+          if (!a.building) this.inbound.assemblers.delete(u.channel);
+          return false;
+        }
+      }
       const m = a.add(u.data, u.last, precharged);
-      if (m === 'refused') return false;
+      if (m === 'refused') {
+        if (!a.building) this.inbound.assemblers.delete(u.channel);
+        return false;
+      }
       if (!a.building) {
         this.counters.oversized += a.rejected;
         this.inbound.assemblers.delete(u.channel);

@@ -83,6 +83,11 @@ export class ReliableAssembler {
     return done;
   }
 
+  /** Bytes of the half-built message held. */
+  get size(): number {
+    return this.bytes;
+  }
+
   /** A message is half built (or being discarded to its last part). */
   get building(): boolean {
     return this.units > 0;

@@ -11,6 +11,11 @@ export interface MessageRecord {
   data: Uint8Array | undefined;
   /** For a message carried over in parts from another connection: the parts so far, if its first was among them. */
   parts: Uint8Array[] | undefined;
+  /**
+   * Carried over without its first part: its first unit here is not the message's
+   * first, and it can never be sent again whole. Stays so on every later connection.
+   */
+  headless: boolean;
   /** Index of its first and (once cut) last unit. */
   readonly first: number;
   last: number;
@@ -144,7 +149,7 @@ export class ReliableSender {
   }
 
   private newRecord(channel: number, unordered: boolean, data: Uint8Array | undefined): MessageRecord {
-    const r: MessageRecord = { channel, unordered, data, parts: undefined, first: this.nextIndex, last: -1, pending: 0, cutDone: false };
+    const r: MessageRecord = { channel, unordered, data, parts: undefined, headless: false, first: this.nextIndex, last: -1, pending: 0, cutDone: false };
     this.records.push(r);
     return r;
   }
@@ -159,6 +164,7 @@ export class ReliableSender {
       record = this.newRecord(channel, unordered && last === undefined, last === undefined ? data : undefined);
       // A message whose first part is here can be rebuilt whole; one cut off at its head cannot.
       if (last !== undefined && first) record.parts = [];
+      else if (last !== undefined) record.headless = true;
       if (last === false) this.openRecord.set(channel, record);
     }
     record.parts?.push(data);
@@ -319,11 +325,18 @@ export class ReliableSender {
    */
   private pruneRecords(): void {
     const oldest = this.unacked.peek()?.index ?? this.nextIndex;
-    for (let r = this.records.peek(); r && r.cutDone && r.pending === 0 && r.last < oldest; r = this.records.peek()) this.records.shift();
-    // A huge message held open for long keeps small ones behind it: past this many,
-    // the finished ones give up their data (they were delivered; see takeAll).
-    if (this.records.length > 65_536) for (const r of this.records) if (r.cutDone && r.pending === 0 && r.last < oldest) r.data = undefined;
+    const done = (r: MessageRecord) => r.cutDone && r.pending === 0 && r.last < oldest;
+    for (let r = this.records.peek(); r && done(r); r = this.records.peek()) this.records.shift();
+    // A long message still open at the front keeps finished ones behind it; sweep them
+    // out whenever the list has doubled since the last sweep (amortised O(1) per ACK).
+    if (this.records.length > this.sweepAt) {
+      const keep = this.records.clear().filter((r) => !done(r));
+      for (const r of keep) this.records.push(r);
+      this.sweepAt = Math.max(1024, 2 * keep.length);
+    }
   }
+
+  private sweepAt = 1024;
 
   /** A packet carrying m was lost: send it again unless already acknowledged or queued. */
   onLost(m: OutMessage): void {
@@ -357,12 +370,12 @@ export class ReliableSender {
     const all = this.unacked.clear();
     this.fresh.clear();
     this.retransmit.clear();
-    const units: Unit[] = all.map((m) => ({ data: m.data, last: m.last, channel: m.channel, unordered: m.unordered, first: m.message.first === m.index }));
+    const units: Unit[] = all.map((m) => ({ data: m.data, last: m.last, channel: m.channel, unordered: m.unordered, first: m.message.first === m.index && !m.message.headless }));
     const whole: WholeMessage[] = [];
     const oldest = all[0]?.index ?? this.nextIndex;
     for (const r of this.records.clear()) {
       if (r.cutDone && r.pending === 0 && r.last < oldest) continue;
-      const data = r.data ?? (r.parts && r.cutDone ? concat(r.parts) : undefined);
+      const data = r.data ?? (r.parts && r.cutDone && !r.headless ? concat(r.parts) : undefined);
       if (data) whole.push({ data, channel: r.channel, unordered: r.unordered });
     }
     this.openRecord.clear();
