@@ -3,11 +3,14 @@ import { Deque } from './deque.js';
 import { concat } from './reliable-assembler.js';
 import { RECEIVE_WINDOW, RECEIVE_WINDOW_BYTES } from './receiver.js';
 
-/** A reliable message from the cut of its first unit until it is no longer needed. */
+/**
+ * A message that travels in parts, shared by its units: what is needed to send it again
+ * whole if the session has to start over (takeAll). Whole messages need none: their one
+ * unit is the message.
+ */
 export interface MessageRecord {
   readonly channel: number;
-  readonly unordered: boolean;
-  /** The whole message: sent again whole if the session has to start over (sender.ts, takeAll). */
+  /** The whole message, when it was cut here from a staged message. */
   data: Uint8Array | undefined;
   /** For a message carried over in parts from another connection: the parts so far, if its first was among them. */
   parts: Uint8Array[] | undefined;
@@ -16,13 +19,10 @@ export interface MessageRecord {
    * first, and it can never be sent again whole. Stays so on every later connection.
    */
   headless: boolean;
-  /** Index of its first and (once cut) last unit. */
+  /** Index of its first unit on this connection. */
   readonly first: number;
-  last: number;
-  /** Units cut and not yet acknowledged. */
-  pending: number;
-  /** Its final unit is cut. */
-  cutDone: boolean;
+  /** Its final part was carried over too (so `parts` is complete). */
+  complete: boolean;
 }
 
 /** A unit of the reliable stream (a whole message or a part) until acknowledged. */
@@ -40,7 +40,8 @@ export interface OutMessage {
   readonly unordered: boolean;
   /** Units back to the previous unit of this channel's order on this connection (0: none). */
   readonly delta: number;
-  readonly message: MessageRecord;
+  /** The message this part belongs to; undefined for a whole message. */
+  readonly message: MessageRecord | undefined;
   acked: boolean;
   /** Waiting in the fresh or retransmit queue. */
   queued: boolean;
@@ -127,8 +128,6 @@ export class ReliableSender {
   private readonly lastOrdered = new Map<number, number>();
   /** The message each channel is in the middle of (parts carried over from another connection). */
   private readonly openRecord = new Map<number, MessageRecord>();
-  /** Messages that may still be needed whole (sender.takeAll), in order of their first unit. */
-  private readonly records = new Deque<MessageRecord>();
   /** Bytes held: unacknowledged units plus staged messages. */
   bytes = 0;
   retransmissions = 0;
@@ -148,10 +147,8 @@ export class ReliableSender {
     return this.fresh.length + this.stagedMessages;
   }
 
-  private newRecord(channel: number, unordered: boolean, data: Uint8Array | undefined): MessageRecord {
-    const r: MessageRecord = { channel, unordered, data, parts: undefined, headless: false, first: this.nextIndex, last: -1, pending: 0, cutDone: false };
-    this.records.push(r);
-    return r;
+  private newRecord(channel: number, data: Uint8Array | undefined): MessageRecord {
+    return { channel, data, parts: undefined, headless: false, first: this.nextIndex, complete: false };
   }
 
   /**
@@ -159,20 +156,24 @@ export class ReliableSender {
    * session). Parts of one message must come in order, as takeAll gave them.
    */
   enqueue(data: Uint8Array, last?: boolean, channel = 0, unordered = false, first = true): OutMessage {
-    let record = last === undefined || first ? undefined : this.openRecord.get(channel);
+    if (last === undefined) return this.add(data, last, channel, unordered, undefined);
+    let record = first ? undefined : this.openRecord.get(channel);
     if (!record) {
-      record = this.newRecord(channel, unordered && last === undefined, last === undefined ? data : undefined);
+      record = this.newRecord(channel, undefined);
       // A message whose first part is here can be rebuilt whole; one cut off at its head cannot.
-      if (last !== undefined && first) record.parts = [];
-      else if (last !== undefined) record.headless = true;
+      if (first) record.parts = [];
+      else record.headless = true;
       if (last === false) this.openRecord.set(channel, record);
     }
     record.parts?.push(data);
-    if (last === true) this.openRecord.delete(channel);
-    return this.add(data, last, channel, unordered && last === undefined, record);
+    if (last === true) {
+      record.complete = true;
+      this.openRecord.delete(channel);
+    }
+    return this.add(data, last, channel, false, record);
   }
 
-  private add(data: Uint8Array, last: boolean | undefined, channel: number, unordered: boolean, record: MessageRecord): OutMessage {
+  private add(data: Uint8Array, last: boolean | undefined, channel: number, unordered: boolean, record: MessageRecord | undefined): OutMessage {
     const index = this.nextIndex++;
     let delta = 0;
     if (!unordered) {
@@ -181,9 +182,6 @@ export class ReliableSender {
       this.lastOrdered.set(channel, index);
     }
     const m: OutMessage = { channel, index, seq: (this.initialSeq + index) & 0xffff, start: this.streamPos, data, last, unordered, delta, message: record, acked: false, queued: true, sendCount: 0 };
-    record.pending++;
-    record.last = index;
-    if (last !== false) record.cutDone = true;
     this.streamPos += data.length;
     this.bytes += data.length;
     this.unacked.push(m);
@@ -284,7 +282,7 @@ export class ReliableSender {
     const data = m.at === 0 && n === m.data.length ? m.data : m.data.subarray(m.at, m.at + n);
     // A message that does not fit one unit travels in ordered parts, even if sent unordered.
     const unordered = m.unordered && last === undefined;
-    m.record ??= this.newRecord(channel, unordered, m.data);
+    if (last !== undefined) m.record ??= this.newRecord(channel, m.data);
     m.at += n;
     const done = m.at === m.data.length;
     this.stagedUnits -= m.units;
@@ -312,31 +310,10 @@ export class ReliableSender {
   onAcked(m: OutMessage): void {
     if (m.acked) return;
     m.acked = true;
-    m.message.pending--;
     // Forget the acknowledged prefix: everything before the oldest unacknowledged unit.
     for (let u = this.unacked.peek(); u?.acked; u = this.unacked.peek()) this.bytes -= this.unacked.shift()!.data.length;
-    this.pruneRecords();
   }
 
-  /**
-   * Records are kept while their message may have to go again whole (a session that
-   * starts over): until every unit is cut, acknowledged, and before the oldest
-   * unacknowledged one (acknowledged after a gap is not delivered).
-   */
-  private pruneRecords(): void {
-    const oldest = this.unacked.peek()?.index ?? this.nextIndex;
-    const done = (r: MessageRecord) => r.cutDone && r.pending === 0 && r.last < oldest;
-    for (let r = this.records.peek(); r && done(r); r = this.records.peek()) this.records.shift();
-    // A long message still open at the front keeps finished ones behind it; sweep them
-    // out whenever the list has doubled since the last sweep (amortised O(1) per ACK).
-    if (this.records.length > this.sweepAt) {
-      const keep = this.records.clear().filter((r) => !done(r));
-      for (const r of keep) this.records.push(r);
-      this.sweepAt = Math.max(1024, 2 * keep.length);
-    }
-  }
-
-  private sweepAt = 1024;
 
   /** A packet carrying m was lost: send it again unless already acknowledged or queued. */
   onLost(m: OutMessage): void {
@@ -370,13 +347,22 @@ export class ReliableSender {
     const all = this.unacked.clear();
     this.fresh.clear();
     this.retransmit.clear();
-    const units: Unit[] = all.map((m) => ({ data: m.data, last: m.last, channel: m.channel, unordered: m.unordered, first: m.message.first === m.index && !m.message.headless }));
+    const units: Unit[] = [];
     const whole: WholeMessage[] = [];
-    const oldest = all[0]?.index ?? this.nextIndex;
-    for (const r of this.records.clear()) {
-      if (r.cutDone && r.pending === 0 && r.last < oldest) continue;
-      const data = r.data ?? (r.parts && r.cutDone && !r.headless ? concat(r.parts) : undefined);
-      if (data) whole.push({ data, channel: r.channel, unordered: r.unordered });
+    // Every message with a unit from the oldest unacknowledged one on may be undelivered;
+    // one wholly before it is delivered (its units and all before them were received).
+    const seen = new Set<MessageRecord>();
+    const wholeOf = (r: MessageRecord) => {
+      if (seen.has(r)) return;
+      seen.add(r);
+      const data = r.data ?? (r.parts && r.complete && !r.headless ? concat(r.parts) : undefined);
+      if (data) whole.push({ data, channel: r.channel, unordered: false });
+    };
+    for (const m of all) {
+      const r = m.message;
+      units.push({ data: m.data, last: m.last, channel: m.channel, unordered: m.unordered, first: r === undefined || (r.first === m.index && !r.headless) });
+      if (r) wholeOf(r);
+      else whole.push({ data: m.data, channel: m.channel, unordered: m.unordered });
     }
     this.openRecord.clear();
     // Staged messages, channel by channel in their turn order; a message already partly
@@ -386,13 +372,16 @@ export class ReliableSender {
         if (m.at === 0) {
           units.push(...splitMessage(m.data, MAX_RELIABLE_WHOLE, PART_SIZE, channel, m.unordered));
           whole.push({ data: m.data, channel, unordered: m.unordered });
-        } else for (let at = m.at; at < m.data.length; at += PART_SIZE) units.push({ data: m.data.subarray(at, at + PART_SIZE), last: at + PART_SIZE >= m.data.length, channel, unordered: false, first: false });
+        } else {
+          for (let at = m.at; at < m.data.length; at += PART_SIZE) units.push({ data: m.data.subarray(at, at + PART_SIZE), last: at + PART_SIZE >= m.data.length, channel, unordered: false, first: false });
+          if (m.record) wholeOf(m.record); // its cut parts may all be acknowledged already
+        }
       }
     }
     this.turns = [];
     this.stagedUnits = 0;
     this.stagedMessages = 0;
     this.bytes = 0;
-    return { units, firstIndex: oldest, whole };
+    return { units, firstIndex: all[0]?.index ?? this.nextIndex, whole };
   }
 }
