@@ -22,6 +22,11 @@ export class DeadlineHeap<T> {
     if (this.heap.length > 64 && this.heap.length > 4 * this.current.size) this.rebuild();
   }
 
+  /** Items with a deadline. */
+  get size(): number {
+    return this.current.size;
+  }
+
   delete(item: T): void {
     this.current.delete(item);
   }

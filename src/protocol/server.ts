@@ -126,6 +126,22 @@ export class ServerEndpoint {
     return [...this.peers.keys()];
   }
 
+  /**
+   * How much per-peer state the server holds: entries in each of its tables. For tests
+   * and stats: a HELLO must leave all of them unchanged (docs/PROTOCOL.md, section 3).
+   */
+  stateSize(): { peers: number; handshakes: number; usedHandshakes: number; parked: number; deadlines: number; queuedReplies: number; events: number } {
+    return {
+      peers: this.peers.size,
+      handshakes: this.byHandshake.size,
+      usedHandshakes: this.usedHandshakes.size,
+      parked: this.sessions.parkedCount,
+      deadlines: this.deadlines.size,
+      queuedReplies: this.outbox.length,
+      events: this.events.length,
+    };
+  }
+
   /** Connections not yet ended, confirmed or not (a shutdown waits for them all). */
   openConnections(): number {
     let n = 0;
