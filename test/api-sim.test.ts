@@ -395,3 +395,28 @@ test('a half-built message survives a reconnect: the session resumes it instead 
   assert.ok(st.role === 'client');
   assert.ok(st.datagramsSent < 3_000_000 / 1200 * 1.6, `the reconnect did not resend it all: ${st.datagramsSent} datagrams`);
 });
+
+test('maxClientsPerAddress: one address gets its share, others still get in', async () => {
+  const net = new SimNetwork({ seed: 28, conditions: { latencyMs: 5 } });
+  const server = new UDPipe({ ...T, maxClientsPerAddress: 2, transport: net.transport(S) });
+  await server.start(PORT, S);
+  let refusedFull = 0;
+  server.onMaxClients = () => refusedFull++;
+  const results: string[] = [];
+  const attempt = (host: string) => {
+    const c = new UDPipe({ ...T, transport: net.transport(host) });
+    void c.connect(S, PORT, 2).then(
+      () => results.push(`${host} ok`),
+      (e: { code: string }) => results.push(`${host} ${e.code}`),
+    );
+  };
+  attempt('127.0.2.1');
+  attempt('127.0.2.1');
+  await net.advance(300);
+  attempt('127.0.2.1'); // a third from the same address
+  attempt('127.0.2.2');
+  await net.advance(3000);
+  assert.deepEqual(results.sort(), ['127.0.2.1 ERR_SERVER_FULL', '127.0.2.1 ok', '127.0.2.1 ok', '127.0.2.2 ok']);
+  assert.ok(refusedFull > 0);
+  assert.equal(server.clients.length, 3);
+});

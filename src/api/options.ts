@@ -20,6 +20,8 @@ export interface UDPipeOptions {
   token?: string;
   /** Server: connections accepted at once; more are refused ('server-full'). Default 1024. */
   maxClients?: number;
+  /** Server: connections from one IP address (any port). Default: maxClients (no separate limit). */
+  maxClientsPerAddress?: number;
   /** Each side pings this often. Default 1000 ms. */
   pingIntervalMs?: number;
   /** No packet for this long: 'stalled', sends queue. Default 3000 ms (three missed pings). */
@@ -77,6 +79,7 @@ export interface UDPipeOptions {
 export interface ResolvedOptions {
   token: string;
   maxClients: number;
+  maxClientsPerAddress: number | undefined;
   pingIntervalMs: number;
   stallTimeoutMs: number;
   timeoutMs: number;
@@ -100,7 +103,7 @@ const defaultLogger: Logger = {
 };
 
 const KNOWN = new Set([
-  'token', 'maxClients', 'pingIntervalMs', 'stallTimeoutMs', 'timeoutMs', 'connectTimeoutMs', 'sessionLingerMs',
+  'token', 'maxClients', 'maxClientsPerAddress', 'pingIntervalMs', 'stallTimeoutMs', 'timeoutMs', 'connectTimeoutMs', 'sessionLingerMs',
   'reconnect', 'maxQueue', 'highWaterMark', 'maxReassemblyBytes', 'maxMessageSize', 'maxDatagramSize', 'autoStep', 'debug', 'logger', 'transport',
 ]);
 
@@ -168,6 +171,7 @@ export function resolveOptions(opts: UDPipeOptions | undefined): ResolvedOptions
   const r: ResolvedOptions = {
     token: checkToken(opts.token ?? ''),
     maxClients: checkInt('maxClients', opts.maxClients ?? 1024, 0, 1_000_000),
+    maxClientsPerAddress: opts.maxClientsPerAddress === undefined ? undefined : checkInt('maxClientsPerAddress', opts.maxClientsPerAddress, 1, 1_000_000),
     pingIntervalMs: checkMs('pingIntervalMs', opts.pingIntervalMs ?? 1000, 10),
     stallTimeoutMs: checkMs('stallTimeoutMs', opts.stallTimeoutMs ?? 3000, 20),
     timeoutMs: checkMs('timeoutMs', opts.timeoutMs ?? 10_000, 30),

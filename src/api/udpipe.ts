@@ -142,7 +142,13 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     if (timeout !== undefined) this.setTimeout(timeout);
     const transport = this.claim('server');
     const server = new ServerEndpoint(
-      { ...this.connCfg, tokenKey: deriveTokenKey(this.opts.token), maxClients: this.opts.maxClients, sessionLingerMs: this.opts.sessionLingerMs },
+      {
+        ...this.connCfg,
+        tokenKey: deriveTokenKey(this.opts.token),
+        maxClients: this.opts.maxClients,
+        ...(this.opts.maxClientsPerAddress === undefined ? {} : { maxClientsPerAddress: this.opts.maxClientsPerAddress }),
+        sessionLingerMs: this.opts.sessionLingerMs,
+      },
       (n) => transport.randomBytes(n),
       transport.now(),
     );

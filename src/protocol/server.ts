@@ -16,6 +16,8 @@ import { Deque } from '../reliability/deque.js';
 export interface ServerConfig extends ConnectionConfig {
   tokenKey: Uint8Array;
   maxClients: number;
+  /** Connections from one IP address (any port); more are refused as server-full. Default maxClients. */
+  maxClientsPerAddress?: number;
   /** How long a lost connection's session waits for its client to come back. */
   sessionLingerMs: number;
 }
@@ -89,6 +91,8 @@ export class ServerEndpoint {
   private readonly deadlines = new DeadlineHeap<number>();
   private readonly events = new Deque<ServerEvent>();
   private readonly usedHandshakes = new Map<string, number>();
+  /** Connections per IP address, for maxClientsPerAddress. */
+  private readonly perAddress = new Map<string, number>();
   /** The latest time we were given; events raised inside a call carry it. */
   private lastNow: number;
   private readonly sessions = new SessionStore(
@@ -130,13 +134,14 @@ export class ServerEndpoint {
    * How much per-peer state the server holds: entries in each of its tables. For tests
    * and stats: a HELLO must leave all of them unchanged (docs/PROTOCOL.md, section 3).
    */
-  stateSize(): { peers: number; handshakes: number; usedHandshakes: number; parked: number; deadlines: number; queuedReplies: number; events: number } {
+  stateSize(): { peers: number; handshakes: number; usedHandshakes: number; parked: number; deadlines: number; addresses: number; queuedReplies: number; events: number } {
     return {
       peers: this.peers.size,
       handshakes: this.byHandshake.size,
       usedHandshakes: this.usedHandshakes.size,
       parked: this.sessions.parkedCount,
       deadlines: this.deadlines.size,
+      addresses: this.perAddress.size,
       queuedReplies: this.outbox.length,
       events: this.events.length,
     };
@@ -190,6 +195,8 @@ export class ServerEndpoint {
         if (result === 'ok' && (peer.address.address !== from.address || peer.address.port !== from.port)) {
           // Authenticated packet from a new address: the client moved (NAT rebinding,
           // network change). Replies follow it. The security issue adds path validation.
+          this.countAddress(peer.address.address, -1);
+          this.countAddress(from.address, 1);
           peer.address = { address: from.address, port: from.port };
           peer.conn.pathChanged(from.address, now);
           this.events.push({ type: 'address-changed', connId: d.connId, address: peer.address });
@@ -236,7 +243,7 @@ export class ServerEndpoint {
       this.touch(previous);
       this.reap(previous);
     }
-    if (this.peers.size >= this.cfg.maxClients) {
+    if (this.peers.size >= this.cfg.maxClients || (this.perAddress.get(from.address) ?? 0) >= (this.cfg.maxClientsPerAddress ?? this.cfg.maxClients)) {
       this.events.push({ type: 'max-clients', address: { ...from } });
       refuse(ReasonCode.ServerFull);
       return;
@@ -274,6 +281,7 @@ export class ServerEndpoint {
       inbound,
     });
     for (const u of outbound) conn.sendUnit(u);
+    this.countAddress(from.address, 1);
     this.peers.set(connId, { conn, address: { address: from.address, port: from.port }, handshakeKey: hsKey, accept, sessionKey, inbound, sendBase, confirmed: false, held: [] });
     this.sessions.bind(sessionKey, connId);
     this.byHandshake.set(hsKey, connId);
@@ -302,9 +310,17 @@ export class ServerEndpoint {
   private confirm(connId: number, peer: Peer, from: Address): void {
     peer.confirmed = true;
     // The program meets the connection at the address it confirmed from: no separate move.
+    this.countAddress(peer.address.address, -1);
+    this.countAddress(from.address, 1);
     peer.address = { address: from.address, port: from.port };
     this.events.push({ type: 'accepted', connId, address: { address: from.address, port: from.port } });
     for (const event of peer.held.splice(0)) this.events.push({ type: 'connection', connId, event });
+  }
+
+  private countAddress(address: string, delta: number): void {
+    const n = (this.perAddress.get(address) ?? 0) + delta;
+    if (n > 0) this.perAddress.set(address, n);
+    else this.perAddress.delete(address);
   }
 
   private newConnId(): number {
@@ -324,6 +340,7 @@ export class ServerEndpoint {
     const p = this.peers.get(connId);
     if (!p || !p.conn.finished) return;
     this.peers.delete(connId);
+    this.countAddress(p.address.address, -1);
     this.byHandshake.delete(p.handshakeKey);
     this.usedHandshakes.set(p.handshakeKey, this.lastNow + USED_HANDSHAKE_MS);
     if (this.usedHandshakes.size > MAX_USED_HANDSHAKES) this.usedHandshakes.delete(this.usedHandshakes.keys().next().value!);
