@@ -387,7 +387,7 @@ test('ReassemblyBudget refuses past its limit, except to the oldest half-built m
   assert.equal(first.add(new Uint8Array(600), false), undefined, 'the oldest may always grow: it will finish');
   assert.equal(b.used, 1500);
   const done = first.add(new Uint8Array(10), true);
-  assert.ok(done && done !== 'refused' && done.data.length === 1210 && done.units === 3);
+  assert.ok(done && done !== 'refused' && done.data.length === 1210);
   assert.equal(b.used, 300, 'its bytes went back');
   assert.equal(second.add(new Uint8Array(300), true) !== 'refused', true, 'now the second one fits');
   assert.equal(b.used, 0);

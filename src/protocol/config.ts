@@ -44,8 +44,7 @@ export const DEFAULT_CONNECTION_CONFIG: ConnectionConfig = {
 export type ConnectionState = 'connected' | 'stalled' | 'closing' | 'closed';
 
 export type ConnectionEvent =
-  /** units: sequence numbers the message took (its parts; 1 when whole or unreliable). */
-  | { type: 'message'; data: Uint8Array; reliable: boolean; channel: number; units: number; sequenced: boolean; unordered?: boolean }
+  | { type: 'message'; data: Uint8Array; reliable: boolean; channel: number; sequenced: boolean; unordered?: boolean }
   | { type: 'ping' }
   | { type: 'pong'; rttMs: number }
   | { type: 'stalled' }

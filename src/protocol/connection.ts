@@ -199,8 +199,7 @@ export class Connection {
     acked: (p: SentPacket) => {
       if (p.probe) {
         this.pmtu.onProbeAcked(p.size, this.lastNow);
-        this.cc.setMaxDatagram(this.pmtu.current);
-        this.pacer.setMaxDatagram(this.pmtu.current);
+        this.pmtuChanged();
       }
       this.cc.onAck(p.size, p.sentAt, this.lastNow);
       for (const m of p.messages) this.sender.onAcked(m);
@@ -288,13 +287,13 @@ export class Connection {
   pathChanged(address: string, now: number): void {
     this.pmtu.reset(datagramCeiling(address, this.cfg.maxDatagramSize), now);
     if (!isLoopback(address)) this.unitRoom = BASE_DATAGRAM_SIZE - PACKET_OVERHEAD;
-    this.cc.setMaxDatagram(this.pmtu.current);
-    this.pacer.setMaxDatagram(this.pmtu.current);
+    this.pmtuChanged();
   }
 
-  /** Largest datagram this connection sends now (the path MTU found so far). */
-  get maxDatagramSize(): number {
-    return this.pmtu.current;
+  /** Windows and pacing count in datagrams of the current path MTU. */
+  private pmtuChanged(): void {
+    this.cc.setMaxDatagram(this.pmtu.current);
+    this.pacer.setMaxDatagram(this.pmtu.current);
   }
 
   private armKeepalive(now: number): void {
@@ -315,10 +314,6 @@ export class Connection {
     return this.afterQueued();
   }
 
-  /**
-   * Unreliable messages into the packet being built: whole when they fit, else part by
-   * part (a message's parts go in order, possibly across several packets).
-   */
   /** Queues an unreliable message; a sequenced one supersedes its channel's older one still queued. */
   queueUnreliable(m: UnreliableOut): boolean {
     if (m.sequenced) {
@@ -331,6 +326,10 @@ export class Connection {
     return this.afterQueued();
   }
 
+  /**
+   * Unreliable messages into the packet being built: whole when they fit, else part by
+   * part (a message's parts go in order, possibly across several packets).
+   */
   private addUnreliable(add: (f: Frame) => boolean): void {
     for (let m = this.unreliable.peek(); m; m = this.unreliable.peek()) {
       const u = m.data;
@@ -491,7 +490,7 @@ export class Connection {
         const data = f.part ? this.unreliableParts.add(f.part.id, f.part.index, f.part.count, f.data, now) : f.data;
         if (!data) return;
         this.counters.messagesReceived++;
-        this.emit({ type: 'message', data, reliable: false, channel: f.channel, units: 1, sequenced: f.seq !== undefined });
+        this.emit({ type: 'message', data, reliable: false, channel: f.channel, sequenced: f.seq !== undefined });
         return;
       }
       case 'close':
@@ -514,49 +513,47 @@ export class Connection {
 
   /** A reliable unit whose turn came: to the program if whole, else to its channel's half-built message. */
   private readonly deliverUnit = (u: InUnit, precharged: boolean): boolean => {
-    let data: Uint8Array;
-    let units = 1;
-    if (u.last === undefined && (u.unordered || !this.inbound.assemblers.get(u.channel))) {
+    const assemblers = this.inbound.assemblers;
+    let a = assemblers.get(u.channel);
+    if (u.last === undefined && (u.unordered || !a)) {
       if (precharged) this.budget.give(u.data.length);
-      if (u.data.length > this.cfg.maxMessageSize) {
-        this.counters.oversized++;
-        return true;
-      }
-      data = u.data;
-    } else {
-      let a = this.inbound.assemblers.get(u.channel);
-      if (!a) {
-        a = new ReliableAssembler(this.cfg.maxMessageSize, this.budget);
-        this.inbound.assemblers.set(u.channel, a);
-      }
-      // One session holds at most maxMessageSize of half-built messages over all its
-      // channels, except that its oldest may always grow (so one always finishes): a
-      // peer cannot take the endpoint's budget with a half-built message per channel.
-      if (!precharged && u.last !== undefined && a !== this.inbound.assemblers.values().next().value) {
-        let held = 0;
-        for (const x of this.inbound.assemblers.values()) held += x.size;
-        if (held + u.data.length > this.cfg.maxMessageSize) {
-          if (!a.building) this.inbound.assemblers.delete(u.channel);
-          return false;
-        }
-      }
-      const m = a.add(u.data, u.last, precharged);
-      if (m === 'refused') {
-        if (!a.building) this.inbound.assemblers.delete(u.channel);
-        return false;
-      }
-      if (!a.building) {
-        this.counters.oversized += a.rejected;
-        this.inbound.assemblers.delete(u.channel);
-      }
-      if (!m) return true;
-      data = m.data;
-      units = m.units;
+      if (u.data.length > this.cfg.maxMessageSize) this.counters.oversized++;
+      else this.deliverMessage(u.data, u.channel, u.unordered);
+      return true;
     }
-    this.counters.messagesReceived++;
-    this.emit({ type: 'message', data, reliable: true, channel: u.channel, units, sequenced: false, unordered: u.unordered });
+    if (!a) {
+      a = new ReliableAssembler(this.cfg.maxMessageSize, this.budget);
+      assemblers.set(u.channel, a);
+    }
+    const m = this.overSessionCap(u, a, precharged) ? 'refused' : a.add(u.data, u.last, precharged);
+    // An assembler lives only while it holds a half-built message (Map order = age).
+    if (!a.building) {
+      this.counters.oversized += a.rejected;
+      assemblers.delete(u.channel);
+    }
+    if (m === 'refused') return false;
+    if (m) this.deliverMessage(m.data, u.channel, false);
     return true;
   };
+
+  /**
+   * One session holds at most maxMessageSize of half-built messages over all its
+   * channels, except that its oldest may always grow (so one always finishes): a peer
+   * cannot take the endpoint's budget with a half-built message per channel. A unit from
+   * the reorder buffer is charged already and always taken.
+   */
+  private overSessionCap(u: InUnit, a: ReliableAssembler, precharged: boolean): boolean {
+    const assemblers = this.inbound.assemblers;
+    if (precharged || u.last === undefined || a === assemblers.values().next().value) return false;
+    let held = 0;
+    for (const x of assemblers.values()) held += x.size;
+    return held + u.data.length > this.cfg.maxMessageSize;
+  }
+
+  private deliverMessage(data: Uint8Array, channel: number, unordered: boolean): void {
+    this.counters.messagesReceived++;
+    this.emit({ type: 'message', data, reliable: true, channel, sequenced: false, unordered });
+  }
 
   private afterAckOrLoss(): void {
     if (this.backpressured && this.belowHighWater) {
@@ -580,7 +577,6 @@ export class Connection {
     this.recovery.clear();
     // What was held for reassembly goes back to the endpoint's budget.
     this.receiver.release();
-
     this.unreliableParts.clear();
     this.timers.clearAll();
     this.transition('closed', `${byPeer ? 'peer' : 'local'}: ${reason}`);
@@ -625,11 +621,8 @@ export class Connection {
       if (this.recovery.onTimeout(now, this.lossCallbacks) === 'probe') {
         // RFC 9002 6.2.4: send probes even if the window is full.
         this.probes = 2;
-        if (this.recovery.ptoCount >= BLACK_HOLE_PTOS && this.pmtu.onBlackHole(now)) {
-          // Big packets may be what is not getting through: go back to the size every path carries.
-          this.cc.setMaxDatagram(this.pmtu.current);
-          this.pacer.setMaxDatagram(this.pmtu.current);
-        }
+        // Big packets may be what is not getting through: go back to the size every path carries.
+        if (this.recovery.ptoCount >= BLACK_HOLE_PTOS && this.pmtu.onBlackHole(now)) this.pmtuChanged();
         if (this.sender.requeueInFlight() === 0 && this.sender.unsent === 0) this.ping();
       }
       this.afterAckOrLoss();

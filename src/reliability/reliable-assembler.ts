@@ -11,10 +11,9 @@ export function concat(parts: Uint8Array[], total = parts.reduce((n, p) => n + p
   return whole;
 }
 
-/** A finished reliable message, and how many sequence numbers (units) it took. */
+/** A finished reliable message. */
 export interface Assembled {
   data: Uint8Array;
-  units: number;
 }
 
 /**
@@ -55,7 +54,7 @@ export class ReliableAssembler {
         this.rejected++;
         return undefined;
       }
-      return { data, units: 1 };
+      return { data };
     }
     if (this.units === 0 && !this.discarding) this.budget.startBuilding(this);
     if (!this.discarding && this.bytes + data.length > this.maxMessageSize) {
@@ -78,7 +77,7 @@ export class ReliableAssembler {
     }
     this.units++;
     if (!last) return undefined;
-    const done = this.discarding ? undefined : { data: concat(this.parts, this.bytes), units: this.units };
+    const done = this.discarding ? undefined : { data: concat(this.parts, this.bytes) };
     this.reset();
     return done;
   }
