@@ -115,22 +115,12 @@ export class ClientEndpoint {
     return this.carry.length + this.carryUnreliable.length;
   }
 
-  /** Bytes of carried messages; undefined after the carry changed in bulk (recounted on demand). */
-  private carriedBytesKnown: number | undefined = 0;
-
-  private carriedBytes(): number {
-    if (this.carriedBytesKnown === undefined) {
-      let n = 0;
-      for (const u of this.carry) n += u.data.length;
-      for (const m of this.carryUnreliable) n += m.data.length;
-      this.carriedBytesKnown = n;
-    }
-    return this.carriedBytesKnown;
-  }
+  /** Bytes of carried messages, reliable and unreliable (carryWhole repeats them and is not counted). */
+  private carriedBytes = 0;
 
   /** Total bytes queued: carried plus the connection's queue. */
   get queuedBytes(): number {
-    return (this.conn?.queuedBytes ?? 0) + (this.carried > 0 ? this.carriedBytes() : 0);
+    return (this.conn?.queuedBytes ?? 0) + this.carriedBytes;
   }
 
   configure(patch: Partial<ClientConfig>): void {
@@ -203,7 +193,6 @@ export class ClientEndpoint {
 
   send(data: Uint8Array, reliable: boolean, channel = 0, sequenced = false, unordered = false): boolean {
     if (this.conn && this.conn.state !== 'closed') return this.conn.send(data, reliable, channel, sequenced, unordered);
-    const before = this.carriedBytes();
     if (reliable) {
       for (const u of splitMessage(data, MAX_RELIABLE_WHOLE, PART_SIZE, channel, unordered)) this.carry.push(u);
       this.carryWhole.push({ data, channel, unordered });
@@ -211,13 +200,12 @@ export class ClientEndpoint {
       if (sequenced) {
         // Only the newest sequenced message of a channel is worth sending once connected.
         const i = this.carryUnreliable.findIndex((m) => m.sequenced && m.channel === channel);
-        if (i >= 0) this.carryUnreliable.splice(i, 1);
-        this.carriedBytesKnown = undefined;
+        if (i >= 0) this.carriedBytes -= this.carryUnreliable.splice(i, 1)[0]!.data.length;
       }
       this.carryUnreliable.push({ data, channel, sequenced });
     }
-    this.carriedBytesKnown = this.carriedBytesKnown === undefined ? undefined : before + data.length;
-    const ok = this.carried < this.cfg.maxQueue && this.carriedBytes() < this.cfg.highWaterMark;
+    this.carriedBytes += data.length;
+    const ok = this.carried < this.cfg.maxQueue && this.carriedBytes < this.cfg.highWaterMark;
     if (!ok) this.owesDrain = true;
     return ok;
   }
@@ -334,19 +322,17 @@ export class ClientEndpoint {
       const skip = Math.min(Math.max(0, accept.delivered - this.carryBase), this.carry.length);
       this.carry.splice(0, skip);
       this.carryBase += skip;
-      this.sendBase = this.carryBase;
       for (const u of this.carry.splice(0)) this.conn.sendUnit(u);
     } else {
       // A new session on the server (first connection, or it forgot us): its stream to
       // us starts over, and ours to it too, with every message it may lack, whole.
-      this.sendBase = this.carryBase;
       this.carry = [];
       for (const m of this.carryWhole) this.conn.send(m.data, true, m.channel, false, m.unordered);
     }
+    this.sendBase = this.carryBase;
     this.carryWhole = [];
-    this.carriedBytesKnown = undefined;
     for (const m of this.carryUnreliable.splice(0)) this.conn.queueUnreliable(m);
-    this.carriedBytesKnown = 0;
+    this.carriedBytes = 0;
     // A send() that returned false while we were away is owed a 'drain': now, if the new
     // connection took the queue without filling up (else the connection raises it later).
     if (this.owesDrain && this.conn.belowHighWater) {
@@ -400,7 +386,8 @@ export class ClientEndpoint {
     this.carryWhole = left.whole.concat(this.carryWhole);
     this.carryBase = this.sendBase + left.firstIndex;
     this.carryUnreliable = left.unreliable.concat(this.carryUnreliable);
-    this.carriedBytesKnown = undefined;
+    for (const u of left.reliable) this.carriedBytes += u.data.length;
+    for (const m of left.unreliable) this.carriedBytes += m.data.length;
     if (this.closing || c.reason === 'bad-token') {
       this.finish();
       return;
