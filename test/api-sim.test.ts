@@ -12,13 +12,17 @@ const S = '127.0.1.1';
 const PORT = 9000;
 const T: UDPipeOptions = { pingIntervalMs: 100, stallTimeoutMs: 350, timeoutMs: 1000, reconnect: { minDelayMs: 20, maxDelayMs: 200 } };
 
-async function setup(net: SimNetwork, serverOpts: UDPipeOptions = {}, clients = 1, clientOpts: UDPipeOptions = {}) {
-  const server = new UDPipe({ ...T, ...serverOpts, transport: net.transport(S) });
-  await server.start(PORT, S);
+/** Loopback by default; LAN addresses give 1472-byte datagrams and 1.2 kB parts. */
+const LOOPBACK = { server: S, client: '127.0.2.' };
+const LAN = { server: '10.0.1.1', client: '10.0.2.' };
+
+async function setup(net: SimNetwork, serverOpts: UDPipeOptions = {}, clients = 1, clientOpts: UDPipeOptions = {}, hosts = LOOPBACK) {
+  const server = new UDPipe({ ...T, ...serverOpts, transport: net.transport(hosts.server) });
+  await server.start(PORT, hosts.server);
   const cs: UDPipe[] = [];
   for (let i = 0; i < clients; i++) {
-    const c = new UDPipe({ ...T, ...clientOpts, transport: net.transport(`127.0.2.${i + 1}`) });
-    void c.connect(S, PORT, 30);
+    const c = new UDPipe({ ...T, ...clientOpts, transport: net.transport(`${hosts.client}${i + 1}`) });
+    void c.connect(hosts.server, PORT, 30);
     cs.push(c);
   }
   await net.advanceUntil(() => server.clients.length === clients, 10_000);
@@ -246,20 +250,13 @@ test('backpressure in bytes: a sender faster than the link stays under highWater
 test('reassembly memory is capped across connections: six clients sending 400 kB messages through a 256 kB budget all get through', async () => {
   // LAN addresses: parts of 1.2 kB, so every message is put together from hundreds.
   const net = new SimNetwork({ seed: 22, conditions: { latencyMs: 10, jitterMs: 5, loss: 0.02, reorder: 0.1 } });
-  const server = new UDPipe({ ...T, maxReassemblyBytes: 256 * 1024, transport: net.transport('10.0.1.1') });
-  await server.start(PORT, '10.0.1.1');
+  const { server, clients } = await setup(net, { maxReassemblyBytes: 256 * 1024 }, 6, {}, LAN);
   const got = new Map<string, number[]>();
   server.onNewMessage = (m) => {
     const who = String(m.subarray(0, 2));
     assert.ok(m.subarray(4).every((b) => b === m[2]), 'intact');
     (got.get(who) ?? got.set(who, []).get(who)!).push(m[2]!);
   };
-  const clients = Array.from({ length: 6 }, (_, k) => {
-    const c = new UDPipe({ ...T, transport: net.transport(`10.0.2.${k + 1}`) });
-    void c.connect('10.0.1.1', PORT, 30);
-    return c;
-  });
-  await net.advanceUntil(() => server.clients.length === 6, 10_000);
   clients.forEach((c, k) => {
     for (let i = 0; i < 3; i++) {
       const m = new Uint8Array(400_000).fill(i);
@@ -329,11 +326,8 @@ test('send options are checked at the call site with a message that says what to
 test('channels are independent streams: a 2 MB message on channel 1 does not hold back channel 0', async () => {
   // LAN addresses (1.2 kB parts) and 2% loss: the large message takes many round trips.
   const net = new SimNetwork({ seed: 25, conditions: { latencyMs: 20, loss: 0.02 } });
-  const server = new UDPipe({ ...T, transport: net.transport('10.0.1.1') });
-  await server.start(PORT, '10.0.1.1');
-  const client = new UDPipe({ ...T, transport: net.transport('10.0.2.1') });
-  void client.connect('10.0.1.1', PORT, 30);
-  await net.advanceUntil(() => server.clients.length === 1, 5000);
+  const { server, clients } = await setup(net, {}, 1, {}, LAN);
+  const client = clients[0]!;
   const arrivals: string[] = [];
   let bigAt = -1;
   server.onNewMessage = (m, _s, info) => {
@@ -373,11 +367,8 @@ test('reliable-unordered messages arrive once each, without waiting for earlier 
 
 test('a half-built message survives a reconnect: the session resumes it instead of starting it over', async () => {
   const net = new SimNetwork({ seed: 27, conditions: { latencyMs: 20 } });
-  const server = new UDPipe({ ...T, transport: net.transport('10.0.1.1') });
-  await server.start(PORT, '10.0.1.1');
-  const client = new UDPipe({ ...T, transport: net.transport('10.0.2.1') });
-  void client.connect('10.0.1.1', PORT, 30);
-  await net.advanceUntil(() => server.clients.length === 1, 5000);
+  const { server, clients } = await setup(net, {}, 1, {}, LAN);
+  const client = clients[0]!;
   const got: Buffer[] = [];
   server.onNewMessage = (m) => got.push(m);
   let connects = 0;
