@@ -16,6 +16,7 @@ export type UDPipeErrorCode =
   | 'ERR_HANDSHAKE_TIMEOUT'
   | 'ERR_BAD_TOKEN'
   | 'ERR_SERVER_FULL'
+  | 'ERR_ENCRYPTION_MISMATCH'
   | 'ERR_SOCKET';
 
 export class UDPipeError extends Error {

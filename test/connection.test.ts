@@ -280,7 +280,7 @@ test('a hostile peer with the keys cannot make the receiver hold more than its c
     writeDataHeader(w, 2, pn);
     for (const f of frames) writeFrame(w, f);
     const packet = out.slice(0, w.offset + TAG_SIZE);
-    attacker.seal(packet, w.offset);
+    attacker.seal(packet, w.offset, pn);
     victim.handleDatagram(packet, pn++, 1);
   };
   const chunk = new Uint8Array(1000);
@@ -321,7 +321,7 @@ test('one session cannot hold more than about two maxMessageSize of half-built m
       writeDataHeader(w, id, pn);
       for (const f of frames) writeFrame(w, f);
       const packet = out.slice(0, w.offset + TAG_SIZE);
-      c.seal(packet, w.offset);
+      c.seal(packet, w.offset, pn);
       conn.handleDatagram(packet, pn++, 1);
     };
   };

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { CookieJar, clientProof, deriveTokenKey, equalBytes, serverProof, sessionKeys } from '../src/crypto/handshake-keys.js';
 import { HmacPacketCipher } from '../src/crypto/packet-cipher.js';
-import { TAG_SIZE } from '../src/wire/constants.js';
+import { DATA_HEADER_SIZE, TAG_SIZE } from '../src/wire/constants.js';
 
 const counterBytes = (() => {
   let c = 0;
@@ -16,6 +16,8 @@ const t = {
   sessionId: new Uint8Array(16).fill(4),
   nextSendIndex: 5,
   delivered: 6,
+  flags: 0,
+  publicKey: new Uint8Array(32).fill(7),
 };
 
 test('proofs depend on the token and on every field they cover; client and server proofs differ', () => {
@@ -23,13 +25,13 @@ test('proofs depend on the token and on every field they cover; client and serve
   const base = clientProof(k, t);
   assert.equal(base.length, 16);
   assert.ok(!equalBytes(base, clientProof(deriveTokenKey('secreT'), t)), 'another token');
-  for (const change of [{ clientConnId: 9 }, { clientNonce: new Uint8Array(16) }, { cookie: new Uint8Array(16) }, { sessionId: new Uint8Array(16) }, { nextSendIndex: 50 }, { delivered: 60 }]) {
+  for (const change of [{ clientConnId: 9 }, { clientNonce: new Uint8Array(16) }, { cookie: new Uint8Array(16) }, { sessionId: new Uint8Array(16) }, { nextSendIndex: 50 }, { delivered: 60 }, { flags: 1 }, { publicKey: new Uint8Array(32) }]) {
     assert.ok(!equalBytes(base, clientProof(k, { ...t, ...change })), JSON.stringify(Object.keys(change)));
   }
-  const a = { serverConnId: 7, resumed: 1, delivered: 8 };
+  const a = { serverConnId: 7, resumed: 1, delivered: 8, flags: 1, publicKey: new Uint8Array(32).fill(8) };
   const s = serverProof(k, t, a);
   assert.ok(!equalBytes(s, base));
-  for (const change of [{ serverConnId: 70 }, { resumed: 0 }, { delivered: 80 }]) assert.ok(!equalBytes(s, serverProof(k, t, { ...a, ...change })));
+  for (const change of [{ serverConnId: 70 }, { resumed: 0 }, { delivered: 80 }, { flags: 0 }, { publicKey: new Uint8Array(32) }]) assert.ok(!equalBytes(s, serverProof(k, t, { ...a, ...change })));
 });
 
 test('the token key never equals the token bytes, and an empty token still gives a key', () => {
@@ -56,13 +58,13 @@ test('packet integrity: a tag opens only with the other side\'s receive key; any
   const server = new HmacPacketCipher(keys.serverToClient, keys.clientToServer);
   const p = new Uint8Array(40 + TAG_SIZE);
   p.fill(0x5a, 0, 40);
-  client.seal(p, 40);
-  assert.ok(server.open(p));
-  assert.ok(!client.open(p), 'not with the sender\'s own receive key');
+  client.seal(p, 40, 0);
+  assert.deepEqual(server.open(p, 0), p.subarray(DATA_HEADER_SIZE, 40));
+  assert.ok(!client.open(p, 0), 'not with the sender\'s own receive key');
   for (let i = 0; i < p.length * 8; i++) {
     const q = p.slice();
     q[i >> 3]! ^= 1 << (i & 7);
-    assert.ok(!server.open(q), `bit ${i}`);
+    assert.ok(!server.open(q, 0), `bit ${i}`);
   }
 });
 

@@ -21,6 +21,7 @@ const randomBytes = (n: number) => rng.bytes(n);
 const clientCfg = (): ClientConfig => ({
   ...DEFAULT_CONNECTION_CONFIG,
   tokenKey: deriveTokenKey('t'),
+  encrypt: false,
   handshakeRetryMs: 250,
   reconnect: { enabled: true, minDelayMs: 100, maxDelayMs: 1000 },
 });
@@ -57,7 +58,7 @@ test('client: HELLO is retransmitted exactly at its deadline, and the connect de
 /** Runs a client and a server against each other with a perfect zero-delay link. */
 function connectPair(now: number) {
   const serverEvents: ServerEvent[] = [];
-  const server = new ServerEndpoint({ ...DEFAULT_CONNECTION_CONFIG, tokenKey: deriveTokenKey('t'), maxClients: 10, sessionLingerMs: 500 }, randomBytes, now);
+  const server = new ServerEndpoint({ ...DEFAULT_CONNECTION_CONFIG, tokenKey: deriveTokenKey('t'), maxClients: 10, sessionLingerMs: 500, encrypt: false, handshakesPerSecond: 0 }, randomBytes, now);
   const client = new ClientEndpoint(clientCfg(), randomBytes);
   const from = { address: '127.0.2.1', port: 5000 };
   const pump = (t: number, clientToServer = true, serverToClient = true): void => {
@@ -163,7 +164,7 @@ test('client: an ACCEPT made for an earlier cookie of the same attempt is still 
   c.pollTransmit(2);
   assert.equal(connect1.type, 'connect');
   if (connect1.type !== 'connect') return;
-  const claims = { serverConnId: 77, resumed: 0, delivered: connect1.nextSendIndex };
+  const claims = { serverConnId: 77, resumed: 0, delivered: connect1.nextSendIndex, flags: 0, publicKey: new Uint8Array(32) };
   c.handleDatagram(encodeHandshake({ type: 'accept', clientConnId: hello.clientConnId, clientNonce: hello.clientNonce, ...claims, proof: serverProof(deriveTokenKey('t'), connect1, claims) }), 3);
   assert.equal(c.state, 'connected');
 });

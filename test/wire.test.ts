@@ -20,6 +20,7 @@ import {
   MAX_ACK_RANGES,
   MAX_DATAGRAM_SIZE,
   NONCE_SIZE,
+  PUBLIC_KEY_SIZE,
   PROOF_SIZE,
   SESSION_ID_SIZE,
   TAG_SIZE,
@@ -47,10 +48,22 @@ const handshake: fc.Arbitrary<HandshakePacket> = fc.oneof(
     sessionId: bytes(SESSION_ID_SIZE),
     nextSendIndex: index,
     delivered: index,
+    flags: fc.integer({ min: 0, max: 1 }),
+    publicKey: bytes(PUBLIC_KEY_SIZE),
     proof: bytes(PROOF_SIZE),
   }),
-  fc.record({ type: fc.constant('accept' as const), clientConnId: u32, clientNonce: bytes(NONCE_SIZE), serverConnId: u32, resumed: fc.integer({ min: 0, max: 1 }), delivered: index, proof: bytes(PROOF_SIZE) }),
-  fc.record({ type: fc.constant('refuse' as const), clientConnId: u32, clientNonce: bytes(NONCE_SIZE), reason: fc.integer({ min: 0, max: 255 }) }),
+  fc.record({
+    type: fc.constant('accept' as const),
+    clientConnId: u32,
+    clientNonce: bytes(NONCE_SIZE),
+    serverConnId: u32,
+    resumed: fc.integer({ min: 0, max: 1 }),
+    delivered: index,
+    flags: fc.integer({ min: 0, max: 1 }),
+    publicKey: bytes(PUBLIC_KEY_SIZE),
+    proof: bytes(PROOF_SIZE),
+  }),
+  fc.record({ type: fc.constant('refuse' as const), clientConnId: u32, clientNonce: bytes(NONCE_SIZE), reason: fc.integer({ min: 0, max: 255 }), proof: bytes(PROOF_SIZE) }),
 );
 
 /** Valid ACK ranges: disjoint, descending, with at least one number between ranges. */
@@ -184,7 +197,7 @@ test('every truncation of a valid packet raises WireFormatError', () => {
     if (n === ackEnd) assert.equal(decodeFrames(body, 0, n).length, 1, 'a cut between frames is a valid shorter packet');
     else assert.throws(() => decodeFrames(body, 0, n), WireFormatError, `cut at ${n}`);
   }
-  const hs = encodeHandshake({ type: 'refuse', clientConnId: 1, clientNonce: new Uint8Array(NONCE_SIZE), reason: 2 });
+  const hs = encodeHandshake({ type: 'refuse', clientConnId: 1, clientNonce: new Uint8Array(NONCE_SIZE), reason: 2, proof: new Uint8Array(PROOF_SIZE) });
   for (let n = 0; n < hs.length; n++) assert.throws(() => decodeDatagram(hs.subarray(0, n)), WireFormatError);
 });
 
@@ -231,7 +244,7 @@ test('a ByteReader with bounds outside its array is a programming error, caught 
 
 test('decodeHandshake checks the version byte itself', async () => {
   const { decodeHandshake } = await import('../src/wire/handshake.js');
-  const b = encodeHandshake({ type: 'refuse', clientConnId: 1, clientNonce: new Uint8Array(NONCE_SIZE), reason: 3 });
+  const b = encodeHandshake({ type: 'refuse', clientConnId: 1, clientNonce: new Uint8Array(NONCE_SIZE), reason: 3, proof: new Uint8Array(PROOF_SIZE) });
   b[0] = 0xc2;
   assert.throws(() => decodeHandshake(b), /version/);
 });

@@ -22,6 +22,19 @@ export interface UDPipeOptions {
   maxClients?: number;
   /** Server: connections from one IP address (any port). Default: maxClients (no separate limit). */
   maxClientsPerAddress?: number;
+  /**
+   * Encrypt every packet (X25519 key exchange, ChaCha20-Poly1305; docs/SECURITY.md).
+   * Client and server must agree: one with and one without is refused with
+   * ERR_ENCRYPTION_MISMATCH. Without it packets are authenticated but readable on the
+   * path. Default false.
+   */
+  encrypt?: boolean;
+  /**
+   * Server: handshakes per second one IP address may make, with bursts of twice that;
+   * more get no answer (the client retries with backoff). 0 turns the limit off.
+   * Default 50.
+   */
+  handshakesPerSecond?: number;
   /** Each side pings this often. Default 1000 ms. */
   pingIntervalMs?: number;
   /** No packet for this long: 'stalled', sends queue. Default 3000 ms (three missed pings). */
@@ -80,6 +93,8 @@ export interface ResolvedOptions {
   token: string;
   maxClients: number;
   maxClientsPerAddress: number | undefined;
+  encrypt: boolean;
+  handshakesPerSecond: number;
   pingIntervalMs: number;
   stallTimeoutMs: number;
   timeoutMs: number;
@@ -103,7 +118,7 @@ const defaultLogger: Logger = {
 };
 
 const KNOWN = new Set([
-  'token', 'maxClients', 'maxClientsPerAddress', 'pingIntervalMs', 'stallTimeoutMs', 'timeoutMs', 'connectTimeoutMs', 'sessionLingerMs',
+  'token', 'maxClients', 'maxClientsPerAddress', 'encrypt', 'handshakesPerSecond', 'pingIntervalMs', 'stallTimeoutMs', 'timeoutMs', 'connectTimeoutMs', 'sessionLingerMs',
   'reconnect', 'maxQueue', 'highWaterMark', 'maxReassemblyBytes', 'maxMessageSize', 'maxDatagramSize', 'autoStep', 'debug', 'logger', 'transport',
 ]);
 
@@ -172,6 +187,8 @@ export function resolveOptions(opts: UDPipeOptions | undefined): ResolvedOptions
     token: checkToken(opts.token ?? ''),
     maxClients: checkInt('maxClients', opts.maxClients ?? 1024, 0, 1_000_000),
     maxClientsPerAddress: opts.maxClientsPerAddress === undefined ? undefined : checkInt('maxClientsPerAddress', opts.maxClientsPerAddress, 1, 1_000_000),
+    encrypt: checkBool('encrypt', opts.encrypt ?? false),
+    handshakesPerSecond: checkInt('handshakesPerSecond', opts.handshakesPerSecond ?? 50, 0, 1_000_000),
     pingIntervalMs: checkMs('pingIntervalMs', opts.pingIntervalMs ?? 1000, 10),
     stallTimeoutMs: checkMs('stallTimeoutMs', opts.stallTimeoutMs ?? 3000, 20),
     timeoutMs: checkMs('timeoutMs', opts.timeoutMs ?? 10_000, 30),

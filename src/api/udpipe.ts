@@ -148,6 +148,8 @@ export class UDPipe extends EventEmitter implements PeerOwner {
         maxClients: this.opts.maxClients,
         ...(this.opts.maxClientsPerAddress === undefined ? {} : { maxClientsPerAddress: this.opts.maxClientsPerAddress }),
         sessionLingerMs: this.opts.sessionLingerMs,
+        encrypt: this.opts.encrypt,
+        handshakesPerSecond: this.opts.handshakesPerSecond,
       },
       (n) => transport.randomBytes(n),
       transport.now(),
@@ -186,6 +188,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
       {
         ...this.connCfg,
         tokenKey: deriveTokenKey(this.opts.token),
+        encrypt: this.opts.encrypt,
         handshakeRetryMs: 250,
         reconnect: this.opts.reconnect,
       },
@@ -532,6 +535,13 @@ export class UDPipe extends EventEmitter implements PeerOwner {
       case 'max-clients':
         this.log(`refused ${fmt(e.address)}: ${this.opts.maxClients} clients connected`);
         this.fire('maxClients', 'CONNECT', e.address.address, e.address.port);
+        return;
+      case 'encryption-mismatch':
+        // A client with the right token and the other setting: a configuration mistake
+        // worth a warning even without debug (only token holders get this far).
+        this.opts.logger.warn(
+          `refused ${fmt(e.address)}: ${e.clientEncrypts ? 'the client encrypts and this server does not' : 'this server requires encryption and the client does not'} (encrypt option)`,
+        );
         return;
     }
   }

@@ -1,4 +1,4 @@
-import { createHmac } from 'node:crypto';
+import { createHmac, hkdfSync } from 'node:crypto';
 import { COOKIE_SIZE, PROOF_SIZE } from '../wire/constants.js';
 
 /**
@@ -38,11 +38,16 @@ export interface HandshakeTranscript {
   cookie: Uint8Array;
 }
 
-/** What CONNECT claims besides the transcript; the client's proof covers it, so nobody on the path can alter it. */
+/**
+ * What CONNECT claims besides the transcript; the client's proof covers it, so nobody on
+ * the path can alter it (in particular, nobody can strip the request for encryption).
+ */
 export interface ConnectClaims {
   sessionId: Uint8Array;
   nextSendIndex: number;
   delivered: number;
+  flags: number;
+  publicKey: Uint8Array;
 }
 
 /** What ACCEPT claims; covered by the server's proof. */
@@ -50,19 +55,33 @@ export interface AcceptClaims {
   serverConnId: number;
   resumed: number;
   delivered: number;
+  flags: number;
+  publicKey: Uint8Array;
+}
+
+function connectParts(t: HandshakeTranscript & ConnectClaims): Uint8Array[] {
+  return [u32(t.clientConnId), t.clientNonce, t.cookie, t.sessionId, u64(t.nextSendIndex), u64(t.delivered), new Uint8Array([t.flags]), t.publicKey];
 }
 
 export function clientProof(key: Uint8Array, t: HandshakeTranscript & ConnectClaims): Uint8Array {
-  return hmac(key, 'udpipe v1 client proof', u32(t.clientConnId), t.clientNonce, t.cookie, t.sessionId, u64(t.nextSendIndex), u64(t.delivered)).subarray(0, PROOF_SIZE);
+  return hmac(key, 'udpipe v1 client proof', ...connectParts(t)).subarray(0, PROOF_SIZE);
 }
 
 export function serverProof(key: Uint8Array, t: HandshakeTranscript & ConnectClaims, a: AcceptClaims): Uint8Array {
   return hmac(
     key,
     'udpipe v1 server proof',
-    u32(t.clientConnId), t.clientNonce, t.cookie, t.sessionId, u64(t.nextSendIndex), u64(t.delivered),
-    u32(a.serverConnId), new Uint8Array([a.resumed]), u64(a.delivered),
+    ...connectParts(t),
+    u32(a.serverConnId), new Uint8Array([a.resumed]), u64(a.delivered), new Uint8Array([a.flags]), a.publicKey,
   ).subarray(0, PROOF_SIZE);
+}
+
+/**
+ * A REFUSE for a client that proved the token (server full, encryption mismatch): the
+ * client believes it only with this proof, so nobody else can turn it away.
+ */
+export function refuseProof(key: Uint8Array, t: HandshakeTranscript & ConnectClaims, reason: number): Uint8Array {
+  return hmac(key, 'udpipe v1 refuse proof', ...connectParts(t), new Uint8Array([reason])).subarray(0, PROOF_SIZE);
 }
 
 export interface SessionKeys {
@@ -77,6 +96,24 @@ export function sessionKeys(key: Uint8Array, t: HandshakeTranscript, serverConnI
     clientToServer: hmac(key, 'udpipe v1 c2s', ...ids),
     serverToClient: hmac(key, 'udpipe v1 s2c', ...ids),
   };
+}
+
+/**
+ * Per-direction ChaCha20-Poly1305 keys of an encrypted connection: HKDF-SHA256 (RFC 5869)
+ * with the X25519 shared secret as input key material, the token key as salt (so a
+ * man in the middle without the token derives other keys) and the whole exchange as info.
+ */
+export function encryptedSessionKeys(
+  tokenKey: Uint8Array,
+  shared: Uint8Array,
+  t: HandshakeTranscript,
+  serverConnId: number,
+  clientPublic: Uint8Array,
+  serverPublic: Uint8Array,
+): SessionKeys {
+  const info = Buffer.concat([enc.encode('udpipe v1 aead'), u32(t.clientConnId), t.clientNonce, t.cookie, u32(serverConnId), clientPublic, serverPublic]);
+  const okm = new Uint8Array(hkdfSync('sha256', shared, tokenKey, info, 64));
+  return { clientToServer: okm.slice(0, 32), serverToClient: okm.slice(32, 64) };
 }
 
 /** Constant-time comparison of two byte strings of any length. */

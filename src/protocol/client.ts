@@ -1,9 +1,10 @@
-import { clientProof, equalBytes, serverProof, sessionKeys } from '../crypto/handshake-keys.js';
-import { HmacPacketCipher } from '../crypto/packet-cipher.js';
+import { clientProof, encryptedSessionKeys, equalBytes, refuseProof, serverProof, sessionKeys } from '../crypto/handshake-keys.js';
+import { EphemeralKey } from '../crypto/key-exchange.js';
+import { AeadPacketCipher, HmacPacketCipher, type PacketCipher } from '../crypto/packet-cipher.js';
 import { Deque } from '../reliability/deque.js';
 import { ReassemblyBudget } from '../reliability/budget.js';
 import { splitMessage, type Unit, type WholeMessage } from '../reliability/sender.js';
-import { MAX_RELIABLE_WHOLE, NONCE_SIZE, PART_SIZE, ReasonCode, SESSION_ID_SIZE } from '../wire/constants.js';
+import { HandshakeFlag, MAX_RELIABLE_WHOLE, NONCE_SIZE, PART_SIZE, PUBLIC_KEY_SIZE, ReasonCode, SESSION_ID_SIZE } from '../wire/constants.js';
 import { WireFormatError } from '../wire/errors.js';
 import { encodeHandshake, type AcceptPacket, type ChallengePacket, type HandshakePacket } from '../wire/handshake.js';
 import { decodeDatagram } from '../wire/packet.js';
@@ -19,6 +20,8 @@ export interface ReconnectPolicy {
 
 export interface ClientConfig extends ConnectionConfig {
   tokenKey: Uint8Array;
+  /** Ask for an encrypted connection (X25519 + ChaCha20-Poly1305); the server must agree. */
+  encrypt: boolean;
   /** First handshake retransmission; doubles up to 8x. */
   handshakeRetryMs: number;
   reconnect: ReconnectPolicy;
@@ -34,7 +37,7 @@ export type ClientEvent =
   | { type: 'connecting'; attempt: number }
   | { type: 'connected'; attempt: number }
   | { type: 'connection'; event: ConnectionEvent }
-  | { type: 'refused'; reason: 'bad-token' | 'server-full' }
+  | { type: 'refused'; reason: 'bad-token' | 'server-full' | 'encryption-mismatch' }
   /** Waiting before the next attempt. */
   | { type: 'retrying'; delayMs: number; attempt: number }
   /** Gave up for good: state is 'closed'. */
@@ -44,7 +47,9 @@ export type ClientEvent =
 
 type TimerName = 'handshake' | 'deadline' | 'reconnect';
 
-export type FailureCode = 'ERR_HANDSHAKE_TIMEOUT' | 'ERR_BAD_TOKEN' | 'ERR_SERVER_FULL';
+export type FailureCode = 'ERR_HANDSHAKE_TIMEOUT' | 'ERR_BAD_TOKEN' | 'ERR_SERVER_FULL' | 'ERR_ENCRYPTION_MISMATCH';
+
+const NO_KEY = new Uint8Array(PUBLIC_KEY_SIZE);
 
 /** CONNECT retransmissions before starting over with a fresh HELLO (the cookie may have expired). */
 const CONNECT_TRIES = 4;
@@ -82,7 +87,18 @@ export class ClientEndpoint {
   /** The server said it was full on the latest attempt: the reason to give if we run out of time. */
   private lastRefusedFull = false;
   private hs:
-    | { connId: number; nonce: Uint8Array; challenge?: ChallengePacket | undefined; cookies: ChallengePacket[]; retries: number; connectTries: number; restarts: number; announced: boolean }
+    | {
+        connId: number;
+        nonce: Uint8Array;
+        /** This attempt's ephemeral X25519 key, when encrypting. */
+        key: EphemeralKey | undefined;
+        challenge?: ChallengePacket | undefined;
+        cookies: ChallengePacket[];
+        retries: number;
+        connectTries: number;
+        restarts: number;
+        announced: boolean;
+      }
     | undefined;
   private out: Uint8Array[] = [];
   /** Handshake and stale datagrams dropped; the connection counts its own. */
@@ -144,9 +160,13 @@ export class ClientEndpoint {
     this.sendHandshake(now);
   }
 
-  private freshIds(): { connId: number; nonce: Uint8Array } {
+  private freshIds(): { connId: number; nonce: Uint8Array; key: EphemeralKey | undefined } {
     const b = this.randomBytes(4);
-    return { connId: (((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0) || 1, nonce: this.randomBytes(NONCE_SIZE) };
+    return {
+      connId: (((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0) || 1,
+      nonce: this.randomBytes(NONCE_SIZE),
+      key: this.cfg.encrypt ? new EphemeralKey(this.randomBytes(32)) : undefined,
+    };
   }
 
   private sendHandshake(now: number): void {
@@ -182,6 +202,8 @@ export class ClientEndpoint {
       sessionId: this.sessionId!,
       nextSendIndex: this.carryBase,
       delivered: this.inbound.state.delivered,
+      flags: hs.key ? HandshakeFlag.Encrypt : 0,
+      publicKey: hs.key?.publicKey ?? NO_KEY,
     };
   }
 
@@ -266,30 +288,67 @@ export class ClientEndpoint {
           this.malformed++; // not a server that knows our token
           return;
         }
-        this.onAccepted(d, t, now);
+        if (((d.flags & HandshakeFlag.Encrypt) !== 0) !== this.cfg.encrypt) {
+          // The server should have refused; it accepted with the other setting instead.
+          this.mismatch();
+          return;
+        }
+        let cipher: PacketCipher;
+        if (hs.key) {
+          const shared = hs.key.agree(d.publicKey);
+          if (!shared) {
+            this.malformed++; // an unusable public key: nothing to build keys from
+            return;
+          }
+          const keys = encryptedSessionKeys(this.cfg.tokenKey, shared, t, d.serverConnId, hs.key.publicKey, d.publicKey);
+          cipher = new AeadPacketCipher(keys.clientToServer, keys.serverToClient);
+        } else {
+          const keys = sessionKeys(this.cfg.tokenKey, t, d.serverConnId);
+          cipher = new HmacPacketCipher(keys.clientToServer, keys.serverToClient);
+        }
+        this.onAccepted(d, t, cipher, now);
         return;
       }
       case 'refuse':
         if (d.reason === ReasonCode.BadToken) {
+          // Cannot be authenticated (we share no key with a server that has another
+          // token); its nonce echo shows it answers our CONNECT. docs/SECURITY.md.
           this.events.push({ type: 'refused', reason: 'bad-token' });
           this.fail('ERR_BAD_TOKEN', 'the server refused our token: client and server must be given the same token (setToken / --token)');
-        } else {
-          // Server full, or a reason this version does not know: try again later.
-          if (d.reason === ReasonCode.ServerFull) {
-            this.events.push({ type: 'refused', reason: 'server-full' });
-            this.lastRefusedFull = true;
-          }
-          this.retryLater(now);
+          return;
         }
+        if (!hs.cookies.some((c) => equalBytes(refuseProof(this.cfg.tokenKey, this.transcript(c), d.reason), d.proof))) {
+          this.malformed++; // a refusal the server did not make: ignore it
+          return;
+        }
+        if (d.reason === ReasonCode.EncryptionMismatch) {
+          this.mismatch();
+          return;
+        }
+        // Server full, or a reason this version does not know: try again later.
+        if (d.reason === ReasonCode.ServerFull) {
+          this.events.push({ type: 'refused', reason: 'server-full' });
+          this.lastRefusedFull = true;
+        }
+        this.retryLater(now);
         return;
       default:
         this.malformed++; // hello/connect travel to servers only
     }
   }
 
-  private onAccepted(accept: AcceptPacket, t: { clientConnId: number; clientNonce: Uint8Array; cookie: Uint8Array }, now: number): void {
+  private mismatch(): void {
+    this.events.push({ type: 'refused', reason: 'encryption-mismatch' });
+    this.fail(
+      'ERR_ENCRYPTION_MISMATCH',
+      this.cfg.encrypt
+        ? 'the server does not encrypt: give it encrypt: true (--encrypt) too, or drop it here'
+        : 'the server requires encryption: give this client encrypt: true (--encrypt) too',
+    );
+  }
+
+  private onAccepted(accept: AcceptPacket, t: { clientConnId: number }, cipher: PacketCipher, now: number): void {
     const serverConnId = accept.serverConnId;
-    const keys = sessionKeys(this.cfg.tokenKey, t, serverConnId);
     if (!accept.resumed) {
       // The server has no session of ours: its stream to us starts over.
       releaseInbound(this.inbound);
@@ -298,7 +357,7 @@ export class ClientEndpoint {
     this.conn = new Connection({
       localConnId: t.clientConnId,
       remoteConnId: serverConnId,
-      cipher: new HmacPacketCipher(keys.clientToServer, keys.serverToClient),
+      cipher,
       config: this.cfg,
       now,
       emit: (event) => {

@@ -10,7 +10,8 @@ import { Deque } from '../reliability/deque.js';
 import { LossRecovery, type LossCallbacks, type SentPacket } from '../reliability/loss-recovery.js';
 import { StreamReceiver, newReceiveState, type InUnit, type ReceiveState } from '../reliability/receiver.js';
 import { ReliableSender, type OutMessage, type Unit, type WholeMessage } from '../reliability/sender.js';
-import { seqLess } from '../reliability/seq.js';
+import { ReplayWindow } from '../reliability/replay-window.js';
+import { expandPacketNumber, seqLess } from '../reliability/seq.js';
 import { ByteWriter } from '../wire/bytes.js';
 import {
   BASE_DATAGRAM_SIZE,
@@ -171,6 +172,8 @@ export class Connection {
   /** Puts reliable messages back together from their parts. */
   private readonly inbound: InboundSession;
   private readonly acks: AckTracker;
+  /** Packet numbers already taken: duplicates and replays are dropped (replay-window.ts). */
+  private readonly replay = new ReplayWindow();
   /** The endpoint's memory budget for reassembly, shared by its connections. */
   private readonly budget: ReassemblyBudget;
   private nextPn: number;
@@ -395,25 +398,27 @@ export class Connection {
   }
 
   /**
-   * A DATA packet for this connection. Checks the MAC before looking at anything else,
-   * then drops duplicates (which also stops replays), then processes the frames.
-   * Returns what happened, so the endpoint may count and, on 'ok', update the peer's
-   * address.
+   * A DATA packet for this connection. Drops it if the replay window has its number
+   * already, then checks its tag (and decrypts it) before looking at anything else, and
+   * only then records the number and processes the frames. Returns what happened, so
+   * the endpoint may count and, on 'ok', update the peer's address.
    */
   handleDatagram(bytes: Uint8Array, pnLow: number, now: number): 'ok' | 'rejected' | 'duplicate' {
     this.lastNow = now;
-    if (!this.cipher.open(bytes)) {
-      this.counters.malformed++;
-      return 'rejected';
-    }
-    const pn = this.acks.expand(pnLow);
-    if (this.acks.isDuplicate(pn)) {
+    const pn = expandPacketNumber(this.replay.largest, pnLow);
+    if (this.replay.rejects(pn)) {
       this.counters.duplicates++;
       return 'duplicate';
     }
+    const body = this.cipher.open(bytes, pn);
+    if (!body) {
+      this.counters.malformed++;
+      return 'rejected';
+    }
+    this.replay.record(pn);
     let frames: Frame[];
     try {
-      frames = decodeFrames(bytes, DATA_HEADER_SIZE, bytes.length - TAG_SIZE);
+      frames = decodeFrames(body, 0, body.length);
     } catch (e) {
       if (!(e instanceof WireFormatError)) throw e;
       // Authenticated yet malformed: a broken peer. Drop the packet, keep the connection.
@@ -760,7 +765,7 @@ export class Connection {
     const w = new ByteWriter(out);
     writeDataHeader(w, this.remoteConnId, pn);
     for (const f of frames) writeFrame(w, f);
-    this.cipher.seal(out, w.offset);
+    this.cipher.seal(out, w.offset, pn);
 
     this.recovery.onSent({ pn, sentAt: now, size, ackEliciting, messages, probe });
     this.cc.onSent(size, now);

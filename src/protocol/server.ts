@@ -1,13 +1,15 @@
-import { CookieJar, clientProof, equalBytes, serverProof, sessionKeys } from '../crypto/handshake-keys.js';
-import { HmacPacketCipher } from '../crypto/packet-cipher.js';
+import { CookieJar, clientProof, encryptedSessionKeys, equalBytes, refuseProof, serverProof, sessionKeys } from '../crypto/handshake-keys.js';
+import { EphemeralKey } from '../crypto/key-exchange.js';
+import { AeadPacketCipher, HmacPacketCipher, type PacketCipher } from '../crypto/packet-cipher.js';
 import type { Address } from './address.js';
-import { ReasonCode, type Reason } from '../wire/constants.js';
+import { HandshakeFlag, PROOF_SIZE, PUBLIC_KEY_SIZE, ReasonCode, type Reason } from '../wire/constants.js';
 import { WireFormatError } from '../wire/errors.js';
 import { encodeHandshake, type ConnectPacket } from '../wire/handshake.js';
 import { decodeDatagram } from '../wire/packet.js';
 import type { ConnectionConfig, ConnectionEvent } from './config.js';
 import { Connection, newInbound, releaseInbound, type InboundSession } from './connection.js';
 import { DeadlineHeap } from './deadline-heap.js';
+import { RateLimiter } from './rate-limiter.js';
 import { SessionStore } from './sessions.js';
 import { ReassemblyBudget } from '../reliability/budget.js';
 import type { Unit } from '../reliability/sender.js';
@@ -20,6 +22,10 @@ export interface ServerConfig extends ConnectionConfig {
   maxClientsPerAddress?: number;
   /** How long a lost connection's session waits for its client to come back. */
   sessionLingerMs: number;
+  /** Encrypted connections only (X25519 + ChaCha20-Poly1305); false: plaintext with MACs only. A client that disagrees is refused. */
+  encrypt: boolean;
+  /** CONNECTs per second one IP address may make (burst twice that); more get no answer. 0: no limit. */
+  handshakesPerSecond: number;
 }
 
 export type ServerEvent =
@@ -29,7 +35,9 @@ export type ServerEvent =
   | { type: 'address-changed'; connId: number; address: Address }
   | { type: 'removed'; connId: number }
   | { type: 'bad-token'; address: Address }
-  | { type: 'max-clients'; address: Address };
+  | { type: 'max-clients'; address: Address }
+  /** Refused: the client asked for encryption and we do not encrypt, or the other way round. */
+  | { type: 'encryption-mismatch'; address: Address; clientEncrypts: boolean };
 
 export interface ServerCounters {
   datagramsReceived: number;
@@ -42,6 +50,8 @@ export interface ServerCounters {
   handshakesRefused: number;
   /** Connections whose client never confirmed our ACCEPT (it retried with a new handshake, or vanished). */
   handshakesAbandoned: number;
+  /** CONNECTs dropped unanswered: their address exceeded handshakesPerSecond. */
+  handshakesRateLimited: number;
 }
 
 interface Peer {
@@ -82,7 +92,7 @@ const MAX_USED_HANDSHAKES = 4096;
 export class ServerEndpoint {
   /** Reassembly memory shared by every connection (src/reliability/budget.ts). */
   readonly budget: ReassemblyBudget;
-  readonly counters: ServerCounters = { datagramsReceived: 0, datagramsSent: 0, bytesReceived: 0, bytesSent: 0, malformed: 0, handshakesAccepted: 0, handshakesRefused: 0, handshakesAbandoned: 0 };
+  readonly counters: ServerCounters = { datagramsReceived: 0, datagramsSent: 0, bytesReceived: 0, bytesSent: 0, malformed: 0, handshakesAccepted: 0, handshakesRefused: 0, handshakesAbandoned: 0, handshakesRateLimited: 0 };
   private readonly peers = new Map<number, Peer>();
   private readonly byHandshake = new Map<string, number>();
   private readonly cookies: CookieJar;
@@ -93,6 +103,8 @@ export class ServerEndpoint {
   private readonly usedHandshakes = new Map<string, number>();
   /** Connections per IP address, for maxClientsPerAddress. */
   private readonly perAddress = new Map<string, number>();
+  /** Handshakes per IP address (rate-limiter.ts); holds validated addresses only. */
+  private readonly limiter: RateLimiter;
   /** The latest time we were given; events raised inside a call carry it. */
   private lastNow: number;
   private readonly sessions = new SessionStore(
@@ -108,6 +120,7 @@ export class ServerEndpoint {
     now: number,
   ) {
     this.cookies = new CookieJar(randomBytes, now);
+    this.limiter = new RateLimiter(cfg.handshakesPerSecond, 2 * cfg.handshakesPerSecond);
     this.budget = new ReassemblyBudget(cfg.maxReassemblyBytes);
     this.lastNow = now;
   }
@@ -134,7 +147,7 @@ export class ServerEndpoint {
    * How much per-peer state the server holds: entries in each of its tables. For tests
    * and stats: a HELLO must leave all of them unchanged (docs/PROTOCOL.md, section 3).
    */
-  stateSize(): { peers: number; handshakes: number; usedHandshakes: number; parked: number; deadlines: number; addresses: number; queuedReplies: number; events: number } {
+  stateSize(): { peers: number; handshakes: number; usedHandshakes: number; parked: number; deadlines: number; addresses: number; rateLimited: number; queuedReplies: number; events: number } {
     return {
       peers: this.peers.size,
       handshakes: this.byHandshake.size,
@@ -142,6 +155,7 @@ export class ServerEndpoint {
       parked: this.sessions.parkedCount,
       deadlines: this.deadlines.size,
       addresses: this.perAddress.size,
+      rateLimited: this.limiter.size,
       queuedReplies: this.outbox.length,
       events: this.events.length,
     };
@@ -225,13 +239,24 @@ export class ServerEndpoint {
     }
     const used = this.usedHandshakes.get(hsKey);
     if (used !== undefined && used > now) return; // a late copy of a finished handshake
-    const refuse = (reason: ReasonCode): void => {
+    if (!this.limiter.take(from.address, now)) {
+      this.counters.handshakesRateLimited++;
+      return; // no reply; the client retries with backoff
+    }
+    const refuse = (reason: ReasonCode, authenticated: boolean): void => {
       this.counters.handshakesRefused++;
-      this.reply(encodeHandshake({ type: 'refuse', clientConnId: d.clientConnId, clientNonce: d.clientNonce, reason }), from);
+      const proof = authenticated ? refuseProof(this.cfg.tokenKey, d, reason) : new Uint8Array(PROOF_SIZE);
+      this.reply(encodeHandshake({ type: 'refuse', clientConnId: d.clientConnId, clientNonce: d.clientNonce, reason, proof }), from);
     };
     if (!equalBytes(clientProof(this.cfg.tokenKey, d), d.proof)) {
       this.events.push({ type: 'bad-token', address: { ...from } });
-      refuse(ReasonCode.BadToken);
+      refuse(ReasonCode.BadToken, false);
+      return;
+    }
+    const encrypt = (d.flags & HandshakeFlag.Encrypt) !== 0;
+    if (encrypt !== this.cfg.encrypt) {
+      this.events.push({ type: 'encryption-mismatch', address: { ...from }, clientEncrypts: encrypt });
+      refuse(ReasonCode.EncryptionMismatch, true);
       return;
     }
     const sessionKey = hex(d.sessionId);
@@ -245,10 +270,27 @@ export class ServerEndpoint {
     }
     if (this.peers.size >= this.cfg.maxClients || (this.perAddress.get(from.address) ?? 0) >= (this.cfg.maxClientsPerAddress ?? this.cfg.maxClients)) {
       this.events.push({ type: 'max-clients', address: { ...from } });
-      refuse(ReasonCode.ServerFull);
+      refuse(ReasonCode.ServerFull, true);
       return;
     }
     const connId = this.newConnId();
+    // Keys before any state: a client public key that gives no shared secret ends here.
+    let cipher: PacketCipher;
+    let publicKey: Uint8Array = new Uint8Array(PUBLIC_KEY_SIZE);
+    if (encrypt) {
+      const key = new EphemeralKey(this.randomBytes(32));
+      const shared = key.agree(d.publicKey);
+      if (!shared) {
+        this.counters.malformed++;
+        return;
+      }
+      publicKey = key.publicKey;
+      const keys = encryptedSessionKeys(this.cfg.tokenKey, shared, d, connId, d.publicKey, publicKey);
+      cipher = new AeadPacketCipher(keys.serverToClient, keys.clientToServer);
+    } else {
+      const keys = sessionKeys(this.cfg.tokenKey, d, connId);
+      cipher = new HmacPacketCipher(keys.serverToClient, keys.clientToServer);
+    }
     // Resume: the client resends from what we delivered; we resend from what it did.
     const parked = this.sessions.take(sessionKey);
     let inbound = newInbound(d.nextSendIndex);
@@ -260,8 +302,7 @@ export class ServerEndpoint {
       outbound = parked.outbound.slice(skip);
       sendBase = parked.outboundBase + skip;
     }
-    const claims = { serverConnId: connId, resumed: parked ? 1 : 0, delivered: inbound.state.delivered };
-    const keys = sessionKeys(this.cfg.tokenKey, d, connId);
+    const claims = { serverConnId: connId, resumed: parked ? 1 : 0, delivered: inbound.state.delivered, flags: encrypt ? HandshakeFlag.Encrypt : 0, publicKey };
     const accept = encodeHandshake({
       type: 'accept',
       clientConnId: d.clientConnId,
@@ -272,7 +313,7 @@ export class ServerEndpoint {
     const conn = new Connection({
       localConnId: connId,
       remoteConnId: d.clientConnId,
-      cipher: new HmacPacketCipher(keys.serverToClient, keys.clientToServer),
+      cipher,
       config: this.cfg,
       now,
       emit: (event) => this.onConnectionEvent(connId, event),

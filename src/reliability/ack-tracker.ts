@@ -1,6 +1,5 @@
 import type { Frame } from '../wire/frames.js';
 import { RangeSet } from './range-set.js';
-import { expandPacketNumber } from './seq.js';
 
 /** Acknowledge at once after this many ack-eliciting packets (RFC 9000 13.2.2 suggests 2). */
 const ACK_EVERY = 2;
@@ -8,15 +7,13 @@ const ACK_EVERY = 2;
 const MAX_ACK_RANGES_SENT = 32;
 
 /**
- * The receiving side of acknowledgements: which packet numbers arrived (for duplicate
- * suppression and ACK ranges) and when an ACK is owed (RFC 9000 section 13.2): at once
+ * The receiving side of acknowledgements: which packet numbers arrived (for ACK ranges;
+ * duplicates are the replay window's business, replay-window.ts) and when an ACK is owed (RFC 9000 section 13.2): at once
  * after every second ack-eliciting packet or any out-of-order one, otherwise within the
  * max ack delay we promised the peer.
  */
 export class AckTracker {
   private readonly received = new RangeSet(256);
-  /** Packets taken only in part (a unit refused for lack of memory): not acknowledged, but not processed twice either. */
-  private readonly seenNotAcked = new Set<number>();
   private elicitingUnacked = 0;
   private urgent = false;
   private largestAt = 0;
@@ -25,26 +22,13 @@ export class AckTracker {
 
   constructor(private readonly maxAckDelayMs: number) {}
 
-  /** Full packet number from its 32 wire bits. */
-  expand(pnLow: number): number {
-    return expandPacketNumber(this.received.largest, pnLow);
-  }
-
-  isDuplicate(pn: number): boolean {
-    return this.received.has(pn) || this.seenNotAcked.has(pn);
-  }
-
   /**
-   * Records an authenticated, well-formed packet. acknowledge false: remember it as
-   * seen (a copy is a duplicate) but never acknowledge it, so its sender sends its
-   * reliable units again.
+   * Records an authenticated, well-formed packet. acknowledge false: never acknowledge
+   * it, so its sender sends its reliable units again (the replay window still keeps a
+   * copy from being processed twice).
    */
   onPacket(pn: number, ackEliciting: boolean, now: number, acknowledge = true): void {
-    if (!acknowledge) {
-      this.seenNotAcked.add(pn);
-      if (this.seenNotAcked.size > 1024) this.seenNotAcked.delete(this.seenNotAcked.values().next().value!);
-      return;
-    }
+    if (!acknowledge) return;
     const largestBefore = this.received.largest;
     this.received.add(pn);
     if (pn > largestBefore) this.largestAt = now;

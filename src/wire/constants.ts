@@ -42,7 +42,14 @@ export const COOKIE_SIZE = 16;
 export const PROOF_SIZE = 16;
 /** Client-chosen id of a session: survives reconnects, so nothing is lost or repeated across them. */
 export const SESSION_ID_SIZE = 16;
-/** Session MAC tag at the end of every DATA packet. */
+/** An X25519 public key (RFC 7748). */
+export const PUBLIC_KEY_SIZE = 32;
+/** Bits of the flags byte of CONNECT and ACCEPT. */
+export const enum HandshakeFlag {
+  /** CONNECT: the client wants an encrypted connection; ACCEPT: it is one. */
+  Encrypt = 0x01,
+}
+/** Authentication tag at the end of every DATA packet (HMAC-SHA256 truncated, or Poly1305). */
 export const TAG_SIZE = 16;
 export const CRC_SIZE = 4;
 /** A HELLO is padded to this size, so the server's reply is never larger than what caused it. */
@@ -90,11 +97,13 @@ export const enum ReasonCode {
   ServerFull = 3,
   ProtocolError = 4,
   Shutdown = 5,
+  /** One side has `encrypt: true` and the other not. */
+  EncryptionMismatch = 6,
 }
 
-export type Reason = 'normal' | 'timeout' | 'bad-token' | 'server-full' | 'protocol-error' | 'shutdown';
+export type Reason = 'normal' | 'timeout' | 'bad-token' | 'server-full' | 'protocol-error' | 'shutdown' | 'encryption-mismatch';
 
-const REASONS: readonly Reason[] = ['normal', 'timeout', 'bad-token', 'server-full', 'protocol-error', 'shutdown'];
+const REASONS: readonly Reason[] = ['normal', 'timeout', 'bad-token', 'server-full', 'protocol-error', 'shutdown', 'encryption-mismatch'];
 
 export function reasonFromCode(code: number): Reason {
   return REASONS[code] ?? 'protocol-error';

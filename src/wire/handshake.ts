@@ -4,8 +4,10 @@ import {
   COOKIE_SIZE,
   CRC_SIZE,
   HELLO_SIZE,
+  HandshakeFlag,
   NONCE_SIZE,
   PROOF_SIZE,
+  PUBLIC_KEY_SIZE,
   PacketType,
   SESSION_ID_SIZE,
   VERSION_BYTE,
@@ -46,6 +48,10 @@ export interface ConnectPacket {
   nextSendIndex: number;
   /** Reliable messages from the server the client has delivered in this session. */
   delivered: number;
+  /** HandshakeFlag bits: Encrypt asks for an encrypted connection. */
+  flags: number;
+  /** The client's ephemeral X25519 public key when Encrypt is set; zeros otherwise. */
+  publicKey: Uint8Array;
   proof: Uint8Array;
 }
 
@@ -59,15 +65,24 @@ export interface AcceptPacket {
   resumed: number;
   /** Reliable messages from the client the server has delivered in this session. */
   delivered: number;
+  /** HandshakeFlag bits: Encrypt when the connection is encrypted. */
+  flags: number;
+  /** The server's ephemeral X25519 public key when Encrypt is set; zeros otherwise. */
+  publicKey: Uint8Array;
   proof: Uint8Array;
 }
 
-/** S->C: connection refused (bad token, server full). */
+/**
+ * S->C: connection refused. `proof` is a MAC with the token key over the CONNECT and the
+ * reason when the client proved the token (server full, encryption mismatch); zeros for
+ * a bad token, which nobody can authenticate.
+ */
 export interface RefusePacket {
   type: 'refuse';
   clientConnId: number;
   clientNonce: Uint8Array;
   reason: number;
+  proof: Uint8Array;
 }
 
 export type HandshakePacket = HelloPacket | ChallengePacket | ConnectPacket | AcceptPacket | RefusePacket;
@@ -75,9 +90,9 @@ export type HandshakePacket = HelloPacket | ChallengePacket | ConnectPacket | Ac
 const BODY_SIZE: Record<HandshakePacket['type'], number> = {
   hello: HELLO_SIZE - 2 - CRC_SIZE,
   challenge: 4 + NONCE_SIZE + COOKIE_SIZE,
-  connect: 4 + NONCE_SIZE + COOKIE_SIZE + SESSION_ID_SIZE + 8 + 8 + PROOF_SIZE,
-  accept: 4 + NONCE_SIZE + 4 + 1 + 8 + PROOF_SIZE,
-  refuse: 4 + NONCE_SIZE + 1,
+  connect: 4 + NONCE_SIZE + COOKIE_SIZE + SESSION_ID_SIZE + 8 + 8 + 1 + PUBLIC_KEY_SIZE + PROOF_SIZE,
+  accept: 4 + NONCE_SIZE + 4 + 1 + 8 + 1 + PUBLIC_KEY_SIZE + PROOF_SIZE,
+  refuse: 4 + NONCE_SIZE + 1 + PROOF_SIZE,
 };
 
 const TYPE_BYTE: Record<HandshakePacket['type'], PacketType> = {
@@ -114,17 +129,32 @@ export function encodeHandshake(p: HandshakePacket): Uint8Array {
         .raw(fixed(p.sessionId, SESSION_ID_SIZE, 'session id'))
         .u64(p.nextSendIndex)
         .u64(p.delivered)
+        .u8(p.flags)
+        .raw(fixed(p.publicKey, PUBLIC_KEY_SIZE, 'public key'))
         .raw(fixed(p.proof, PROOF_SIZE, 'proof'));
       break;
     case 'accept':
-      w.u32(p.serverConnId).u8(p.resumed).u64(p.delivered).raw(fixed(p.proof, PROOF_SIZE, 'proof'));
+      w.u32(p.serverConnId)
+        .u8(p.resumed)
+        .u64(p.delivered)
+        .u8(p.flags)
+        .raw(fixed(p.publicKey, PUBLIC_KEY_SIZE, 'public key'))
+        .raw(fixed(p.proof, PROOF_SIZE, 'proof'));
       break;
     case 'refuse':
-      w.u8(p.reason);
+      w.u8(p.reason).raw(fixed(p.proof, PROOF_SIZE, 'proof'));
       break;
   }
   w.u32(crc32(out, 0, w.offset));
   return out;
+}
+
+const KNOWN_FLAGS = HandshakeFlag.Encrypt;
+
+function flags(r: ByteReader, type: string): number {
+  const f = r.u8('flags');
+  if (f & ~KNOWN_FLAGS) throw new WireFormatError(`${type}: unknown flag bits 0x${f.toString(16)}`);
+  return f;
 }
 
 /**
@@ -161,15 +191,27 @@ export function decodeHandshake(bytes: Uint8Array): HandshakePacket {
         sessionId: r.bytesView(SESSION_ID_SIZE, 'session id').slice(),
         nextSendIndex: r.u64('next send index'),
         delivered: r.u64('delivered count'),
+        flags: flags(r, type),
+        publicKey: r.bytesView(PUBLIC_KEY_SIZE, 'public key').slice(),
         proof: r.bytesView(PROOF_SIZE, 'proof').slice(),
       };
     case 'accept': {
       const serverConnId = r.u32('server connection id');
       const resumed = r.u8('resumed');
       if (resumed > 1) throw new WireFormatError(`accept: resumed flag ${resumed}`);
-      return { type, clientConnId, clientNonce, serverConnId, resumed, delivered: r.u64('delivered count'), proof: r.bytesView(PROOF_SIZE, 'proof').slice() };
+      return {
+        type,
+        clientConnId,
+        clientNonce,
+        serverConnId,
+        resumed,
+        delivered: r.u64('delivered count'),
+        flags: flags(r, type),
+        publicKey: r.bytesView(PUBLIC_KEY_SIZE, 'public key').slice(),
+        proof: r.bytesView(PROOF_SIZE, 'proof').slice(),
+      };
     }
     case 'refuse':
-      return { type, clientConnId, clientNonce, reason: r.u8('reason') };
+      return { type, clientConnId, clientNonce, reason: r.u8('reason'), proof: r.bytesView(PROOF_SIZE, 'proof').slice() };
   }
 }

@@ -82,9 +82,9 @@ export function describeDatagram(bytes: Uint8Array): string {
       case 'challenge':
         return `CHALLENGE conn=${d.clientConnId.toString(16)} nonce=${hex(d.clientNonce)}.. cookie=${hex(d.cookie)}..`;
       case 'connect':
-        return `CONNECT conn=${d.clientConnId.toString(16)} nonce=${hex(d.clientNonce)}.. cookie=${hex(d.cookie)}..`;
+        return `CONNECT conn=${d.clientConnId.toString(16)} nonce=${hex(d.clientNonce)}.. cookie=${hex(d.cookie)}..${d.flags ? ' encrypt' : ''}`;
       case 'accept':
-        return `ACCEPT conn=${d.clientConnId.toString(16)} server-conn=${d.serverConnId.toString(16)}`;
+        return `ACCEPT conn=${d.clientConnId.toString(16)} server-conn=${d.serverConnId.toString(16)}${d.flags ? ' encrypted' : ''}`;
       case 'refuse':
         return `REFUSE conn=${d.clientConnId.toString(16)} reason=${d.reason}`;
     }
