@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { CookieJar, clientProof, deriveTokenKey, equalBytes, serverProof, sessionKeys } from '../src/crypto/handshake-keys.js';
-import { HmacPacketCipher } from '../src/crypto/packet-cipher.js';
+import { CookieJar, clientProof, deriveTokenKey, encryptedSessionKeys, equalBytes, serverProof, sessionKeys } from '../src/crypto/handshake-keys.js';
+import { EphemeralKey } from '../src/crypto/key-exchange.js';
+import { AeadPacketCipher, HmacPacketCipher } from '../src/crypto/packet-cipher.js';
+import { REPLAY_WINDOW, ReplayWindow } from '../src/reliability/replay-window.js';
 import { DATA_HEADER_SIZE, TAG_SIZE } from '../src/wire/constants.js';
 
 const counterBytes = (() => {
@@ -76,4 +78,92 @@ test('cookies: the age limit counts from when the secrets rotate, not from when 
   assert.ok(jar.check('127.0.0.1', 5000, { ...hello, cookie }, 1999));
   // At 2000 period 2 begins: two rotations since it was made, so it is gone.
   assert.ok(!jar.check('127.0.0.1', 5000, { ...hello, cookie }, 2000));
+});
+
+test('X25519: both sides agree on a secret; unusable public keys give none instead of throwing', () => {
+  const a = new EphemeralKey(counterBytes(32));
+  const b = new EphemeralKey(counterBytes(32));
+  assert.equal(a.publicKey.length, 32);
+  assert.deepEqual(a.agree(b.publicKey), b.agree(a.publicKey));
+  assert.deepEqual(new EphemeralKey(new Uint8Array(32).fill(1)).publicKey, new EphemeralKey(new Uint8Array(32).fill(1)).publicKey, 'deterministic from its secret');
+  // Low-order points (RFC 7748 section 6.1): the all-zero key and the point of order 2 give an all-zero secret.
+  const one = new Uint8Array(32);
+  one[0] = 1;
+  for (const bad of [new Uint8Array(32), one, new Uint8Array(31), new Uint8Array(33)]) assert.equal(a.agree(bad), undefined);
+});
+
+test('encrypted session keys: both sides derive the same per-direction keys; the token and every exchanged value matter', () => {
+  const a = new EphemeralKey(counterBytes(32));
+  const b = new EphemeralKey(counterBytes(32));
+  const k = deriveTokenKey('tok');
+  const shared = a.agree(b.publicKey)!;
+  const keys = encryptedSessionKeys(k, shared, t, 5, a.publicKey, b.publicKey);
+  assert.deepEqual(keys, encryptedSessionKeys(k, b.agree(a.publicKey)!, t, 5, a.publicKey, b.publicKey));
+  assert.ok(!equalBytes(keys.clientToServer, keys.serverToClient));
+  const other = [
+    encryptedSessionKeys(deriveTokenKey('tok2'), shared, t, 5, a.publicKey, b.publicKey),
+    encryptedSessionKeys(k, shared, { ...t, cookie: new Uint8Array(16) }, 5, a.publicKey, b.publicKey),
+    encryptedSessionKeys(k, shared, t, 6, a.publicKey, b.publicKey),
+    encryptedSessionKeys(k, shared, t, 5, b.publicKey, a.publicKey),
+  ];
+  for (const o of other) assert.ok(!equalBytes(o.clientToServer, keys.clientToServer));
+});
+
+test('AEAD packets: frames unreadable on the wire, open only with the right key and packet number, any bit flip caught', () => {
+  const client = new AeadPacketCipher(new Uint8Array(32).fill(1), new Uint8Array(32).fill(2));
+  const server = new AeadPacketCipher(new Uint8Array(32).fill(2), new Uint8Array(32).fill(1));
+  const frames = new TextEncoder().encode('a secret message the path must not read');
+  const p = new Uint8Array(DATA_HEADER_SIZE + frames.length + TAG_SIZE);
+  p.fill(0xc1, 0, DATA_HEADER_SIZE);
+  p.set(frames, DATA_HEADER_SIZE);
+  client.seal(p, DATA_HEADER_SIZE + frames.length, 2 ** 40 + 3);
+  assert.ok(!Buffer.from(p).includes(Buffer.from('secret')), 'encrypted');
+  assert.deepEqual(p.subarray(0, DATA_HEADER_SIZE), new Uint8Array(DATA_HEADER_SIZE).fill(0xc1), 'header left readable');
+  assert.deepEqual(new Uint8Array(server.open(p, 2 ** 40 + 3)!), frames);
+  assert.equal(server.open(p, 3), undefined, 'another packet number (nonce)');
+  assert.equal(client.open(p, 2 ** 40 + 3), undefined, 'the sender\'s own receive key');
+  for (let i = 0; i < p.length * 8; i++) {
+    const q = p.slice();
+    q[i >> 3]! ^= 1 << (i & 7);
+    assert.equal(server.open(q, 2 ** 40 + 3), undefined, `bit ${i}`);
+  }
+  for (const n of [0, 1, DATA_HEADER_SIZE, DATA_HEADER_SIZE + TAG_SIZE - 1, p.length - 1]) assert.equal(server.open(p.subarray(0, n), 2 ** 40 + 3), undefined, `truncated to ${n}`);
+  // The same frames sealed under two packet numbers differ: the nonce changes the keystream.
+  const p2 = new Uint8Array(p.length);
+  p2.set(frames, DATA_HEADER_SIZE);
+  client.seal(p2, DATA_HEADER_SIZE + frames.length, 2 ** 40 + 4);
+  assert.ok(!equalBytes(p.subarray(DATA_HEADER_SIZE), p2.subarray(DATA_HEADER_SIZE)));
+});
+
+test('replay window: each number once; forgets nothing inside 4096, refuses everything older', () => {
+  const w = new ReplayWindow();
+  assert.equal(w.rejects(0), false);
+  w.record(0);
+  assert.equal(w.rejects(0), true);
+  for (const pn of [5, 3, 100, 4]) {
+    assert.equal(w.rejects(pn), false, `${pn} first time`);
+    w.record(pn);
+    assert.equal(w.rejects(pn), true, `${pn} again`);
+  }
+  assert.equal(w.rejects(1), false, '1 is still missing and in the window');
+  w.record(100 + REPLAY_WINDOW - 1);
+  assert.equal(w.rejects(100), true);
+  assert.equal(w.rejects(99), true, 'too old: refused though never seen');
+  assert.equal(w.rejects(101), false, 'slots reused by the move were cleared');
+  w.record(10 * REPLAY_WINDOW);
+  assert.equal(w.rejects(10 * REPLAY_WINDOW - 1), false, 'a jump past the whole window clears it');
+  // Model check against a set over random traffic.
+  const seen = new Set<number>();
+  const m = new ReplayWindow();
+  let x = 7;
+  for (let i = 0; i < 20_000; i++) {
+    x = (x * 1103515245 + 12345) % 2 ** 31;
+    const pn = Math.max(0, m.largest + 50 - (x % 6000));
+    const expected = seen.has(pn) || pn <= m.largest - REPLAY_WINDOW;
+    assert.equal(m.rejects(pn), expected, `pn ${pn} at largest ${m.largest}`);
+    if (!expected) {
+      m.record(pn);
+      seen.add(pn);
+    }
+  }
 });

@@ -174,6 +174,12 @@ export class Connection {
   private readonly acks: AckTracker;
   /** Packet numbers already taken: duplicates and replays are dropped (replay-window.ts). */
   private readonly replay = new ReplayWindow();
+  /**
+   * The last authenticated packet had the largest number so far. Only such a packet may
+   * move the connection to a new address: a late or reordered one from an old address
+   * must not move it back (RFC 9000 section 9.3 does the same).
+   */
+  newestPacket = false;
   /** The endpoint's memory budget for reassembly, shared by its connections. */
   private readonly budget: ReassemblyBudget;
   private nextPn: number;
@@ -415,6 +421,7 @@ export class Connection {
       this.counters.malformed++;
       return 'rejected';
     }
+    this.newestPacket = pn > this.replay.largest;
     this.replay.record(pn);
     let frames: Frame[];
     try {

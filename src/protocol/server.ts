@@ -206,9 +206,10 @@ export class ServerEndpoint {
         const result = peer.conn.handleDatagram(bytes, d.pnLow, now);
         if (result === 'rejected') this.counters.malformed++;
         if (result === 'ok' && !peer.confirmed) this.confirm(d.connId, peer, from);
-        if (result === 'ok' && (peer.address.address !== from.address || peer.address.port !== from.port)) {
-          // Authenticated packet from a new address: the client moved (NAT rebinding,
-          // network change). Replies follow it. The security issue adds path validation.
+        if (result === 'ok' && peer.conn.newestPacket && (peer.address.address !== from.address || peer.address.port !== from.port)) {
+          // The newest authenticated packet came from a new address: the client moved
+          // (NAT rebinding, network change). Replies follow it. A copy of an older packet
+          // is a duplicate and never gets here; docs/SECURITY.md on what is left.
           this.countAddress(peer.address.address, -1);
           this.countAddress(from.address, 1);
           peer.address = { address: from.address, port: from.port };

@@ -1,0 +1,211 @@
+/**
+ * Encrypted connections under attack, in the simulator (docs/SECURITY.md): what an
+ * attacker who sees every datagram can and cannot do, mismatched settings, forged
+ * refusals, the handshake rate limit, and legitimate clients during a flood.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { UDPipe, UDPipeError, type Peer } from '../src/index.js';
+import { Rng, SimNetwork } from '../src/testing/index.js';
+import { PacketType, VERSION_BYTE } from '../src/wire/constants.js';
+import { decodeDatagram } from '../src/wire/packet.js';
+import { encodeHandshake } from '../src/wire/handshake.js';
+import type { DatagramSocket } from '../src/transport/types.js';
+
+const T = { pingIntervalMs: 100, stallTimeoutMs: 400, timeoutMs: 1500, reconnect: { minDelayMs: 20, maxDelayMs: 200 } };
+const S = '127.0.1.1';
+const C = '127.0.2.1';
+const ATTACKER = '127.0.3.1';
+const PORT = 9000;
+
+async function shutdown(net: SimNetwork, ...all: UDPipe[]): Promise<void> {
+  const closing = Promise.all(all.map((u) => u.close()));
+  await net.advance(3000);
+  await closing;
+}
+
+/** A socket on the attacker's host that can send anything anywhere. */
+async function attackerSocket(net: SimNetwork, host = ATTACKER): Promise<DatagramSocket> {
+  return net.transport(host).bind(0, host, { onDatagram: () => {}, onError: () => {} });
+}
+
+test('a live encrypted connection shrugs off replayed, truncated, corrupted and forged packets', async () => {
+  const net = new SimNetwork({ seed: 41, conditions: { latencyMs: 5 }, capture: true });
+  const server = new UDPipe({ ...T, token: 'tok', encrypt: true, transport: net.transport(S) });
+  await server.start(PORT, S);
+  const client = new UDPipe({ ...T, token: 'tok', encrypt: true, transport: net.transport(C) });
+  const atServer: string[] = [];
+  const atClient: string[] = [];
+  const trouble: string[] = [];
+  server.onNewMessage = function (m, sock) {
+    atServer.push(String(m));
+    this.send(`echo ${m}`, sock);
+  };
+  client.onNewMessage = (m) => atClient.push(String(m));
+  for (const [who, u] of [['server', server], ['client', client]] as const) {
+    u.on('disconnect', () => trouble.push(`${who} disconnect`));
+    u.on('stalled', () => trouble.push(`${who} stalled`));
+    u.on('close', () => trouble.push(`${who} close`));
+  }
+  let moved = 0;
+  void client.connect(S, PORT, 10);
+  await net.advanceUntil(() => server.clients.length === 1, 5000);
+  await net.advance(50);
+  const peer = server.clients[0]!;
+  const clientAddress = `${peer.address}:${peer.port}`;
+
+  const attacker = await attackerSocket(net);
+  const rng = new Rng(7);
+  const N = 200;
+  for (let i = 0; i < N; i++) {
+    client.send(`secret message number ${i}`);
+    if (i % 10 === 9) client.send(`secret unreliable ${i}`, undefined, { reliable: false });
+    await net.advance(3);
+    // Every DATA packet seen so far, in both directions, is ammunition.
+    const data = net.captured.filter((d) => d.bytes[1] === PacketType.Data && d.from.address !== ATTACKER);
+    for (let k = 0; k < 6 && data.length > 0; k++) {
+      const d = data[rng.int(data.length)]!;
+      const b = d.bytes.slice();
+      const kind = rng.int(4);
+      if (kind === 1) {
+        b[rng.int(b.length)]! ^= 1 << rng.int(8); // one flipped bit, anywhere
+      }
+      const bytes = kind === 2 ? b.subarray(0, rng.int(b.length)) : b; // truncated
+      if (kind === 3) {
+        // Forged: a valid header for this connection, a fresh packet number, random body.
+        for (let j = 6; j < b.length; j++) b[j] = rng.int(256);
+      }
+      attacker.send(bytes, d.to); // kind 0: a verbatim replay from another address
+    }
+  }
+  await net.advanceUntil(() => atClient.filter((m) => m.startsWith('echo secret message')).length === N, 20_000);
+  server.on('newClient', () => moved++);
+
+  const want = Array.from({ length: N }, (_, i) => `secret message number ${i}`);
+  assert.deepEqual(atServer.filter((m) => m.startsWith('secret message')), want, 'every message once, in order');
+  assert.deepEqual(atClient.filter((m) => m.startsWith('echo secret message')), want.map((m) => `echo ${m}`));
+  const unreliable = atServer.filter((m) => m.startsWith('secret unreliable'));
+  assert.equal(new Set(unreliable).size, unreliable.length, 'no unreliable message delivered twice');
+  assert.deepEqual(trouble, [], 'the connection never noticed');
+  assert.equal(`${peer.address}:${peer.port}`, clientAddress, 'replays from another address did not move the connection');
+  assert.equal(server.clients.length, 1);
+  assert.equal(moved, 0);
+  const ps = peer.stats() as { duplicates: number; malformed: number };
+  assert.ok(ps.duplicates > 50 && ps.malformed > 50, `rejected: ${ps.duplicates} replays, ${ps.malformed} bad tags`);
+  // Nothing the program sent is readable on the wire.
+  for (const d of net.captured) assert.equal(Buffer.from(d.bytes).indexOf('secret'), -1, 'plaintext on the wire');
+  await shutdown(net, client, server);
+});
+
+test('encryption settings that disagree are refused on both ends with a clear error', async () => {
+  for (const [serverEncrypts, clientEncrypts] of [[true, false], [false, true]]) {
+    const net = new SimNetwork({ seed: 3, conditions: { latencyMs: 5 } });
+    const warnings: string[] = [];
+    const server = new UDPipe({ ...T, encrypt: serverEncrypts, transport: net.transport(S), logger: { debug() {}, warn: (m) => warnings.push(m) } });
+    await server.start(PORT, S);
+    const client = new UDPipe({ ...T, encrypt: clientEncrypts, transport: net.transport(C) });
+    const result = client.connect(S, PORT, 5).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    await net.advance(500);
+    const err = await result;
+    assert.ok(err instanceof UDPipeError && err.code === 'ERR_ENCRYPTION_MISMATCH', String(err));
+    assert.match(err.message, /encrypt: true/);
+    assert.equal(server.clients.length, 0);
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0]!, serverEncrypts ? /requires encryption/ : /client encrypts/);
+    await shutdown(net, server);
+  }
+});
+
+test('a forged "server full" or "encryption mismatch" REFUSE is ignored; the client connects', async () => {
+  const net = new SimNetwork({ seed: 5, conditions: { latencyMs: 20 }, capture: true });
+  const server = new UDPipe({ ...T, token: 't', encrypt: true, transport: net.transport(S) });
+  await server.start(PORT, S);
+  const client = new UDPipe({ ...T, token: 't', encrypt: true, transport: net.transport(C) });
+  const connecting = client.connect(S, PORT, 10);
+  // An attacker who sees the client's HELLO answers first, faster than the server.
+  const attacker = await attackerSocket(net, S);
+  await net.advanceUntil(() => net.captured.some((d) => d.bytes[1] === PacketType.Hello), 1000);
+  const hello = net.captured.find((d) => d.bytes[1] === PacketType.Hello)!;
+  const h = decodeDatagram(hello.bytes);
+  assert.equal(h.type, 'hello');
+  if (h.type !== 'hello') return;
+  for (const reason of [3, 6]) {
+    attacker.send(encodeHandshake({ type: 'refuse', clientConnId: h.clientConnId, clientNonce: h.clientNonce, reason, proof: new Uint8Array(16).fill(9) }), hello.from);
+  }
+  let peer: Peer | undefined;
+  void connecting.then((p) => (peer = p));
+  await net.advanceUntil(() => peer !== undefined, 5000);
+  assert.ok(peer);
+  assert.equal(peer.state, 'connected');
+  assert.ok((client.stats() as { malformed: number }).malformed >= 2, 'the forged refusals were counted and dropped');
+  await shutdown(net, client, server);
+});
+
+test('handshake rate limit: one address beyond handshakesPerSecond gets no answer; others are unaffected', async () => {
+  const net = new SimNetwork({ seed: 9, conditions: { latencyMs: 2 } });
+  const server = new UDPipe({ ...T, handshakesPerSecond: 5, transport: net.transport(S) });
+  await server.start(PORT, S);
+  // 30 clients on one host (many ports) connect at once: a burst of 10, then 5 a second.
+  const crowd = Array.from({ length: 30 }, () => new UDPipe({ ...T, connectTimeoutMs: 60_000, transport: net.transport(C) }));
+  for (const c of crowd) void c.connect(S, PORT);
+  await net.advance(100);
+  assert.equal(server.clients.length, 10, 'the burst');
+  const stats = server.stats() as { handshakesRateLimited: number };
+  assert.ok(stats.handshakesRateLimited > 0);
+  // Another address is not held back by the busy one.
+  const other = new UDPipe({ ...T, transport: net.transport('127.0.2.2') });
+  let otherIn = false;
+  void other.connect(S, PORT, 1).then(() => (otherIn = true));
+  await net.advance(100);
+  assert.ok(otherIn);
+  await net.advanceUntil(() => server.clients.length === 31, 30_000);
+  assert.equal(server.clients.length, 31, 'everyone got in, the crowd at the allowed rate');
+  assert.ok(net.now < 12_000, `the crowd took ${net.now} ms`);
+  await shutdown(net, server);
+});
+
+test('legitimate clients connect and talk during a flood of spoofed and forged handshakes', async () => {
+  const net = new SimNetwork({ seed: 13, conditions: { latencyMs: 10, loss: 0.02 } });
+  const server = new UDPipe({ ...T, token: 'flood', encrypt: true, transport: net.transport(S) });
+  await server.start(PORT, S);
+  const got = new Set<string>();
+  server.onNewMessage = (m) => got.add(String(m));
+  const flooders = await Promise.all(Array.from({ length: 50 }, (_, i) => attackerSocket(net, `127.0.${4 + (i >> 4)}.${(i % 16) + 1}`)));
+  const rng = new Rng(13);
+  let flood = 0;
+  const hello = encodeHandshake({ type: 'hello', clientConnId: 1, clientNonce: new Uint8Array(16) });
+  const connect = encodeHandshake({ type: 'connect', clientConnId: 2, clientNonce: new Uint8Array(16), cookie: new Uint8Array(16), sessionId: new Uint8Array(16), nextSendIndex: 0, delivered: 0, flags: 1, publicKey: new Uint8Array(32).fill(5), proof: new Uint8Array(16) });
+  const floodFor = (ms: number) => {
+    // 250 datagrams per simulated millisecond: HELLOs, CONNECTs with forged cookies,
+    // DATA for random connection ids, garbage.
+    for (let t = 0; t < ms; t++) {
+      for (let k = 0; k < 250; k++) {
+        const s = flooders[rng.int(flooders.length)]!;
+        const kind = rng.int(4);
+        const b = kind === 0 ? hello : kind === 1 ? connect : new Uint8Array(20 + rng.int(100)).map(() => rng.int(256));
+        if (kind === 2) {
+          b[0] = VERSION_BYTE;
+          b[1] = PacketType.Data;
+        }
+        s.send(b, { address: S, port: PORT });
+        flood++;
+      }
+      net.run(1);
+    }
+  };
+  const clients = Array.from({ length: 8 }, (_, i) => new UDPipe({ ...T, token: 'flood', encrypt: true, transport: net.transport(`127.0.2.${i + 1}`) }));
+  let connected = 0;
+  for (const c of clients) void c.connect(S, PORT, 30).then(() => connected++);
+  floodFor(500);
+  clients.forEach((c, i) => c.send(`hello from ${i}`));
+  floodFor(300);
+  await net.advanceUntil(() => got.size === clients.length, 10_000);
+  assert.equal(connected, clients.length, 'every legitimate client connected during the flood');
+  assert.equal(got.size, clients.length);
+  assert.equal(server.clients.length, clients.length, 'and nobody else did');
+  assert.ok(flood >= 200_000, `${flood} flood datagrams`);
+  await shutdown(net, server);
+});
