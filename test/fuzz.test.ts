@@ -18,12 +18,12 @@ import { Rng } from '../src/testing/index.js';
 const RUNS = Number(process.env.FUZZ_RUNS ?? 200);
 const PEER = { address: '127.0.2.1', port: 5000 };
 
-function livePair(seed: number) {
+function livePair(seed: number, encrypt: boolean) {
   const rng = new Rng(seed);
   const randomBytes = (n: number) => rng.bytes(n);
   const key = deriveTokenKey('fuzz');
-  const server = new ServerEndpoint({ ...DEFAULT_CONNECTION_CONFIG, tokenKey: key, maxClients: 8, sessionLingerMs: 5000, encrypt: false, handshakesPerSecond: 0 }, randomBytes, 0);
-  const client = new ClientEndpoint({ ...DEFAULT_CONNECTION_CONFIG, tokenKey: key, encrypt: false, handshakeRetryMs: 250, reconnect: { enabled: true, minDelayMs: 50, maxDelayMs: 500 } }, randomBytes);
+  const server = new ServerEndpoint({ ...DEFAULT_CONNECTION_CONFIG, tokenKey: key, maxClients: 8, sessionLingerMs: 5000, encrypt, handshakesPerSecond: 0 }, randomBytes, 0);
+  const client = new ClientEndpoint({ ...DEFAULT_CONNECTION_CONFIG, tokenKey: key, encrypt, handshakeRetryMs: 250, reconnect: { enabled: true, minDelayMs: 50, maxDelayMs: 500 } }, randomBytes);
   const seen: Uint8Array[] = [];
   const got: string[] = [];
   let now = 0;
@@ -104,13 +104,14 @@ function mutate(seen: Uint8Array[], pick: number, m: Mutation): Uint8Array {
   }
 }
 
-test(`fuzz: ${RUNS} campaigns of mutated and replayed datagrams against a live server and client`, () => {
+test(`fuzz: ${RUNS} campaigns of mutated and replayed datagrams against a live server and client, plain or encrypted`, () => {
   fc.assert(
     fc.property(
       fc.integer({ min: 1, max: 1_000_000 }),
+      fc.boolean(),
       fc.array(fc.record({ pick: fc.nat(), m: mutation, toServer: fc.boolean(), fromPeer: fc.boolean() }), { minLength: 1, maxLength: 40 }),
-      (seed, attacks) => {
-        const p = livePair(seed);
+      (seed, encrypt, attacks) => {
+        const p = livePair(seed, encrypt);
         assert.equal(p.client.state, 'connected', 'the pair connected before the attack');
         p.client.send(new TextEncoder().encode('before'), true);
         p.advance(20);

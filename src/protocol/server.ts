@@ -260,6 +260,18 @@ export class ServerEndpoint {
       refuse(ReasonCode.EncryptionMismatch, true);
       return;
     }
+    // The key exchange before anything changes: a public key that gives no shared
+    // secret ends the attempt here, leaving any live connection of the session alone.
+    let shared: Uint8Array | undefined;
+    let ephemeral: EphemeralKey | undefined;
+    if (encrypt) {
+      ephemeral = new EphemeralKey(this.randomBytes(32));
+      shared = ephemeral.agree(d.publicKey);
+      if (!shared) {
+        this.counters.malformed++;
+        return;
+      }
+    }
     const sessionKey = hex(d.sessionId);
     const previous = this.sessions.liveConnection(sessionKey);
     if (previous !== undefined) {
@@ -275,17 +287,10 @@ export class ServerEndpoint {
       return;
     }
     const connId = this.newConnId();
-    // Keys before any state: a client public key that gives no shared secret ends here.
     let cipher: PacketCipher;
     let publicKey: Uint8Array = new Uint8Array(PUBLIC_KEY_SIZE);
-    if (encrypt) {
-      const key = new EphemeralKey(this.randomBytes(32));
-      const shared = key.agree(d.publicKey);
-      if (!shared) {
-        this.counters.malformed++;
-        return;
-      }
-      publicKey = key.publicKey;
+    if (ephemeral && shared) {
+      publicKey = ephemeral.publicKey;
       const keys = encryptedSessionKeys(this.cfg.tokenKey, shared, d, connId, d.publicKey, publicKey);
       cipher = new AeadPacketCipher(keys.serverToClient, keys.clientToServer);
     } else {

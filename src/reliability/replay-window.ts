@@ -1,7 +1,7 @@
 /**
  * Which packet numbers a connection has already taken (docs/PROTOCOL.md, "Replay"):
- * the largest so far and a bitmap of the REPLAY_WINDOW numbers below it. A number at or
- * below largest - REPLAY_WINDOW is refused as too old, whether or not it was seen;
+ * the largest so far and a bitmap of the REPLAY_WINDOW numbers ending with it (largest
+ * down to largest - REPLAY_WINDOW + 1). A number at or below largest - REPLAY_WINDOW is refused as too old, whether or not it was seen;
  * reliable data in such a packet comes again in a new one. Fixed memory (512 bytes),
  * whatever the peer sends. Checked before the packet's tag (cheap), recorded only after
  * it authenticated, so a forged packet cannot move the window.
