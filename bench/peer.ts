@@ -1,7 +1,7 @@
 /**
  * The far half of each benchmark, run in its own process by bench/run.ts:
  *
- *   node peer.js <impl> <mode>            impl: dgram | tcp | udx | enet | udpipe
+ *   node peer.js <impl> <mode>            impl: dgram | tcp | udx | enet | udpipe | udpipe-enc
  *   node peer.js proxy <port> <dropRate>  a UDP proxy to 127.0.0.1:<port> that drops
  *                                         a seeded fraction of datagrams each way
  *
@@ -130,8 +130,10 @@ async function main(): Promise<void> {
       });
       return;
     }
-    case 'udpipe': {
-      const s = new UDPipe({ maxQueue: 1 << 16, maxClients: 20_000 });
+    case 'udpipe':
+    case 'udpipe-enc': {
+      // No handshake rate limit: the idle rows connect thousands of clients from one address.
+      const s = new UDPipe({ maxQueue: 1 << 16, maxClients: 20_000, handshakesPerSecond: 0, encrypt: impl === 'udpipe-enc' });
       server = s;
       s.onNewMessage = function (m, sock, info) {
         received += mode === 'bytes' ? m.length : 1;

@@ -28,7 +28,8 @@ const TRANSFER = 64 * 1024 * 1024;
 /** A transfer that has not finished by then is reported as not finished, with its rate so far. */
 const TRANSFER_LIMIT_S = 30;
 
-type Impl = 'dgram' | 'tcp' | 'udx' | 'enet' | 'udpipe';
+/** udpipe-enc: udpipe with `encrypt: true` on both sides. */
+type Impl = 'dgram' | 'tcp' | 'udx' | 'enet' | 'udpipe' | 'udpipe-enc';
 
 interface Peer {
   child: ChildProcess;
@@ -175,8 +176,9 @@ async function connect(impl: Impl, port: number, peer: Peer): Promise<Client> {
         },
       };
     }
-    case 'udpipe': {
-      const c = new UDPipe({ maxQueue: 1 << 14 });
+    case 'udpipe':
+    case 'udpipe-enc': {
+      const c = new UDPipe({ maxQueue: 1 << 14, encrypt: impl === 'udpipe-enc' });
       c.onNewMessage = (m) => onData(m.length);
       await c.connect(HOST, port);
       return {
@@ -326,7 +328,7 @@ async function main(): Promise<void> {
   ];
 
   if (ONLY.has('ping')) {
-    const impls: Impl[] = ['dgram', 'tcp', 'udx', 'enet', 'udpipe'];
+    const impls: Impl[] = ['dgram', 'tcp', 'udx', 'enet', 'udpipe', 'udpipe-enc'];
     const ping: Partial<Record<Impl, PingResult>> = {};
     for (const i of impls) {
       ping[i] = await pingPong(i);
@@ -346,6 +348,7 @@ async function main(): Promise<void> {
       1,
       'udx-native is C and its round trip is as fast as raw dgram; udpipe spends about 60-70 us of JavaScript per packet (MAC, frames, timers, events, node:dgram) on each side',
     );
+    target('ping-pong round trips, udpipe encrypted / unencrypted', ping['udpipe-enc']!.perSecond / ping.udpipe!.perSecond, 0.7, 'ChaCha20-Poly1305 per packet costs more than the HMAC');
   }
 
   if (ONLY.has('blast')) {
@@ -359,6 +362,7 @@ async function main(): Promise<void> {
       ['enet', false, 'enet unreliable'],
       ['udpipe', true, 'udpipe reliable-ordered'],
       ['udpipe', false, 'udpipe unreliable'],
+      ['udpipe-enc', true, 'udpipe reliable-ordered, encrypted'],
     ] as const) {
       const res = await blast(impl, reliable);
       blasts.push({ name, r: res });
@@ -366,7 +370,9 @@ async function main(): Promise<void> {
     }
     const rate = (x: { delivered: number }) => x.delivered / SECONDS;
     const dg = rate(blasts[0]!.r);
-    target('32-byte reliable messages delivered, udpipe / raw dgram', rate(blasts.find((b) => b.name === 'udpipe reliable-ordered')!.r) / dg, 2, 'packing did not make up for per-packet cost');
+    const ordered = rate(blasts.find((b) => b.name === 'udpipe reliable-ordered')!.r);
+    target('32-byte reliable messages delivered, udpipe / raw dgram', ordered / dg, 2, 'packing did not make up for per-packet cost');
+    target('32-byte reliable messages delivered, udpipe encrypted / unencrypted', rate(blasts.find((b) => b.name === 'udpipe reliable-ordered, encrypted')!.r) / ordered, 0.7, 'ChaCha20-Poly1305 per packet costs more than the HMAC');
     lines.push(
       '',
       '## 32-byte messages, as fast as each lets the sender go (messages delivered per second)',
@@ -384,6 +390,7 @@ async function main(): Promise<void> {
       ['udx', 0, 'udx-native'],
       ['enet', 0, 'enet'],
       ['udpipe', 0, 'udpipe reliable'],
+      ['udpipe-enc', 0, 'udpipe reliable, encrypted'],
       ['udx', 0.02, 'udx-native, 2% loss'],
       ['udpipe', 0.02, 'udpipe reliable, 2% loss'],
     ] as const) {
@@ -395,6 +402,7 @@ async function main(): Promise<void> {
     const udxMove = mbps(moves[1]!.t);
     const ours = mbps(moves.find((m) => m.name === 'udpipe reliable')!.t);
     target('64 MiB transfer, udpipe / udx-native', ours / udxMove, 1, 'per-byte cost (copies, HMAC) on two shared cores');
+    target('64 MiB transfer, udpipe encrypted / unencrypted', mbps(moves.find((m) => m.name === 'udpipe reliable, encrypted')!.t) / ours, 0.7, 'ChaCha20-Poly1305 costs more per byte than the HMAC');
     target('64 MiB transfer at 2% loss / lossless, udpipe', mbps(moves.find((m) => m.name === 'udpipe reliable, 2% loss')!.t) / ours, 0.5, 'loss recovery too slow for this rate');
     lines.push(
       '',
