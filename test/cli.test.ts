@@ -76,9 +76,9 @@ test('without --echo the server relays each message to the other clients', { tim
   await server.exit;
 });
 
-test('IPv6 loopback round trip', { timeout: 15000 }, async () => {
-  const { server, port } = await startServer(['--echo'], '::1');
-  const client = run(['connect', '::1', port], 'over six\n');
+test('IPv6 loopback round trip, encrypted', { timeout: 15000 }, async () => {
+  const { server, port } = await startServer(['--echo', '--encrypt', '--token', 'six'], '::1');
+  const client = run(['connect', '::1', port, '--encrypt', '--token', 'six'], 'over six\n');
   assert.equal(await client.exit, 0);
   assert.equal(client.stdout(), 'over six\n');
   server.child.kill('SIGTERM');
@@ -91,6 +91,16 @@ test('a wrong token fails with exit code 1 and says so', { timeout: 15000 }, asy
   assert.equal(await client.exit, 1);
   assert.match(client.stderr(), /token/);
   await waitFor(server.stderr, /bad token/);
+  server.child.kill('SIGTERM');
+  await server.exit;
+});
+
+test('--encrypt on one side only: exit code 1 with a message naming the option', { timeout: 15000 }, async () => {
+  const { server, port } = await startServer(['--encrypt']);
+  const client = run(['connect', '127.0.0.1', port], 'x\n');
+  assert.equal(await client.exit, 1);
+  assert.match(client.stderr(), /requires encryption.*--encrypt/);
+  await waitFor(server.stderr, /encryption/);
   server.child.kill('SIGTERM');
   await server.exit;
 });

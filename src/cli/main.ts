@@ -13,17 +13,18 @@ import { UDPipe, UDPipeError, type Peer } from '../index.js';
 const USAGE = `usage: udpipe <command> [options]
 
 commands:
-  serve [--port P] [--host H] [--token T] [--echo] [--debug]
+  serve [--port P] [--host H] [--token T] [--encrypt] [--echo] [--debug]
       Listen for clients (default port 1234, all interfaces). Prints each message
       received as a line on stdout. --echo sends each message back to its sender;
       otherwise it is relayed to every other client.
-  connect HOST PORT [--token T] [--timeout SECONDS] [--unreliable] [--debug]
+  connect HOST PORT [--token T] [--encrypt] [--timeout SECONDS] [--unreliable] [--debug]
       Connect to a server. Each line of stdin is sent as a message; each message
       received is printed as a line. At the end of input, waits until everything
       sent is acknowledged, closes, and exits 0.
 
 options:
   --token T        shared token; client and server must match (default: none)
+  --encrypt        encrypt every packet (X25519, ChaCha20-Poly1305); both sides need it
   --debug          log every datagram and state change on stderr
   -h, --help       show this help
   -v, --version    print the version
@@ -63,6 +64,7 @@ async function serve(argv: string[]): Promise<void> {
       port: { type: 'string', short: 'p', default: '1234' },
       host: { type: 'string' },
       token: { type: 'string', default: '' },
+      encrypt: { type: 'boolean', default: false },
       echo: { type: 'boolean', default: false },
       debug: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h' },
@@ -71,7 +73,7 @@ async function serve(argv: string[]): Promise<void> {
   if (values.help) return void process.stdout.write(USAGE);
   if (positionals.length > 0) throw new UsageError(`serve takes no arguments, got '${positionals.join(' ')}'`);
   const port = parsePort(values.port, '--port', true);
-  const server = new UDPipe({ token: values.token, debug: values.debug });
+  const server = new UDPipe({ token: values.token, encrypt: values.encrypt, debug: values.debug });
   server.onNewMessage = function (msg, sock) {
     process.stdout.write(`${msg.toString('utf8')}\n`);
     if (values.echo) {
@@ -105,6 +107,7 @@ async function connect(argv: string[]): Promise<void> {
     allowPositionals: true,
     options: {
       token: { type: 'string', default: '' },
+      encrypt: { type: 'boolean', default: false },
       timeout: { type: 'string', default: '10' },
       unreliable: { type: 'boolean', default: false },
       debug: { type: 'boolean', default: false },
@@ -120,7 +123,7 @@ async function connect(argv: string[]): Promise<void> {
 
   // A larger queue than the default: readline hands over a whole input chunk of lines
   // at once, even while paused, and send() throws past 8x maxQueue.
-  const client = new UDPipe({ token: values.token, debug: values.debug, maxQueue: 4096 });
+  const client = new UDPipe({ token: values.token, encrypt: values.encrypt, debug: values.debug, maxQueue: 4096 });
   client.onNewMessage = (msg) => process.stdout.write(`${msg.toString('utf8')}\n`);
   client.onDisconnect = () => process.stderr.write('connection lost; reconnecting\n');
   client.onClose = (_sock, reason) => {
