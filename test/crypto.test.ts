@@ -63,6 +63,9 @@ test('packet integrity: a tag opens only with the other side\'s receive key; any
   client.seal(p, 40, 0);
   assert.deepEqual(server.open(p, 0), p.subarray(DATA_HEADER_SIZE, 40));
   assert.ok(!client.open(p, 0), 'not with the sender\'s own receive key');
+  // The full packet number is under the MAC though only 32 bits travel: a packet captured
+  // long ago cannot pass as the same low bits 2^32 packets later.
+  assert.equal(server.open(p, 2 ** 32), undefined);
   for (let i = 0; i < p.length * 8; i++) {
     const q = p.slice();
     q[i >> 3]! ^= 1 << (i & 7);
@@ -86,7 +89,7 @@ test('X25519: both sides agree on a secret; unusable public keys give none inste
   assert.equal(a.publicKey.length, 32);
   assert.deepEqual(a.agree(b.publicKey), b.agree(a.publicKey));
   assert.deepEqual(new EphemeralKey(new Uint8Array(32).fill(1)).publicKey, new EphemeralKey(new Uint8Array(32).fill(1)).publicKey, 'deterministic from its secret');
-  // Low-order points (RFC 7748 section 6.1): the all-zero key and the point of order 2 give an all-zero secret.
+  // Low-order points (RFC 7748 section 6.1): u = 0 and u = 1 give an all-zero secret.
   const one = new Uint8Array(32);
   one[0] = 1;
   for (const bad of [new Uint8Array(32), one, new Uint8Array(31), new Uint8Array(33)]) assert.equal(a.agree(bad), undefined);

@@ -11,6 +11,10 @@ import { PacketType, VERSION_BYTE } from '../src/wire/constants.js';
 import { decodeDatagram } from '../src/wire/packet.js';
 import { encodeHandshake } from '../src/wire/handshake.js';
 import type { DatagramSocket } from '../src/transport/types.js';
+import { deriveTokenKey } from '../src/crypto/handshake-keys.js';
+import { ClientEndpoint } from '../src/protocol/client.js';
+import { DEFAULT_CONNECTION_CONFIG } from '../src/protocol/config.js';
+import { ServerEndpoint, type ServerEvent } from '../src/protocol/server.js';
 
 const T = { pingIntervalMs: 100, stallTimeoutMs: 400, timeoutMs: 1500, reconnect: { minDelayMs: 20, maxDelayMs: 200 } };
 const S = '127.0.1.1';
@@ -48,6 +52,7 @@ test('a live encrypted connection shrugs off replayed, truncated, corrupted and 
     u.on('close', () => trouble.push(`${who} close`));
   }
   let moved = 0;
+  server.on('newClient', () => moved++);
   void client.connect(S, PORT, 10);
   await net.advanceUntil(() => server.clients.length === 1, 5000);
   await net.advance(50);
@@ -79,7 +84,6 @@ test('a live encrypted connection shrugs off replayed, truncated, corrupted and 
     }
   }
   await net.advanceUntil(() => atClient.filter((m) => m.startsWith('echo secret message')).length === N, 20_000);
-  server.on('newClient', () => moved++);
 
   const want = Array.from({ length: N }, (_, i) => `secret message number ${i}`);
   assert.deepEqual(atServer.filter((m) => m.startsWith('secret message')), want, 'every message once, in order');
@@ -89,7 +93,7 @@ test('a live encrypted connection shrugs off replayed, truncated, corrupted and 
   assert.deepEqual(trouble, [], 'the connection never noticed');
   assert.equal(`${peer.address}:${peer.port}`, clientAddress, 'replays from another address did not move the connection');
   assert.equal(server.clients.length, 1);
-  assert.equal(moved, 0);
+  assert.equal(moved, 1, 'one client, met once');
   const ps = peer.stats() as { duplicates: number; malformed: number };
   assert.ok(ps.duplicates > 50 && ps.malformed > 50, `rejected: ${ps.duplicates} replays, ${ps.malformed} bad tags`);
   // Nothing the program sent is readable on the wire.
@@ -166,22 +170,27 @@ test('a forged "server full" or "encryption mismatch" REFUSE is ignored; the cli
   await server.start(PORT, S);
   const client = new UDPipe({ ...T, token: 't', encrypt: true, transport: net.transport(C) });
   const connecting = client.connect(S, PORT, 10);
-  // An attacker who sees the client's HELLO answers first, faster than the server.
-  const attacker = await attackerSocket(net, S);
-  await net.advanceUntil(() => net.captured.some((d) => d.bytes[1] === PacketType.Hello), 1000);
-  const hello = net.captured.find((d) => d.bytes[1] === PacketType.Hello)!;
-  const h = decodeDatagram(hello.bytes);
-  assert.equal(h.type, 'hello');
-  if (h.type !== 'hello') return;
+  // An attacker who sees the handshake (a spoofing on-path host, closer to the client
+  // than the server) answers the client's CONNECT before the server does; the client
+  // holds the cookie by then, so the refuse proof is really compared.
+  const attacker = await attackerSocket(net);
+  net.setConditions({ latencyMs: 1 }, ATTACKER, C);
+  await net.advanceUntil(() => net.captured.some((d) => d.bytes[1] === PacketType.Connect), 1000);
+  const connect = net.captured.find((d) => d.bytes[1] === PacketType.Connect)!;
+  const h = decodeDatagram(connect.bytes);
+  assert.equal(h.type, 'connect');
+  if (h.type !== 'connect') return;
   for (const reason of [3, 6]) {
-    attacker.send(encodeHandshake({ type: 'refuse', clientConnId: h.clientConnId, clientNonce: h.clientNonce, reason, proof: new Uint8Array(16).fill(9) }), hello.from);
+    attacker.send(encodeHandshake({ type: 'refuse', clientConnId: h.clientConnId, clientNonce: h.clientNonce, reason, proof: new Uint8Array(16).fill(9) }), connect.from);
   }
+  await net.advance(5);
+  assert.equal((client.stats() as { state: string }).state, 'handshake', 'the refusals arrived before the ACCEPT');
+  assert.equal((client.stats() as { malformed: number }).malformed, 2, 'both forged refusals were dropped');
   let peer: Peer | undefined;
   void connecting.then((p) => (peer = p));
   await net.advanceUntil(() => peer !== undefined, 5000);
   assert.ok(peer);
   assert.equal(peer.state, 'connected');
-  assert.ok((client.stats() as { malformed: number }).malformed >= 2, 'the forged refusals were counted and dropped');
   await shutdown(net, client, server);
 });
 
@@ -249,4 +258,41 @@ test('legitimate clients connect and talk during a flood of spoofed and forged h
   assert.equal(server.clients.length, clients.length, 'and nobody else did');
   assert.ok(flood >= 200_000, `${flood} flood datagrams`);
   await shutdown(net, server);
+});
+
+test('only the newest packet moves a connection: a late packet from the old address does not move it back', () => {
+  let seed = 1;
+  const randomBytes = (n: number) => Uint8Array.from({ length: n }, () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) & 0xff);
+  const key = deriveTokenKey('k');
+  const server = new ServerEndpoint({ ...DEFAULT_CONNECTION_CONFIG, tokenKey: key, maxClients: 4, sessionLingerMs: 1000, encrypt: true, handshakesPerSecond: 0 }, randomBytes, 0);
+  const client = new ClientEndpoint({ ...DEFAULT_CONNECTION_CONFIG, tokenKey: key, encrypt: true, handshakeRetryMs: 250, reconnect: { enabled: false, minDelayMs: 10, maxDelayMs: 100 } }, randomBytes);
+  const X = { address: '127.0.2.1', port: 5000 };
+  const Y = { address: '127.0.2.1', port: 6000 };
+  let now = 0;
+  client.start(now, Infinity);
+  for (let i = 0; i < 4; i++) {
+    for (let d = client.pollTransmit(now); d; d = client.pollTransmit(now)) server.handleDatagram(d, X, now);
+    for (let o = server.pollTransmit(now); o; o = server.pollTransmit(now)) client.handleDatagram(o.bytes, now);
+  }
+  assert.equal(client.state, 'connected');
+  const events: ServerEvent[] = [];
+  const drain = () => {
+    for (let e = server.pollEvent(); e; e = server.pollEvent()) events.push(e);
+  };
+  drain();
+  assert.ok(events.some((e) => e.type === 'accepted'));
+  client.send(new TextEncoder().encode('a'), true);
+  const older = client.pollTransmit((now += 1))!;
+  client.send(new TextEncoder().encode('b'), true);
+  const newer = client.pollTransmit((now += 1))!;
+  assert.ok(older && newer);
+  server.handleDatagram(newer, Y, now); // the client moved to Y
+  server.handleDatagram(older, X, now); // a late packet from before the move
+  drain();
+  const moves = events.filter((e) => e.type === 'address-changed');
+  assert.deepEqual(moves.map((e) => e.type === 'address-changed' && e.address), [Y], 'moved to Y once, not back to X');
+  const out = server.pollTransmit(now);
+  assert.deepEqual(out?.to, Y, 'replies go to the newest address');
+  const got = events.filter((e) => e.type === 'connection' && e.event.type === 'message').length;
+  assert.equal(got, 2, 'both packets were still taken');
 });

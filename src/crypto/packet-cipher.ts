@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHmac, timingSafeEqual } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { DATA_HEADER_SIZE, TAG_SIZE } from '../wire/constants.js';
 
 /**
@@ -22,34 +22,49 @@ export interface PacketCipher {
   open(packet: Uint8Array, pn: number): Uint8Array | undefined;
 }
 
+/** A key held by OpenSSL, outside the JavaScript heap and Node's shared Buffer pool. */
+function secretKey(k: Uint8Array): KeyObject {
+  return createSecretKey(Buffer.from(k.buffer, k.byteOffset, k.byteLength));
+}
+
+/** The full packet number, 8 bytes big-endian, into `into`. */
+function writePn(into: Buffer, at: number, pn: number): Buffer {
+  if (!Number.isSafeInteger(pn) || pn < 0) throw new Error(`packet number ${pn} out of range`);
+  into.writeUInt32BE(Math.floor(pn / 2 ** 32), at);
+  into.writeUInt32BE(pn >>> 0, at + 4);
+  return into;
+}
+
 export class HmacPacketCipher implements PacketCipher {
-  // Buffers, not plain Uint8Arrays: createHmac converts a Uint8Array key on every call,
-  // which costs about as much as the MAC of a small packet.
-  private readonly sendKey: Buffer;
-  private readonly receiveKey: Buffer;
+  private readonly sendKey: KeyObject;
+  private readonly receiveKey: KeyObject;
+  private readonly pn = Buffer.alloc(8);
 
   constructor(sendKey: Uint8Array, receiveKey: Uint8Array) {
-    this.sendKey = Buffer.from(sendKey);
-    this.receiveKey = Buffer.from(receiveKey);
+    this.sendKey = secretKey(sendKey);
+    this.receiveKey = secretKey(receiveKey);
   }
 
-  private tag(key: Buffer, bytes: Uint8Array): Buffer {
-    return createHmac('sha256', key).update(bytes).digest().subarray(0, TAG_SIZE);
+  // The MAC covers the full 64-bit packet number, not only the 32 bits in the header:
+  // otherwise a packet captured 2^31 packets ago would expand to a new number and pass
+  // both its tag and the replay window.
+  private tag(key: KeyObject, pn: number, bytes: Uint8Array): Buffer {
+    return createHmac('sha256', key).update(writePn(this.pn, 0, pn)).update(bytes).digest().subarray(0, TAG_SIZE);
   }
 
-  // The packet number is in the header (its low 32 bits) and so under the MAC; the
-  // replay window keeps a packet from counting twice.
-  seal(packet: Uint8Array, len: number, _pn: number): void {
-    packet.set(this.tag(this.sendKey, packet.subarray(0, len)), len);
+  seal(packet: Uint8Array, len: number, pn: number): void {
+    packet.set(this.tag(this.sendKey, pn, packet.subarray(0, len)), len);
   }
 
-  open(packet: Uint8Array, _pn: number): Uint8Array | undefined {
+  open(packet: Uint8Array, pn: number): Uint8Array | undefined {
     if (packet.length < DATA_HEADER_SIZE + TAG_SIZE) return undefined;
     const end = packet.length - TAG_SIZE;
-    if (!timingSafeEqual(this.tag(this.receiveKey, packet.subarray(0, end)), packet.subarray(end))) return undefined;
+    if (!timingSafeEqual(this.tag(this.receiveKey, pn, packet.subarray(0, end)), packet.subarray(end))) return undefined;
     return packet.subarray(DATA_HEADER_SIZE, end);
   }
 }
+
+const AEAD_OPTIONS = { authTagLength: TAG_SIZE } as const;
 
 /**
  * ChaCha20-Poly1305 (RFC 8439) per packet: the header is additional data, the frames are
@@ -58,26 +73,22 @@ export class HmacPacketCipher implements PacketCipher {
  * never repeat within one, so no nonce is ever reused under a key.
  */
 export class AeadPacketCipher implements PacketCipher {
-  private readonly sendKey: Buffer;
-  private readonly receiveKey: Buffer;
+  private readonly sendKey: KeyObject;
+  private readonly receiveKey: KeyObject;
   private readonly nonce = Buffer.alloc(12);
+  /** Reused: node:crypto's types want the plaintext length with the AAD (only CCM needs it). */
+  private readonly aad = { plaintextLength: 0 };
 
   constructor(sendKey: Uint8Array, receiveKey: Uint8Array) {
     if (sendKey.length !== 32 || receiveKey.length !== 32) throw new Error('ChaCha20-Poly1305 keys are 32 bytes');
-    this.sendKey = Buffer.from(sendKey);
-    this.receiveKey = Buffer.from(receiveKey);
-  }
-
-  private setNonce(pn: number): Buffer {
-    if (!Number.isSafeInteger(pn) || pn < 0) throw new Error(`packet number ${pn} out of range`);
-    this.nonce.writeUInt32BE(Math.floor(pn / 2 ** 32), 4);
-    this.nonce.writeUInt32BE(pn >>> 0, 8);
-    return this.nonce;
+    this.sendKey = secretKey(sendKey);
+    this.receiveKey = secretKey(receiveKey);
   }
 
   seal(packet: Uint8Array, len: number, pn: number): void {
-    const c = createCipheriv('chacha20-poly1305', this.sendKey, this.setNonce(pn), { authTagLength: TAG_SIZE });
-    c.setAAD(packet.subarray(0, DATA_HEADER_SIZE), { plaintextLength: len - DATA_HEADER_SIZE });
+    const c = createCipheriv('chacha20-poly1305', this.sendKey, writePn(this.nonce, 4, pn), AEAD_OPTIONS);
+    this.aad.plaintextLength = len - DATA_HEADER_SIZE;
+    c.setAAD(packet.subarray(0, DATA_HEADER_SIZE), this.aad);
     const body = c.update(packet.subarray(DATA_HEADER_SIZE, len));
     c.final();
     packet.set(body, DATA_HEADER_SIZE);
@@ -87,8 +98,9 @@ export class AeadPacketCipher implements PacketCipher {
   open(packet: Uint8Array, pn: number): Uint8Array | undefined {
     if (packet.length < DATA_HEADER_SIZE + TAG_SIZE) return undefined;
     const end = packet.length - TAG_SIZE;
-    const d = createDecipheriv('chacha20-poly1305', this.receiveKey, this.setNonce(pn), { authTagLength: TAG_SIZE });
-    d.setAAD(packet.subarray(0, DATA_HEADER_SIZE), { plaintextLength: end - DATA_HEADER_SIZE });
+    const d = createDecipheriv('chacha20-poly1305', this.receiveKey, writePn(this.nonce, 4, pn), AEAD_OPTIONS);
+    this.aad.plaintextLength = end - DATA_HEADER_SIZE;
+    d.setAAD(packet.subarray(0, DATA_HEADER_SIZE), this.aad);
     d.setAuthTag(packet.subarray(end));
     const body = d.update(packet.subarray(DATA_HEADER_SIZE, end));
     try {

@@ -74,6 +74,19 @@ interface Peer {
   held: ConnectionEvent[];
 }
 
+/**
+ * The rate limit's key for an address: the address itself for IPv4, its /64 for IPv6
+ * (one host usually has a whole /64 and could otherwise take a bucket per address).
+ */
+export function rateKey(address: string): string {
+  if (!address.includes(':') || address.includes('.')) return address; // IPv4, or IPv4-mapped IPv6
+  const [head = '', tail = ''] = address.split('::');
+  const h = head ? head.split(':') : [];
+  const t = address.includes('::') ? (tail ? tail.split(':') : []) : [];
+  const groups = address.includes('::') ? [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t] : h;
+  return `${groups.slice(0, 4).map((g) => g.toLowerCase().replace(/^0+(?=.)/, '')).join(':')}::/64`;
+}
+
 /** Handshake replies waiting for the driver; beyond this they are dropped (a flood gets no more answers). */
 const MAX_OUTBOX = 1024;
 /**
@@ -240,10 +253,6 @@ export class ServerEndpoint {
     }
     const used = this.usedHandshakes.get(hsKey);
     if (used !== undefined && used > now) return; // a late copy of a finished handshake
-    if (!this.limiter.take(from.address, now)) {
-      this.counters.handshakesRateLimited++;
-      return; // no reply; the client retries with backoff
-    }
     const refuse = (reason: ReasonCode, authenticated: boolean): void => {
       this.counters.handshakesRefused++;
       const proof = authenticated ? refuseProof(this.cfg.tokenKey, d, reason) : new Uint8Array(PROOF_SIZE);
@@ -253,6 +262,13 @@ export class ServerEndpoint {
       this.events.push({ type: 'bad-token', address: { ...from } });
       refuse(ReasonCode.BadToken, false);
       return;
+    }
+    // After the proof: someone without the token who shares the address (a NAT, a
+    // campus network) cannot spend the bucket of those who have it. What comes next
+    // (key agreement, a connection) is what costs.
+    if (!this.limiter.take(rateKey(from.address), now)) {
+      this.counters.handshakesRateLimited++;
+      return; // no reply; the client retries with backoff
     }
     const encrypt = (d.flags & HandshakeFlag.Encrypt) !== 0;
     if (encrypt !== this.cfg.encrypt) {

@@ -62,18 +62,21 @@ function hex(b: Uint8Array, n = 4): string {
 
 /**
  * One readable line per datagram for debug logs. Frames of a DATA packet are decoded
- * without checking the MAC (this is for eyes only); a malformed datagram says so.
+ * without checking the tag (this is for eyes only), unless the connection is encrypted;
+ * a malformed datagram says so.
  */
-export function describeDatagram(bytes: Uint8Array): string {
+export function describeDatagram(bytes: Uint8Array, encrypted = false): string {
   try {
     const d = decodeDatagram(bytes);
     switch (d.type) {
       case 'data': {
-        let frames: string;
-        try {
-          frames = decodeFrames(bytes, DATA_HEADER_SIZE, bytes.length - TAG_SIZE).map(describeFrame).join(', ');
-        } catch (e) {
-          frames = `malformed frames: ${(e as Error).message}`;
+        let frames = 'encrypted';
+        if (!encrypted) {
+          try {
+            frames = decodeFrames(bytes, DATA_HEADER_SIZE, bytes.length - TAG_SIZE).map(describeFrame).join(', ');
+          } catch (e) {
+            frames = `malformed frames: ${(e as Error).message}`;
+          }
         }
         return `DATA conn=${d.connId.toString(16)} pn=${d.pnLow} ${bytes.length}B [${frames}]`;
       }
