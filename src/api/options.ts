@@ -18,6 +18,20 @@ export interface ReconnectOptions {
 export interface UDPipeOptions {
   /** Shared secret: client and server must have the same one. Never sent on the wire. Default ''. */
   token?: string;
+  /**
+   * Server: also accept clients of the original Lua UDPIPE ("classic" protocol: token in
+   * clear, unreliable, a private port per client; docs/PROTOCOL.md section 14) on the
+   * same port. Default true.
+   */
+  classic?: boolean;
+  /**
+   * Server: the IP address classic clients are told to reach their private socket at.
+   * Default: the host given to start(); when listening on all interfaces, 127.0.0.1 for
+   * an IPv4 client on loopback, else the first non-internal address of this machine.
+   */
+  classicAddress?: string;
+  /** Client: 'classic' speaks the original Lua UDPIPE protocol to a classic server. Default 'udpipe'. */
+  protocol?: 'udpipe' | 'classic';
   /** Server: connections accepted at once; more are refused ('server-full'). Default 1024. */
   maxClients?: number;
   /** Server: connections from one IP address (any port). Default: maxClients (no separate limit). */
@@ -91,6 +105,9 @@ export interface UDPipeOptions {
 
 export interface ResolvedOptions {
   token: string;
+  classic: boolean;
+  classicAddress: string | undefined;
+  protocol: 'udpipe' | 'classic';
   maxClients: number;
   maxClientsPerAddress: number | undefined;
   encrypt: boolean;
@@ -118,7 +135,7 @@ const defaultLogger: Logger = {
 };
 
 const KNOWN = new Set([
-  'token', 'maxClients', 'maxClientsPerAddress', 'encrypt', 'handshakesPerSecond', 'pingIntervalMs', 'stallTimeoutMs', 'timeoutMs', 'connectTimeoutMs', 'sessionLingerMs',
+  'token', 'classic', 'classicAddress', 'protocol', 'maxClients', 'maxClientsPerAddress', 'encrypt', 'handshakesPerSecond', 'pingIntervalMs', 'stallTimeoutMs', 'timeoutMs', 'connectTimeoutMs', 'sessionLingerMs',
   'reconnect', 'maxQueue', 'highWaterMark', 'maxReassemblyBytes', 'maxMessageSize', 'maxDatagramSize', 'autoStep', 'debug', 'logger', 'transport',
 ]);
 
@@ -138,6 +155,11 @@ function checkInt(name: string, v: unknown, min: number, max: number): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
     bad(`${name} must be an integer from ${min} to ${max}, got ${String(v)}`);
   }
+  return v;
+}
+
+function checkAddress(v: unknown): string {
+  if (typeof v !== 'string' || !/^[0-9A-Fa-f:.]+$/.test(v) || v.length > 45) bad(`classicAddress must be an IP address, got ${String(v)}`);
   return v;
 }
 
@@ -185,6 +207,9 @@ export function resolveOptions(opts: UDPipeOptions | undefined): ResolvedOptions
   if (typeof logger.debug !== 'function' || typeof logger.warn !== 'function') bad('logger must have debug(message) and warn(message) functions');
   const r: ResolvedOptions = {
     token: checkToken(opts.token ?? ''),
+    classic: checkBool('classic', opts.classic ?? true),
+    classicAddress: opts.classicAddress === undefined ? undefined : checkAddress(opts.classicAddress),
+    protocol: opts.protocol === undefined || opts.protocol === 'udpipe' || opts.protocol === 'classic' ? (opts.protocol ?? 'udpipe') : bad(`protocol must be 'udpipe' or 'classic', got ${String(opts.protocol)}`),
     maxClients: checkInt('maxClients', opts.maxClients ?? 1024, 0, 1_000_000),
     maxClientsPerAddress: opts.maxClientsPerAddress === undefined ? undefined : checkInt('maxClientsPerAddress', opts.maxClientsPerAddress, 1, 1_000_000),
     encrypt: checkBool('encrypt', opts.encrypt ?? false),

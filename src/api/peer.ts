@@ -1,10 +1,17 @@
+import type { ClassicStats } from '../protocol/classic.js';
 import type { ConnectionState } from '../protocol/config.js';
-import type { Connection, ConnectionStats } from '../protocol/connection.js';
+import type { ConnectionStats } from '../protocol/connection.js';
 import type { Address } from '../transport/types.js';
 
 export type PeerState = 'connecting' | ConnectionState;
 
-export type PeerStats = ConnectionStats | { state: 'connecting' };
+export type PeerStats = ConnectionStats | ClassicStats | { state: 'connecting' };
+
+/** What a Peer reads its state and stats from: a modern Connection or a classic link. */
+export interface PeerLink {
+  readonly state: PeerState;
+  stats(): ConnectionStats | ClassicStats;
+}
 
 /** How a message travels (docs/PROTOCOL.md, section 5). */
 export type Delivery = 'reliable' | 'reliable-unordered' | 'unreliable' | 'unreliable-sequenced';
@@ -42,7 +49,7 @@ export interface PeerOwner {
  */
 export class Peer {
   /** Set once the handshake completes. */
-  private conn: Connection | undefined;
+  private conn: PeerLink | undefined;
   private addr: Address;
 
   /** @internal Created by UDPipe only. */
@@ -51,14 +58,16 @@ export class Peer {
     /** Connection id (the server's id for this connection); 0 while connecting. */
     public id: number,
     address: Address,
-    conn?: Connection,
+    conn?: PeerLink,
+    /** 'classic': the original UDPIPE text protocol (unreliable, one datagram per message). */
+    readonly protocol: 'udpipe' | 'classic' = 'udpipe',
   ) {
     this.addr = { address: address.address, port: address.port };
     this.conn = conn;
   }
 
   /** @internal */
-  attach(id: number, conn: Connection): void {
+  attach(id: number, conn: PeerLink): void {
     this.id = id;
     this.conn = conn;
   }

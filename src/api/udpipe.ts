@@ -1,6 +1,9 @@
 import { EventEmitter } from 'node:events';
 import { isIP } from 'node:net';
-import { deriveTokenKey } from '../crypto/handshake-keys.js';
+import { networkInterfaces } from 'node:os';
+import { deriveTokenKey, equalBytes } from '../crypto/handshake-keys.js';
+import { CLASSIC_MAX_DATAGRAM, ClassicLink, isClassicControlWord, parseClassicHello, type ClassicConfig } from '../protocol/classic.js';
+import { ClassicHost } from './classic-host.js';
 import { UDPipeError } from '../errors.js';
 import { ClientEndpoint, type ClientEvent } from '../protocol/client.js';
 import type { ConnectionConfig, ConnectionEvent } from '../protocol/config.js';
@@ -46,6 +49,14 @@ export class UDPipe extends EventEmitter implements PeerOwner {
   private server: ServerEndpoint | undefined;
   private client: ClientEndpoint | undefined;
   private readonly peers = new Map<number, Peer>();
+  /** Server: the classic (Lua UDPIPE) clients and their private sockets. */
+  private classic: ClassicHost | undefined;
+  private readonly classicPeers = new Map<ClassicLink, Peer>();
+  /** Ids of classic peers start above the 32-bit connection ids, so they never collide. */
+  private nextClassicId = 2 ** 32;
+  private bindHostValue: string | undefined;
+  /** Addresses already warned about an encryption mismatch. */
+  private readonly warnedMismatch = new Set<string>();
   private serverPeer: Peer | undefined;
   private serverAddr: Address | undefined;
   private closed = false;
@@ -157,9 +168,11 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     this.server = server;
     const driver = new Driver(transport, this.serverTarget(server), this.opts.autoStep);
     this.driver = driver;
+    if (this.opts.classic) this.classic = new ClassicHost(this.classicOwner(transport));
     let address: string | undefined;
     try {
       address = host === undefined ? undefined : await transport.resolve(host);
+      this.bindHostValue = address;
       const local = await driver.bind(port, address);
       this.log(`listening on ${fmt(local)}`);
       return local;
@@ -292,6 +305,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     }
     if (this.role === 'server' && this.server) {
       if (!(sock instanceof Peer)) throw new UDPipeError('ERR_INVALID_ARGUMENT', 'a server sends to one client: pass its peer (the sock argument of a callback), or use sendAll()');
+      if (sock.protocol === 'classic') return this.sendClassic(sock, bytes);
       const conn = this.server.connection(sock.id);
       if (!conn || conn.state === 'closed' || conn.state === 'closing') {
         throw new UDPipeError('ERR_NOT_CONNECTED', `peer ${sock} is ${conn?.state ?? 'gone'}; stop sending to it after onDisconnect/onClose`);
@@ -319,12 +333,19 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     const bytes = this.encode(msg);
     const how = this.deliveryOf(opts, bytes.length);
     const targets = [...this.peers.values()].filter((p) => p.state === 'connected' || p.state === 'stalled');
+    const classic = targets.filter((p) => p.protocol === 'classic');
+    if (classic.length > 0 && (bytes.length > CLASSIC_MAX_DATAGRAM || isClassicControlWord(bytes))) {
+      throw new UDPipeError(
+        bytes.length > CLASSIC_MAX_DATAGRAM ? 'ERR_MESSAGE_TOO_LARGE' : 'ERR_INVALID_ARGUMENT',
+        `${classic.length} classic client(s) connected, which take one datagram of at most ${CLASSIC_MAX_DATAGRAM} bytes per message that is not a control word (PING, PONG, CLOSE, ...)`,
+      );
+    }
     for (const p of targets) {
-      const c = this.server.connection(p.id)!;
+      const c = p.protocol === 'classic' ? this.classicLink(p)! : this.server.connection(p.id)!;
       this.checkQueue(c.queueLength, c.queuedBytes);
     }
     let ok = true;
-    for (const p of targets) ok = this.sendToPeer(p.id, bytes, how) && ok;
+    for (const p of targets) ok = (p.protocol === 'classic' ? this.sendClassic(p, bytes) : this.sendToPeer(p.id, bytes, how)) && ok;
     return ok;
   }
 
@@ -333,10 +354,15 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     if (this.role === 'client') {
       this.client?.connection?.ping();
     } else if (this.role === 'server' && this.server) {
-      const ids = sock ? [sock.id] : this.server.connIds();
+      const ids = sock ? (sock.protocol === 'classic' ? [] : [sock.id]) : this.server.connIds();
       for (const id of ids) {
         this.server.connection(id)?.ping();
         this.server.touch(id);
+      }
+      for (const [link, peer] of this.classicPeers) {
+        if (sock && sock !== peer) continue;
+        link.ping();
+        this.classic?.kick(link);
       }
     } else {
       throw new UDPipeError('ERR_NOT_CONNECTED', 'call start() or connect() before ping()');
@@ -352,6 +378,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
    */
   step(_dt?: number): void {
     this.driver?.step();
+    this.classic?.step();
   }
 
   /**
@@ -380,6 +407,12 @@ export class UDPipe extends EventEmitter implements PeerOwner {
       if (!(sock instanceof Peer)) throw new UDPipeError('ERR_INVALID_ARGUMENT', 'close(sock) takes a peer from a callback');
       if (!this.peers.has(sock.id)) return Promise.resolve();
       const done = new Promise<void>((resolve) => this.closeWaiters.push({ connId: sock.id, resolve }));
+      const link = sock.protocol === 'classic' ? this.classicLink(sock) : undefined;
+      if (link) {
+        link.close(now);
+        this.classic!.pump(link);
+        return done;
+      }
       server.close(now, sock.id);
       driver.pump(true);
       return done;
@@ -388,6 +421,10 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     const done = new Promise<void>((resolve) => this.closeWaiters.push({ connId: undefined, resolve }));
     server.close(now, undefined, 'shutdown');
     server.configure({ maxClients: 0 });
+    for (const link of this.classicPeers.keys()) {
+      link.close(now, 'shutdown');
+      this.classic!.pump(link);
+    }
     driver.pump(true);
     this.maybeFinishServer();
     return done;
@@ -397,6 +434,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     // Wait for every connection, including ones whose client has not confirmed the
     // handshake yet (the program never saw those): each must get its CLOSE first.
     if (!this.closed || this.role !== 'server' || this.peers.size > 0 || (this.server?.openConnections() ?? 0) > 0) return;
+    this.classic?.stopAll(); // private sockets still lingering for a repeated CLOSE
     this.driver?.stop();
     this.log('closed');
     for (const w of this.closeWaiters.splice(0)) w.resolve();
@@ -406,12 +444,12 @@ export class UDPipe extends EventEmitter implements PeerOwner {
 
   /** Datagrams sent, as in the seed. */
   getSentPackets(): number {
-    return this.server?.counters.datagramsSent ?? this.client?.datagramsSent ?? 0;
+    return (this.server?.counters.datagramsSent ?? this.client?.datagramsSent ?? 0) + (this.classic?.datagramsSent ?? 0);
   }
 
   /** Datagrams received, as in the seed. */
   getReceivedPackets(): number {
-    return this.server?.counters.datagramsReceived ?? this.client?.datagramsReceived ?? 0;
+    return (this.server?.counters.datagramsReceived ?? this.client?.datagramsReceived ?? 0) + (this.classic?.datagramsReceived ?? 0);
   }
 
   /** Statistics of one peer (see PeerStats), or of the whole endpoint. */
@@ -474,7 +512,10 @@ export class UDPipe extends EventEmitter implements PeerOwner {
 
   private traceFn(): PumpTarget['trace'] {
     return (dir, bytes, peer) => {
-      if (this.opts.debug) this.log(`${dir === 'in' ? '<-' : '->'} ${fmt(peer)} ${describeDatagram(bytes)}`);
+      if (!this.opts.debug) return;
+      // Classic datagrams are text (or raw data): show them as such.
+      const what = (bytes[0]! & 0xf0) === 0xc0 ? describeDatagram(bytes, this.opts.encrypt) : `classic ${JSON.stringify(Buffer.from(bytes.subarray(0, 48)).toString('latin1'))}${bytes.length > 48 ? '...' : ''} ${bytes.length}B`;
+      this.log(`${dir === 'in' ? '<-' : '->'} ${fmt(peer)} ${what}`);
     };
   }
 
@@ -483,9 +524,106 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     this.log(`socket error: ${err.message}`);
   }
 
+  // ---- classic (Lua UDPIPE) clients ---------------------------------------------------
+
+  private classicConfig(): ClassicConfig {
+    return this.connCfg;
+  }
+
+  private onClassicHello(bytes: Uint8Array, token: string, from: Address): void {
+    const msg = Buffer.from(bytes).toString('latin1');
+    if (!equalBytes(Buffer.from(token), Buffer.from(this.opts.token))) {
+      this.log(`classic client ${fmt(from)}: bad token`);
+      this.fire('badToken', msg, from.address, from.port);
+      return; // no reply, as for a modern client whose proof fails before the cookie
+    }
+    const known = this.classic!.links.length;
+    if (this.peers.size + known - this.classicPeers.size >= this.opts.maxClients && !this.classic!.has(from)) {
+      this.log(`refused classic client ${fmt(from)}: ${this.opts.maxClients} clients connected`);
+      this.fire('maxClients', msg, from.address, from.port);
+      return;
+    }
+    this.classic!.hello(bytes, from);
+    this.shareRoom();
+  }
+
+  /** Classic clients take room from modern ones: one maxClients for both. */
+  private shareRoom(): void {
+    if (!this.closed) this.server?.configure({ maxClients: Math.max(0, this.opts.maxClients - (this.classic?.open ?? 0)) });
+  }
+
+  private classicOwner(transport: Transport): ConstructorParameters<typeof ClassicHost>[0] {
+    return {
+      transport,
+      autoStep: () => this.opts.autoStep,
+      config: () => this.classicConfig(),
+      bindHost: () => this.bindHostValue,
+      advertisedAddress: (sc) => this.advertise(sc),
+      sendPublic: (bytes, to) => this.driver?.sendRaw(bytes, to),
+      accepted: (link, client, sc, hello) => {
+        const peer = new Peer(this, this.nextClassicId++, client, link, 'classic');
+        this.peers.set(peer.id, peer);
+        this.classicPeers.set(link, peer);
+        this.log(`new classic client ${peer} on private port ${sc.port}`);
+        this.fire('newClient', Buffer.from(hello).toString('latin1'), this.advertise(sc), sc.port, client.address, client.port, peer);
+        this.fire('connect', peer, client.address, client.port);
+      },
+      event: (link, e) => {
+        const peer = this.classicPeers.get(link);
+        if (peer) this.onConnectionEvent(peer, e);
+      },
+      released: (link) => {
+        this.classicPeers.delete(link);
+        this.shareRoom();
+        if (this.closed) this.maybeFinishServer();
+      },
+      trace: this.traceFn(),
+      socketError: (err) => this.socketError(err),
+    };
+  }
+
+  /** The address in `CONNECT <ip> <port>` (see the classicAddress option). */
+  private advertise(sc: Address): string {
+    if (this.opts.classicAddress) return this.opts.classicAddress;
+    if (sc.address !== '0.0.0.0' && sc.address !== '::') return sc.address;
+    for (const list of Object.values(networkInterfaces())) {
+      for (const i of list ?? []) if (!i.internal && i.family === 'IPv4') return i.address;
+    }
+    return '127.0.0.1';
+  }
+
+  private classicLink(sock: Peer): ClassicLink | undefined {
+    for (const [link, peer] of this.classicPeers) if (peer === sock) return link;
+    return undefined;
+  }
+
+  private sendClassic(sock: Peer, bytes: Uint8Array): boolean {
+    const link = this.classicLink(sock);
+    if (!link || link.state === 'closed' || link.state === 'closing') {
+      throw new UDPipeError('ERR_NOT_CONNECTED', `peer ${sock} is ${link?.state ?? 'gone'}; stop sending to it after onDisconnect/onClose`);
+    }
+    if (bytes.length > CLASSIC_MAX_DATAGRAM) {
+      throw new UDPipeError('ERR_MESSAGE_TOO_LARGE', `peer ${sock} speaks the classic protocol: one datagram per message, at most ${CLASSIC_MAX_DATAGRAM} bytes, got ${bytes.length}`);
+    }
+    if (isClassicControlWord(bytes)) {
+      throw new UDPipeError('ERR_INVALID_ARGUMENT', `peer ${sock} speaks the classic protocol, where '${Buffer.from(bytes).toString('latin1')}' is a control word: it cannot be sent as a message`);
+    }
+    this.checkQueue(link.queueLength, link.queuedBytes);
+    const ok = link.send(bytes);
+    this.classic!.kick(link);
+    return ok;
+  }
+
   private serverTarget(server: ServerEndpoint): PumpTarget {
     return {
-      handleDatagram: (b, from, now) => server.handleDatagram(b, from, now),
+      handleDatagram: (b, from, now) => {
+        // 'H': a classic client's HELLO; modern datagrams start with 0xC1.
+        if (this.classic && b[0] === 0x48) {
+          const token = parseClassicHello(b);
+          if (token !== undefined) return this.onClassicHello(b, token, from);
+        }
+        server.handleDatagram(b, from, now);
+      },
       handleTimeout: (now) => server.handleTimeout(now),
       pollTransmit: (now) => server.pollTransmit(now),
       nextDeadline: () => server.nextDeadline(),
@@ -538,7 +676,11 @@ export class UDPipe extends EventEmitter implements PeerOwner {
         return;
       case 'encryption-mismatch':
         // A client with the right token and the other setting: a configuration mistake
-        // worth a warning even without debug (only token holders get this far).
+        // worth a warning even without debug (only token holders get this far), once
+        // per address so a retrying client does not flood the log.
+        if (this.warnedMismatch.has(e.address.address)) return;
+        if (this.warnedMismatch.size >= 1024) this.warnedMismatch.clear();
+        this.warnedMismatch.add(e.address.address);
         this.opts.logger.warn(
           `refused ${fmt(e.address)}: ${e.clientEncrypts ? 'the client encrypts and this server does not' : 'this server requires encryption and the client does not'} (encrypt option)`,
         );

@@ -63,6 +63,13 @@ export class Driver {
     return socket.local;
   }
 
+  /** Sends one datagram outside the endpoint (the classic protocol's redirect from the public socket). */
+  sendRaw(bytes: Uint8Array, to: Address): void {
+    if (this.stopped || !this.socket) return;
+    this.target.trace?.('out', bytes, to);
+    this.socket.send(bytes, to);
+  }
+
   /** Ties the socket to one peer where the transport can (a client and its server). */
   async connect(to: Address): Promise<void> {
     await this.socket?.connect?.(to);

@@ -1,0 +1,165 @@
+import { ClassicLink, encodeClassicRedirect, CLASSIC_GO_AWAY, type ClassicConfig } from '../protocol/classic.js';
+import type { ConnectionEvent } from '../protocol/config.js';
+import { Driver, type PumpTarget } from '../transport/driver.js';
+import type { Address, Transport } from '../transport/types.js';
+
+/** What the classic side of a server needs from its UDPipe. */
+export interface ClassicHostOwner {
+  readonly transport: Transport;
+  autoStep(): boolean;
+  config(): ClassicConfig;
+  /** The host the private sockets bind to (the server's own host, or all interfaces). */
+  bindHost(): string | undefined;
+  /** The IP told to clients in `CONNECT <ip> <port>`. */
+  advertisedAddress(privateSocket: Address): string;
+  /** Sends from the server's public socket. */
+  sendPublic(bytes: Uint8Array, to: Address): void;
+  /** The link finished its handshake: the program meets the client now. */
+  accepted(link: ClassicLink, client: Address, privateSocket: Address, hello: Uint8Array): void;
+  event(link: ClassicLink, e: ConnectionEvent): void;
+  /** The link is over and its socket closed. */
+  released(link: ClassicLink): void;
+  trace: PumpTarget['trace'];
+  socketError(err: Error): void;
+}
+
+interface Entry {
+  link: ClassicLink;
+  client: Address;
+  driver: Driver;
+  /** The private socket's address, once bound. */
+  local: Address | undefined;
+  hello: Uint8Array;
+  accepted: boolean;
+}
+
+/**
+ * The classic clients of one server (docs/PROTOCOL.md, section 14): for each accepted
+ * `HELLO <token>` a private socket (SC) on a new port with its own Driver and a
+ * ClassicLink, the redirect sent from the public socket, and the link's events handed
+ * to the UDPipe. Keyed by the client's address, so a repeated HELLO gets the same
+ * private socket.
+ */
+export class ClassicHost {
+  private readonly entries = new Map<string, Entry>();
+  datagramsSent = 0;
+  datagramsReceived = 0;
+
+  constructor(private readonly owner: ClassicHostOwner) {}
+
+  /** Links not yet finished (a shutdown waits for them). */
+  get open(): number {
+    return this.entries.size;
+  }
+
+  get links(): ClassicLink[] {
+    return [...this.entries.values()].map((e) => e.link);
+  }
+
+  /** A link exists for this client address (a repeated HELLO). */
+  has(from: Address): boolean {
+    return this.entries.has(`${from.address}|${from.port}`);
+  }
+
+  /** A valid HELLO from `from` (token and room already checked by the caller). */
+  hello(bytes: Uint8Array, from: Address): void {
+    const key = `${from.address}|${from.port}`;
+    const existing = this.entries.get(key);
+    if (existing) {
+      // A repeated HELLO (our redirect was lost): the same private socket again.
+      if (existing.local && !existing.accepted) this.redirect(existing);
+      return;
+    }
+    const transport = this.owner.transport;
+    const link = new ClassicLink('server', this.owner.config(), transport.now());
+    const entry: Entry = { link, client: { address: from.address, port: from.port }, driver: undefined as unknown as Driver, local: undefined, hello: bytes, accepted: false };
+    entry.driver = new Driver(transport, this.target(entry), this.owner.autoStep());
+    this.entries.set(key, entry);
+    entry.driver.bind(0, this.owner.bindHost()).then(
+      async (local) => {
+        entry.local = local;
+        await entry.driver.connect(entry.client).catch(() => {});
+        this.redirect(entry);
+        entry.driver.pump();
+      },
+      (err: Error) => {
+        this.entries.delete(key);
+        this.owner.socketError(err);
+      },
+    );
+  }
+
+  private redirect(e: Entry): void {
+    this.owner.sendPublic(encodeClassicRedirect(this.owner.advertisedAddress(e.local!), e.local!.port), e.client);
+    this.owner.sendPublic(CLASSIC_GO_AWAY, e.client);
+  }
+
+  private target(e: Entry): PumpTarget {
+    return {
+      handleDatagram: (bytes, from, now) => {
+        // The socket is connected to the client where the transport can; check anyway.
+        if (from.address !== e.client.address || from.port !== e.client.port) return;
+        this.datagramsReceived++;
+        e.link.handleDatagram(bytes, now);
+      },
+      handleTimeout: (now) => e.link.handleTimeout(now),
+      pollTransmit: () => {
+        const bytes = e.link.pollTransmit();
+        if (!bytes) return null;
+        this.datagramsSent++;
+        return { bytes, to: e.client };
+      },
+      nextDeadline: () => e.link.nextDeadline(),
+      deliverEvents: () => {
+        let n = 0;
+        if (!e.accepted && (e.link.state === 'connected' || e.link.state === 'stalled')) {
+          e.accepted = true;
+          this.owner.accepted(e.link, e.client, e.local!, e.hello);
+          n++;
+        }
+        for (let ev = e.link.pollEvent(); ev; ev = e.link.pollEvent(), n++) {
+          // A client that never finished the handshake ends unseen.
+          if (e.accepted) this.owner.event(e.link, ev);
+        }
+        return n;
+      },
+      afterPump: () => {
+        if (e.link.finished) this.release(e);
+      },
+      trace: this.owner.trace,
+      onSocketError: (err) => this.owner.socketError(err),
+    };
+  }
+
+  private release(e: Entry): void {
+    const key = `${e.client.address}|${e.client.port}`;
+    if (this.entries.get(key) !== e) return;
+    this.entries.delete(key);
+    e.driver.stop();
+    this.owner.released(e.link);
+  }
+
+  /** The Driver of a link, to flush after the program sent or closed. */
+  kick(link: ClassicLink): void {
+    for (const e of this.entries.values()) if (e.link === link) e.driver.kick();
+  }
+
+  /** Forces a flush now (close paths, where the caller waits on the result). */
+  pump(link: ClassicLink): void {
+    for (const e of this.entries.values()) if (e.link === link) e.driver.pump(true);
+  }
+
+  step(): void {
+    for (const e of [...this.entries.values()]) e.driver.step();
+  }
+
+  setAutoStep(on: boolean): void {
+    for (const e of this.entries.values()) e.driver.setAutoStep(on);
+  }
+
+  /** Stops every private socket at once (the server is going away hard). */
+  stopAll(): void {
+    for (const e of this.entries.values()) e.driver.stop();
+    this.entries.clear();
+  }
+}

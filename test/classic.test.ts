@@ -1,0 +1,152 @@
+/**
+ * The classic UDPIPE protocol (docs/PROTOCOL.md, section 14) in the simulator: a
+ * scripted client that sends exactly the seed's datagrams, against a udpipe server.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { UDPipe, UDPipeError, type Peer } from '../src/index.js';
+import { SimNetwork } from '../src/testing/index.js';
+import type { Address, DatagramSocket } from '../src/transport/types.js';
+
+const S = '127.0.1.1';
+const PORT = 1234;
+const T = { pingIntervalMs: 100, stallTimeoutMs: 400, timeoutMs: 1500 };
+const text = (b: Uint8Array) => Buffer.from(b).toString('latin1');
+
+/** A raw socket that records what it gets, as a Lua script would see it. */
+async function rawSocket(net: SimNetwork, host: string) {
+  const got: { text: string; from: Address }[] = [];
+  let sock: DatagramSocket | undefined;
+  sock = await net.transport(host).bind(0, host, { onDatagram: (b, from) => got.push({ text: text(b), from }), onError: () => {} });
+  return { got, local: sock.local, send: (s: string | Uint8Array, to: Address) => sock!.send(typeof s === 'string' ? Buffer.from(s, 'latin1') : s, to), close: () => sock!.close() };
+}
+
+test('classic client against a udpipe server: the seed\'s sequence byte for byte, messages both ways, stall, close', async () => {
+  const net = new SimNetwork({ seed: 1, conditions: { latencyMs: 5 } });
+  const server = new UDPipe({ ...T, token: 'lua', transport: net.transport(S) });
+  const seen: string[] = [];
+  let newClient: unknown[] = [];
+  server.onNewClient = (...args) => (newClient = args.slice(0, 5));
+  server.onNewMessage = function (m, sock) {
+    seen.push(`msg ${m}`);
+    this.send(`echo ${m}`, sock);
+  };
+  server.onStalled = () => seen.push('stalled');
+  server.onUnstalled = () => seen.push('unstalled');
+  server.onClose = (_s, reason) => seen.push(`close ${reason}`);
+  await server.start(PORT, S);
+  const c = await rawSocket(net, '127.0.2.1');
+  c.send('HELLO lua', { address: S, port: PORT });
+  await net.advance(50);
+  assert.equal(c.got.length, 2);
+  const m = /^CONNECT (\S+) (\d+)$/.exec(c.got[0]!.text);
+  assert.ok(m, `redirect: ${c.got[0]!.text}`);
+  assert.equal(c.got[1]!.text, 'GO AWAY!');
+  assert.deepEqual(c.got[0]!.from, { address: S, port: PORT }, 'both from the public socket');
+  const sc = { address: m[1]!, port: Number(m[2]) };
+  assert.equal(sc.address, S);
+  assert.notEqual(sc.port, PORT);
+  c.got.length = 0;
+  c.send('CONNECT', sc);
+  await net.advance(20);
+  assert.equal(c.got[0]?.text, 'CONNECTED');
+  assert.deepEqual(c.got[0]!.from, sc);
+  assert.equal(server.clients.length, 1);
+  const peer = server.clients[0]!;
+  assert.equal(peer.protocol, 'classic');
+  assert.deepEqual(newClient, ['HELLO lua', S, sc.port, '127.0.2.1', c.local.port], 'onNewClient(msg, private ip, private port, client ip, client port)');
+  // Data both ways, and PING/PONG both ways.
+  c.send('hello server', sc);
+  c.send('PING', sc);
+  await net.advance(150);
+  assert.ok(c.got.some((d) => d.text === 'echo hello server'));
+  assert.ok(c.got.some((d) => d.text === 'PONG'), 'our PING answered');
+  assert.ok(c.got.some((d) => d.text === 'PING'), 'the server pings too');
+  // A stall: the client goes quiet; messages sent meanwhile wait and arrive after.
+  c.got.length = 0;
+  await net.advance(600);
+  assert.equal(peer.state, 'stalled');
+  const pingsWhileStalled = c.got.filter((d) => d.text === 'PING').length;
+  assert.ok(pingsWhileStalled > 0, 'keeps pinging while stalled');
+  assert.equal(server.send('while you were away', peer), true);
+  assert.ok(!c.got.some((d) => d.text === 'while you were away'), 'queued while stalled');
+  c.send('PONG', sc);
+  await net.advance(20);
+  assert.equal(peer.state, 'connected');
+  assert.ok(c.got.some((d) => d.text === 'while you were away'), 'flushed when the link came back');
+  // Misuse is caught at the call site.
+  assert.throws(() => server.send('PING', peer), (e: unknown) => e instanceof UDPipeError && e.code === 'ERR_INVALID_ARGUMENT' && /control word/.test(e.message));
+  assert.throws(() => server.send(new Uint8Array(9000), peer), (e: unknown) => e instanceof UDPipeError && e.code === 'ERR_MESSAGE_TOO_LARGE');
+  // The client closes.
+  c.got.length = 0;
+  c.send('CLOSE', sc);
+  await net.advance(20);
+  assert.ok(c.got.some((d) => d.text === 'CLOSED'));
+  assert.deepEqual(seen, ['msg hello server', 'stalled', 'unstalled', 'close normal']);
+  assert.equal(server.clients.length, 0);
+  const closing = server.close();
+  await net.advance(3000);
+  await closing;
+});
+
+test('classic: a bad token gets no answer and onBadToken; the server closes a classic client with CLOSE', async () => {
+  const net = new SimNetwork({ seed: 2, conditions: { latencyMs: 5 } });
+  const server = new UDPipe({ ...T, token: 'right', transport: net.transport(S) });
+  const bad: unknown[][] = [];
+  server.onBadToken = (...a) => bad.push(a);
+  await server.start(PORT, S);
+  const c = await rawSocket(net, '127.0.2.1');
+  c.send('HELLO wrong', { address: S, port: PORT });
+  await net.advance(50);
+  assert.equal(c.got.length, 0);
+  assert.deepEqual(bad, [['HELLO wrong', '127.0.2.1', c.local.port]]);
+  c.send('HELLO right', { address: S, port: PORT });
+  await net.advance(50);
+  const [, ip, port] = /^CONNECT (\S+) (\d+)$/.exec(c.got[0]!.text)!;
+  const sc = { address: ip!, port: Number(port) };
+  c.send('CONNECT', sc);
+  await net.advance(20);
+  const peer: Peer = server.clients[0]!;
+  c.got.length = 0;
+  const closing = server.close(peer);
+  await net.advance(20);
+  assert.ok(c.got.some((d) => d.text === 'CLOSE'));
+  c.send('CLOSED', sc);
+  await net.advance(20);
+  await closing;
+  assert.equal(server.clients.length, 0);
+  const stopping = server.close();
+  await net.advance(3000);
+  await stopping;
+});
+
+test('classic and modern clients on one server: sendAll reaches both; maxClients counts both', async () => {
+  const net = new SimNetwork({ seed: 3, conditions: { latencyMs: 5 } });
+  const server = new UDPipe({ ...T, maxClients: 2, transport: net.transport(S) });
+  const full: string[] = [];
+  server.onMaxClients = (msg) => full.push(msg);
+  await server.start(PORT, S);
+  const modern = new UDPipe({ ...T, transport: net.transport('127.0.3.1') });
+  const gotModern: string[] = [];
+  modern.onNewMessage = (m) => gotModern.push(String(m));
+  void modern.connect(S, PORT, 5);
+  const c = await rawSocket(net, '127.0.2.1');
+  c.send('HELLO ', { address: S, port: PORT });
+  await net.advance(50);
+  const [, ip, port] = /^CONNECT (\S+) (\d+)$/.exec(c.got[0]!.text)!;
+  c.send('CONNECT', { address: ip!, port: Number(port) });
+  await net.advanceUntil(() => server.clients.length === 2, 2000);
+  assert.deepEqual(server.clients.map((p) => p.protocol).sort(), ['classic', 'udpipe']);
+  const third = await rawSocket(net, '127.0.2.2');
+  third.send('HELLO ', { address: S, port: PORT });
+  await net.advance(50);
+  assert.deepEqual(full, ['HELLO '], 'a third client, classic, is refused');
+  assert.equal(third.got.length, 0);
+  server.sendAll('to everyone');
+  await net.advance(50);
+  assert.deepEqual(gotModern, ['to everyone']);
+  assert.ok(c.got.some((d) => d.text === 'to everyone'));
+  const closing = Promise.all([modern.close(), server.close()]);
+  await net.advance(5000);
+  await closing;
+});
