@@ -150,3 +150,54 @@ test('classic and modern clients on one server: sendAll reaches both; maxClients
   await net.advance(5000);
   await closing;
 });
+
+test("protocol: 'classic' client against a udpipe server: messages both ways, a stall with queued sends, a reconnect, close", async () => {
+  const net = new SimNetwork({ seed: 4, conditions: { latencyMs: 5 } });
+  const server = new UDPipe({ ...T, token: 'lua', transport: net.transport(S) });
+  const atServer: string[] = [];
+  server.onNewMessage = function (m, sock) {
+    atServer.push(String(m));
+    this.send(`echo ${m}`, sock);
+  };
+  await server.start(PORT, S);
+  const client = new UDPipe({ ...T, token: 'lua', protocol: 'classic', reconnect: { minDelayMs: 50, maxDelayMs: 200 }, transport: net.transport('127.0.2.1') });
+  const events: string[] = [];
+  const atClient: string[] = [];
+  client.onConnecting = (_s, ip, port) => events.push(`connecting ${ip} ${port !== PORT}`);
+  client.onConnect = () => events.push('connect');
+  client.onStalled = () => events.push('stalled');
+  client.onUnstalled = () => events.push('unstalled');
+  client.onDisconnect = () => events.push('disconnect');
+  client.onNewMessage = (m) => atClient.push(String(m));
+  let peer: Peer | undefined;
+  void client.connect(S, PORT, 5).then((p) => (peer = p));
+  client.send('sent before connecting');
+  await net.advanceUntil(() => peer !== undefined, 2000);
+  assert.equal(peer!.protocol, 'classic');
+  assert.deepEqual(events, ['connecting 127.0.1.1 true', 'connect'], 'onConnecting names the private socket');
+  await net.advance(50);
+  assert.deepEqual(atClient, ['echo sent before connecting']);
+  // A stall: sends wait and go out when the link returns.
+  net.partition(S, '127.0.2.1', net.now, net.now + 700);
+  await net.advance(500);
+  client.send('during the stall');
+  await net.advance(400);
+  assert.deepEqual(events.slice(2), ['stalled', 'unstalled']);
+  assert.ok(atServer.includes('during the stall'));
+  // A partition longer than the timeout: disconnect, reconnect (a new HELLO), and on.
+  net.partition(S, '127.0.2.1', net.now, net.now + 2000);
+  await net.advance(2500);
+  await net.advanceUntil(() => events.filter((e) => e === 'connect').length === 2, 5000);
+  assert.ok(events.includes('disconnect'));
+  client.send('after reconnecting');
+  await net.advance(100);
+  assert.ok(atClient.includes('echo after reconnecting'));
+  assert.throws(() => client.send('CLOSE'), (e: unknown) => e instanceof UDPipeError && e.code === 'ERR_INVALID_ARGUMENT');
+  const closing = client.close();
+  await net.advance(200);
+  await closing;
+  assert.equal(server.clients.length, 0, 'CLOSE/CLOSED ended it on the server too');
+  const stopping = server.close();
+  await net.advance(3000);
+  await stopping;
+});

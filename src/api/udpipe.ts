@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { deriveTokenKey, equalBytes } from '../crypto/handshake-keys.js';
-import { CLASSIC_MAX_DATAGRAM, ClassicLink, isClassicControlWord, parseClassicHello, type ClassicConfig } from '../protocol/classic.js';
+import { CLASSIC_MAX_DATAGRAM, ClassicClient, ClassicLink, isClassicControlWord, parseClassicHello, type ClassicClientEvent, type ClassicConfig } from '../protocol/classic.js';
 import { ClassicHost } from './classic-host.js';
 import { UDPipeError } from '../errors.js';
 import { ClientEndpoint, type ClientEvent } from '../protocol/client.js';
@@ -47,7 +47,8 @@ export class UDPipe extends EventEmitter implements PeerOwner {
   private role: 'none' | 'server' | 'client' = 'none';
   private driver: Driver | undefined;
   private server: ServerEndpoint | undefined;
-  private client: ClientEndpoint | undefined;
+  /** Client: the modern endpoint, or the classic one with `protocol: 'classic'` (same surface). */
+  private client: ClientEndpoint | ClassicClient | undefined;
   private readonly peers = new Map<number, Peer>();
   /** Server: the classic (Lua UDPIPE) clients and their private sockets. */
   private classic: ClassicHost | undefined;
@@ -124,7 +125,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     this.opts.token = checkToken(t);
     const tokenKey = deriveTokenKey(t);
     this.server?.configure({ tokenKey });
-    this.client?.configure({ tokenKey });
+    this.client?.configure({ tokenKey, token: this.opts.token });
   }
 
   private log(line: string): void {
@@ -197,18 +198,21 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     const timeoutMs = timeout === undefined ? this.opts.connectTimeoutMs : checkMs('connect(host, port, timeout): timeout in seconds', typeof timeout === 'number' ? timeout * 1000 : timeout, 1);
     const transport = this.claim('client');
     // Endpoint and driver exist at once, so send() right after connect() queues.
-    const client = new ClientEndpoint(
-      {
-        ...this.connCfg,
-        tokenKey: deriveTokenKey(this.opts.token),
-        encrypt: this.opts.encrypt,
-        handshakeRetryMs: 250,
-        reconnect: this.opts.reconnect,
-      },
-      (n) => transport.randomBytes(n),
-    );
+    const classic = this.opts.protocol === 'classic';
+    const client = classic
+      ? new ClassicClient({ ...this.connCfg, token: this.opts.token, handshakeRetryMs: 1000, reconnect: this.opts.reconnect })
+      : new ClientEndpoint(
+          {
+            ...this.connCfg,
+            tokenKey: deriveTokenKey(this.opts.token),
+            encrypt: this.opts.encrypt,
+            handshakeRetryMs: 250,
+            reconnect: this.opts.reconnect,
+          },
+          (n) => transport.randomBytes(n),
+        );
     this.client = client;
-    const driver = new Driver(transport, this.clientTarget(client), this.opts.autoStep);
+    const driver = new Driver(transport, client instanceof ClassicClient ? this.classicClientTarget(client) : this.clientTarget(client), this.opts.autoStep);
     this.driver = driver;
     const connected = new Promise<Peer>((resolve, reject) => {
       this.connectWaiter = { resolve, reject };
@@ -224,11 +228,13 @@ export class UDPipe extends EventEmitter implements PeerOwner {
         throw new UDPipeError('ERR_RESOLVE', `cannot resolve '${host}': ${(err as Error).message}`, { cause: err });
       }
       this.serverAddr = { address: serverIp, port };
-      client.serverAddress = serverIp;
+      if (client instanceof ClassicClient) client.server = { address: serverIp, port };
+      else client.serverAddress = serverIp;
       try {
         await driver.bind(0, isIP(serverIp) === 6 ? '::' : '0.0.0.0');
         // One peer for the life of this client: a connected socket sends more cheaply.
-        await driver.connect(this.serverAddr);
+        // (Not classic: it also talks to the server's private socket.)
+        if (!classic) await driver.connect(this.serverAddr);
       } catch (err) {
         throw (err as { code?: string }).code === 'ERR_CLOSED' ? new UDPipeError('ERR_CLOSED', 'close() was called before the connection was made') : bindError(err, 0, undefined);
       }
@@ -298,6 +304,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     const how = this.deliveryOf(opts, bytes.length);
     if (this.role === 'client' && this.client) {
       if (this.client.state === 'closed') throw new UDPipeError('ERR_CLOSED', 'this client is closed; create a new UDPipe to connect again');
+      if (this.client instanceof ClassicClient) this.checkClassicMessage(bytes, 'the server');
       this.checkQueue(this.client.queueLength, this.client.queuedBytes);
       const ok = this.client.send(bytes, how.reliable, how.channel, how.sequenced, how.unordered);
       this.driver?.kick();
@@ -597,17 +604,22 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     return undefined;
   }
 
+  /** What the classic protocol cannot carry throws at the call site. */
+  private checkClassicMessage(bytes: Uint8Array, who: string): void {
+    if (bytes.length > CLASSIC_MAX_DATAGRAM) {
+      throw new UDPipeError('ERR_MESSAGE_TOO_LARGE', `${who} speaks the classic protocol: one datagram per message, at most ${CLASSIC_MAX_DATAGRAM} bytes, got ${bytes.length}`);
+    }
+    if (isClassicControlWord(bytes)) {
+      throw new UDPipeError('ERR_INVALID_ARGUMENT', `${who} speaks the classic protocol, where '${Buffer.from(bytes).toString('latin1')}' is a control word: it cannot be sent as a message`);
+    }
+  }
+
   private sendClassic(sock: Peer, bytes: Uint8Array): boolean {
     const link = this.classicLink(sock);
     if (!link || link.state === 'closed' || link.state === 'closing') {
       throw new UDPipeError('ERR_NOT_CONNECTED', `peer ${sock} is ${link?.state ?? 'gone'}; stop sending to it after onDisconnect/onClose`);
     }
-    if (bytes.length > CLASSIC_MAX_DATAGRAM) {
-      throw new UDPipeError('ERR_MESSAGE_TOO_LARGE', `peer ${sock} speaks the classic protocol: one datagram per message, at most ${CLASSIC_MAX_DATAGRAM} bytes, got ${bytes.length}`);
-    }
-    if (isClassicControlWord(bytes)) {
-      throw new UDPipeError('ERR_INVALID_ARGUMENT', `peer ${sock} speaks the classic protocol, where '${Buffer.from(bytes).toString('latin1')}' is a control word: it cannot be sent as a message`);
-    }
+    this.checkClassicMessage(bytes, `peer ${sock}`);
     this.checkQueue(link.queueLength, link.queuedBytes);
     const ok = link.send(bytes);
     this.classic!.kick(link);
@@ -757,18 +769,38 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     };
   }
 
-  private onClientEvent(e: ClientEvent): void {
+  private classicClientTarget(client: ClassicClient): PumpTarget {
+    return {
+      handleDatagram: (b, from, now) => client.handleDatagram(b, from, now),
+      handleTimeout: (now) => client.handleTimeout(now),
+      pollTransmit: () => client.pollTransmit(),
+      nextDeadline: () => client.nextDeadline(),
+      deliverEvents: () => {
+        let n = 0;
+        for (let e = client.pollEvent(); e; e = client.pollEvent(), n++) this.onClientEvent(e);
+        return n;
+      },
+      trace: this.traceFn(),
+      onSocketError: (err) => this.socketError(err),
+    };
+  }
+
+  private onClientEvent(e: ClientEvent | ClassicClientEvent): void {
     const server = this.serverAddr!;
+    const classic = this.client instanceof ClassicClient;
     switch (e.type) {
-      case 'connecting':
-        this.serverPeer = new Peer(this, 0, server);
-        this.log(`attempt ${e.attempt}: server answered, completing handshake`);
-        this.fire('connecting', this.serverPeer, server.address, server.port);
+      case 'connecting': {
+        // Classic: the server's private socket for us (the seed's "final port").
+        const to = 'address' in e ? e.address : server;
+        this.serverPeer = new Peer(this, 0, to, undefined, classic ? 'classic' : 'udpipe');
+        this.log(`attempt ${e.attempt}: server answered, completing handshake at ${fmt(to)}`);
+        this.fire('connecting', this.serverPeer, to.address, to.port);
         return;
+      }
       case 'connected': {
         const conn = this.client!.connection!;
-        const peer = this.serverPeer ?? new Peer(this, 0, server);
-        peer.attach(conn.remoteConnId, conn);
+        const peer = this.serverPeer ?? new Peer(this, 0, server, undefined, classic ? 'classic' : 'udpipe');
+        peer.attach('remoteConnId' in conn ? conn.remoteConnId : 0, conn);
         this.serverPeer = peer;
         this.log(`connected to ${peer} (attempt ${e.attempt})`);
         this.fire('connect', peer, server.address, server.port);

@@ -362,10 +362,10 @@ export class ClassicClient {
   datagramsReceived = 0;
   malformed = 0;
 
-  constructor(
-    private readonly cfg: ClassicClientConfig,
-    private readonly server: Endpoint,
-  ) {}
+  /** The server's public socket; set before start() (it is resolved after construction). */
+  server: Endpoint = { address: '', port: 0 };
+
+  constructor(private readonly cfg: ClassicClientConfig) {}
 
   get state(): 'idle' | 'handshake' | 'connected' | 'waiting' | 'closed' {
     return this._state;
@@ -408,7 +408,8 @@ export class ClassicClient {
     this.timers.set('hello', now + interval);
   }
 
-  send(data: Uint8Array): boolean {
+  /** Classic data has no reliability or channels: the other arguments are ignored. */
+  send(data: Uint8Array, ..._ignored: unknown[]): boolean {
     if (this.link && this.link.state !== 'closed' && this.link.state !== 'connecting') return this.link.send(data);
     this.carry.push(data);
     this.carriedBytes += data.length;
