@@ -201,3 +201,36 @@ test("protocol: 'classic' client against a udpipe server: messages both ways, a 
   await net.advance(3000);
   await stopping;
 });
+
+test('classic: forged HELLOs (right token, many source addresses) neither crowd out clients nor make a reflector', async () => {
+  const net = new SimNetwork({ seed: 6, conditions: { latencyMs: 5 }, capture: true });
+  const server = new UDPipe({ ...T, token: 'k', maxClients: 100, transport: net.transport(S) });
+  await server.start(PORT, S);
+  const forgers = await Promise.all(Array.from({ length: 200 }, (_, i) => rawSocket(net, `127.0.${3 + (i >> 6)}.${(i % 64) + 1}`)));
+  for (let round = 0; round < 5; round++) {
+    for (const f of forgers) f.send('HELLO k', { address: S, port: PORT });
+    await net.advance(100);
+  }
+  const redirects = net.captured.filter((d) => d.from.port === PORT && Buffer.from(d.bytes).toString('latin1').startsWith('CONNECT '));
+  // handshakesPerSecond (50, bursts of 100) over half a second, and at most 64 private sockets.
+  assert.ok(redirects.length <= 130, `${redirects.length} redirects for 1000 forged HELLOs`);
+  assert.ok(new Set(redirects.map((d) => Buffer.from(d.bytes).toString('latin1'))).size <= 64, 'at most 64 pending private sockets');
+  // A modern client and a real classic client still get in.
+  const modern = new UDPipe({ ...T, token: 'k', transport: net.transport('127.0.2.9') });
+  let connected = false;
+  void modern.connect(S, PORT, 5).then(() => (connected = true));
+  await net.advanceUntil(() => connected, 3000);
+  assert.ok(connected, 'a modern client is not crowded out');
+  await net.advance(T.timeoutMs + 100); // the forged ones expire unanswered
+  const real = await rawSocket(net, '127.0.2.1');
+  real.send('HELLO k', { address: S, port: PORT });
+  await net.advance(50);
+  const m = /^CONNECT (\S+) (\d+)$/.exec(real.got[0]?.text ?? '');
+  assert.ok(m, 'a real classic client gets its redirect once the forged ones expired');
+  real.send('CONNECT', { address: m[1]!, port: Number(m[2]) });
+  await net.advance(50);
+  assert.equal(server.clients.length, 2);
+  const closing = Promise.all([modern.close(), server.close()]);
+  await net.advance(5000);
+  await closing;
+});

@@ -95,6 +95,16 @@ test('a wrong token fails with exit code 1 and says so', { timeout: 15000 }, asy
   await server.exit;
 });
 
+test('connect --classic speaks the Lua UDPIPE protocol to serve (classic clients accepted by default)', { timeout: 15000 }, async () => {
+  const { server, port } = await startServer(['--echo', '--token', 'lua']);
+  const client = run(['connect', '127.0.0.1', port, '--classic', '--token', 'lua'], 'PING\nhello classic\n');
+  assert.equal(await client.exit, 1, 'a line that is a control word is skipped, and the exit code says so');
+  assert.equal(client.stdout(), 'hello classic\n');
+  assert.match(client.stderr(), /line 1 skipped: .*control word/);
+  server.child.kill('SIGTERM');
+  await server.exit;
+});
+
 test('--encrypt on one side only: exit code 1 with a message naming the option', { timeout: 15000 }, async () => {
   const { server, port } = await startServer(['--encrypt']);
   const client = run(['connect', '127.0.0.1', port], 'x\n');

@@ -52,8 +52,11 @@ export class ClassicHost {
     return this.entries.size;
   }
 
-  get links(): ClassicLink[] {
-    return [...this.entries.values()].map((e) => e.link);
+  /** Links whose client has not said CONNECT yet. */
+  get pending(): number {
+    let n = 0;
+    for (const e of this.entries.values()) if (!e.accepted) n++;
+    return n;
   }
 
   /** A link exists for this client address (a repeated HELLO). */

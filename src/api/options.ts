@@ -231,5 +231,6 @@ export function resolveOptions(opts: UDPipeOptions | undefined): ResolvedOptions
     transport: opts.transport,
   };
   checkTimings(r);
+  if (r.protocol === 'classic' && r.encrypt) bad("protocol 'classic' cannot encrypt: the original UDPIPE protocol has no encryption; drop encrypt or use the udpipe protocol");
   return r;
 }

@@ -4,6 +4,7 @@ import { networkInterfaces } from 'node:os';
 import { deriveTokenKey, equalBytes } from '../crypto/handshake-keys.js';
 import { CLASSIC_MAX_DATAGRAM, ClassicClient, ClassicLink, isClassicControlWord, parseClassicHello, type ClassicClientEvent, type ClassicConfig } from '../protocol/classic.js';
 import { ClassicHost } from './classic-host.js';
+import { RateLimiter } from '../protocol/rate-limiter.js';
 import { UDPipeError } from '../errors.js';
 import { ClientEndpoint, type ClientEvent } from '../protocol/client.js';
 import type { ConnectionConfig, ConnectionEvent } from '../protocol/config.js';
@@ -25,6 +26,9 @@ interface SendHow {
   sequenced: boolean;
   unordered: boolean;
 }
+
+/** Classic clients that said HELLO but not yet CONNECT, at most (each holds a socket). */
+const MAX_CLASSIC_PENDING = 64;
 
 /** A send() past this many times maxQueue throws instead of growing without bound. */
 const HARD_QUEUE_FACTOR = 8;
@@ -56,6 +60,8 @@ export class UDPipe extends EventEmitter implements PeerOwner {
   /** Ids of classic peers start above the 32-bit connection ids, so they never collide. */
   private nextClassicId = 2 ** 32;
   private bindHostValue: string | undefined;
+  /** Classic HELLOs answered per second, all addresses together (see onClassicHello). */
+  private classicLimiter = new RateLimiter(0, 0);
   /** Addresses already warned about an encryption mismatch. */
   private readonly warnedMismatch = new Set<string>();
   private serverPeer: Peer | undefined;
@@ -169,7 +175,10 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     this.server = server;
     const driver = new Driver(transport, this.serverTarget(server), this.opts.autoStep);
     this.driver = driver;
-    if (this.opts.classic) this.classic = new ClassicHost(this.classicOwner(transport));
+    if (this.opts.classic) {
+      this.classic = new ClassicHost(this.classicOwner(transport));
+      this.classicLimiter = new RateLimiter(this.opts.handshakesPerSecond, 2 * this.opts.handshakesPerSecond);
+    }
     let address: string | undefined;
     try {
       address = host === undefined ? undefined : await transport.resolve(host);
@@ -544,19 +553,31 @@ export class UDPipe extends EventEmitter implements PeerOwner {
       this.fire('badToken', msg, from.address, from.port);
       return; // no reply, as for a modern client whose proof fails before the cookie
     }
-    const known = this.classic!.links.length;
-    if (this.peers.size + known - this.classicPeers.size >= this.opts.maxClients && !this.classic!.has(from)) {
-      this.log(`refused classic client ${fmt(from)}: ${this.opts.maxClients} clients connected`);
-      this.fire('maxClients', msg, from.address, from.port);
+    const host = this.classic!;
+    if (!host.has(from)) {
+      if (this.peers.size >= this.opts.maxClients) {
+        this.log(`refused classic client ${fmt(from)}: ${this.opts.maxClients} clients connected`);
+        this.fire('maxClients', msg, from.address, from.port);
+        return;
+      }
+      if (host.pending >= MAX_CLASSIC_PENDING) {
+        this.log(`classic HELLO from ${fmt(from)} dropped: ${MAX_CLASSIC_PENDING} classic handshakes pending`);
+        return;
+      }
+    }
+    // A classic HELLO proves no address (its source may be forged), yet it opens a socket
+    // and its reply is larger than a short HELLO: a few pending at a time, and replies at
+    // a bounded rate, so forged ones neither crowd out real clients nor make a reflector.
+    if (!this.classicLimiter.take('classic', this.driver!.now())) {
+      this.log(`classic HELLO from ${fmt(from)} dropped: over handshakesPerSecond`);
       return;
     }
-    this.classic!.hello(bytes, from);
-    this.shareRoom();
+    host.hello(bytes, from);
   }
 
-  /** Classic clients take room from modern ones: one maxClients for both. */
+  /** Connected classic clients take room from modern ones: one maxClients for both. */
   private shareRoom(): void {
-    if (!this.closed) this.server?.configure({ maxClients: Math.max(0, this.opts.maxClients - (this.classic?.open ?? 0)) });
+    if (!this.closed) this.server?.configure({ maxClients: Math.max(0, this.opts.maxClients - this.classicPeers.size) });
   }
 
   private classicOwner(transport: Transport): ConstructorParameters<typeof ClassicHost>[0] {
@@ -571,6 +592,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
         const peer = new Peer(this, this.nextClassicId++, client, link, 'classic');
         this.peers.set(peer.id, peer);
         this.classicPeers.set(link, peer);
+        this.shareRoom();
         this.log(`new classic client ${peer} on private port ${sc.port}`);
         this.fire('newClient', Buffer.from(hello).toString('latin1'), this.advertise(sc), sc.port, client.address, client.port, peer);
         this.fire('connect', peer, client.address, client.port);

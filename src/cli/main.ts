@@ -13,11 +13,11 @@ import { UDPipe, UDPipeError, type Peer } from '../index.js';
 const USAGE = `usage: udpipe <command> [options]
 
 commands:
-  serve [--port P] [--host H] [--token T] [--encrypt] [--echo] [--debug]
+  serve [--port P] [--host H] [--token T] [--encrypt] [--no-classic] [--echo] [--debug]
       Listen for clients (default port 1234, all interfaces). Prints each message
       received as a line on stdout. --echo sends each message back to its sender;
       otherwise it is relayed to every other client.
-  connect HOST PORT [--token T] [--encrypt] [--timeout SECONDS] [--unreliable] [--debug]
+  connect HOST PORT [--token T] [--encrypt | --classic] [--timeout SECONDS] [--unreliable] [--debug]
       Connect to a server. Each line of stdin is sent as a message; each message
       received is printed as a line. At the end of input, waits until everything
       sent is acknowledged, closes, and exits 0.
@@ -25,6 +25,8 @@ commands:
 options:
   --token T        shared token; client and server must match (default: none)
   --encrypt        encrypt every packet (X25519, ChaCha20-Poly1305); both sides need it
+  --classic        connect: speak the original Lua UDPIPE protocol (token in clear, unreliable)
+  --no-classic     serve: do not accept Lua UDPIPE (classic) clients
   --debug          log every datagram and state change on stderr
   -h, --help       show this help
   -v, --version    print the version
@@ -65,6 +67,7 @@ async function serve(argv: string[]): Promise<void> {
       host: { type: 'string' },
       token: { type: 'string', default: '' },
       encrypt: { type: 'boolean', default: false },
+      'no-classic': { type: 'boolean', default: false },
       echo: { type: 'boolean', default: false },
       debug: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h' },
@@ -73,7 +76,7 @@ async function serve(argv: string[]): Promise<void> {
   if (values.help) return void process.stdout.write(USAGE);
   if (positionals.length > 0) throw new UsageError(`serve takes no arguments, got '${positionals.join(' ')}'`);
   const port = parsePort(values.port, '--port', true);
-  const server = new UDPipe({ token: values.token, encrypt: values.encrypt, debug: values.debug });
+  const server = new UDPipe({ token: values.token, encrypt: values.encrypt, classic: !values['no-classic'], debug: values.debug });
   server.onNewMessage = function (msg, sock) {
     process.stdout.write(`${msg.toString('utf8')}\n`);
     if (values.echo) {
@@ -108,6 +111,7 @@ async function connect(argv: string[]): Promise<void> {
     options: {
       token: { type: 'string', default: '' },
       encrypt: { type: 'boolean', default: false },
+      classic: { type: 'boolean', default: false },
       timeout: { type: 'string', default: '10' },
       unreliable: { type: 'boolean', default: false },
       debug: { type: 'boolean', default: false },
@@ -123,7 +127,8 @@ async function connect(argv: string[]): Promise<void> {
 
   // A larger queue than the default: readline hands over a whole input chunk of lines
   // at once, even while paused, and send() throws past 8x maxQueue.
-  const client = new UDPipe({ token: values.token, encrypt: values.encrypt, debug: values.debug, maxQueue: 4096 });
+  if (values.classic && values.encrypt) throw new UsageError('--classic cannot be combined with --encrypt: the classic protocol has no encryption');
+  const client = new UDPipe({ token: values.token, encrypt: values.encrypt, protocol: values.classic ? 'classic' : 'udpipe', debug: values.debug, maxQueue: 4096 });
   client.onNewMessage = (msg) => process.stdout.write(`${msg.toString('utf8')}\n`);
   client.onDisconnect = () => process.stderr.write('connection lost; reconnecting\n');
   client.onClose = (_sock, reason) => {
@@ -147,7 +152,8 @@ async function connect(argv: string[]): Promise<void> {
       // Backpressure: stop reading until the queue drains.
       if (!client.send(line, undefined, { reliable: !values.unreliable })) rl.pause();
     } catch (err) {
-      if (!(err instanceof UDPipeError) || err.code !== 'ERR_MESSAGE_TOO_LARGE') throw err;
+      // Too large, or (classic) a line that is a control word like PING: skip it, say so.
+      if (!(err instanceof UDPipeError) || (err.code !== 'ERR_MESSAGE_TOO_LARGE' && err.code !== 'ERR_INVALID_ARGUMENT')) throw err;
       process.stderr.write(`udpipe: line ${lineNo} skipped: ${err.message}\n`);
       exitCode = 1;
     }

@@ -192,7 +192,8 @@ export class ClassicLink {
       // From the public socket during the handshake only; ignore here.
     } else if (bytes.length > CLASSIC_MAX_DATAGRAM) {
       this.counters.malformed++;
-    } else if (this._state !== 'closing') {
+    } else {
+      // Also while closing: the peer may still be answering what we sent before CLOSE.
       this.counters.messagesReceived++;
       this.events.push({ type: 'message', data: bytes, reliable: false, channel: 0, sequenced: false });
     }
@@ -214,9 +215,14 @@ export class ClassicLink {
     const wasOpen = this._state !== 'connecting';
     this._state = 'closed';
     for (const t of ['ping', 'stall', 'idle', 'connect', 'close', 'retry'] as const) this.timers.clear(t);
-    this.timers.set('linger', now + LINGER_MS);
-    if (wasOpen) this.events.push({ type: 'ended', reason, byPeer });
-    else this.events.push({ type: 'ended', reason: 'timeout', byPeer: false });
+    if (wasOpen) {
+      this.timers.set('linger', now + LINGER_MS);
+      this.events.push({ type: 'ended', reason, byPeer });
+    } else {
+      // Never connected: no CLOSE to answer later, the socket may go at once.
+      this.finished = true;
+      this.events.push({ type: 'ended', reason: 'timeout', byPeer: false });
+    }
   }
 
   /** Messages never sent, for the next link (a client reconnecting); leaves the queue empty. */
@@ -448,7 +454,8 @@ export class ClassicClient {
     if (!link) return;
     for (let e = link.pollEvent(); e; e = link.pollEvent()) {
       if (e.type === 'ended') {
-        this.events.push({ type: 'connection', event: e });
+        // A link that never connected ends unseen: the program met no connection.
+        if (this._state === 'connected') this.events.push({ type: 'connection', event: e });
         this.onLinkEnded(e.reason, now);
         return;
       }
