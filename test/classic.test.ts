@@ -4,6 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import fc from 'fast-check';
+import { ClassicLink, parseClassicHello, parseClassicRedirect } from '../src/protocol/classic.js';
 import { UDPipe, UDPipeError, type Peer } from '../src/index.js';
 import { SimNetwork } from '../src/testing/index.js';
 import type { Address, DatagramSocket } from '../src/transport/types.js';
@@ -233,4 +235,72 @@ test('classic: forged HELLOs (right token, many source addresses) neither crowd 
   const closing = Promise.all([modern.close(), server.close()]);
   await net.advance(5000);
   await closing;
+});
+
+test('classic: off with classic: false (a HELLO is just malformed); with autoStep: false nothing moves outside step()', async () => {
+  const net = new SimNetwork({ seed: 7, conditions: { latencyMs: 5 } });
+  const off = new UDPipe({ ...T, classic: false, transport: net.transport(S) });
+  await off.start(PORT, S);
+  const c = await rawSocket(net, '127.0.2.1');
+  c.send('HELLO ', { address: S, port: PORT });
+  await net.advance(50);
+  assert.equal(c.got.length, 0);
+  assert.equal((off.stats() as { malformed: number }).malformed, 1);
+  const offClosing = off.close();
+  await net.advance(100);
+  await offClosing;
+
+  const server = new UDPipe({ ...T, autoStep: false, transport: net.transport('127.0.1.2') });
+  const got: string[] = [];
+  server.onNewMessage = (m) => got.push(String(m));
+  await server.start(PORT, '127.0.1.2');
+  c.send('HELLO ', { address: '127.0.1.2', port: PORT });
+  await net.advance(50);
+  assert.equal(c.got.length, 0, 'not answered before step()');
+  server.step();
+  await net.advance(50);
+  const [, ip, port] = /^CONNECT (\S+) (\d+)$/.exec(c.got[0]!.text)!;
+  const sc = { address: ip!, port: Number(port) };
+  c.send('CONNECT', sc);
+  await net.advance(20);
+  assert.equal(server.clients.length, 0);
+  server.step();
+  await net.advance(20);
+  assert.equal(server.clients.length, 1);
+  c.send('data', sc);
+  await net.advance(20);
+  assert.deepEqual(got, []);
+  server.step();
+  assert.deepEqual(got, ['data']);
+  const closing = server.close();
+  for (let i = 0; i < 100 && server.clients.length > 0; i++) {
+    server.step();
+    await net.advance(50);
+  }
+  c.send('CLOSED', sc);
+  for (let i = 0; i < 100; i++) {
+    server.step();
+    await net.advance(50);
+  }
+  await closing;
+});
+
+test('classic: random datagrams never throw and leave a link in a valid state with a deadline ahead', () => {
+  fc.assert(
+    fc.property(fc.array(fc.oneof(fc.uint8Array({ maxLength: 9000 }), fc.constantFrom('PING', 'PONG', 'CONNECT', 'CONNECTED', 'CLOSE', 'CLOSED', 'GO AWAY!', 'HELLO x', 'CONNECT 1.2.3.4 99999', 'CONNECT ::1 5').map((w) => Buffer.from(w))), { maxLength: 50 }), fc.constantFrom<'client' | 'server'>('client', 'server'), (datagrams, role) => {
+      const link = new ClassicLink(role, { ...T, closeTimeoutMs: 1000, maxQueue: 100, highWaterMark: 1 << 20 }, 0);
+      let now = 0;
+      for (const d of datagrams) {
+        parseClassicHello(d);
+        parseClassicRedirect(d);
+        link.handleDatagram(new Uint8Array(d), (now += 10));
+        link.handleTimeout(now);
+        while (link.pollTransmit());
+        while (link.pollEvent());
+      }
+      assert.ok(['connecting', 'connected', 'stalled', 'closing', 'closed'].includes(link.state));
+      assert.ok(link.nextDeadline() > now || link.finished || link.state === 'closed');
+    }),
+    { numRuns: 500 },
+  );
 });
