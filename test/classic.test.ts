@@ -304,3 +304,45 @@ test('classic: random datagrams never throw and leave a link in a valid state wi
     { numRuns: 500 },
   );
 });
+
+test('classic: sends from onConnecting go out once connected; HELLO and CONNECT during shutdown make no client; maxClientsPerAddress applies', async () => {
+  const net = new SimNetwork({ seed: 8, conditions: { latencyMs: 5 } });
+  const server = new UDPipe({ ...T, maxClientsPerAddress: 1, transport: net.transport(S) });
+  const got: string[] = [];
+  let refused = 0;
+  server.onNewMessage = (m) => got.push(String(m));
+  server.onMaxClients = () => refused++;
+  await server.start(PORT, S);
+  const client = new UDPipe({ ...T, protocol: 'classic', transport: net.transport('127.0.2.1') });
+  client.onConnecting = function () {
+    this.send('from onConnecting');
+  };
+  void client.connect(S, PORT, 5);
+  await net.advanceUntil(() => got.length === 1, 2000);
+  assert.deepEqual(got, ['from onConnecting']);
+  // A second client from the same IP address: refused by maxClientsPerAddress.
+  const second = await rawSocket(net, '127.0.2.1');
+  second.send('HELLO ', { address: S, port: PORT });
+  await net.advance(50);
+  assert.equal(second.got.length, 0);
+  assert.equal(refused, 1);
+  // Shutdown: a HELLO arriving now, and a CONNECT for a handshake pending before, make nothing.
+  const late = await rawSocket(net, '127.0.2.2');
+  late.send('HELLO ', { address: S, port: PORT });
+  await net.advance(50);
+  const [, ip, port] = /^CONNECT (\S+) (\d+)$/.exec(late.got[0]!.text)!;
+  let newClients = 0;
+  server.onNewClient = () => newClients++;
+  const closing = server.close();
+  const later = await rawSocket(net, '127.0.2.3');
+  later.send('HELLO ', { address: S, port: PORT });
+  late.send('CONNECT', { address: ip!, port: Number(port) });
+  await net.advance(3000);
+  await closing;
+  assert.equal(newClients, 0);
+  assert.equal(later.got.length, 0);
+  assert.ok(!late.got.some((d) => d.text === 'CONNECTED'));
+  const clientClosing = client.close();
+  await net.advance(3000);
+  await clientClosing;
+});

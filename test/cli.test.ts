@@ -105,6 +105,21 @@ test('connect --classic speaks the Lua UDPIPE protocol to serve (classic clients
   await server.exit;
 });
 
+test('relaying a line a classic client cannot take (a control word) skips that client and keeps the server up', { timeout: 15000 }, async () => {
+  const { server, port } = await startServer();
+  const listener = run(['connect', '127.0.0.1', port, '--classic']);
+  await waitFor(listener.stderr, /connected to/);
+  const talker = run(['connect', '127.0.0.1', port], 'PING\nafter\n');
+  assert.equal(await talker.exit, 0);
+  await waitFor(listener.stdout, /after\n/);
+  assert.equal(listener.stdout(), 'after\n');
+  await waitFor(server.stderr, /not relayed to .*control word/);
+  listener.child.stdin!.end();
+  assert.equal(await listener.exit, 0);
+  server.child.kill('SIGTERM');
+  assert.equal(await server.exit, 0, 'the server was still running');
+});
+
 test('--encrypt on one side only: exit code 1 with a message naming the option', { timeout: 15000 }, async () => {
   const { server, port } = await startServer(['--encrypt']);
   const client = run(['connect', '127.0.0.1', port], 'x\n');

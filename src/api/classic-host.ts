@@ -10,12 +10,15 @@ export interface ClassicHostOwner {
   config(): ClassicConfig;
   /** The host the private sockets bind to (the server's own host, or all interfaces). */
   bindHost(): string | undefined;
-  /** The IP told to clients in `CONNECT <ip> <port>`. */
-  advertisedAddress(privateSocket: Address): string;
+  /** The IP told to a client in `CONNECT <ip> <port>`. */
+  advertisedAddress(privateSocket: Address, client: Address): string;
   /** Sends from the server's public socket. */
   sendPublic(bytes: Uint8Array, to: Address): void;
-  /** The link finished its handshake: the program meets the client now. */
-  accepted(link: ClassicLink, client: Address, privateSocket: Address, hello: Uint8Array): void;
+  /**
+   * The link finished its handshake: the program meets the client now. False refuses
+   * it after all (no room any more, or shutting down): the link closes unseen.
+   */
+  accepted(link: ClassicLink, client: Address, privateSocket: Address, hello: Uint8Array): boolean;
   event(link: ClassicLink, e: ConnectionEvent): void;
   /** The link is over and its socket closed. */
   released(link: ClassicLink): void;
@@ -31,6 +34,8 @@ interface Entry {
   local: Address | undefined;
   hello: Uint8Array;
   accepted: boolean;
+  /** Finished its handshake but turned away (see ClassicHostOwner.accepted). */
+  refused: boolean;
 }
 
 /**
@@ -42,6 +47,7 @@ interface Entry {
  */
 export class ClassicHost {
   private readonly entries = new Map<string, Entry>();
+  private readonly byLink = new Map<ClassicLink, Entry>();
   datagramsSent = 0;
   datagramsReceived = 0;
 
@@ -52,11 +58,23 @@ export class ClassicHost {
     return this.entries.size;
   }
 
-  /** Links whose client has not said CONNECT yet. */
+  /** Links whose client has not said CONNECT yet (and are not over). */
   get pending(): number {
     let n = 0;
-    for (const e of this.entries.values()) if (!e.accepted) n++;
+    for (const e of this.entries.values()) if (!e.accepted && !e.refused && e.link.state === 'connecting') n++;
     return n;
+  }
+
+  /** The same, per client IP address. */
+  pendingByAddress(): Map<string, number> {
+    const m = new Map<string, number>();
+    for (const e of this.entries.values()) if (!e.accepted && !e.refused && e.link.state === 'connecting') m.set(e.client.address, (m.get(e.client.address) ?? 0) + 1);
+    return m;
+  }
+
+  /** Drops every link still in its handshake (the server is shutting down). */
+  dropPending(): void {
+    for (const e of [...this.entries.values()]) if (!e.accepted) this.release(e);
   }
 
   /** A link exists for this client address (a repeated HELLO). */
@@ -68,16 +86,19 @@ export class ClassicHost {
   hello(bytes: Uint8Array, from: Address): void {
     const key = `${from.address}|${from.port}`;
     const existing = this.entries.get(key);
-    if (existing) {
+    if (existing && existing.link.state !== 'closed') {
       // A repeated HELLO (our redirect was lost): the same private socket again.
       if (existing.local && !existing.accepted) this.redirect(existing);
       return;
     }
+    // A client back after its connection ended: its old socket stops lingering.
+    if (existing) this.release(existing);
     const transport = this.owner.transport;
     const link = new ClassicLink('server', this.owner.config(), transport.now());
-    const entry: Entry = { link, client: { address: from.address, port: from.port }, driver: undefined as unknown as Driver, local: undefined, hello: bytes, accepted: false };
+    const entry: Entry = { link, client: { address: from.address, port: from.port }, driver: undefined as unknown as Driver, local: undefined, hello: bytes, accepted: false, refused: false };
     entry.driver = new Driver(transport, this.target(entry), this.owner.autoStep());
     this.entries.set(key, entry);
+    this.byLink.set(link, entry);
     entry.driver.bind(0, this.owner.bindHost()).then(
       async (local) => {
         entry.local = local;
@@ -86,15 +107,17 @@ export class ClassicHost {
         entry.driver.pump();
       },
       (err: Error) => {
-        this.entries.delete(key);
+        if (this.entries.get(key) === entry) this.entries.delete(key);
+        this.byLink.delete(link);
         this.owner.socketError(err);
       },
     );
   }
 
   private redirect(e: Entry): void {
-    this.owner.sendPublic(encodeClassicRedirect(this.owner.advertisedAddress(e.local!), e.local!.port), e.client);
+    this.owner.sendPublic(encodeClassicRedirect(this.owner.advertisedAddress(e.local!, e.client), e.local!.port), e.client);
     this.owner.sendPublic(CLASSIC_GO_AWAY, e.client);
+    this.datagramsSent += 2;
   }
 
   private target(e: Entry): PumpTarget {
@@ -115,9 +138,12 @@ export class ClassicHost {
       nextDeadline: () => e.link.nextDeadline(),
       deliverEvents: () => {
         let n = 0;
-        if (!e.accepted && (e.link.state === 'connected' || e.link.state === 'stalled')) {
-          e.accepted = true;
-          this.owner.accepted(e.link, e.client, e.local!, e.hello);
+        if (!e.accepted && !e.refused && (e.link.state === 'connected' || e.link.state === 'stalled')) {
+          if (this.owner.accepted(e.link, e.client, e.local!, e.hello)) e.accepted = true;
+          else {
+            e.refused = true;
+            e.link.close(this.owner.transport.now(), 'shutdown');
+          }
           n++;
         }
         for (let ev = e.link.pollEvent(); ev; ev = e.link.pollEvent(), n++) {
@@ -138,31 +164,29 @@ export class ClassicHost {
     const key = `${e.client.address}|${e.client.port}`;
     if (this.entries.get(key) !== e) return;
     this.entries.delete(key);
+    this.byLink.delete(e.link);
     e.driver.stop();
     this.owner.released(e.link);
   }
 
   /** The Driver of a link, to flush after the program sent or closed. */
   kick(link: ClassicLink): void {
-    for (const e of this.entries.values()) if (e.link === link) e.driver.kick();
+    this.byLink.get(link)?.driver.kick();
   }
 
   /** Forces a flush now (close paths, where the caller waits on the result). */
   pump(link: ClassicLink): void {
-    for (const e of this.entries.values()) if (e.link === link) e.driver.pump(true);
+    this.byLink.get(link)?.driver.pump(true);
   }
 
   step(): void {
     for (const e of [...this.entries.values()]) e.driver.step();
   }
 
-  setAutoStep(on: boolean): void {
-    for (const e of this.entries.values()) e.driver.setAutoStep(on);
-  }
-
   /** Stops every private socket at once (the server is going away hard). */
   stopAll(): void {
     for (const e of this.entries.values()) e.driver.stop();
     this.entries.clear();
+    this.byLink.clear();
   }
 }

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { UDPipeError } from '../errors.js';
 import type { Transport } from '../transport/types.js';
 
@@ -21,13 +22,18 @@ export interface UDPipeOptions {
   /**
    * Server: also accept clients of the original Lua UDPIPE ("classic" protocol: token in
    * clear, unreliable, a private port per client; docs/PROTOCOL.md section 14) on the
-   * same port. Default true.
+   * same port. Default true, except with `encrypt: true` (then false unless set).
    */
   classic?: boolean;
   /**
+   * Server: the token classic clients must send. It travels in clear, so give them their
+   * own rather than the modern clients' `token`. Default: `token`.
+   */
+  classicToken?: string;
+  /**
    * Server: the IP address classic clients are told to reach their private socket at.
-   * Default: the host given to start(); when listening on all interfaces, 127.0.0.1 for
-   * an IPv4 client on loopback, else the first non-internal address of this machine.
+   * Default: the host given to start(); when listening on all interfaces, loopback for a
+   * client on loopback, else the first non-internal address of the client's family.
    */
   classicAddress?: string;
   /** Client: 'classic' speaks the original Lua UDPIPE protocol to a classic server. Default 'udpipe'. */
@@ -106,6 +112,7 @@ export interface UDPipeOptions {
 export interface ResolvedOptions {
   token: string;
   classic: boolean;
+  classicToken: string | undefined;
   classicAddress: string | undefined;
   protocol: 'udpipe' | 'classic';
   maxClients: number;
@@ -135,7 +142,7 @@ const defaultLogger: Logger = {
 };
 
 const KNOWN = new Set([
-  'token', 'classic', 'classicAddress', 'protocol', 'maxClients', 'maxClientsPerAddress', 'encrypt', 'handshakesPerSecond', 'pingIntervalMs', 'stallTimeoutMs', 'timeoutMs', 'connectTimeoutMs', 'sessionLingerMs',
+  'token', 'classic', 'classicToken', 'classicAddress', 'protocol', 'maxClients', 'maxClientsPerAddress', 'encrypt', 'handshakesPerSecond', 'pingIntervalMs', 'stallTimeoutMs', 'timeoutMs', 'connectTimeoutMs', 'sessionLingerMs',
   'reconnect', 'maxQueue', 'highWaterMark', 'maxReassemblyBytes', 'maxMessageSize', 'maxDatagramSize', 'autoStep', 'debug', 'logger', 'transport',
 ]);
 
@@ -159,7 +166,7 @@ function checkInt(name: string, v: unknown, min: number, max: number): number {
 }
 
 function checkAddress(v: unknown): string {
-  if (typeof v !== 'string' || !/^[0-9A-Fa-f:.]+$/.test(v) || v.length > 45) bad(`classicAddress must be an IP address, got ${String(v)}`);
+  if (typeof v !== 'string' || isIP(v) === 0) bad(`classicAddress must be an IP address, got ${String(v)}`);
   return v;
 }
 
@@ -207,7 +214,8 @@ export function resolveOptions(opts: UDPipeOptions | undefined): ResolvedOptions
   if (typeof logger.debug !== 'function' || typeof logger.warn !== 'function') bad('logger must have debug(message) and warn(message) functions');
   const r: ResolvedOptions = {
     token: checkToken(opts.token ?? ''),
-    classic: checkBool('classic', opts.classic ?? true),
+    classic: checkBool('classic', opts.classic ?? opts.encrypt !== true),
+    classicToken: opts.classicToken === undefined ? undefined : checkToken(opts.classicToken),
     classicAddress: opts.classicAddress === undefined ? undefined : checkAddress(opts.classicAddress),
     protocol: opts.protocol === undefined || opts.protocol === 'udpipe' || opts.protocol === 'classic' ? (opts.protocol ?? 'udpipe') : bad(`protocol must be 'udpipe' or 'classic', got ${String(opts.protocol)}`),
     maxClients: checkInt('maxClients', opts.maxClients ?? 1024, 0, 1_000_000),

@@ -57,6 +57,10 @@ export class UDPipe extends EventEmitter implements PeerOwner {
   /** Server: the classic (Lua UDPIPE) clients and their private sockets. */
   private classic: ClassicHost | undefined;
   private readonly classicPeers = new Map<ClassicLink, Peer>();
+  /** Classic peers the program knows (until their connection ends), and their links. */
+  private readonly classicByPeer = new Map<Peer, ClassicLink>();
+  /** Key of the token classic clients must send (classicToken, else token). */
+  private classicTokenKey: Uint8Array = new Uint8Array(0);
   /** Ids of classic peers start above the 32-bit connection ids, so they never collide. */
   private nextClassicId = 2 ** 32;
   private bindHostValue: string | undefined;
@@ -132,6 +136,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     const tokenKey = deriveTokenKey(t);
     this.server?.configure({ tokenKey });
     this.client?.configure({ tokenKey, token: this.opts.token });
+    if (this.opts.classicToken === undefined) this.classicTokenKey = tokenKey;
   }
 
   private log(line: string): void {
@@ -177,6 +182,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     this.driver = driver;
     if (this.opts.classic) {
       this.classic = new ClassicHost(this.classicOwner(transport));
+      this.classicTokenKey = deriveTokenKey(this.opts.classicToken ?? this.opts.token);
       this.classicLimiter = new RateLimiter(this.opts.handshakesPerSecond, 2 * this.opts.handshakesPerSecond);
     }
     let address: string | undefined;
@@ -190,6 +196,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
       this.role = 'none';
       this.server = undefined;
       this.driver = undefined;
+      this.classic = undefined;
       throw bindError(err, port, host);
     }
   }
@@ -368,16 +375,16 @@ export class UDPipe extends EventEmitter implements PeerOwner {
   /** Pings now: client to server; server to `sock`, or to every client. */
   ping(sock?: Peer): void {
     if (this.role === 'client') {
-      this.client?.connection?.ping();
+      this.client?.connection?.ping(this.driver?.now());
     } else if (this.role === 'server' && this.server) {
       const ids = sock ? (sock.protocol === 'classic' ? [] : [sock.id]) : this.server.connIds();
       for (const id of ids) {
         this.server.connection(id)?.ping();
         this.server.touch(id);
       }
-      for (const [link, peer] of this.classicPeers) {
+      for (const [peer, link] of this.classicByPeer) {
         if (sock && sock !== peer) continue;
-        link.ping();
+        link.ping(this.driver!.now());
         this.classic?.kick(link);
       }
     } else {
@@ -437,7 +444,8 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     const done = new Promise<void>((resolve) => this.closeWaiters.push({ connId: undefined, resolve }));
     server.close(now, undefined, 'shutdown');
     server.configure({ maxClients: 0 });
-    for (const link of this.classicPeers.keys()) {
+    this.classic?.dropPending();
+    for (const link of [...this.classicByPeer.values()]) {
       link.close(now, 'shutdown');
       this.classic!.pump(link);
     }
@@ -451,6 +459,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     // handshake yet (the program never saw those): each must get its CLOSE first.
     if (!this.closed || this.role !== 'server' || this.peers.size > 0 || (this.server?.openConnections() ?? 0) > 0) return;
     this.classic?.stopAll(); // private sockets still lingering for a repeated CLOSE
+    this.classicPeers.clear();
     this.driver?.stop();
     this.log('closed');
     for (const w of this.closeWaiters.splice(0)) w.resolve();
@@ -546,17 +555,19 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     return this.connCfg;
   }
 
-  private onClassicHello(bytes: Uint8Array, token: string, from: Address): void {
+  private onClassicHello(bytes: Uint8Array, from: Address): void {
+    if (this.closed) return; // shutting down: no new clients of either kind
     const msg = Buffer.from(bytes).toString('latin1');
-    if (!equalBytes(Buffer.from(token), Buffer.from(this.opts.token))) {
+    // Compared as MACs of fixed length: constant time whatever the lengths.
+    if (!equalBytes(deriveTokenKey(bytes.subarray(6)), this.classicTokenKey)) {
       this.log(`classic client ${fmt(from)}: bad token`);
       this.fire('badToken', msg, from.address, from.port);
-      return; // no reply, as for a modern client whose proof fails before the cookie
+      return; // no reply, as for a modern client whose proof fails
     }
     const host = this.classic!;
     if (!host.has(from)) {
-      if (this.peers.size >= this.opts.maxClients) {
-        this.log(`refused classic client ${fmt(from)}: ${this.opts.maxClients} clients connected`);
+      if (!this.classicRoom(from.address)) {
+        this.log(`refused classic client ${fmt(from)}: no room (maxClients ${this.opts.maxClients})`);
         this.fire('maxClients', msg, from.address, from.port);
         return;
       }
@@ -573,11 +584,25 @@ export class UDPipe extends EventEmitter implements PeerOwner {
       return;
     }
     host.hello(bytes, from);
+    this.updateReserve();
   }
 
-  /** Connected classic clients take room from modern ones: one maxClients for both. */
-  private shareRoom(): void {
-    if (!this.closed) this.server?.configure({ maxClients: Math.max(0, this.opts.maxClients - this.classicPeers.size) });
+  /** Room for one more classic client from `address`: modern and classic clients share maxClients (and maxClientsPerAddress). */
+  private classicRoom(address: string, pendingIncluded = 0): boolean {
+    const host = this.classic!;
+    const total = (this.server?.openConnections() ?? 0) + this.classicByPeer.size + host.pending - pendingIncluded;
+    let fromAddress = (this.server?.connectionsFrom(address) ?? 0) + (host.pendingByAddress().get(address) ?? 0) - pendingIncluded;
+    for (const p of this.classicByPeer.keys()) if (p.address === address) fromAddress++;
+    return total < this.opts.maxClients && fromAddress < (this.opts.maxClientsPerAddress ?? this.opts.maxClients);
+  }
+
+  /** Tells the modern endpoint how much room classic clients (connected or pending) take. */
+  private updateReserve(): void {
+    const host = this.classic;
+    if (!host || !this.server) return;
+    const perAddress = host.pendingByAddress();
+    for (const p of this.classicByPeer.keys()) perAddress.set(p.address, (perAddress.get(p.address) ?? 0) + 1);
+    this.server.reserve(this.classicByPeer.size + host.pending, perAddress);
   }
 
   private classicOwner(transport: Transport): ConstructorParameters<typeof ClassicHost>[0] {
@@ -586,24 +611,38 @@ export class UDPipe extends EventEmitter implements PeerOwner {
       autoStep: () => this.opts.autoStep,
       config: () => this.classicConfig(),
       bindHost: () => this.bindHostValue,
-      advertisedAddress: (sc) => this.advertise(sc),
+      advertisedAddress: (sc, client) => this.advertise(sc, client),
       sendPublic: (bytes, to) => this.driver?.sendRaw(bytes, to),
       accepted: (link, client, sc, hello) => {
+        // Room is checked again: modern clients may have taken it since the HELLO.
+        if (this.closed || !this.classicRoom(client.address, 1)) {
+          if (!this.closed) this.fire('maxClients', Buffer.from(hello).toString('latin1'), client.address, client.port);
+          this.updateReserve();
+          return false;
+        }
         const peer = new Peer(this, this.nextClassicId++, client, link, 'classic');
         this.peers.set(peer.id, peer);
         this.classicPeers.set(link, peer);
-        this.shareRoom();
+        this.classicByPeer.set(peer, link);
+        this.updateReserve();
         this.log(`new classic client ${peer} on private port ${sc.port}`);
-        this.fire('newClient', Buffer.from(hello).toString('latin1'), this.advertise(sc), sc.port, client.address, client.port, peer);
+        this.fire('newClient', Buffer.from(hello).toString('latin1'), this.advertise(sc, client), sc.port, client.address, client.port, peer);
         this.fire('connect', peer, client.address, client.port);
+        return true;
       },
       event: (link, e) => {
         const peer = this.classicPeers.get(link);
-        if (peer) this.onConnectionEvent(peer, e);
+        if (!peer) return;
+        this.onConnectionEvent(peer, e);
+        if (e.type === 'ended') {
+          this.classicByPeer.delete(peer);
+          this.updateReserve();
+          if (this.closed) this.maybeFinishServer();
+        }
       },
       released: (link) => {
         this.classicPeers.delete(link);
-        this.shareRoom();
+        this.updateReserve();
         if (this.closed) this.maybeFinishServer();
       },
       trace: this.traceFn(),
@@ -611,19 +650,26 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     };
   }
 
-  /** The address in `CONNECT <ip> <port>` (see the classicAddress option). */
-  private advertise(sc: Address): string {
+  /**
+   * The address in `CONNECT <ip> <port>` (see the classicAddress option): the private
+   * socket's own address when it has one; else loopback for a client on loopback, and
+   * otherwise the first non-internal address of the client's family.
+   */
+  private advertise(sc: Address, client: Address): string {
     if (this.opts.classicAddress) return this.opts.classicAddress;
     if (sc.address !== '0.0.0.0' && sc.address !== '::') return sc.address;
+    const c = client.address.startsWith('::ffff:') ? client.address.slice(7) : client.address;
+    const v6 = isIP(c) === 6;
+    if (c.startsWith('127.')) return '127.0.0.1';
+    if (c === '::1') return '::1';
     for (const list of Object.values(networkInterfaces())) {
-      for (const i of list ?? []) if (!i.internal && i.family === 'IPv4') return i.address;
+      for (const i of list ?? []) if (!i.internal && i.family === (v6 ? 'IPv6' : 'IPv4') && !(v6 && i.address.startsWith('fe80'))) return i.address;
     }
-    return '127.0.0.1';
+    return v6 ? '::1' : '127.0.0.1';
   }
 
   private classicLink(sock: Peer): ClassicLink | undefined {
-    for (const [link, peer] of this.classicPeers) if (peer === sock) return link;
-    return undefined;
+    return this.classicByPeer.get(sock);
   }
 
   /** What the classic protocol cannot carry throws at the call site. */
@@ -652,10 +698,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     return {
       handleDatagram: (b, from, now) => {
         // 'H': a classic client's HELLO; modern datagrams start with 0xC1.
-        if (this.classic && b[0] === 0x48) {
-          const token = parseClassicHello(b);
-          if (token !== undefined) return this.onClassicHello(b, token, from);
-        }
+        if (this.classic && b[0] === 0x48 && parseClassicHello(b) !== undefined) return this.onClassicHello(b, from);
         server.handleDatagram(b, from, now);
       },
       handleTimeout: (now) => server.handleTimeout(now),
@@ -852,6 +895,10 @@ export class UDPipe extends EventEmitter implements PeerOwner {
       case 'closed': {
         this.log('closed');
         this.closed = true;
+        // A classic client may still owe its server a last CLOSED: send it before stopping.
+        if (this.client instanceof ClassicClient) {
+          for (let t = this.client.pollTransmit(); t; t = this.client.pollTransmit()) this.driver?.sendRaw(t.bytes, t.to);
+        }
         this.driver?.stop();
         const w = this.connectWaiter;
         this.connectWaiter = undefined;

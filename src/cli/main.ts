@@ -20,7 +20,7 @@ commands:
   connect HOST PORT [--token T] [--encrypt | --classic] [--timeout SECONDS] [--unreliable] [--debug]
       Connect to a server. Each line of stdin is sent as a message; each message
       received is printed as a line. At the end of input, waits until everything
-      sent is acknowledged, closes, and exits 0.
+      sent is acknowledged (--classic: sent), closes, and exits 0.
 
 options:
   --token T        shared token; client and server must match (default: none)
@@ -84,7 +84,15 @@ async function serve(argv: string[]): Promise<void> {
       return;
     }
     for (const other of this.clients) {
-      if (other !== sock && (other.state === 'connected' || other.state === 'stalled')) this.send(msg, other);
+      if (other === sock || (other.state !== 'connected' && other.state !== 'stalled')) continue;
+      try {
+        this.send(msg, other);
+      } catch (err) {
+        // A classic (Lua) client cannot take every message (a control word, over 8 kB):
+        // skip it for that one, never end the server over what a client sent.
+        if (!(err instanceof UDPipeError)) throw err;
+        process.stderr.write(`not relayed to ${other}: ${err.message}\n`);
+      }
     }
   };
   server.onConnect = (sock: Peer) => process.stderr.write(`client ${sock} connected\n`);

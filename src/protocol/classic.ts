@@ -115,6 +115,8 @@ export class ClassicLink {
   private pingSentAt: number | undefined;
   private owesDrain = false;
   private lastNow: number;
+  /** Bytes in `out`, not yet taken by pollTransmit. */
+  private outBytes = 0;
   /** The link has ended and its linger is over: its socket may go. */
   finished = false;
   private readonly counters = { datagramsSent: 0, datagramsReceived: 0, bytesSent: 0, bytesReceived: 0, messagesSent: 0, messagesReceived: 0, malformed: 0 };
@@ -135,12 +137,13 @@ export class ClassicLink {
     return this._state;
   }
 
+  /** Messages waiting: queued while not connected, or handed over but not yet sent. */
   get queueLength(): number {
-    return this.queue.length;
+    return this.queue.length + this.out.length;
   }
 
   get queuedBytes(): number {
-    return this.queued;
+    return this.queued + this.outBytes;
   }
 
   private sendControl(word: Uint8Array, now: number): void {
@@ -239,7 +242,7 @@ export class ClassicLink {
     this.queue.push(data);
     this.queued += data.length;
     if (this._state === 'connected') this.flush();
-    const ok = this.queue.length < this.cfg.maxQueue && this.queued < this.cfg.highWaterMark;
+    const ok = this.queueLength < this.cfg.maxQueue && this.queuedBytes < this.cfg.highWaterMark;
     if (!ok) this.owesDrain = true;
     return ok;
   }
@@ -248,11 +251,8 @@ export class ClassicLink {
     for (let m = this.queue.shift(); m; m = this.queue.shift()) {
       this.queued -= m.length;
       this.out.push(m);
+      this.outBytes += m.length;
       this.counters.messagesSent++;
-    }
-    if (this.owesDrain) {
-      this.owesDrain = false;
-      this.events.push({ type: 'drain' });
     }
   }
 
@@ -269,9 +269,9 @@ export class ClassicLink {
       return;
     }
     this.closeReason = reason;
+    // What waits (queued during a stall) goes first: the peer may still hear it.
+    this.flush();
     this._state = 'closing';
-    this.queue.clear();
-    this.queued = 0;
     this.out.push(CLASSIC_CLOSE);
     this.timers.set('close', now + this.cfg.closeTimeoutMs);
     this.timers.set('retry', now + RETRY_MS);
@@ -307,7 +307,12 @@ export class ClassicLink {
   pollTransmit(): Uint8Array | undefined {
     const b = this.out.shift();
     if (b) {
+      this.outBytes = Math.max(0, this.outBytes - b.length);
       this.counters.datagramsSent++;
+      if (this.owesDrain && this.queueLength < this.cfg.maxQueue && this.queuedBytes < this.cfg.highWaterMark) {
+        this.owesDrain = false;
+        this.events.push({ type: 'drain' });
+      }
       this.counters.bytesSent += b.length;
     }
     return b;
@@ -364,6 +369,9 @@ export class ClassicClient {
   private attempt = 0;
   private retries = 0;
   private closing = false;
+  private everConnected = false;
+  /** Connections lost in a row: the reconnect delay doubles with each. */
+  private failures = 0;
   datagramsSent = 0;
   datagramsReceived = 0;
   malformed = 0;
@@ -416,7 +424,8 @@ export class ClassicClient {
 
   /** Classic data has no reliability or channels: the other arguments are ignored. */
   send(data: Uint8Array, ..._ignored: unknown[]): boolean {
-    if (this.link && this.link.state !== 'closed' && this.link.state !== 'connecting') return this.link.send(data);
+    // A link that is still connecting queues too, and flushes once CONNECTED arrives.
+    if (this.link && this.link.state !== 'closed' && this.link.state !== 'closing') return this.link.send(data);
     this.carry.push(data);
     this.carriedBytes += data.length;
     return this.carry.length < this.cfg.maxQueue && this.carriedBytes < this.cfg.highWaterMark;
@@ -463,6 +472,8 @@ export class ClassicClient {
     }
     if (this._state === 'handshake' && link.state === 'connected') {
       this._state = 'connected';
+      this.everConnected = true;
+      this.failures = 0;
       this.timers.clear('deadline');
       this.events.push({ type: 'connected', attempt: this.attempt });
     }
@@ -475,17 +486,18 @@ export class ClassicClient {
     for (let b = link.pollTransmit(); b; b = link.pollTransmit()) this.out.push({ bytes: b, to: this.sc! });
     this.carry = [...link.takeQueued(), ...this.carry];
     this.carriedBytes = this.carry.reduce((n, m) => n + m.length, 0);
-    if (this.closing || !this.cfg.reconnect.enabled || (reason !== 'timeout' && reason !== 'shutdown' && !wasConnected)) {
-      this.finish();
-      return;
-    }
-    if (!wasConnected && reason === 'timeout') {
-      // The private socket never answered CONNECT: ask the public one again.
+    if (!wasConnected && !this.closing) {
+      // The private socket never answered CONNECT: ask the public one again (the first
+      // connection is bounded by the connect deadline, not by reconnect).
       this.hello(now);
       return;
     }
+    if (this.closing || !this.cfg.reconnect.enabled) {
+      this.finish();
+      return;
+    }
     this._state = 'waiting';
-    const delay = this.cfg.reconnect.minDelayMs;
+    const delay = Math.min(this.cfg.reconnect.minDelayMs * 2 ** Math.min(this.failures++, 30), this.cfg.reconnect.maxDelayMs);
     this.events.push({ type: 'retrying', delayMs: delay, attempt: this.attempt + 1 });
     this.timers.set('reconnect', now + delay);
   }
@@ -497,6 +509,7 @@ export class ClassicClient {
   }
 
   close(now: number): void {
+    if (this.closing && this.link?.state === 'closing') return; // already closing: let it finish
     this.closing = true;
     if (this.link && (this.link.state === 'connected' || this.link.state === 'stalled')) {
       this.link.close(now);

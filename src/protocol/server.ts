@@ -138,6 +138,18 @@ export class ServerEndpoint {
     this.lastNow = now;
   }
 
+  /** Room taken by clients this endpoint does not hold (classic ones): counted against maxClients. */
+  private reserved: { total: number; perAddress: ReadonlyMap<string, number> } = { total: 0, perAddress: new Map() };
+
+  reserve(total: number, perAddress: ReadonlyMap<string, number>): void {
+    this.reserved = { total, perAddress };
+  }
+
+  /** Connections from one IP address, for a shared maxClientsPerAddress. */
+  connectionsFrom(address: string): number {
+    return this.perAddress.get(address) ?? 0;
+  }
+
   /** Applies new settings to future connections (setToken, setTimeout, maxClients). */
   configure(patch: Partial<ServerConfig>): void {
     // In place: every connection shares this object, so new timeouts reach them too.
@@ -297,7 +309,8 @@ export class ServerEndpoint {
       this.touch(previous);
       this.reap(previous);
     }
-    if (this.peers.size >= this.cfg.maxClients || (this.perAddress.get(from.address) ?? 0) >= (this.cfg.maxClientsPerAddress ?? this.cfg.maxClients)) {
+    const fromAddress = (this.perAddress.get(from.address) ?? 0) + (this.reserved.perAddress.get(from.address) ?? 0);
+    if (this.peers.size + this.reserved.total >= this.cfg.maxClients || fromAddress >= (this.cfg.maxClientsPerAddress ?? this.cfg.maxClients)) {
       this.events.push({ type: 'max-clients', address: { ...from } });
       refuse(ReasonCode.ServerFull, true);
       return;
