@@ -228,7 +228,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
           (n) => transport.randomBytes(n),
         );
     this.client = client;
-    const driver = new Driver(transport, client instanceof ClassicClient ? this.classicClientTarget(client) : this.clientTarget(client), this.opts.autoStep);
+    const driver = new Driver(transport, this.clientTarget(client), this.opts.autoStep);
     this.driver = driver;
     const connected = new Promise<Peer>((resolve, reject) => {
       this.connectWaiter = { resolve, reject };
@@ -815,30 +815,19 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     }
   }
 
-  private clientTarget(client: ClientEndpoint): PumpTarget {
+  private clientTarget(client: ClientEndpoint | ClassicClient): PumpTarget {
+    // The classic client talks to two addresses (the public socket and its private one)
+    // and says where each datagram goes; the modern one only ever to the server.
+    const classic = client instanceof ClassicClient ? client : undefined;
+    const modern = client instanceof ClientEndpoint ? client : undefined;
     return {
-      handleDatagram: (b, _from, now) => client.handleDatagram(b, now),
+      handleDatagram: (b, from, now) => (classic ? classic.handleDatagram(b, from, now) : modern!.handleDatagram(b, now)),
       handleTimeout: (now) => client.handleTimeout(now),
       pollTransmit: (now) => {
-        const bytes = client.pollTransmit(now);
+        if (classic) return classic.pollTransmit();
+        const bytes = modern!.pollTransmit(now);
         return bytes ? { bytes, to: this.serverAddr! } : null;
       },
-      nextDeadline: () => client.nextDeadline(),
-      deliverEvents: () => {
-        let n = 0;
-        for (let e = client.pollEvent(); e; e = client.pollEvent(), n++) this.onClientEvent(e);
-        return n;
-      },
-      trace: this.traceFn(),
-      onSocketError: (err) => this.socketError(err),
-    };
-  }
-
-  private classicClientTarget(client: ClassicClient): PumpTarget {
-    return {
-      handleDatagram: (b, from, now) => client.handleDatagram(b, from, now),
-      handleTimeout: (now) => client.handleTimeout(now),
-      pollTransmit: () => client.pollTransmit(),
       nextDeadline: () => client.nextDeadline(),
       deliverEvents: () => {
         let n = 0;

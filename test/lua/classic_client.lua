@@ -56,11 +56,10 @@ usage: lua5.4 classic_client.lua --port N [options]
   --deadline SEC       hard deadline for the whole run (default 20)
   --trace              log every datagram sent/received on stderr, escaped]]
 
-local opts = C.parse_args(arg, {
+local opts = C.start(arg, {
   host = { kind = "str", default = "127.0.0.1" },
   port = { kind = "int", required = true },
   bind = { kind = "str" },
-  token = { kind = "str", default = "udpipe" },
   scenario = { kind = { "echo", "hold" }, default = "echo" },
   count = { kind = "int", default = 3 },
   more = { kind = "int", default = 3 },
@@ -69,22 +68,9 @@ local opts = C.parse_args(arg, {
   ["after-stall"] = { kind = "num", default = 1 },
   ["echo-wait"] = { kind = "num", default = 10 },
   hold = { kind = "num", default = 5 },
-  ping = { kind = "num", default = 1 },
   ["connect-timeout"] = { kind = "num", default = 5 },
-  ["stall-detect"] = { kind = "num", default = 3 },
-  timeout = { kind = "num", default = 10 },
-  deadline = { kind = "num", default = 20 },
-  trace = { kind = "flag", default = false },
 }, USAGE)
 
-if opts.token == "" or opts.token:find("[^\33-\126]") then
-  io.stderr:write("error: --token must be non-empty printable ASCII without spaces\n")
-  C.emit("ERROR usage")
-  os.exit(C.EXIT_USAGE)
-end
-
-C.set_trace(opts.trace)
-C.set_deadline(opts.deadline)
 
 local s_ip = socket.dns.toip(opts.host)
 if not s_ip then C.fail(C.EXIT_USAGE, "cannot resolve " .. opts.host) end
@@ -153,19 +139,8 @@ local function on_private(data)
       if opts.ping > 0 then next_ping = C.now() + opts.ping end
       C.emit("CONNECTED")
     end
-  elseif data == "PING" then
-    send_sc("PONG")
-    C.emit("PING")
-  elseif data == "PONG" then
-    C.emit("PONG")
-  elseif data == "CLOSE" then
-    send_sc("CLOSED")
-    C.emit("PEER-CLOSE")
-    end_closed()
-  elseif data == "CLOSED" then
-    if closing then end_closed() else C.emit("UNEXPECTED CLOSED") end
-  elseif C.CONTROL[data] then
-    C.emit("UNEXPECTED " .. data)   -- CONNECT or GO AWAY! from SC
+  elseif C.keepalive_and_close(data, send_sc, closing, end_closed) then
+    -- PING, PONG, CLOSE, CLOSED, or another control word out of place (CONNECT or GO AWAY! from SC)
   else
     C.emit("MSG " .. C.escape(data))
     if pending[data] then

@@ -225,4 +225,53 @@ function M.parse_args(argv, spec, usage)
   return opts
 end
 
+-- Options both scripts take, with the same meaning (see README.md).
+M.COMMON_SPEC = {
+  token = { kind = "str", default = "udpipe" },
+  ping = { kind = "num", default = 1 },
+  ["stall-detect"] = { kind = "num", default = 3 },
+  timeout = { kind = "num", default = 10 },
+  deadline = { kind = "num", default = 20 },
+  trace = { kind = "flag", default = false },
+}
+
+-- Parses argv against spec plus COMMON_SPEC, checks the token, arms the trace and the
+-- hard deadline, and returns the options.
+function M.start(argv, spec, usage)
+  for name, s in pairs(M.COMMON_SPEC) do
+    if spec[name] == nil then spec[name] = s end
+  end
+  local opts = M.parse_args(argv, spec, usage)
+  if opts.token == "" or opts.token:find("[^\33-\126]") then
+    io.stderr:write("error: --token must be non-empty printable ASCII without spaces\n")
+    M.emit("ERROR usage")
+    os.exit(M.EXIT_USAGE)
+  end
+  M.set_trace(opts.trace)
+  M.set_deadline(opts.deadline)
+  return opts
+end
+
+-- The control words both sides handle alike once connected. Returns true when `data`
+-- was a control word (handled here, or printed as UNEXPECTED), false for a message.
+function M.keepalive_and_close(data, send, closing, on_closed)
+  if data == "PING" then
+    send("PONG")
+    M.emit("PING")
+  elseif data == "PONG" then
+    M.emit("PONG")
+  elseif data == "CLOSE" then
+    send("CLOSED")
+    M.emit("PEER-CLOSE")
+    on_closed()
+  elseif data == "CLOSED" then
+    if closing then on_closed() else M.emit("UNEXPECTED CLOSED") end
+  elseif M.CONTROL[data] then
+    M.emit("UNEXPECTED " .. data)
+  else
+    return false
+  end
+  return true
+end
+
 return M

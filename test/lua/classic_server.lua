@@ -54,13 +54,11 @@ usage: lua5.4 classic_server.lua [options]
   --deadline SEC       hard deadline for the whole run (default 20)
   --trace              log every datagram sent/received on stderr, escaped]]
 
-local opts = C.parse_args(arg, {
+local opts = C.start(arg, {
   host = { kind = "str", default = "127.0.0.1" },
   port = { kind = "int", default = 0 },
-  token = { kind = "str", default = "udpipe" },
   scenario = { kind = { "echo", "sink" }, default = "echo" },
   advertise = { kind = "str" },
-  ping = { kind = "num", default = 1 },
   send = { kind = "int", default = 0 },
   prefix = { kind = "str", default = "srv" },
   ["stall-after"] = { kind = "int", default = 0 },
@@ -70,20 +68,8 @@ local opts = C.parse_args(arg, {
   ["close-at"] = { kind = "num", default = 0 },
   ["bad-token"] = { kind = { "silent", "goaway" }, default = "silent" },
   lenient = { kind = "flag", default = false },
-  ["stall-detect"] = { kind = "num", default = 3 },
-  timeout = { kind = "num", default = 10 },
-  deadline = { kind = "num", default = 20 },
-  trace = { kind = "flag", default = false },
 }, USAGE)
 
-if opts.token == "" or opts.token:find("[^\33-\126]") then
-  io.stderr:write("error: --token must be non-empty printable ASCII without spaces\n")
-  C.emit("ERROR usage")
-  os.exit(C.EXIT_USAGE)
-end
-
-C.set_trace(opts.trace)
-C.set_deadline(opts.deadline)
 
 -- The IP written into "CONNECT <ip> <port>": always a dotted IPv4 address.
 local advertise = opts.advertise
@@ -200,19 +186,8 @@ local function on_private(data)
   end
   if data == "CONNECT" then
     send_sc("CONNECTED")              -- our CONNECTED was lost: answer again
-  elseif data == "PING" then
-    send_sc("PONG")
-    C.emit("PING")
-  elseif data == "PONG" then
-    C.emit("PONG")
-  elseif data == "CLOSE" then
-    send_sc("CLOSED")
-    C.emit("PEER-CLOSE")
-    finish_closed()
-  elseif data == "CLOSED" then
-    if closing then finish_closed() else C.emit("UNEXPECTED CLOSED") end
-  elseif C.CONTROL[data] then
-    C.emit("UNEXPECTED " .. data)     -- CONNECTED or GO AWAY! sent to a server
+  elseif C.keepalive_and_close(data, send_sc, closing, finish_closed) then
+    -- PING, PONG, CLOSE, CLOSED, or another control word out of place (CONNECTED or GO AWAY! sent to a server)
   else
     data_count = data_count + 1
     C.emit("MSG " .. C.escape(data))
