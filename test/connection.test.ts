@@ -344,3 +344,58 @@ test('one session cannot hold more than about two maxMessageSize of half-built m
   for (let seq = 0; seq < 15; seq++) honest([{ type: 'reliable', channel: 0, seq, delta: seq === 0 ? 0 : 1, data: chunk, last: seq === 14 }]);
   assert.equal(events.filter((e) => e.type === 'message').length, 1, 'the honest 900 kB message arrived');
 });
+
+test('a session that holds the endpoint\'s oldest half-built message still while others wait is closed, and the others go on', async () => {
+  const { ReassemblyBudget } = await import('../src/reliability/budget.js');
+  const { ByteWriter } = await import('../src/wire/bytes.js');
+  const { writeFrame } = await import('../src/wire/frames.js');
+  const { writeDataHeader } = await import('../src/wire/packet.js');
+  const { newInbound, STUCK_MS } = await import('../src/protocol/connection.js');
+  const MAX = 4 << 20;
+  const budget = new ReassemblyBudget(2 << 20);
+  let now = 0;
+  const peer = (id: number, events: ConnectionEvent[]) => {
+    const conn = new Connection({ localConnId: id, remoteConnId: 1, cipher: new HmacPacketCipher(K2, K1), config: { ...DEFAULT_CONNECTION_CONFIG, maxMessageSize: MAX }, now, emit: (e) => events.push(e), budget, inbound: newInbound(), evictStuck: true });
+    const c = new HmacPacketCipher(K1, K2);
+    let pn = 0;
+    const inject = (frames: Parameters<typeof writeFrame>[1][]) => {
+      const out = new Uint8Array(65_000);
+      const w = new ByteWriter(out);
+      writeDataHeader(w, id, pn);
+      for (const f of frames) writeFrame(w, f);
+      const packet = out.slice(0, w.offset + TAG_SIZE);
+      c.seal(packet, w.offset, pn);
+      conn.handleDatagram(packet, pn++, now);
+      conn.handleTimeout(now);
+      while (conn.pollTransmit(now));
+    };
+    return { conn, inject };
+  };
+  const chunk = new Uint8Array(60_000);
+  // The hostile session starts a message first (so it is the oldest), sends 1.8 MB of it, and stops.
+  const hostileEvents: ConnectionEvent[] = [];
+  const hostile = peer(2, hostileEvents);
+  for (let seq = 0; seq < 30; seq++) hostile.inject([{ type: 'reliable', channel: 0, seq, delta: seq === 0 ? 0 : 1, data: chunk, last: false }]);
+  // An honest session's large message runs into the limit and waits.
+  const honestEvents: ConnectionEvent[] = [];
+  const honest = peer(3, honestEvents);
+  const sendHonest = (from: number) => {
+    for (let seq = from; seq < 20; seq++) honest.inject([{ type: 'reliable', channel: 0, seq, delta: seq === 0 ? 0 : 1, data: chunk, last: seq === 19 }]);
+  };
+  sendHonest(0);
+  assert.ok(budget.waitingOnOldest > 0, 'the honest message waits for memory');
+  assert.equal(honestEvents.filter((e) => e.type === 'message').length, 0);
+  // The hostile peer stays alive (pings) but never sends the rest; the honest one retries.
+  let pingId = 0;
+  for (now = 1000; now < STUCK_MS + 3 * DEFAULT_CONNECTION_CONFIG.timeoutMs && hostile.conn.state !== 'closing' && hostile.conn.state !== 'closed'; now += 1000) {
+    hostile.inject([{ type: 'ping', id: pingId++ }]);
+    honest.inject([{ type: 'ping', id: pingId++ }]);
+  }
+  assert.ok(hostile.conn.state === 'closing' || hostile.conn.state === 'closed', `the hostile connection is ${hostile.conn.state}`);
+  assert.ok(now >= STUCK_MS, `not before ${STUCK_MS} ms (${now})`);
+  assert.equal((hostile.conn.stats() as { stuckReassembly: number }).stuckReassembly, 1);
+  assert.ok(budget.used < 1 << 20, `its bytes were given back (${budget.used} held)`);
+  // The honest sender sends its refused units again (they were never acknowledged): now they fit.
+  sendHonest(0);
+  assert.equal(honestEvents.filter((e) => e.type === 'message').length, 1, 'the honest 1.2 MB message arrived');
+});

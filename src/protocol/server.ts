@@ -354,6 +354,7 @@ export class ServerEndpoint {
       emit: (event) => this.onConnectionEvent(connId, event),
       peerAddress: from.address,
       budget: this.budget,
+      evictStuck: true,
       inbound,
     });
     for (const u of outbound) conn.sendUnit(u);
@@ -371,7 +372,8 @@ export class ServerEndpoint {
     if (p && event.type === 'ended') {
       this.sessions.unbind(p.sessionKey, connId);
       // The client closing is the end of its session; anything else may be resumed.
-      if (!event.byPeer && event.reason !== 'shutdown') {
+      // A protocol error (a stuck half-built message, say) ends the session too.
+      if (!event.byPeer && event.reason !== 'shutdown' && event.reason !== 'protocol-error') {
         const left = p.conn.takeUnfinished();
         this.sessions.park(p.sessionKey, { inbound: p.inbound, outbound: left.reliable, outboundBase: p.sendBase + left.firstIndex }, this.lastNow);
       } else releaseInbound(p.inbound);
