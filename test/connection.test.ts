@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { HmacPacketCipher } from '../src/crypto/packet-cipher.js';
+import { AeadPacketCipher, HmacPacketCipher } from '../src/crypto/packet-cipher.js';
 import { DEFAULT_CONNECTION_CONFIG, type ConnectionConfig, type ConnectionEvent } from '../src/protocol/config.js';
 import { Connection } from '../src/protocol/connection.js';
 import { decodeDatagram } from '../src/wire/packet.js';
@@ -19,14 +19,14 @@ interface End {
   events: ConnectionEvent[];
 }
 
-function pair(cfg: Partial<ConnectionConfig> = {}, init: { pn?: number; seq?: number } = {}): { a: End; b: End } {
+function pair(cfg: Partial<ConnectionConfig> = {}, init: { pn?: number; seq?: number; aead?: boolean } = {}): { a: End; b: End } {
   const config = { ...DEFAULT_CONNECTION_CONFIG, ...cfg };
   const mk = (local: number, remote: number, send: Uint8Array, recv: Uint8Array): End => {
     const events: ConnectionEvent[] = [];
     const conn = new Connection({
       localConnId: local,
       remoteConnId: remote,
-      cipher: new HmacPacketCipher(send, recv),
+      cipher: init.aead ? new AeadPacketCipher(send, recv) : new HmacPacketCipher(send, recv),
       config,
       now: 0,
       emit: (e) => events.push(e),
@@ -107,18 +107,22 @@ test('the next packet after a stall unstalls and flushes what was queued, in ord
   assert.deepEqual(types(a).slice(0, 2), ['stalled', 'unstalled']);
 });
 
-test('packet numbers across 2^32 and message sequence across 2^16 keep order', () => {
-  const { a, b } = pair({}, { pn: 2 ** 32 - 20, seq: 0xffff - 20 });
-  let now = 0;
-  for (let i = 0; i < 300; i++) {
-    a.conn.send(new Uint8Array([i & 0xff, i >> 8]), true);
-    if (i % 3 === 0) exchange(a, b, (now += 1));
-  }
-  exchange(a, b, (now += 1));
-  const got = b.events.filter((e) => e.type === 'message').map((e) => (e.type === 'message' ? e.data[0]! | (e.data[1]! << 8) : -1));
-  assert.deepEqual(got, Array.from({ length: 300 }, (_, i) => i));
-  assert.ok(b.conn.stats().datagramsReceived > 20);
-});
+for (const aead of [false, true]) {
+  test(`packet numbers across 2^32 and message sequence across 2^16 keep order (${aead ? 'encrypted' : 'authenticated'})`, () => {
+    // Under both ciphers the full 64-bit number is under the tag: a wrong expansion fails it.
+    const { a, b } = pair({}, { pn: 2 ** 32 - 20, seq: 0xffff - 20, aead });
+    let now = 0;
+    for (let i = 0; i < 300; i++) {
+      a.conn.send(new Uint8Array([i & 0xff, i >> 8]), true);
+      if (i % 3 === 0) exchange(a, b, (now += 1));
+    }
+    exchange(a, b, (now += 1));
+    const got = b.events.filter((e) => e.type === 'message').map((e) => (e.type === 'message' ? e.data[0]! | (e.data[1]! << 8) : -1));
+    assert.deepEqual(got, Array.from({ length: 300 }, (_, i) => i));
+    assert.ok(b.conn.stats().datagramsReceived > 20);
+    assert.equal(b.conn.stats().malformed, 0, 'every packet across the wrap opened');
+  });
+}
 
 test('lost packets are retransmitted after the loss timer and arrive once, in order', () => {
   const { a, b } = pair();

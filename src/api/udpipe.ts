@@ -66,6 +66,8 @@ export class UDPipe extends EventEmitter implements PeerOwner {
   private bindHostValue: string | undefined;
   /** Classic HELLOs answered per second, all addresses together (see onClassicHello). */
   private classicLimiter = new RateLimiter(0, 0);
+  /** onBadToken for classic HELLOs, per second (they may be forged). */
+  private classicNoticeLimiter = new RateLimiter(0, 0);
   /** Addresses already warned about an encryption mismatch. */
   private readonly warnedMismatch = new Set<string>();
   private serverPeer: Peer | undefined;
@@ -184,6 +186,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
       this.classic = new ClassicHost(this.classicOwner(transport));
       this.classicTokenKey = deriveTokenKey(this.opts.classicToken ?? this.opts.token);
       this.classicLimiter = new RateLimiter(this.opts.handshakesPerSecond, 2 * this.opts.handshakesPerSecond);
+      this.classicNoticeLimiter = new RateLimiter(this.opts.handshakesPerSecond, 2 * this.opts.handshakesPerSecond);
     }
     let address: string | undefined;
     try {
@@ -560,9 +563,13 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     const msg = Buffer.from(bytes).toString('latin1');
     // Compared as MACs of fixed length: constant time whatever the lengths.
     if (!equalBytes(deriveTokenKey(bytes.subarray(6)), this.classicTokenKey)) {
-      this.log(`classic client ${fmt(from)}: bad token`);
-      this.fire('badToken', msg, from.address, from.port);
-      return; // no reply, as for a modern client whose proof fails
+      // No reply, as for a modern client whose proof fails. The callback is rate limited:
+      // unlike a modern one, this HELLO proves no address, so it may come from a flood.
+      if (this.classicNoticeLimiter.take('bad-token', this.driver!.now())) {
+        this.log(`classic client ${fmt(from)}: bad token`);
+        this.fire('badToken', msg, from.address, from.port);
+      }
+      return;
     }
     const host = this.classic!;
     if (!host.has(from)) {

@@ -239,6 +239,11 @@ export class Connection {
     this.cfg = init.config;
     this.cipher = init.cipher;
     this.emit = init.emit;
+    // Tests start near 2^32 to cross the wire's wraparound; the receiver expands its first
+    // packet number from nothing, so the start must be below 2^32.
+    if (init.initialPacketNumber !== undefined && !(init.initialPacketNumber >= 0 && init.initialPacketNumber < 2 ** 32)) {
+      throw new Error(`initialPacketNumber ${init.initialPacketNumber} must be in [0, 2^32)`);
+    }
     this.nextPn = init.initialPacketNumber ?? 0;
     this.acks = new AckTracker(this.cfg.maxAckDelayMs);
     this.budget = init.budget ?? unlimitedBudget();
