@@ -260,19 +260,17 @@ test('legitimate clients connect and talk during a flood of spoofed and forged h
   await shutdown(net, server);
 });
 
-test('only the newest packet moves a connection: a late packet from the old address does not move it back', () => {
+function sansIoPair() {
   let seed = 1;
   const randomBytes = (n: number) => Uint8Array.from({ length: n }, () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) & 0xff);
   const key = deriveTokenKey('k');
   const server = new ServerEndpoint({ ...DEFAULT_CONNECTION_CONFIG, tokenKey: key, maxClients: 4, sessionLingerMs: 1000, encrypt: true, handshakesPerSecond: 0 }, randomBytes, 0);
   const client = new ClientEndpoint({ ...DEFAULT_CONNECTION_CONFIG, tokenKey: key, encrypt: true, handshakeRetryMs: 250, reconnect: { enabled: false, minDelayMs: 10, maxDelayMs: 100 } }, randomBytes);
   const X = { address: '127.0.2.1', port: 5000 };
-  const Y = { address: '127.0.2.1', port: 6000 };
-  let now = 0;
-  client.start(now, Infinity);
+  client.start(0, Infinity);
   for (let i = 0; i < 4; i++) {
-    for (let d = client.pollTransmit(now); d; d = client.pollTransmit(now)) server.handleDatagram(d, X, now);
-    for (let o = server.pollTransmit(now); o; o = server.pollTransmit(now)) client.handleDatagram(o.bytes, now);
+    for (let d = client.pollTransmit(0); d; d = client.pollTransmit(0)) server.handleDatagram(d, X, 0);
+    for (let o = server.pollTransmit(0); o; o = server.pollTransmit(0)) client.handleDatagram(o.bytes, 0);
   }
   assert.equal(client.state, 'connected');
   const events: ServerEvent[] = [];
@@ -281,18 +279,60 @@ test('only the newest packet moves a connection: a late packet from the old addr
   };
   drain();
   assert.ok(events.some((e) => e.type === 'accepted'));
-  client.send(new TextEncoder().encode('a'), true);
-  const older = client.pollTransmit((now += 1))!;
-  client.send(new TextEncoder().encode('b'), true);
-  const newer = client.pollTransmit((now += 1))!;
-  assert.ok(older && newer);
-  server.handleDatagram(newer, Y, now); // the client moved to Y
+  const packet = (text: string, now: number) => {
+    client.send(new TextEncoder().encode(text), true);
+    return client.pollTransmit(now)!;
+  };
+  return { server, client, X, events, drain, packet };
+}
+
+test('only the newest packet moves a connection, once the client answers at its new address; a late packet from the old address does not move it back', () => {
+  const { server, client, X, events, drain, packet } = sansIoPair();
+  const Y = { address: '127.0.2.1', port: 6000 };
+  let now = 1;
+  const older = packet('a', now++);
+  const newer = packet('b', now++);
+  server.handleDatagram(newer, Y, now); // the client moved to Y (NAT rebinding)
   server.handleDatagram(older, X, now); // a late packet from before the move
+  drain();
+  assert.equal(events.filter((e) => e.type === 'address-changed').length, 0, 'not before Y proved itself');
+  // The server challenges Y; the client (now at Y) answers.
+  const toY: Uint8Array[] = [];
+  for (let o = server.pollTransmit(now); o; o = server.pollTransmit(now)) {
+    assert.deepEqual(o.to, Y, 'replies go to the newest address');
+    toY.push(o.bytes);
+  }
+  assert.ok(toY.length > 0);
+  for (const b of toY) client.handleDatagram(b, now);
+  for (let d = client.pollTransmit(now); d; d = client.pollTransmit(now)) server.handleDatagram(d, Y, now);
   drain();
   const moves = events.filter((e) => e.type === 'address-changed');
   assert.deepEqual(moves.map((e) => e.type === 'address-changed' && e.address), [Y], 'moved to Y once, not back to X');
-  const out = server.pollTransmit(now);
-  assert.deepEqual(out?.to, Y, 'replies go to the newest address');
-  const got = events.filter((e) => e.type === 'connection' && e.event.type === 'message').length;
-  assert.equal(got, 2, 'both packets were still taken');
+  assert.equal(events.filter((e) => e.type === 'connection' && e.event.type === 'message').length, 2, 'both packets were still taken');
+});
+
+test('a fresh packet raced from another address (on-path attacker): the server sends there at most 3x what came from there, then goes back', () => {
+  const { server, client, X, events, drain, packet } = sansIoPair();
+  const V = { address: '198.51.100.9', port: 7000 }; // the victim the attacker points us at
+  let now = 1;
+  // Give the server plenty to send, then let the attacker's copy of a fresh packet arrive first from V.
+  const conn = server.connection(server.connIds()[0]!)!;
+  for (let i = 0; i < 200; i++) conn.send(new Uint8Array(1000), true);
+  server.touch(server.connIds()[0]!);
+  const fresh = packet('c', now);
+  server.handleDatagram(fresh, V, now);
+  let toVictim = 0;
+  for (; now < 5000; now += 10) {
+    server.handleTimeout(now);
+    for (let o = server.pollTransmit(now); o; o = server.pollTransmit(now)) {
+      if (o.to.address === V.address) toVictim += o.bytes.length;
+      else client.handleDatagram(o.bytes, now); // back at X: the client hears again
+    }
+    client.handleTimeout(now);
+    for (let d = client.pollTransmit(now); d; d = client.pollTransmit(now)) server.handleDatagram(d, X, now);
+  }
+  drain();
+  assert.ok(toVictim <= 3 * fresh.length, `${toVictim} bytes to the victim for ${fresh.length} received from it`);
+  assert.equal(events.filter((e) => e.type === 'address-changed').length, 0, 'the program never saw the connection at V; back at X (validated, no check) it did not move');
+  assert.ok(client.connection!.stats().messagesReceived >= 200, 'everything reached the client at X');
 });

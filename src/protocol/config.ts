@@ -50,6 +50,10 @@ export type ConnectionEvent =
   | { type: 'stalled' }
   | { type: 'unstalled' }
   | { type: 'drain' }
+  /** The peer answered our PATH_CHALLENGE at its new address (the endpoint handles it). */
+  | { type: 'path-validated' }
+  /** Three PATH_CHALLENGEs went unanswered: the endpoint moves back to the old address. */
+  | { type: 'path-failed' }
   /** The connection ended. 'timeout' is the disconnect of the seed; others come from CLOSE. */
   | { type: 'ended'; reason: Reason; byPeer: boolean }
   | { type: 'state'; from: ConnectionState; to: ConnectionState; why: string };

@@ -30,12 +30,19 @@ import type { ConnectionConfig, ConnectionEvent, ConnectionState } from './confi
 import { PathMtu, datagramCeiling, isLoopback, type PmtuStats } from './path-mtu.js';
 import { TimerTable } from './timers.js';
 
-type TimerName = 'ping' | 'stall' | 'idle' | 'close' | 'closeRetry' | 'drain';
+type TimerName = 'ping' | 'stall' | 'idle' | 'close' | 'closeRetry' | 'drain' | 'path';
 
 /** Bytes of a DATA packet that are not frames. */
 const PACKET_OVERHEAD = DATA_HEADER_SIZE + TAG_SIZE;
 /** How long the endpoint's oldest half-built message may hold still while others wait (at least 3 x timeoutMs). */
 export const STUCK_MS = 30_000;
+
+function equalPathData(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d |= a[i]! ^ b[i]!;
+  return d === 0;
+}
 /** Probe timeouts in a row, while sending above the base size, that mean a PMTU black hole. */
 const BLACK_HOLE_PTOS = 3;
 /** Outstanding pings remembered for RTT on PONG. */
@@ -196,6 +203,13 @@ export class Connection {
 
   // Control frames waiting for the next packet.
   private pongsToSend: number[] = [];
+  /** PATH_RESPONSEs owed (echoes of the peer's PATH_CHALLENGEs), at most 4. */
+  private pathResponses: Uint8Array[] = [];
+  /**
+   * Validation of a new peer address (validatePath): the challenge sent, and until it is
+   * answered an anti-amplification budget, three times the bytes received since.
+   */
+  private pathCheck: { data: Uint8Array; limit: number; sent: number; tries: number; toSend: boolean } | undefined;
   private pingToSend: number | undefined;
   private nextPingId = 1;
   private readonly pingsSent = new Map<number, number>();
@@ -313,6 +327,28 @@ export class Connection {
     this.pmtu.reset(datagramCeiling(address, this.cfg.maxDatagramSize), now);
     if (!isLoopback(address)) this.unitRoom = BASE_DATAGRAM_SIZE - PACKET_OVERHEAD;
     this.pmtuChanged();
+  }
+
+  /**
+   * The peer moved to an address it has not proved it receives at (RFC 9000 section
+   * 8.2): send it `data` in PATH_CHALLENGE, and until the echo comes back send no more
+   * than three times what arrived (`received` bytes so far, and each authenticated
+   * packet after). Emits 'path-validated', or 'path-failed' after three unanswered
+   * tries, for the endpoint to move back.
+   */
+  validatePath(now: number, data: Uint8Array, received: number): void {
+    this.pathCheck = { data, limit: 3 * received, sent: 0, tries: 0, toSend: true };
+    this.timers.set('path', now + this.pathRetryMs());
+  }
+
+  /** The endpoint went back to an address already validated: no check needed. */
+  cancelPathValidation(): void {
+    this.pathCheck = undefined;
+    this.timers.clear('path');
+  }
+
+  private pathRetryMs(): number {
+    return Math.max(this.recovery.rtt.pto(1, this.cfg.maxAckDelayMs), 100);
   }
 
   /** Windows and pacing count in datagrams of the current path MTU. */
@@ -439,6 +475,7 @@ export class Connection {
     }
     this.newestPacket = pn > this.replay.largest;
     this.replay.record(pn);
+    if (this.pathCheck) this.pathCheck.limit += 3 * bytes.length;
     let frames: Frame[];
     try {
       frames = decodeFrames(body, 0, body.length);
@@ -506,6 +543,15 @@ export class Connection {
       case 'ack':
         if (!this.recovery.onAck(f.ranges, f.delayUs / 1000, now, this.lossCallbacks)) this.counters.malformed++;
         this.afterAckOrLoss();
+        return;
+      case 'path-challenge':
+        if (this.pathResponses.length < 4) this.pathResponses.push(f.data);
+        return;
+      case 'path-response':
+        if (this.pathCheck && equalPathData(this.pathCheck.data, f.data)) {
+          this.cancelPathValidation();
+          this.emit({ type: 'path-validated' });
+        }
         return;
       case 'ping':
         if (this.pongsToSend.length < 4) this.pongsToSend.push(f.id);
@@ -667,6 +713,15 @@ export class Connection {
       this.timers.clear('closeRetry');
       this.closeToSend = true;
     }
+    if (this.timers.due('path', now) && this.pathCheck) {
+      if (++this.pathCheck.tries >= 3) {
+        this.cancelPathValidation();
+        this.emit({ type: 'path-failed' });
+      } else {
+        this.pathCheck.toSend = true;
+        this.timers.set('path', now + this.pathRetryMs() * 2 ** this.pathCheck.tries);
+      }
+    }
     this.acks.onTimeout(now);
     this.unreliableParts.expire(now);
     if (this.timers.due('ping', now)) {
@@ -746,16 +801,19 @@ export class Connection {
       this.closeToSend = true;
       this.closeRetryMs = Math.max(this.recovery.rtt.pto(1, this.cfg.maxAckDelayMs), 20);
     }
-    const probe = this.pollProbe(now);
+    // Towards an unproven address, no more than the anti-amplification allowance.
+    const allowance = this.pathCheck ? this.pathCheck.limit - this.pathCheck.sent : Infinity;
+    if (allowance < PACKET_OVERHEAD + 16) return null;
+    const probe = this.pathCheck ? null : this.pollProbe(now);
     if (probe) return probe;
     const dataOk = this.canSendData(now);
     const hasData = dataOk && (this.sender.ready() || this.unreliable.length > 0);
-    const hasControl = this.pongsToSend.length > 0 || this.pingToSend !== undefined || this.closeToSend || this.closedToSend;
+    const hasControl = this.pongsToSend.length > 0 || this.pingToSend !== undefined || this.closeToSend || this.closedToSend || this.pathResponses.length > 0 || this.pathCheck?.toSend === true;
     if (!hasData && !hasControl && !this.acks.due) return null;
 
     const frames: Frame[] = [];
     const messages: OutMessage[] = [];
-    let room = this.pmtu.current - PACKET_OVERHEAD;
+    let room = Math.min(this.pmtu.current, allowance) - PACKET_OVERHEAD;
     let ackEliciting = false;
     const add = (f: Frame): boolean => {
       const n = frameSize(f);
@@ -766,8 +824,10 @@ export class Connection {
       return true;
     };
 
+    if (this.pathCheck?.toSend && add({ type: 'path-challenge', data: this.pathCheck.data })) this.pathCheck.toSend = false;
     const ack = this.acks.pending ? this.acks.takeFrame(now) : undefined;
     if (ack) add(ack);
+    while (this.pathResponses.length > 0 && add({ type: 'path-response', data: this.pathResponses[0]! })) this.pathResponses.shift();
     if (this.closedToSend) {
       add({ type: 'closed' });
       this.closedToSend = false;
@@ -787,7 +847,7 @@ export class Connection {
           if (!add(f)) {
             // A unit cut for a larger path MTU than we have now (a black hole shrank it):
             // it goes alone, oversized, and IP fragmentation carries it if it can.
-            if (messages.length > 0 || ackEliciting) break;
+            if (messages.length > 0 || ackEliciting || this.pathCheck) break;
             room = frameSize(f);
             add(f);
           }
@@ -823,6 +883,7 @@ export class Connection {
     if (!probe && frames.some((f) => f.type === 'reliable' || f.type === 'unreliable')) this.pacer.onSent(size);
     this.counters.datagramsSent++;
     this.counters.bytesSent += size;
+    if (this.pathCheck) this.pathCheck.sent += size;
     if (ackEliciting) this.counters.ackElicitingSent++;
     this.afterAckOrLoss();
     return out;

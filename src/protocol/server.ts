@@ -3,6 +3,7 @@ import { EphemeralKey } from '../crypto/key-exchange.js';
 import { AeadPacketCipher, HmacPacketCipher, type PacketCipher } from '../crypto/packet-cipher.js';
 import type { Address } from './address.js';
 import { HandshakeFlag, PROOF_SIZE, PUBLIC_KEY_SIZE, ReasonCode, type Reason } from '../wire/constants.js';
+import { PATH_DATA_SIZE } from '../wire/frames.js';
 import { WireFormatError } from '../wire/errors.js';
 import { encodeHandshake, type ConnectPacket } from '../wire/handshake.js';
 import { decodeDatagram } from '../wire/packet.js';
@@ -57,6 +58,8 @@ export interface ServerCounters {
 interface Peer {
   conn: Connection;
   address: Address;
+  /** The last address the client proved it receives at (the handshake's, or a validated move). */
+  validated: Address;
   /** Key of the handshake that made it, so a retransmitted CONNECT gets the same ACCEPT. */
   handshakeKey: string;
   accept: Uint8Array;
@@ -230,16 +233,9 @@ export class ServerEndpoint {
         }
         const result = peer.conn.handleDatagram(bytes, d.pnLow, now);
         if (result === 'rejected') this.counters.malformed++;
-        if (result === 'ok' && !peer.confirmed) this.confirm(d.connId, peer, from);
+        if (result === 'ok' && !peer.confirmed) this.confirm(d.connId, peer, from, bytes.length, now);
         if (result === 'ok' && peer.conn.newestPacket && (peer.address.address !== from.address || peer.address.port !== from.port)) {
-          // The newest authenticated packet came from a new address: the client moved
-          // (NAT rebinding, network change). Replies follow it. A copy of an older packet
-          // is a duplicate and never gets here; docs/SECURITY.md on what is left.
-          this.countAddress(peer.address.address, -1);
-          this.countAddress(from.address, 1);
-          peer.address = { address: from.address, port: from.port };
-          peer.conn.pathChanged(from.address, now);
-          this.events.push({ type: 'address-changed', connId: d.connId, address: peer.address });
+          this.moved(d.connId, peer, from, bytes.length, now);
         }
         this.touch(d.connId);
         this.reap(d.connId);
@@ -359,7 +355,7 @@ export class ServerEndpoint {
     });
     for (const u of outbound) conn.sendUnit(u);
     this.countAddress(from.address, 1);
-    this.peers.set(connId, { conn, address: { address: from.address, port: from.port }, handshakeKey: hsKey, accept, sessionKey, inbound, sendBase, confirmed: false, held: [] });
+    this.peers.set(connId, { conn, address: { address: from.address, port: from.port }, validated: { address: from.address, port: from.port }, handshakeKey: hsKey, accept, sessionKey, inbound, sendBase, confirmed: false, held: [] });
     this.sessions.bind(sessionKey, connId);
     this.byHandshake.set(hsKey, connId);
     this.counters.handshakesAccepted++;
@@ -369,6 +365,10 @@ export class ServerEndpoint {
 
   private onConnectionEvent(connId: number, event: ConnectionEvent): void {
     const p = this.peers.get(connId);
+    if (event.type === 'path-validated' || event.type === 'path-failed') {
+      if (p) this.onPathEvent(connId, p, event);
+      return;
+    }
     if (p && event.type === 'ended') {
       this.sessions.unbind(p.sessionKey, connId);
       // The client closing is the end of its session; anything else may be resumed.
@@ -385,13 +385,46 @@ export class ServerEndpoint {
     this.events.push({ type: 'connection', connId, event });
   }
 
-  private confirm(connId: number, peer: Peer, from: Address): void {
-    peer.confirmed = true;
-    // The program meets the connection at the address it confirmed from: no separate move.
+  /**
+   * The newest authenticated packet came from a new address: the client moved (NAT
+   * rebinding, network change), or someone on the path replayed a fresh packet from
+   * elsewhere. Replies follow at once, but only within three times what arrived from
+   * there until the client answers a PATH_CHALLENGE at that address; if it does not,
+   * the connection goes back (docs/PROTOCOL.md, section 11). Going back to the last
+   * validated address needs no check.
+   */
+  private moved(connId: number, peer: Peer, from: Address, received: number, now: number): void {
     this.countAddress(peer.address.address, -1);
     this.countAddress(from.address, 1);
     peer.address = { address: from.address, port: from.port };
-    this.events.push({ type: 'accepted', connId, address: { address: from.address, port: from.port } });
+    peer.conn.pathChanged(from.address, now);
+    if (from.address === peer.validated.address && from.port === peer.validated.port) {
+      // Back where the program already knows it to be: nothing to check or announce.
+      peer.conn.cancelPathValidation();
+      return;
+    }
+    peer.conn.validatePath(now, this.randomBytes(PATH_DATA_SIZE), received);
+  }
+
+  private onPathEvent(connId: number, p: Peer, event: { type: 'path-validated' | 'path-failed' }): void {
+    if (event.type === 'path-validated') {
+      p.validated = { ...p.address };
+      this.events.push({ type: 'address-changed', connId, address: { ...p.address } });
+      return;
+    }
+    // Nobody answered at the new address: back to the one we know.
+    this.countAddress(p.address.address, -1);
+    this.countAddress(p.validated.address, 1);
+    p.address = { ...p.validated };
+    p.conn.pathChanged(p.address.address, this.lastNow);
+  }
+
+  private confirm(connId: number, peer: Peer, from: Address, received: number, now: number): void {
+    peer.confirmed = true;
+    // Confirmed from another address than the handshake's (the cookie proved that one):
+    // a move like any other, validated before it is trusted.
+    if (from.address !== peer.address.address || from.port !== peer.address.port) this.moved(connId, peer, from, received, now);
+    this.events.push({ type: 'accepted', connId, address: { ...peer.address } });
     for (const event of peer.held.splice(0)) this.events.push({ type: 'connection', connId, event });
   }
 

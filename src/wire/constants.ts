@@ -35,6 +35,9 @@ export const enum FrameType {
   UnreliableSequenced = 0x0b,
   /** A whole reliable message delivered as soon as it arrives, outside its channel's order. */
   ReliableUnordered = 0x0c,
+  /** 8 bytes the peer must echo in PATH_RESPONSE: proves it receives at its new address. */
+  PathChallenge = 0x0d,
+  PathResponse = 0x0e,
 }
 
 export const NONCE_SIZE = 16;

@@ -35,7 +35,11 @@ export type Frame =
   | { type: 'close'; reason: number }
   /** MTU_PROBE: ack-eliciting and empty; the packet around it is padded to the size probed. */
   | { type: 'mtu-probe' }
-  | { type: 'closed' };
+  | { type: 'closed' }
+  /** PATH_CHALLENGE: 8 unpredictable bytes a peer at a new address must echo (RFC 9000 section 8.2). */
+  | { type: 'path-challenge'; data: Uint8Array }
+  /** PATH_RESPONSE: the echo of a PATH_CHALLENGE. */
+  | { type: 'path-response'; data: Uint8Array };
 
 /**
  * Whether a frame obliges the receiver to acknowledge its packet. ACK, PADDING, PONG
@@ -75,7 +79,18 @@ export function frameSize(f: Frame): number {
     case 'closed':
     case 'mtu-probe':
       return 1;
+    case 'path-challenge':
+    case 'path-response':
+      return 1 + PATH_DATA_SIZE;
   }
+}
+
+/** Bytes of a PATH_CHALLENGE or PATH_RESPONSE. */
+export const PATH_DATA_SIZE = 8;
+
+function pathData(d: Uint8Array): Uint8Array {
+  if (d.length !== PATH_DATA_SIZE) throw new Error(`path challenge data must be ${PATH_DATA_SIZE} bytes, got ${d.length}`);
+  return d;
 }
 
 export function writeFrame(w: ByteWriter, f: Frame): void {
@@ -122,6 +137,12 @@ export function writeFrame(w: ByteWriter, f: Frame): void {
       return;
     case 'mtu-probe':
       w.u8(FrameType.MtuProbe);
+      return;
+    case 'path-challenge':
+      w.u8(FrameType.PathChallenge).raw(pathData(f.data));
+      return;
+    case 'path-response':
+      w.u8(FrameType.PathResponse).raw(pathData(f.data));
       return;
   }
 }
@@ -204,6 +225,10 @@ function readFrame(r: ByteReader): Frame {
       return { type: 'closed' };
     case FrameType.MtuProbe:
       return { type: 'mtu-probe' };
+    case FrameType.PathChallenge:
+      return { type: 'path-challenge', data: r.bytesView(PATH_DATA_SIZE, 'path challenge').slice() };
+    case FrameType.PathResponse:
+      return { type: 'path-response', data: r.bytesView(PATH_DATA_SIZE, 'path response').slice() };
     case FrameType.UnreliableSequenced: {
       const channel = r.u8('channel');
       const seq = r.u16('sequence');
@@ -245,5 +270,9 @@ export function describeFrame(f: Frame): string {
       return 'CLOSED';
     case 'mtu-probe':
       return 'MTU_PROBE';
+    case 'path-challenge':
+      return 'PATH_CHALLENGE';
+    case 'path-response':
+      return 'PATH_RESPONSE';
   }
 }
