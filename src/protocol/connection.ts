@@ -34,9 +34,6 @@ type TimerName = 'ping' | 'stall' | 'idle' | 'close' | 'closeRetry' | 'drain' | 
 
 /** Bytes of a DATA packet that are not frames. */
 const PACKET_OVERHEAD = DATA_HEADER_SIZE + TAG_SIZE;
-/** How long the endpoint's oldest half-built message may hold still while others wait (at least 3 x timeoutMs). */
-export const STUCK_MS = 30_000;
-
 function equalPathData(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   let d = 0;
@@ -98,11 +95,6 @@ export interface ConnectionInit {
   peerAddress?: string;
   /** Reassembly memory shared with the endpoint's other connections (default: unlimited). */
   budget?: ReassemblyBudget;
-  /**
-   * End the connection when its session holds the endpoint's oldest half-built message
-   * without letting it grow while others wait (see stuckReassembly). Servers set it.
-   */
-  evictStuck?: boolean;
   /** The session's incoming stream so far (default: a new session). */
   inbound?: InboundSession;
 }
@@ -131,8 +123,6 @@ export interface ConnectionStats {
   unreliableDropped: number;
   /** Reliable units not taken for lack of reassembly memory (their packets go unacknowledged and come again). */
   refused: number;
-  /** 1 when this connection was closed for holding the endpoint's oldest half-built message still (stuckReassembly). */
-  stuckReassembly: number;
   /** Sequenced messages replaced by a newer one of their channel before they went out. */
   sequencedSuperseded: number;
   /** Sequenced messages that arrived after a newer one of their channel and were dropped. */
@@ -198,7 +188,6 @@ export class Connection {
   newestPacket = false;
   /** The endpoint's memory budget for reassembly, shared by its connections. */
   private readonly budget: ReassemblyBudget;
-  private readonly evictStuck: boolean;
   private nextPn: number;
 
   // Control frames waiting for the next packet.
@@ -226,7 +215,7 @@ export class Connection {
   private lastReceivedAt: number;
   /** Set while a packet's frames are processed when a reliable unit could not be taken. */
   private refusedInPacket = false;
-  private counters = { oversized: 0, superseded: 0, stale: 0, refused: 0, datagramsSent: 0, datagramsReceived: 0, bytesSent: 0, bytesReceived: 0, messagesSent: 0, messagesReceived: 0, malformed: 0, duplicates: 0, ackElicitingSent: 0, stuckReassembly: 0 };
+  private counters = { oversized: 0, superseded: 0, stale: 0, refused: 0, datagramsSent: 0, datagramsReceived: 0, bytesSent: 0, bytesReceived: 0, messagesSent: 0, messagesReceived: 0, malformed: 0, duplicates: 0, ackElicitingSent: 0 };
 
   private readonly lossCallbacks: LossCallbacks = {
     acked: (p: SentPacket) => {
@@ -261,7 +250,6 @@ export class Connection {
     this.nextPn = init.initialPacketNumber ?? 0;
     this.acks = new AckTracker(this.cfg.maxAckDelayMs);
     this.budget = init.budget ?? unlimitedBudget();
-    this.evictStuck = init.evictStuck === true;
     this.inbound = init.inbound ?? newInbound();
     // Parts of unfinished unreliable messages: one maximum message's worth per connection.
     this.unreliableParts = new UnreliableAssembler(this.cfg.maxMessageSize, this.cfg.maxMessageSize, this.budget);
@@ -511,28 +499,7 @@ export class Connection {
     // the peer declares it lost and sends its units again (the rest of it, already
     // taken, arrive as duplicates and are dropped by sequence number).
     this.acks.onPacket(pn, frames.some(isAckEliciting), now, !this.refusedInPacket);
-    this.stuckReassembly(now);
     return 'ok';
-  }
-
-  /**
-   * The endpoint's oldest half-built message may always grow, so that one message always
-   * finishes (budget.ts). A peer that holds it and stops sending its parts while others
-   * wait for memory would stall every other large message of the endpoint. When that
-   * has lasted STUCK_MS (far longer than any honest sender takes to send its next part
-   * while the connection is alive), the session's half-built messages are dropped and
-   * the connection is closed as a protocol error; the session is not resumed.
-   */
-  private stuckReassembly(now: number): boolean {
-    if (!this.evictStuck || this.budget.waitingOnOldest === 0 || this._state === 'closed' || this._state === 'closing') return false;
-    const oldest = this.budget.oldest;
-    let stuck = false;
-    for (const a of this.inbound.assemblers.values()) if (a === oldest && now - a.grewAt >= Math.max(STUCK_MS, 3 * this.cfg.timeoutMs)) stuck = true;
-    if (!stuck) return false;
-    this.counters.stuckReassembly++;
-    releaseInbound(this.inbound);
-    this.close(now, 'protocol-error');
-    return true;
   }
 
   private onFrame(f: Frame, now: number): void {
@@ -608,11 +575,6 @@ export class Connection {
 
   /** A reliable unit whose turn came: to the program if whole, else to its channel's half-built message. */
   private readonly deliverUnit = (u: InUnit, precharged: boolean): boolean => {
-    if (this.counters.stuckReassembly > 0) {
-      // Its half-built messages were dropped: what follows of them cannot be rebuilt.
-      if (precharged) this.budget.give(u.data.length);
-      return true;
-    }
     const assemblers = this.inbound.assemblers;
     let a = assemblers.get(u.channel);
     if (u.last === undefined && (u.unordered || !a)) {
@@ -626,7 +588,6 @@ export class Connection {
       assemblers.set(u.channel, a);
     }
     const m = this.overSessionCap(u, a, precharged) ? 'refused' : a.add(u.data, u.last, precharged);
-    if (m !== 'refused') a.grewAt = this.lastNow;
     // An assembler lives only while it holds a half-built message (Map order = age).
     if (!a.building) {
       this.counters.oversized += a.rejected;
@@ -701,7 +662,6 @@ export class Connection {
       else this.end(this.closeReason, false);
       return;
     }
-    if (this.stuckReassembly(now)) return;
     if (this.timers.due('stall', now)) {
       this.timers.clear('stall');
       if (this._state === 'connected') {
@@ -926,7 +886,6 @@ export class Connection {
       duplicates: c.duplicates,
       unreliableDropped: this.unreliableParts.dropped,
       refused: c.refused,
-      stuckReassembly: c.stuckReassembly,
       sequencedSuperseded: c.superseded,
       sequencedStale: c.stale,
       pmtu: this.pmtu.toJSON(),

@@ -350,7 +350,6 @@ export class ServerEndpoint {
       emit: (event) => this.onConnectionEvent(connId, event),
       peerAddress: from.address,
       budget: this.budget,
-      evictStuck: true,
       inbound,
     });
     for (const u of outbound) conn.sendUnit(u);
@@ -372,8 +371,7 @@ export class ServerEndpoint {
     if (p && event.type === 'ended') {
       this.sessions.unbind(p.sessionKey, connId);
       // The client closing is the end of its session; anything else may be resumed.
-      // A protocol error (a stuck half-built message, say) ends the session too.
-      if (!event.byPeer && event.reason !== 'shutdown' && event.reason !== 'protocol-error') {
+      if (!event.byPeer && event.reason !== 'shutdown') {
         const left = p.conn.takeUnfinished();
         this.sessions.park(p.sessionKey, { inbound: p.inbound, outbound: left.reliable, outboundBase: p.sendBase + left.firstIndex }, this.lastNow);
       } else releaseInbound(p.inbound);

@@ -20,12 +20,6 @@ export class ReassemblyBudget {
   peak = 0;
   /** Requests refused at the limit. */
   refused = 0;
-  /**
-   * Requests refused since the oldest half-built message last grew: how many wait while
-   * it holds the right to grow. A connection whose oldest message holds it without
-   * growing for long is ended (Connection, "stuck reassembly").
-   */
-  waitingOnOldest = 0;
   /** Half-built reliable messages, oldest first (a Set keeps insertion order). */
   private readonly builders = new Set<object>();
 
@@ -33,13 +27,10 @@ export class ReassemblyBudget {
 
   /** Takes n bytes if they fit, or if `builder` is the oldest half-built reliable message. */
   take(n: number, builder?: object): boolean {
-    const oldest = this.builders.values().next().value;
-    if (this.used + n > this.limit && (builder === undefined || oldest !== builder)) {
+    if (this.used + n > this.limit && (builder === undefined || this.builders.values().next().value !== builder)) {
       this.refused++;
-      this.waitingOnOldest++;
       return false;
     }
-    if (builder !== undefined && builder === oldest) this.waitingOnOldest = 0;
     this.used += n;
     if (this.used > this.peak) this.peak = this.used;
     return true;
@@ -55,13 +46,7 @@ export class ReassemblyBudget {
   }
 
   stopBuilding(builder: object): void {
-    if (builder === this.oldest) this.waitingOnOldest = 0;
     this.builders.delete(builder);
-  }
-
-  /** The oldest half-built reliable message: the one that may always grow. */
-  get oldest(): object | undefined {
-    return this.builders.values().next().value;
   }
 }
 

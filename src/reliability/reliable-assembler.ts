@@ -31,8 +31,6 @@ export class ReliableAssembler {
   private discarding = false;
   /** Messages dropped for breaking the rules. */
   rejected = 0;
-  /** When the half-built message last grew (set by the connection, which has the clock). */
-  grewAt = 0;
 
   constructor(
     private readonly maxMessageSize: number,
