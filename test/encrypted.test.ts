@@ -260,7 +260,7 @@ test('legitimate clients connect and talk during a flood of spoofed and forged h
   await shutdown(net, server);
 });
 
-function sansIoPair() {
+function sansIoPair(firstDataFrom?: { address: string; port: number }) {
   let seed = 1;
   const randomBytes = (n: number) => Uint8Array.from({ length: n }, () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) & 0xff);
   const key = deriveTokenKey('k');
@@ -269,8 +269,8 @@ function sansIoPair() {
   const X = { address: '127.0.2.1', port: 5000 };
   client.start(0, Infinity);
   for (let i = 0; i < 4; i++) {
-    for (let d = client.pollTransmit(0); d; d = client.pollTransmit(0)) server.handleDatagram(d, X, 0);
-    for (let o = server.pollTransmit(0); o; o = server.pollTransmit(0)) client.handleDatagram(o.bytes, 0);
+    for (let d = client.pollTransmit(0); d; d = client.pollTransmit(0)) server.handleDatagram(d, d[1] === PacketType.Data && firstDataFrom ? firstDataFrom : X, 0);
+    for (let o = server.pollTransmit(0); o; o = server.pollTransmit(0)) if (!firstDataFrom || o.to.port === X.port || o.bytes[1] !== PacketType.Data) client.handleDatagram(o.bytes, 0);
   }
   assert.equal(client.state, 'connected');
   const events: ServerEvent[] = [];
@@ -332,7 +332,44 @@ test('a fresh packet raced from another address (on-path attacker): the server s
     for (let d = client.pollTransmit(now); d; d = client.pollTransmit(now)) server.handleDatagram(d, X, now);
   }
   drain();
-  assert.ok(toVictim <= 3 * fresh.length, `${toVictim} bytes to the victim for ${fresh.length} received from it`);
+  assert.ok(toVictim > 0 && toVictim <= 3 * fresh.length, `${toVictim} bytes to the victim for ${fresh.length} received from it`);
   assert.equal(events.filter((e) => e.type === 'address-changed').length, 0, 'the program never saw the connection at V; back at X (validated, no check) it did not move');
   assert.ok(client.connection!.stats().messagesReceived >= 200, 'everything reached the client at X');
+});
+
+for (const size of [100, 1]) {
+test(`a move nobody answers at (raced packet of ${size} bytes of message): the server gives up and goes back; the program never saw it`, () => {
+  const { server, client, X, events, drain, packet } = sansIoPair();
+  const V = { address: '198.51.100.9', port: 7000 };
+  // 3x a packet with 100 bytes holds three challenges; with 1 byte only two, and the
+  // server gives up by time instead.
+  const fresh = packet('d'.repeat(size), 1);
+  server.handleDatagram(fresh, V, 1);
+  let toVictim = 0;
+  let packetsToVictim = 0;
+  let backAtX = 0;
+  for (let now = 2; now < 8000; now += 5) {
+    server.handleTimeout(now);
+    for (let o = server.pollTransmit(now); o; o = server.pollTransmit(now)) {
+      if (o.to.address === V.address) {
+        toVictim += o.bytes.length;
+        packetsToVictim++;
+      } else backAtX++;
+    }
+  }
+  drain();
+  assert.ok(toVictim > 0 && toVictim <= 3 * fresh.length, `${toVictim} bytes to the victim for ${fresh.length} received from it`);
+  assert.ok(packetsToVictim >= (size === 100 ? 3 : 1), `${packetsToVictim} packets (challenges) went to the victim`);
+  assert.ok(backAtX > 0, 'after giving up, the server talks to X again');
+  assert.equal(events.filter((e) => e.type === 'address-changed').length, 0);
+  void client;
+});
+}
+
+test('a first DATA packet from another address than the handshake\'s: the program meets the client at the proven address, and hears of the move once validated', () => {
+  const Z = { address: '127.0.2.1', port: 5999 };
+  const { events, drain } = sansIoPair(Z);
+  drain();
+  const accepted = events.find((e) => e.type === 'accepted');
+  assert.deepEqual(accepted?.type === 'accepted' && accepted.address, { address: '127.0.2.1', port: 5000 }, 'the handshake (cookie) address');
 });

@@ -34,6 +34,11 @@ type TimerName = 'ping' | 'stall' | 'idle' | 'close' | 'closeRetry' | 'drain' | 
 
 /** Bytes of a DATA packet that are not frames. */
 const PACKET_OVERHEAD = DATA_HEADER_SIZE + TAG_SIZE;
+/** A packet with nothing but a PATH_CHALLENGE. */
+const CHALLENGE_PACKET = PACKET_OVERHEAD + 9;
+/** PATH_CHALLENGEs sent to a new address before going back. */
+const PATH_TRIES = 3;
+
 function equalPathData(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   let d = 0;
@@ -198,7 +203,7 @@ export class Connection {
    * Validation of a new peer address (validatePath): the challenge sent, and until it is
    * answered an anti-amplification budget, three times the bytes received since.
    */
-  private pathCheck: { data: Uint8Array; limit: number; sent: number; tries: number; toSend: boolean } | undefined;
+  private pathCheck: { data: Uint8Array; limit: number; sent: number; tries: number; toSend: boolean; timeouts: number } | undefined;
   private pingToSend: number | undefined;
   private nextPingId = 1;
   private readonly pingsSent = new Map<number, number>();
@@ -244,7 +249,7 @@ export class Connection {
     this.emit = init.emit;
     // Tests start near 2^32 to cross the wire's wraparound; the receiver expands its first
     // packet number from nothing, so the start must be below 2^32.
-    if (init.initialPacketNumber !== undefined && !(init.initialPacketNumber >= 0 && init.initialPacketNumber < 2 ** 32)) {
+    if (init.initialPacketNumber !== undefined && !(Number.isInteger(init.initialPacketNumber) && init.initialPacketNumber >= 0 && init.initialPacketNumber < 2 ** 32)) {
       throw new Error(`initialPacketNumber ${init.initialPacketNumber} must be in [0, 2^32)`);
     }
     this.nextPn = init.initialPacketNumber ?? 0;
@@ -320,13 +325,18 @@ export class Connection {
   /**
    * The peer moved to an address it has not proved it receives at (RFC 9000 section
    * 8.2): send it `data` in PATH_CHALLENGE, and until the echo comes back send no more
-   * than three times what arrived (`received` bytes so far, and each authenticated
-   * packet after). Emits 'path-validated', or 'path-failed' after three unanswered
-   * tries, for the endpoint to move back.
+   * than three times what arrived from there (`received` bytes so far, then creditPath).
+   * Room for the challenge itself is always kept. Emits 'path-validated', or
+   * 'path-failed' after three tries sent and unanswered, for the endpoint to move back.
    */
   validatePath(now: number, data: Uint8Array, received: number): void {
-    this.pathCheck = { data, limit: 3 * received, sent: 0, tries: 0, toSend: true };
+    this.pathCheck = { data, limit: 3 * received, sent: 0, tries: 0, toSend: true, timeouts: 0 };
     this.timers.set('path', now + this.pathRetryMs());
+  }
+
+  /** An authenticated packet arrived from the address on trial: three times its size more may go there. */
+  creditPath(bytes: number): void {
+    if (this.pathCheck) this.pathCheck.limit += 3 * bytes;
   }
 
   /** The endpoint went back to an address already validated: no check needed. */
@@ -463,7 +473,6 @@ export class Connection {
     }
     this.newestPacket = pn > this.replay.largest;
     this.replay.record(pn);
-    if (this.pathCheck) this.pathCheck.limit += 3 * bytes.length;
     let frames: Frame[];
     try {
       frames = decodeFrames(body, 0, body.length);
@@ -674,12 +683,15 @@ export class Connection {
       this.closeToSend = true;
     }
     if (this.timers.due('path', now) && this.pathCheck) {
-      if (++this.pathCheck.tries >= 3) {
+      const c = this.pathCheck;
+      // Three challenges sent and unanswered; or, should they not get out, twice the time.
+      if (c.tries >= PATH_TRIES || ++c.timeouts >= 2 * PATH_TRIES) {
         this.cancelPathValidation();
         this.emit({ type: 'path-failed' });
       } else {
-        this.pathCheck.toSend = true;
-        this.timers.set('path', now + this.pathRetryMs() * 2 ** this.pathCheck.tries);
+        // A try counts once its challenge went out; one still waiting to go keeps waiting.
+        c.toSend = true;
+        this.timers.set('path', now + this.pathRetryMs() * 2 ** c.tries);
       }
     }
     this.acks.onTimeout(now);
@@ -761,10 +773,20 @@ export class Connection {
       this.closeToSend = true;
       this.closeRetryMs = Math.max(this.recovery.rtt.pto(1, this.cfg.maxAckDelayMs), 20);
     }
-    // Towards an unproven address, no more than the anti-amplification allowance.
-    const allowance = this.pathCheck ? this.pathCheck.limit - this.pathCheck.sent : Infinity;
-    if (allowance < PACKET_OVERHEAD + 16) return null;
-    const probe = this.pathCheck ? null : this.pollProbe(now);
+    // Towards an unproven address, no more than the anti-amplification allowance; what
+    // goes before the challenge leaves room for it.
+    const check = this.pathCheck;
+    let allowance = Infinity;
+    if (check) {
+      // Room is kept for the next challenge (the allowance may not stretch to all three:
+      // then the timer gives up by time, below).
+      allowance = check.limit - check.sent - (check.toSend ? 0 : CHALLENGE_PACKET);
+      if (allowance < (check.toSend ? CHALLENGE_PACKET : PACKET_OVERHEAD + 16)) {
+        this.pacedUntil = Infinity; // nothing may go until more arrives: no deadline from pacing
+        return null;
+      }
+    }
+    const probe = check ? null : this.pollProbe(now);
     if (probe) return probe;
     const dataOk = this.canSendData(now);
     const hasData = dataOk && (this.sender.ready() || this.unreliable.length > 0);
@@ -784,9 +806,13 @@ export class Connection {
       return true;
     };
 
-    if (this.pathCheck?.toSend && add({ type: 'path-challenge', data: this.pathCheck.data })) this.pathCheck.toSend = false;
-    const ack = this.acks.pending ? this.acks.takeFrame(now) : undefined;
-    if (ack) add(ack);
+    if (this.pathCheck?.toSend && add({ type: 'path-challenge', data: this.pathCheck.data })) {
+      this.pathCheck.toSend = false;
+      this.pathCheck.tries++;
+    }
+    // Built first and marked sent only if it fits (room can be small on a path on trial).
+    const ack = this.acks.pending ? this.acks.peekFrame(now) : undefined;
+    if (ack && add(ack)) this.acks.markSent();
     while (this.pathResponses.length > 0 && add({ type: 'path-response', data: this.pathResponses[0]! })) this.pathResponses.shift();
     if (this.closedToSend) {
       add({ type: 'closed' });

@@ -233,9 +233,11 @@ export class ServerEndpoint {
         }
         const result = peer.conn.handleDatagram(bytes, d.pnLow, now);
         if (result === 'rejected') this.counters.malformed++;
-        if (result === 'ok' && !peer.confirmed) this.confirm(d.connId, peer, from, bytes.length, now);
+        const movedByConfirm = result === 'ok' && !peer.confirmed && this.confirm(d.connId, peer, from, bytes.length, now);
         if (result === 'ok' && peer.conn.newestPacket && (peer.address.address !== from.address || peer.address.port !== from.port)) {
           this.moved(d.connId, peer, from, bytes.length, now);
+        } else if (result === 'ok' && !movedByConfirm && peer.address.address === from.address && peer.address.port === from.port) {
+          peer.conn.creditPath(bytes.length); // only what comes from the address on trial counts
         }
         this.touch(d.connId);
         this.reap(d.connId);
@@ -417,13 +419,17 @@ export class ServerEndpoint {
     p.conn.pathChanged(p.address.address, this.lastNow);
   }
 
-  private confirm(connId: number, peer: Peer, from: Address, received: number, now: number): void {
+  /** The client's first DATA packet: returns true when it came from elsewhere and started a move. */
+  private confirm(connId: number, peer: Peer, from: Address, received: number, now: number): boolean {
     peer.confirmed = true;
     // Confirmed from another address than the handshake's (the cookie proved that one):
     // a move like any other, validated before it is trusted.
-    if (from.address !== peer.address.address || from.port !== peer.address.port) this.moved(connId, peer, from, received, now);
-    this.events.push({ type: 'accepted', connId, address: { ...peer.address } });
+    const moved = from.address !== peer.address.address || from.port !== peer.address.port;
+    if (moved) this.moved(connId, peer, from, received, now);
+    // The program meets it where it is proven to be; a validated move is announced later.
+    this.events.push({ type: 'accepted', connId, address: { ...peer.validated } });
     for (const event of peer.held.splice(0)) this.events.push({ type: 'connection', connId, event });
+    return moved;
   }
 
   private countAddress(address: string, delta: number): void {

@@ -57,10 +57,21 @@ export class AckTracker {
 
   /** The ACK frame to send now; resets what is owed. */
   takeFrame(now: number): Frame | undefined {
+    const f = this.peekFrame(now);
+    if (f) this.markSent();
+    return f;
+  }
+
+  /** The ACK frame that would go now, leaving what is owed as it is (see markSent). */
+  peekFrame(now: number): Frame | undefined {
     if (this.received.ranges.length === 0) return undefined;
+    return { type: 'ack', delayUs: Math.max(0, Math.round((now - this.largestAt) * 1000)), ranges: this.received.newest(MAX_ACK_RANGES_SENT) };
+  }
+
+  /** The frame from peekFrame went out: nothing is owed any more. */
+  markSent(): void {
     this.elicitingUnacked = 0;
     this.urgent = false;
     this.deadline = Infinity;
-    return { type: 'ack', delayUs: Math.max(0, Math.round((now - this.largestAt) * 1000)), ranges: this.received.newest(MAX_ACK_RANGES_SENT) };
   }
 }
