@@ -346,3 +346,19 @@ test('classic: sends from onConnecting go out once connected; HELLO and CONNECT 
   await net.advance(3000);
   await clientClosing;
 });
+
+test('classic: a flood of HELLOs with a wrong token calls onBadToken at most handshakesPerSecond times a second (bursts of twice that)', async () => {
+  const net = new SimNetwork({ seed: 9, conditions: { latencyMs: 2 } });
+  const server = new UDPipe({ ...T, token: 'right', handshakesPerSecond: 10, transport: net.transport(S) });
+  let calls = 0;
+  server.onBadToken = () => calls++;
+  await server.start(PORT, S);
+  const c = await rawSocket(net, '127.0.2.1');
+  for (let i = 0; i < 500; i++) c.send(`HELLO wrong${i}`, { address: S, port: PORT });
+  await net.advance(1000);
+  assert.ok(calls >= 20 && calls <= 31, `${calls} onBadToken calls for 500 bad HELLOs in one second`);
+  assert.equal(c.got.length, 0);
+  const closing = server.close();
+  await net.advance(100);
+  await closing;
+});

@@ -348,3 +348,7 @@ test('one session cannot hold more than about two maxMessageSize of half-built m
   for (let seq = 0; seq < 15; seq++) honest([{ type: 'reliable', channel: 0, seq, delta: seq === 0 ? 0 : 1, data: chunk, last: seq === 14 }]);
   assert.equal(events.filter((e) => e.type === 'message').length, 1, 'the honest 900 kB message arrived');
 });
+
+test('initialPacketNumber (tests only) must be an integer below 2^32', () => {
+  for (const pn of [2 ** 32, -1, 1.5]) assert.throws(() => pair({}, { pn }), /initialPacketNumber/);
+});
