@@ -352,3 +352,127 @@ test('one session cannot hold more than about two maxMessageSize of half-built m
 test('initialPacketNumber (tests only) must be an integer below 2^32', () => {
   for (const pn of [2 ** 32, -1, 1.5]) assert.throws(() => pair({}, { pn }), /initialPacketNumber/);
 });
+
+async function holdHarness(limit: number) {
+  const { ReassemblyBudget } = await import('../src/reliability/budget.js');
+  const { ByteWriter } = await import('../src/wire/bytes.js');
+  const { writeFrame } = await import('../src/wire/frames.js');
+  const { writeDataHeader } = await import('../src/wire/packet.js');
+  const { newInbound } = await import('../src/protocol/connection.js');
+  const budget = new ReassemblyBudget(limit);
+  const clock = { now: 0 };
+  const peer = (id: number) => {
+    const events: ConnectionEvent[] = [];
+    const conn = new Connection({ localConnId: id, remoteConnId: 1, cipher: new HmacPacketCipher(K2, K1), config: { ...DEFAULT_CONNECTION_CONFIG, maxMessageSize: 8 << 20 }, now: clock.now, emit: (e) => events.push(e), budget, inbound: newInbound(), checkHold: true });
+    const c = new HmacPacketCipher(K1, K2);
+    let pn = 0;
+    let seq = 0;
+    let pingId = 0;
+    const inject = (frames: Parameters<typeof writeFrame>[1][]) => {
+      const out = new Uint8Array(65_000);
+      const w = new ByteWriter(out);
+      writeDataHeader(w, id, pn);
+      for (const f of frames) writeFrame(w, f);
+      const packet = out.slice(0, w.offset + TAG_SIZE);
+      c.seal(packet, w.offset, pn);
+      const r = conn.handleDatagram(packet, pn++, clock.now);
+      conn.handleTimeout(clock.now);
+      while (conn.pollTransmit(clock.now));
+      return r;
+    };
+    /** The next part of this peer's one message on channel 0 (acknowledged or not, it is sent once). */
+    const part = (data: Uint8Array, last = false) => {
+      const s = seq++;
+      return inject([{ type: 'reliable', channel: 0, seq: s, delta: s === 0 ? 0 : 1, data, last }]);
+    };
+    /** Sends the message's parts from `from` again, as a sender would after they went unacknowledged. */
+    const resend = (from: number, chunks: Uint8Array[], lastIndex: number) => {
+      for (let i = from; i < chunks.length; i++) inject([{ type: 'reliable', channel: 0, seq: i, delta: i === 0 ? 0 : 1, data: chunks[i]!, last: i === lastIndex }]);
+    };
+    return { conn, events, part, resend, ping: () => inject([{ type: 'ping', id: pingId++ }]) };
+  };
+  return { budget, clock, peer };
+}
+
+test('a session that holds the endpoint\'s oldest half-built message without using it while others wait is ended; the others go on', async () => {
+  const { HOLD_WINDOW_MS } = await import('../src/protocol/connection.js');
+  const { budget, clock, peer } = await holdHarness(2 << 20);
+  const chunk = new Uint8Array(60_000);
+  const hostile = peer(2);
+  for (let i = 0; i < 30; i++) hostile.part(chunk); // 1.8 MB, then nothing more
+  const honest = peer(3);
+  const chunks = Array.from({ length: 20 }, () => chunk);
+  honest.resend(0, chunks, 19);
+  assert.ok(budget.refused > 0, 'the honest message waits for memory');
+  // The hostile peer stays alive (pings) and never sends the rest; the honest one sends
+  // its unacknowledged parts again every few seconds, as its loss recovery would.
+  const window = Math.max(HOLD_WINDOW_MS, 3 * DEFAULT_CONNECTION_CONFIG.timeoutMs);
+  for (clock.now = 1000; clock.now <= 3 * window && hostile.conn.state !== 'closed'; clock.now += 1000) {
+    hostile.ping();
+    if (clock.now % 5000 === 0) honest.resend(0, chunks, 19);
+    else honest.ping();
+  }
+  assert.equal(hostile.conn.state, 'closed');
+  // Its hold is timed in windows from when it became the oldest: the window in which it
+  // stopped growing still counts its growth, so it ends within two windows of stopping.
+  assert.ok(clock.now >= window && clock.now <= 2 * window + 1000, `ended at ${clock.now} ms`);
+  assert.equal(hostile.conn.sessionBroken, true);
+  assert.equal(hostile.conn.stats().heldStill, 1);
+  assert.ok(budget.used < 1 << 20, `its bytes were given back (${budget.used} held)`);
+  const usedBefore = budget.used;
+  hostile.part(chunk);
+  assert.equal(budget.used, usedBefore, 'nothing more from it is taken');
+  assert.equal(hostile.events.filter((e) => e.type === 'message').length, 0);
+  honest.resend(0, chunks, 19);
+  assert.equal(honest.events.filter((e) => e.type === 'message').length, 1, 'the honest 1.2 MB message arrived');
+  assert.equal(honest.conn.state, 'connected');
+});
+
+test('trickling one byte now and then does not keep the right to grow', async () => {
+  const { budget, clock, peer } = await holdHarness(2 << 20);
+  const hostile = peer(2);
+  for (let i = 0; i < 30; i++) hostile.part(new Uint8Array(60_000));
+  const honest = peer(3);
+  honest.resend(0, Array.from({ length: 20 }, () => new Uint8Array(60_000)), 19);
+  assert.ok(budget.refused > 0);
+  void clock;
+  const honestChunks = Array.from({ length: 20 }, () => new Uint8Array(60_000));
+  for (clock.now = 1000; clock.now < 200_000 && hostile.conn.state !== 'closed'; clock.now += 1000) {
+    if (clock.now % 10_000 === 0) hostile.part(new Uint8Array(1));
+    else hostile.ping();
+    if (clock.now % 5000 === 0) honest.resend(0, honestChunks, 19);
+    else honest.ping();
+  }
+  assert.equal(hostile.conn.state, 'closed', 'ended for growing too little');
+  assert.ok(clock.now <= 61_000, `within two hold windows (${clock.now} ms)`);
+});
+
+test('an honest session that waited in line is not ended when it becomes the oldest: the hold is timed from then', async () => {
+  const { budget, clock, peer } = await holdHarness(2 << 20);
+  const chunk = new Uint8Array(60_000);
+  const a = peer(2);
+  const b = peer(3);
+  const bChunks = Array.from({ length: 20 }, () => chunk);
+  for (let i = 0; i < 30; i++) a.part(chunk); // A: the oldest, 1.8 MB
+  b.resend(0, bChunks, 19); // B waits (refused)
+  // A keeps growing honestly for 50 s (2 parts a second), B waits the whole time.
+  let aParts = 30;
+  for (clock.now = 500; clock.now <= 50_000; clock.now += 500) {
+    a.part(new Uint8Array(1000), false);
+    aParts++;
+    b.ping();
+  }
+  assert.equal(a.conn.state, 'connected', 'an oldest message that grows is left alone');
+  a.part(new Uint8Array(1000), true); // A finishes: B's message becomes the oldest
+  assert.equal(a.events.filter((e) => e.type === 'message').length, 1);
+  void aParts;
+  // Something else is refused right away (a third session), and B gets a ping: B must not be ended.
+  const c = peer(4);
+  c.resend(0, [new Uint8Array(60_000), new Uint8Array(60_000)], 1);
+  clock.now += 100;
+  b.ping();
+  assert.equal(b.conn.state, 'connected', 'not ended on becoming the oldest');
+  b.resend(0, bChunks, 19);
+  assert.equal(b.events.filter((e) => e.type === 'message').length, 1, 'B\'s message arrives');
+  void budget;
+});
