@@ -34,14 +34,6 @@ type TimerName = 'ping' | 'stall' | 'idle' | 'close' | 'closeRetry' | 'drain' | 
 
 /** Bytes of a DATA packet that are not frames. */
 const PACKET_OVERHEAD = DATA_HEADER_SIZE + TAG_SIZE;
-/**
- * The endpoint's oldest half-built message may always grow; a session holding that right
- * must use it: at least HOLD_MIN_GROWTH bytes of it per hold window (max(HOLD_WINDOW_MS,
- * 3 x timeoutMs)) while other units are refused for memory, or it is ended.
- */
-export const HOLD_WINDOW_MS = 30_000;
-export const HOLD_MIN_GROWTH = 16 * 1024;
-
 /** A packet with nothing but a PATH_CHALLENGE. */
 const CHALLENGE_PACKET = PACKET_OVERHEAD + 9;
 /** PATH_CHALLENGEs sent to a new address before going back. */
@@ -108,8 +100,6 @@ export interface ConnectionInit {
   peerAddress?: string;
   /** Reassembly memory shared with the endpoint's other connections (default: unlimited). */
   budget?: ReassemblyBudget;
-  /** End the connection when its session holds the endpoint's oldest half-built message without using it (checkHold). Servers set it. */
-  checkHold?: boolean;
   /** The session's incoming stream so far (default: a new session). */
   inbound?: InboundSession;
 }
@@ -138,8 +128,6 @@ export interface ConnectionStats {
   unreliableDropped: number;
   /** Reliable units not taken for lack of reassembly memory (their packets go unacknowledged and come again). */
   refused: number;
-  /** 1 when this connection was ended for holding the endpoint's oldest half-built message without using it. */
-  heldStill: number;
   /** Sequenced messages replaced by a newer one of their channel before they went out. */
   sequencedSuperseded: number;
   /** Sequenced messages that arrived after a newer one of their channel and were dropped. */
@@ -205,14 +193,6 @@ export class Connection {
   newestPacket = false;
   /** The endpoint's memory budget for reassembly, shared by its connections. */
   private readonly budget: ReassemblyBudget;
-  private readonly checkHold: boolean;
-  /** While this session holds the endpoint's oldest half-built message: since when (this window), its size then, the endpoint's refusals then. */
-  private hold: { generation: number; since: number; size: number; refused: number } | undefined;
-  /**
-   * The session's inbound state was given up (checkHold): it must not be resumed, and
-   * nothing more from this connection may be taken or acknowledged.
-   */
-  sessionBroken = false;
   private nextPn: number;
 
   // Control frames waiting for the next packet.
@@ -240,7 +220,7 @@ export class Connection {
   private lastReceivedAt: number;
   /** Set while a packet's frames are processed when a reliable unit could not be taken. */
   private refusedInPacket = false;
-  private counters = { oversized: 0, superseded: 0, stale: 0, refused: 0, datagramsSent: 0, datagramsReceived: 0, bytesSent: 0, bytesReceived: 0, messagesSent: 0, messagesReceived: 0, malformed: 0, duplicates: 0, ackElicitingSent: 0, heldStill: 0 };
+  private counters = { oversized: 0, superseded: 0, stale: 0, refused: 0, datagramsSent: 0, datagramsReceived: 0, bytesSent: 0, bytesReceived: 0, messagesSent: 0, messagesReceived: 0, malformed: 0, duplicates: 0, ackElicitingSent: 0 };
 
   private readonly lossCallbacks: LossCallbacks = {
     acked: (p: SentPacket) => {
@@ -275,7 +255,6 @@ export class Connection {
     this.nextPn = init.initialPacketNumber ?? 0;
     this.acks = new AckTracker(this.cfg.maxAckDelayMs);
     this.budget = init.budget ?? unlimitedBudget();
-    this.checkHold = init.checkHold === true;
     this.inbound = init.inbound ?? newInbound();
     // Parts of unfinished unreliable messages: one maximum message's worth per connection.
     this.unreliableParts = new UnreliableAssembler(this.cfg.maxMessageSize, this.cfg.maxMessageSize, this.budget);
@@ -507,9 +486,7 @@ export class Connection {
     this.counters.bytesReceived += bytes.length;
     this.lastReceivedAt = now;
     if (this._state === 'closed') {
-      // Draining. A broken session's packets are not even recorded: a CLOSED we send
-      // would otherwise acknowledge units that were never taken.
-      if (!this.sessionBroken) this.acks.onPacket(pn, frames.some(isAckEliciting), now);
+      this.acks.onPacket(pn, frames.some(isAckEliciting), now);
       // Draining: only answer a repeated CLOSE.
       if (frames.some((f) => f.type === 'close')) this.closedToSend = true;
       return 'ok';
@@ -531,42 +508,7 @@ export class Connection {
     // the peer declares it lost and sends its units again (the rest of it, already
     // taken, arrive as duplicates and are dropped by sequence number).
     this.acks.onPacket(pn, frames.some(isAckEliciting), now, !this.refusedInPacket);
-    this.checkHeldMessage(now);
     return 'ok';
-  }
-
-  /**
-   * A session that holds the endpoint's oldest half-built message (the one that may
-   * always grow) must make it grow while others wait for memory: HOLD_MIN_GROWTH bytes
-   * per window of max(HOLD_WINDOW_MS, 3 x timeoutMs), counted from when it became the
-   * oldest. Otherwise (a peer that withholds the rest, or trickles it) it would stall
-   * every other session's large messages. Such a connection ends at once as a protocol
-   * error; its half-built messages are dropped, nothing more from it is taken or
-   * acknowledged, and its session is not kept (sessionBroken).
-   */
-  private checkHeldMessage(now: number): void {
-    if (!this.checkHold || this._state === 'closed') return;
-    const oldest = this.budget.oldest;
-    let held: ReliableAssembler | undefined;
-    for (const a of this.inbound.assemblers.values()) if (a === oldest) held = a;
-    if (!held) {
-      this.hold = undefined;
-      return;
-    }
-    const h = this.hold;
-    if (!h || h.generation !== this.budget.oldestGeneration) {
-      this.hold = { generation: this.budget.oldestGeneration, since: now, size: held.size, refused: this.budget.refused };
-      return;
-    }
-    if (now - h.since < Math.max(HOLD_WINDOW_MS, 3 * this.cfg.timeoutMs)) return;
-    if (this.budget.refused > h.refused && held.size - h.size < HOLD_MIN_GROWTH) {
-      this.counters.heldStill++;
-      this.sessionBroken = true;
-      releaseInbound(this.inbound);
-      this.end('protocol-error', false);
-      return;
-    }
-    this.hold = { generation: h.generation, since: now, size: held.size, refused: this.budget.refused };
   }
 
   private onFrame(f: Frame, now: number): void {
@@ -642,7 +584,6 @@ export class Connection {
 
   /** A reliable unit whose turn came: to the program if whole, else to its channel's half-built message. */
   private readonly deliverUnit = (u: InUnit, precharged: boolean): boolean => {
-    if (this.sessionBroken) return false; // refused: never acknowledged, never delivered
     const assemblers = this.inbound.assemblers;
     let a = assemblers.get(u.channel);
     if (u.last === undefined && (u.unordered || !a)) {
@@ -730,8 +671,6 @@ export class Connection {
       else this.end(this.closeReason, false);
       return;
     }
-    this.checkHeldMessage(now);
-    if ((this._state as ConnectionState) === 'closed') return;
     if (this.timers.due('stall', now)) {
       this.timers.clear('stall');
       if (this._state === 'connected') {
@@ -973,7 +912,6 @@ export class Connection {
       duplicates: c.duplicates,
       unreliableDropped: this.unreliableParts.dropped,
       refused: c.refused,
-      heldStill: c.heldStill,
       sequencedSuperseded: c.superseded,
       sequencedStale: c.stale,
       pmtu: this.pmtu.toJSON(),

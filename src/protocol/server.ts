@@ -352,7 +352,6 @@ export class ServerEndpoint {
       emit: (event) => this.onConnectionEvent(connId, event),
       peerAddress: from.address,
       budget: this.budget,
-      checkHold: true,
       inbound,
     });
     for (const u of outbound) conn.sendUnit(u);
@@ -373,10 +372,8 @@ export class ServerEndpoint {
     }
     if (p && event.type === 'ended') {
       this.sessions.unbind(p.sessionKey, connId);
-      // The client closing is the end of its session; anything else may be resumed,
-      // unless its inbound state was given up, or it would park the endpoint's oldest
-      // half-built message (which may always grow) while others wait for memory.
-      if (!event.byPeer && event.reason !== 'shutdown' && !p.conn.sessionBroken && !this.holdsOldestUnderPressure(p.inbound)) {
+      // The client closing is the end of its session; anything else may be resumed.
+      if (!event.byPeer && event.reason !== 'shutdown') {
         const left = p.conn.takeUnfinished();
         this.sessions.park(p.sessionKey, { inbound: p.inbound, outbound: left.reliable, outboundBase: p.sendBase + left.firstIndex }, this.lastNow);
       } else releaseInbound(p.inbound);
@@ -420,13 +417,6 @@ export class ServerEndpoint {
     this.countAddress(p.validated.address, 1);
     p.address = { ...p.validated };
     p.conn.pathChanged(p.address.address, this.lastNow);
-  }
-
-  private holdsOldestUnderPressure(inbound: InboundSession): boolean {
-    const oldest = this.budget.oldest;
-    if (oldest === undefined || this.budget.used < this.budget.limit * 0.9) return false;
-    for (const a of inbound.assemblers.values()) if (a === oldest) return true;
-    return false;
   }
 
   /** The client's first DATA packet: returns true when it came from elsewhere and started a move. */

@@ -20,8 +20,6 @@ export class ReassemblyBudget {
   peak = 0;
   /** Requests refused at the limit. */
   refused = 0;
-  /** Changes whenever another message becomes the oldest (so a holder can time its hold). */
-  oldestGeneration = 0;
   /** Half-built reliable messages, oldest first (a Set keeps insertion order). */
   private readonly builders = new Set<object>();
 
@@ -44,18 +42,11 @@ export class ReassemblyBudget {
 
   /** A reliable message started (its first part arrived in order). */
   startBuilding(builder: object): void {
-    if (this.builders.size === 0) this.oldestGeneration++;
     this.builders.add(builder);
   }
 
   stopBuilding(builder: object): void {
-    if (this.builders.values().next().value === builder) this.oldestGeneration++;
     this.builders.delete(builder);
-  }
-
-  /** The oldest half-built reliable message: the one that may always grow. */
-  get oldest(): object | undefined {
-    return this.builders.values().next().value;
   }
 }
 
