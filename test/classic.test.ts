@@ -257,6 +257,9 @@ test('classic: off with classic: false (a HELLO is just malformed); with autoSte
   c.send('HELLO ', { address: '127.0.1.2', port: PORT });
   await net.advance(50);
   assert.equal(c.got.length, 0, 'not answered before step()');
+  server.step(); // takes the HELLO, opens the private socket
+  await net.advance(50);
+  assert.equal(c.got.length, 0, 'the redirect waits for the next step() too');
   server.step();
   await net.advance(50);
   const [, ip, port] = /^CONNECT (\S+) (\d+)$/.exec(c.got[0]!.text)!;

@@ -36,6 +36,8 @@ interface Entry {
   accepted: boolean;
   /** Finished its handshake but turned away (see ClassicHostOwner.accepted). */
   refused: boolean;
+  /** Bound while autoStep is off: the redirect goes at the next step(). */
+  redirectDue?: boolean;
 }
 
 /**
@@ -103,7 +105,9 @@ export class ClassicHost {
       async (local) => {
         entry.local = local;
         await entry.driver.connect(entry.client).catch(() => {});
-        this.redirect(entry);
+        // With autoStep off nothing goes out outside step(): the redirect waits for it.
+        if (this.owner.autoStep()) this.redirect(entry);
+        else entry.redirectDue = true;
         entry.driver.pump();
       },
       (err: Error) => {
@@ -180,7 +184,13 @@ export class ClassicHost {
   }
 
   step(): void {
-    for (const e of [...this.entries.values()]) e.driver.step();
+    for (const e of [...this.entries.values()]) {
+      if (e.redirectDue) {
+        e.redirectDue = false;
+        this.redirect(e);
+      }
+      e.driver.step();
+    }
   }
 
   /** Stops every private socket at once (the server is going away hard). */
