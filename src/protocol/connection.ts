@@ -593,7 +593,7 @@ export class Connection {
       return true;
     }
     if (!a) {
-      a = new ReliableAssembler(this.cfg.maxMessageSize, this.budget);
+      a = new ReliableAssembler(this.cfg.maxMessageSize, this.budget, this.inbound.state);
       assemblers.set(u.channel, a);
     }
     const m = this.overSessionCap(u, a, precharged) ? 'refused' : a.add(u.data, u.last, precharged);
