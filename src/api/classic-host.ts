@@ -55,11 +55,6 @@ export class ClassicHost {
 
   constructor(private readonly owner: ClassicHostOwner) {}
 
-  /** Links not yet finished (a shutdown waits for them). */
-  get open(): number {
-    return this.entries.size;
-  }
-
   /** Links whose client has not said CONNECT yet (and are not over). */
   get pending(): number {
     let n = 0;
