@@ -593,7 +593,7 @@ export class Connection {
       return true;
     }
     if (!a) {
-      a = new ReliableAssembler(this.cfg.maxMessageSize, this.budget, this.inbound.state);
+      a = new ReliableAssembler(this.cfg.maxMessageSize, this.budget);
       assemblers.set(u.channel, a);
     }
     const m = this.overSessionCap(u, a, precharged) ? 'refused' : a.add(u.data, u.last, precharged);
@@ -608,16 +608,21 @@ export class Connection {
   };
 
   /**
-   * One session holds at most maxMessageSize of half-built messages over all its
-   * channels, except that its oldest may always grow (so one always finishes): a peer
+   * One session holds at most maxMessageSize of half-built messages on its other
+   * channels, besides its oldest, which may always grow (so one always finishes): a peer
    * cannot take the endpoint's budget with a half-built message per channel. A unit from
    * the reorder buffer is charged already and always taken.
    */
   private overSessionCap(u: InUnit, a: ReliableAssembler, precharged: boolean): boolean {
     const assemblers = this.inbound.assemblers;
-    if (precharged || u.last === undefined || a === assemblers.values().next().value) return false;
+    const oldest = assemblers.values().next().value;
+    if (precharged || u.last === undefined || a === oldest) return false;
+    // The other channels share maxMessageSize among themselves; the oldest is not counted:
+    // counting it, two messages of more than half of maxMessageSize each on two channels
+    // blocked each other for good (the sender's window stops at the refused unit, and
+    // the oldest cannot finish within it).
     let held = 0;
-    for (const x of assemblers.values()) held += x.size;
+    for (const x of assemblers.values()) if (x !== oldest) held += x.size;
     return held + u.data.length > this.cfg.maxMessageSize;
   }
 

@@ -8,11 +8,11 @@
  * What happens at the limit depends on what asks: an out-of-order unit is not buffered
  * (its sender retransmits it later, nothing is lost), an unreliable part is dropped
  * (its message is lost, as unreliable messages may be). A reliable message being put
- * together is not advanced (its next part is retransmitted later), except in the
- * session that holds the oldest such message of the whole endpoint, which may always
- * go on: so one message always finishes and frees its bytes, and the endpoint never
- * deadlocks with every budget byte held by half-built messages. The per-session caps
- * (maxMessageSize of half-built messages, the 4 MiB reorder buffer) still bound it.
+ * together is not advanced (its next part is retransmitted later), except the oldest
+ * such message of the whole endpoint, which may always grow: so one message always
+ * finishes and frees its bytes, and the endpoint never deadlocks with every budget
+ * byte held by half-built messages. A per-connection cap (maxMessageSize) still bounds
+ * that one.
  */
 export class ReassemblyBudget {
   used = 0;
@@ -22,22 +22,12 @@ export class ReassemblyBudget {
   refused = 0;
   /** Half-built reliable messages, oldest first (a Set keeps insertion order). */
   private readonly builders = new Set<object>();
-  /** The session each half-built message belongs to. */
-  private readonly owners = new Map<object, object>();
 
   constructor(readonly limit: number) {}
 
-  /**
-   * Takes n bytes if they fit, or if they are for the session (`owner`) whose message is
-   * the oldest half-built one: that session may always go on, all of it. Exempting only
-   * the message would not do: the session's other units (another channel's message, the
-   * reorder buffer) would be refused, and its sender, whose window is counted from its
-   * oldest unacknowledged unit, would stop sending the oldest message too.
-   */
-  take(n: number, builder?: object, owner?: object): boolean {
-    const oldest = this.builders.values().next().value;
-    const exempt = oldest !== undefined && (builder === oldest || (owner !== undefined && this.owners.get(oldest) === owner));
-    if (this.used + n > this.limit && !exempt) {
+  /** Takes n bytes if they fit, or if `builder` is the oldest half-built reliable message. */
+  take(n: number, builder?: object): boolean {
+    if (this.used + n > this.limit && (builder === undefined || this.builders.values().next().value !== builder)) {
       this.refused++;
       return false;
     }
@@ -50,15 +40,13 @@ export class ReassemblyBudget {
     this.used -= n;
   }
 
-  /** A reliable message started (its first part arrived in order); `owner` is its session. */
-  startBuilding(builder: object, owner?: object): void {
+  /** A reliable message started (its first part arrived in order). */
+  startBuilding(builder: object): void {
     this.builders.add(builder);
-    if (owner !== undefined) this.owners.set(builder, owner);
   }
 
   stopBuilding(builder: object): void {
     this.builders.delete(builder);
-    this.owners.delete(builder);
   }
 }
 

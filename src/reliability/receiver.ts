@@ -106,7 +106,7 @@ export class StreamReceiver {
     if (pred >= this.next && !this.state.above.has(this.base + pred)) {
       // Its channel's previous unit is not done: wait for it.
       if (this.waiting.has(pred)) return 'duplicate'; // two units claiming one place: a broken peer
-      if (this.bufferedBytes + u.data.length > BUFFER_LIMIT || !this.budget.take(u.data.length, undefined, this.state)) return 'refused';
+      if (this.bufferedBytes + u.data.length > BUFFER_LIMIT || !this.budget.take(u.data.length)) return 'refused';
       this.held.set(idx, u);
       this.waiting.set(pred, idx);
       this.bufferedBytes += u.data.length;

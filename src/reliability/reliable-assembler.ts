@@ -35,8 +35,6 @@ export class ReliableAssembler {
   constructor(
     private readonly maxMessageSize: number,
     private readonly budget: ReassemblyBudget = unlimitedBudget(),
-    /** The session this message belongs to (budget.ts: its session may always go on). */
-    private readonly owner?: object,
   ) {}
 
   /**
@@ -58,7 +56,7 @@ export class ReliableAssembler {
       }
       return { data };
     }
-    if (this.units === 0 && !this.discarding) this.budget.startBuilding(this, this.owner);
+    if (this.units === 0 && !this.discarding) this.budget.startBuilding(this);
     if (!this.discarding && this.bytes + data.length > this.maxMessageSize) {
       if (precharged) this.budget.give(data.length);
       this.rejected++;
@@ -70,7 +68,7 @@ export class ReliableAssembler {
     } else if (this.discarding) {
       if (precharged) this.budget.give(data.length);
     } else {
-      if (!precharged && !this.budget.take(data.length, this, this.owner)) {
+      if (!precharged && !this.budget.take(data.length, this)) {
         if (this.units === 0) this.budget.stopBuilding(this);
         return 'refused';
       }
