@@ -84,7 +84,10 @@ test('a Lua UDPIPE client connects to a udpipe server (on all interfaces), excha
     seen.filter((s) => s.startsWith('msg')),
     ['msg lua:1', 'msg lua:2', 'msg lua:3', 'msg lua:4', 'msg lua:5', 'msg lua:6'],
   );
-  assert.ok(seen.indexOf('stalled') > seen.indexOf('msg lua:3') && seen.indexOf('unstalled') < seen.indexOf('msg lua:4'), seen.join(', '));
+  // The deliberate stall comes between lua:3 and lua:4 (a machine under load may add a
+  // spurious one elsewhere; that is not what this checks).
+  const between = seen.slice(seen.indexOf('msg lua:3'), seen.indexOf('msg lua:4'));
+  assert.ok(between.includes('stalled') && between.lastIndexOf('unstalled') > between.indexOf('stalled'), seen.join(', '));
   assert.equal(seen.at(-1), 'close normal');
   assert.equal(peer?.protocol, 'classic');
   assert.deepEqual(newClient.slice(0, 2), ['HELLO luatoken', '127.0.0.1']);
@@ -115,7 +118,9 @@ test("a udpipe client with protocol: 'classic' talks to a Lua UDPIPE server: mes
     client.send('four');
     await waitUntil(() => got.includes('four'), 8000);
     assert.deepEqual(got, ['one', 'two', 'three', 'four']);
-    assert.deepEqual(events.filter((e) => e !== 'pong'), ['connecting 127.0.0.1:private', 'connect', 'stalled', 'unstalled']);
+    const seq = events.filter((e) => e !== 'pong');
+    assert.deepEqual(seq.slice(0, 2), ['connecting 127.0.0.1:private', 'connect']);
+    assert.ok(seq.includes('stalled') && seq.lastIndexOf('unstalled') > seq.indexOf('stalled'), seq.join(', '));
     assert.ok(events.includes('pong'), 'our PINGs answered');
     await client.close();
     assert.equal(await srv.exit, 0, srv.lines.join('\n'));
