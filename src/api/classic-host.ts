@@ -55,18 +55,18 @@ export class ClassicHost {
 
   constructor(private readonly owner: ClassicHostOwner) {}
 
-  /** Links whose client has not said CONNECT yet (and are not over). */
-  get pending(): number {
-    let n = 0;
-    for (const e of this.entries.values()) if (!e.accepted && !e.refused && e.link.state === 'connecting') n++;
-    return n;
-  }
-
-  /** The same, per client IP address. */
+  /** Links whose client has not said CONNECT yet (and are not over), per client IP address. */
   pendingByAddress(): Map<string, number> {
     const m = new Map<string, number>();
     for (const e of this.entries.values()) if (!e.accepted && !e.refused && e.link.state === 'connecting') m.set(e.client.address, (m.get(e.client.address) ?? 0) + 1);
     return m;
+  }
+
+  /** All of them. */
+  get pending(): number {
+    let n = 0;
+    for (const k of this.pendingByAddress().values()) n += k;
+    return n;
   }
 
   /** Drops every link still in its handshake (the server is shutting down). */

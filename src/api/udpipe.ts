@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { deriveTokenKey, equalBytes } from '../crypto/handshake-keys.js';
-import { CLASSIC_MAX_DATAGRAM, ClassicClient, ClassicLink, isClassicControlWord, parseClassicHello, type ClassicClientEvent, type ClassicConfig } from '../protocol/classic.js';
+import { CLASSIC_MAX_DATAGRAM, ClassicClient, ClassicLink, isClassicControlWord, parseClassicHello, type ClassicClientEvent } from '../protocol/classic.js';
 import { ClassicHost } from './classic-host.js';
 import { RateLimiter } from '../protocol/rate-limiter.js';
 import { UDPipeError } from '../errors.js';
@@ -554,10 +554,6 @@ export class UDPipe extends EventEmitter implements PeerOwner {
 
   // ---- classic (Lua UDPIPE) clients ---------------------------------------------------
 
-  private classicConfig(): ClassicConfig {
-    return this.connCfg;
-  }
-
   private onClassicHello(bytes: Uint8Array, from: Address): void {
     if (this.closed) return; // shutting down: no new clients of either kind
     const msg = Buffer.from(bytes).toString('latin1');
@@ -616,7 +612,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     return {
       transport,
       autoStep: () => this.opts.autoStep,
-      config: () => this.classicConfig(),
+      config: () => this.connCfg, // shared: setTimeout() reaches classic links too
       bindHost: () => this.bindHostValue,
       advertisedAddress: (sc, client) => this.advertise(sc, client),
       sendPublic: (bytes, to) => this.driver?.sendRaw(bytes, to),

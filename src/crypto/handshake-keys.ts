@@ -1,5 +1,6 @@
 import { createHmac, hkdfSync } from 'node:crypto';
 import { COOKIE_SIZE, PROOF_SIZE } from '../wire/constants.js';
+import { AeadPacketCipher, HmacPacketCipher, type PacketCipher } from './packet-cipher.js';
 
 /**
  * Handshake cryptography of protocol v1 (docs/PROTOCOL.md, "Handshake"): the token
@@ -114,6 +115,25 @@ export function encryptedSessionKeys(
   const info = Buffer.concat([enc.encode('udpipe v1 aead'), u32(t.clientConnId), t.clientNonce, t.cookie, u32(serverConnId), clientPublic, serverPublic]);
   const okm = new Uint8Array(hkdfSync('sha256', shared, tokenKey, info, 64));
   return { clientToServer: okm.slice(0, 32), serverToClient: okm.slice(32, 64) };
+}
+
+/**
+ * The packet protection of one side of a new connection: ChaCha20-Poly1305 under keys
+ * from the X25519 exchange when `exchange` is given, else HMAC tags. Each side sends
+ * with its own direction's key.
+ */
+export function connectionCipher(
+  side: 'client' | 'server',
+  tokenKey: Uint8Array,
+  t: HandshakeTranscript,
+  serverConnId: number,
+  exchange?: { shared: Uint8Array; clientPublic: Uint8Array; serverPublic: Uint8Array },
+): PacketCipher {
+  const keys = exchange
+    ? encryptedSessionKeys(tokenKey, exchange.shared, t, serverConnId, exchange.clientPublic, exchange.serverPublic)
+    : sessionKeys(tokenKey, t, serverConnId);
+  const [send, receive] = side === 'client' ? [keys.clientToServer, keys.serverToClient] : [keys.serverToClient, keys.clientToServer];
+  return exchange ? new AeadPacketCipher(send, receive) : new HmacPacketCipher(send, receive);
 }
 
 /** Constant-time comparison of two byte strings of any length. */

@@ -1,3 +1,4 @@
+import { equalBytes } from '../crypto/handshake-keys.js';
 import type { Reason } from '../wire/constants.js';
 import { Deque } from '../reliability/deque.js';
 import type { ConnectionEvent, ConnectionState } from './config.js';
@@ -59,11 +60,6 @@ export function parseClassicRedirect(bytes: Uint8Array): { address: string; port
   return port >= 1 && port <= 65535 ? { address: m[1]!, port } : undefined;
 }
 
-function same(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
 
 export interface ClassicConfig {
   pingIntervalMs: number;
@@ -130,7 +126,7 @@ export class ClassicLink {
   ) {
     this.lastNow = now;
     this.timers.set('connect', connectDeadline);
-    if (role === 'client') this.sendControl(CLASSIC_CONNECT, now);
+    if (role === 'client') this.sendConnect(now);
   }
 
   get state(): ClassicState {
@@ -146,9 +142,10 @@ export class ClassicLink {
     return this.queued + this.outBytes;
   }
 
-  private sendControl(word: Uint8Array, now: number): void {
-    this.out.push(word);
-    if (word === CLASSIC_CONNECT) this.timers.set('retry', now + RETRY_MS);
+  /** Client: CONNECT to the private socket, again every RETRY_MS until CONNECTED. */
+  private sendConnect(now: number): void {
+    this.out.push(CLASSIC_CONNECT);
+    this.timers.set('retry', now + RETRY_MS);
   }
 
   /** A datagram from the peer (the caller checked it came from the peer's address). */
@@ -158,7 +155,7 @@ export class ClassicLink {
     this.counters.datagramsReceived++;
     this.counters.bytesReceived += bytes.length;
     if (this._state === 'closed') {
-      if (same(bytes, CLASSIC_CLOSE)) this.out.push(CLASSIC_CLOSED);
+      if (equalBytes(bytes, CLASSIC_CLOSE)) this.out.push(CLASSIC_CLOSED);
       return;
     }
     this.timers.set('stall', now + this.cfg.stallTimeoutMs);
@@ -168,30 +165,30 @@ export class ClassicLink {
       this.events.push({ type: 'unstalled' });
       this.flush();
     }
-    if (same(bytes, CLASSIC_CONNECT)) {
+    if (equalBytes(bytes, CLASSIC_CONNECT)) {
       if (this.role === 'server') {
         this.out.push(CLASSIC_CONNECTED); // also for a repeated CONNECT: our answer may have been lost
         if (this._state === 'connecting') this.establish(now);
       }
       return;
     }
-    if (same(bytes, CLASSIC_CONNECTED)) {
+    if (equalBytes(bytes, CLASSIC_CONNECTED)) {
       if (this.role === 'client' && this._state === 'connecting') this.establish(now);
       return;
     }
     if (this._state === 'connecting') return; // nothing else counts before the handshake ends
-    if (same(bytes, CLASSIC_PING)) {
+    if (equalBytes(bytes, CLASSIC_PING)) {
       this.out.push(CLASSIC_PONG);
       this.events.push({ type: 'ping' });
-    } else if (same(bytes, CLASSIC_PONG)) {
+    } else if (equalBytes(bytes, CLASSIC_PONG)) {
       if (this.pingSentAt !== undefined) this.events.push({ type: 'pong', rttMs: now - this.pingSentAt });
       this.pingSentAt = undefined;
-    } else if (same(bytes, CLASSIC_CLOSE)) {
+    } else if (equalBytes(bytes, CLASSIC_CLOSE)) {
       this.out.push(CLASSIC_CLOSED);
       this.end('normal', true, now);
-    } else if (same(bytes, CLASSIC_CLOSED)) {
+    } else if (equalBytes(bytes, CLASSIC_CLOSED)) {
       if (this._state === 'closing') this.end(this.closeReason, false, now);
-    } else if (same(bytes, CLASSIC_GO_AWAY)) {
+    } else if (equalBytes(bytes, CLASSIC_GO_AWAY)) {
       // From the public socket during the handshake only; ignore here.
     } else if (bytes.length > CLASSIC_MAX_DATAGRAM) {
       this.counters.malformed++;
@@ -286,7 +283,7 @@ export class ClassicLink {
     };
     if (due('linger')) this.finished = true;
     if (due('retry')) {
-      if (this._state === 'connecting' && this.role === 'client') this.sendControl(CLASSIC_CONNECT, now);
+      if (this._state === 'connecting' && this.role === 'client') this.sendConnect(now);
       else if (this._state === 'closing') {
         this.out.push(CLASSIC_CLOSE);
         this.timers.set('retry', now + RETRY_MS);
@@ -453,7 +450,7 @@ export class ClassicClient {
       this.carriedBytes = 0;
       this.events.push({ type: 'connecting', attempt: this.attempt, address: { ...this.sc } });
       this.afterLink(now);
-    } else if (!redirect && !same(bytes, CLASSIC_GO_AWAY)) {
+    } else if (!redirect && !equalBytes(bytes, CLASSIC_GO_AWAY)) {
       this.malformed++;
     }
   }

@@ -1,6 +1,6 @@
-import { clientProof, encryptedSessionKeys, equalBytes, refuseProof, serverProof, sessionKeys } from '../crypto/handshake-keys.js';
+import { clientProof, connectionCipher, equalBytes, refuseProof, serverProof } from '../crypto/handshake-keys.js';
 import { EphemeralKey } from '../crypto/key-exchange.js';
-import { AeadPacketCipher, HmacPacketCipher, type PacketCipher } from '../crypto/packet-cipher.js';
+import type { PacketCipher } from '../crypto/packet-cipher.js';
 import { Deque } from '../reliability/deque.js';
 import { ReassemblyBudget } from '../reliability/budget.js';
 import { splitMessage, type Unit, type WholeMessage } from '../reliability/sender.js';
@@ -293,20 +293,13 @@ export class ClientEndpoint {
           this.mismatch();
           return;
         }
-        let cipher: PacketCipher;
-        if (hs.key) {
-          const shared = hs.key.agree(d.publicKey);
-          if (!shared) {
-            this.malformed++; // an unusable public key: nothing to build keys from
-            return;
-          }
-          const keys = encryptedSessionKeys(this.cfg.tokenKey, shared, t, d.serverConnId, hs.key.publicKey, d.publicKey);
-          cipher = new AeadPacketCipher(keys.clientToServer, keys.serverToClient);
-        } else {
-          const keys = sessionKeys(this.cfg.tokenKey, t, d.serverConnId);
-          cipher = new HmacPacketCipher(keys.clientToServer, keys.serverToClient);
+        const shared = hs.key?.agree(d.publicKey);
+        if (hs.key && !shared) {
+          this.malformed++; // an unusable public key: nothing to build keys from
+          return;
         }
-        this.onAccepted(d, t, cipher, now);
+        const exchange = hs.key && shared ? { shared, clientPublic: hs.key.publicKey, serverPublic: d.publicKey } : undefined;
+        this.onAccepted(d, t, connectionCipher('client', this.cfg.tokenKey, t, d.serverConnId, exchange), now);
         return;
       }
       case 'refuse':

@@ -1,6 +1,7 @@
 import { NewReno } from '../congestion/new-reno.js';
 import { Pacer } from '../congestion/pacer.js';
 import type { CongestionController } from '../congestion/controller.js';
+import { equalBytes } from '../crypto/handshake-keys.js';
 import type { PacketCipher } from '../crypto/packet-cipher.js';
 import { AckTracker } from '../reliability/ack-tracker.js';
 import { ReliableAssembler } from '../reliability/reliable-assembler.js';
@@ -39,12 +40,6 @@ const CHALLENGE_PACKET = PACKET_OVERHEAD + 9;
 /** PATH_CHALLENGEs sent to a new address before going back. */
 const PATH_TRIES = 3;
 
-function equalPathData(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  let d = 0;
-  for (let i = 0; i < a.length; i++) d |= a[i]! ^ b[i]!;
-  return d === 0;
-}
 /** Probe timeouts in a row, while sending above the base size, that mean a PMTU black hole. */
 const BLACK_HOLE_PTOS = 3;
 /** Outstanding pings remembered for RTT on PONG. */
@@ -524,7 +519,7 @@ export class Connection {
         if (this.pathResponses.length < 4) this.pathResponses.push(f.data);
         return;
       case 'path-response':
-        if (this.pathCheck && equalPathData(this.pathCheck.data, f.data)) {
+        if (this.pathCheck && equalBytes(this.pathCheck.data, f.data)) {
           this.cancelPathValidation();
           this.emit({ type: 'path-validated' });
         }

@@ -36,3 +36,16 @@ export class RateLimiter {
     return this.buckets.size;
   }
 }
+
+/**
+ * The rate limit's key for an address: the address itself for IPv4, its /64 for IPv6
+ * (one host usually has a whole /64 and could otherwise take a bucket per address).
+ */
+export function rateKey(address: string): string {
+  if (!address.includes(':') || address.includes('.')) return address; // IPv4, or IPv4-mapped IPv6
+  const [head = '', tail = ''] = address.split('::');
+  const h = head ? head.split(':') : [];
+  const t = address.includes('::') ? (tail ? tail.split(':') : []) : [];
+  const groups = address.includes('::') ? [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t] : h;
+  return `${groups.slice(0, 4).map((g) => g.toLowerCase().replace(/^0+(?=.)/, '')).join(':')}::/64`;
+}

@@ -1,6 +1,5 @@
-import { CookieJar, clientProof, encryptedSessionKeys, equalBytes, refuseProof, serverProof, sessionKeys } from '../crypto/handshake-keys.js';
+import { CookieJar, clientProof, connectionCipher, equalBytes, refuseProof, serverProof } from '../crypto/handshake-keys.js';
 import { EphemeralKey } from '../crypto/key-exchange.js';
-import { AeadPacketCipher, HmacPacketCipher, type PacketCipher } from '../crypto/packet-cipher.js';
 import type { Address } from './address.js';
 import { HandshakeFlag, PROOF_SIZE, PUBLIC_KEY_SIZE, ReasonCode, type Reason } from '../wire/constants.js';
 import { PATH_DATA_SIZE } from '../wire/frames.js';
@@ -10,7 +9,7 @@ import { decodeDatagram } from '../wire/packet.js';
 import type { ConnectionConfig, ConnectionEvent } from './config.js';
 import { Connection, newInbound, releaseInbound, type InboundSession } from './connection.js';
 import { DeadlineHeap } from './deadline-heap.js';
-import { RateLimiter } from './rate-limiter.js';
+import { RateLimiter, rateKey } from './rate-limiter.js';
 import { SessionStore } from './sessions.js';
 import { ReassemblyBudget } from '../reliability/budget.js';
 import type { Unit } from '../reliability/sender.js';
@@ -75,19 +74,6 @@ interface Peer {
   confirmed: boolean;
   /** Events raised while unconfirmed, released with 'accepted'. */
   held: ConnectionEvent[];
-}
-
-/**
- * The rate limit's key for an address: the address itself for IPv4, its /64 for IPv6
- * (one host usually has a whole /64 and could otherwise take a bucket per address).
- */
-export function rateKey(address: string): string {
-  if (!address.includes(':') || address.includes('.')) return address; // IPv4, or IPv4-mapped IPv6
-  const [head = '', tail = ''] = address.split('::');
-  const h = head ? head.split(':') : [];
-  const t = address.includes('::') ? (tail ? tail.split(':') : []) : [];
-  const groups = address.includes('::') ? [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t] : h;
-  return `${groups.slice(0, 4).map((g) => g.toLowerCase().replace(/^0+(?=.)/, '')).join(':')}::/64`;
 }
 
 /** Handshake replies waiting for the driver; beyond this they are dropped (a flood gets no more answers). */
@@ -314,16 +300,8 @@ export class ServerEndpoint {
       return;
     }
     const connId = this.newConnId();
-    let cipher: PacketCipher;
-    let publicKey: Uint8Array = new Uint8Array(PUBLIC_KEY_SIZE);
-    if (ephemeral && shared) {
-      publicKey = ephemeral.publicKey;
-      const keys = encryptedSessionKeys(this.cfg.tokenKey, shared, d, connId, d.publicKey, publicKey);
-      cipher = new AeadPacketCipher(keys.serverToClient, keys.clientToServer);
-    } else {
-      const keys = sessionKeys(this.cfg.tokenKey, d, connId);
-      cipher = new HmacPacketCipher(keys.serverToClient, keys.clientToServer);
-    }
+    const publicKey = ephemeral?.publicKey ?? new Uint8Array(PUBLIC_KEY_SIZE);
+    const cipher = connectionCipher('server', this.cfg.tokenKey, d, connId, ephemeral && shared ? { shared, clientPublic: d.publicKey, serverPublic: publicKey } : undefined);
     // Resume: the client resends from what we delivered; we resend from what it did.
     const parked = this.sessions.take(sessionKey);
     let inbound = newInbound(d.nextSendIndex);
