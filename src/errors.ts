@@ -6,6 +6,7 @@ export type UDPipeErrorCode =
   | 'ERR_INVALID_OPTION'
   | 'ERR_INVALID_ARGUMENT'
   | 'ERR_MESSAGE_TOO_LARGE'
+  /** No longer thrown (0.2): a full queue drops the message with a 'dropped' event. Kept so code that names it compiles. */
   | 'ERR_QUEUE_FULL'
   | 'ERR_NOT_CONNECTED'
   | 'ERR_CLOSED'

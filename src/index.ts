@@ -3,7 +3,7 @@
  * adds the simulated network.
  */
 export { UDPipe } from './api/udpipe.js';
-export type { UDPipeEvents, EndpointStats } from './api/events.js';
+export type { UDPipeEvents, EndpointStats, DropReason } from './api/events.js';
 export { Peer, type Delivery, type PeerState, type PeerStats, type SendOptions } from './api/peer.js';
 export type { UDPipeOptions, ReconnectOptions, Logger } from './api/options.js';
 export { UDPipeError, type UDPipeErrorCode } from './errors.js';

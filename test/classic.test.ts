@@ -12,7 +12,7 @@ import type { Address, DatagramSocket } from '../src/transport/types.js';
 
 const S = '127.0.1.1';
 const PORT = 1234;
-const T = { pingIntervalMs: 100, stallTimeoutMs: 400, timeoutMs: 1500 };
+const T = { pingIntervalMs: 100, stallTimeoutMs: 400, timeoutMs: 1500, classic: true };
 const text = (b: Uint8Array) => Buffer.from(b).toString('latin1');
 
 /** A raw socket that records what it gets, as a Lua script would see it. */

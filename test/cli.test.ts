@@ -95,8 +95,8 @@ test('a wrong token fails with exit code 1 and says so', { timeout: 15000 }, asy
   await server.exit;
 });
 
-test('connect --classic speaks the Lua UDPIPE protocol to serve (classic clients accepted by default)', { timeout: 15000 }, async () => {
-  const { server, port } = await startServer(['--echo', '--token', 'lua']);
+test('connect --classic speaks the Lua UDPIPE protocol to serve --classic', { timeout: 15000 }, async () => {
+  const { server, port } = await startServer(['--echo', '--classic', '--token', 'lua']);
   const client = run(['connect', '127.0.0.1', port, '--classic', '--token', 'lua'], 'PING\nhello classic\n');
   assert.equal(await client.exit, 1, 'a line that is a control word is skipped, and the exit code says so');
   assert.equal(client.stdout(), 'hello classic\n');
@@ -106,7 +106,7 @@ test('connect --classic speaks the Lua UDPIPE protocol to serve (classic clients
 });
 
 test('relaying a line a classic client cannot take (a control word) skips that client and keeps the server up', { timeout: 15000 }, async () => {
-  const { server, port } = await startServer();
+  const { server, port } = await startServer(['--classic']);
   const listener = run(['connect', '127.0.0.1', port, '--classic']);
   await waitFor(listener.stderr, /connected to/);
   const talker = run(['connect', '127.0.0.1', port], 'PING\nafter\n');
@@ -118,6 +118,22 @@ test('relaying a line a classic client cannot take (a control word) skips that c
   assert.equal(await listener.exit, 0);
   server.child.kill('SIGTERM');
   assert.equal(await server.exit, 0, 'the server was still running');
+});
+
+test('finding 9: serve and serve --encrypt refuse classic clients unless --classic is given too', { timeout: 20000 }, async () => {
+  for (const args of [[], ['--encrypt']]) {
+    const { server, port } = await startServer(args);
+    const client = run(['connect', '127.0.0.1', port, '--classic', '--timeout', '1'], 'x\n');
+    assert.equal(await client.exit, 1, `serve ${args.join(' ')}: the classic client gets no answer`);
+    server.child.kill('SIGTERM');
+    await server.exit;
+  }
+  const { server, port } = await startServer(['--encrypt', '--classic', '--echo']);
+  const client = run(['connect', '127.0.0.1', port, '--classic'], 'both asked for\n');
+  assert.equal(await client.exit, 0);
+  assert.equal(client.stdout(), 'both asked for\n');
+  server.child.kill('SIGTERM');
+  await server.exit;
 });
 
 test('--encrypt on one side only: exit code 1 with a message naming the option', { timeout: 15000 }, async () => {

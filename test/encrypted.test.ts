@@ -196,7 +196,7 @@ test('a forged "server full" or "encryption mismatch" REFUSE is ignored; the cli
 
 test('handshake rate limit: one address beyond handshakesPerSecond gets no answer; others are unaffected', async () => {
   const net = new SimNetwork({ seed: 9, conditions: { latencyMs: 2 } });
-  const server = new UDPipe({ ...T, handshakesPerSecond: 5, transport: net.transport(S) });
+  const server = new UDPipe({ ...T, handshakesPerSecond: 5, maxClientsPerAddress: 30, transport: net.transport(S) });
   await server.start(PORT, S);
   // 30 clients on one host (many ports) connect at once: a burst of 10, then 5 a second.
   const crowd = Array.from({ length: 30 }, () => new UDPipe({ ...T, connectTimeoutMs: 60_000, transport: net.transport(C) }));

@@ -50,7 +50,7 @@ function lua(script: string, args: string[]) {
 }
 
 test('a Lua UDPIPE client connects to a udpipe server (on all interfaces), exchanges messages both ways, survives a stall, and closes', { skip, timeout: 30_000 }, async () => {
-  const server = new UDPipe({ ...T, token: 'luatoken' });
+  const server = new UDPipe({ ...T, token: 'luatoken', classic: true });
   const seen: string[] = [];
   let newClient: unknown[] = [];
   let peer: Peer | undefined;

@@ -26,7 +26,16 @@ export interface UDPipeEvents {
   error: [err: Error];
   /** A send() that returned false is now below maxQueue. */
   drain: [sock: Peer];
+  /**
+   * A message send() or sendAll() did not queue for `sock`, and why: 'queue-full' (the
+   * peer is 8x past maxQueue or highWaterMark, or the server's maxQueuedBytes is used up:
+   * a peer that does not acknowledge cannot make us hold more), 'closing' (the peer's
+   * connection is ending), 'classic' (sendAll: a Lua client cannot take this message).
+   */
+  dropped: [sock: Peer, msg: Buffer, reason: DropReason];
 }
+
+export type DropReason = 'queue-full' | 'closing' | 'classic';
 
 export type EventName = keyof UDPipeEvents;
 
@@ -46,6 +55,7 @@ export const CALLBACK: { [K in EventName]: string } = {
   badToken: 'onBadToken',
   error: '',
   drain: '',
+  dropped: '',
 };
 
 /** stats() without a peer: the endpoint's own counters. */
@@ -54,6 +64,10 @@ export type EndpointStats =
       role: 'server';
       connections: number;
       droppedUnstepped: number;
+      /** Messages send()/sendAll() did not queue (the 'dropped' event), all peers together. */
+      sendDropped: number;
+      /** Bytes queued for all peers together, and the limit (maxQueuedBytes). */
+      queued: { bytes: number; limit: number };
       /** Reassembly memory shared by all connections: in use, the peak, the limit, and requests refused at it. */
       reassembly: { bytes: number; peak: number; limit: number; refused: number };
     } & ServerCounters)

@@ -22,7 +22,9 @@ export interface UDPipeOptions {
   /**
    * Server: also accept clients of the original Lua UDPIPE ("classic" protocol: token in
    * clear, unreliable, a private port per client; docs/PROTOCOL.md section 14) on the
-   * same port. Default true, except with `encrypt: true` (then false unless set).
+   * same port. Default false: the classic protocol sends its token in clear, proves no
+   * address (its replies can be reflected at a forged source) and cannot be encrypted,
+   * so a program that needs it turns it on (the CLI: `serve --classic`).
    */
   classic?: boolean;
   /**
@@ -40,8 +42,18 @@ export interface UDPipeOptions {
   protocol?: 'udpipe' | 'classic';
   /** Server: connections accepted at once; more are refused ('server-full'). Default 1024. */
   maxClients?: number;
-  /** Server: connections from one IP address (any port). Default: maxClients (no separate limit). */
+  /**
+   * Server: connections from one IP address (any port), so one host cannot take every
+   * slot. Default: half of maxClients, at most 16 (players behind one NAT share an
+   * address: raise it for a LAN party or a campus).
+   */
   maxClientsPerAddress?: number;
+  /**
+   * Server: bytes queued for all peers together (reliable ones until acknowledged). A
+   * send() past it is not queued: it returns false and 'dropped' tells which peer, so
+   * peers that withhold acknowledgements cannot make the server hold more. Default 256 MiB.
+   */
+  maxQueuedBytes?: number;
   /**
    * Encrypt every packet (X25519 key exchange, ChaCha20-Poly1305; docs/SECURITY.md).
    * Client and server must agree: one with and one without is refused with
@@ -75,8 +87,9 @@ export interface UDPipeOptions {
   maxQueue?: number;
   /**
    * send() also returns false once this many bytes are queued for one peer (reliable
-   * ones count until acknowledged). Default 4 MiB. A program that goes on sending past
-   * 8 times this (or 8 times maxQueue) gets ERR_QUEUE_FULL, so memory stays bounded.
+   * ones count until acknowledged). Default 4 MiB. Past 8 times this (or 8 times
+   * maxQueue) a send is not queued: false and a 'dropped' event, so a peer that does not
+   * acknowledge cannot make us hold more.
    */
   highWaterMark?: number;
   /**
@@ -116,7 +129,8 @@ export interface ResolvedOptions {
   classicAddress: string | undefined;
   protocol: 'udpipe' | 'classic';
   maxClients: number;
-  maxClientsPerAddress: number | undefined;
+  maxClientsPerAddress: number;
+  maxQueuedBytes: number;
   encrypt: boolean;
   handshakesPerSecond: number;
   pingIntervalMs: number;
@@ -142,7 +156,7 @@ const defaultLogger: Logger = {
 };
 
 const KNOWN = new Set([
-  'token', 'classic', 'classicToken', 'classicAddress', 'protocol', 'maxClients', 'maxClientsPerAddress', 'encrypt', 'handshakesPerSecond', 'pingIntervalMs', 'stallTimeoutMs', 'timeoutMs', 'connectTimeoutMs', 'sessionLingerMs',
+  'token', 'classic', 'classicToken', 'classicAddress', 'protocol', 'maxClients', 'maxClientsPerAddress', 'maxQueuedBytes', 'encrypt', 'handshakesPerSecond', 'pingIntervalMs', 'stallTimeoutMs', 'timeoutMs', 'connectTimeoutMs', 'sessionLingerMs',
   'reconnect', 'maxQueue', 'highWaterMark', 'maxReassemblyBytes', 'maxMessageSize', 'maxDatagramSize', 'autoStep', 'debug', 'logger', 'transport',
 ]);
 
@@ -214,12 +228,13 @@ export function resolveOptions(opts: UDPipeOptions | undefined): ResolvedOptions
   if (typeof logger.debug !== 'function' || typeof logger.warn !== 'function') bad('logger must have debug(message) and warn(message) functions');
   const r: ResolvedOptions = {
     token: checkToken(opts.token ?? ''),
-    classic: checkBool('classic', opts.classic ?? opts.encrypt !== true),
+    classic: checkBool('classic', opts.classic ?? false),
     classicToken: opts.classicToken === undefined ? undefined : checkToken(opts.classicToken),
     classicAddress: opts.classicAddress === undefined ? undefined : checkAddress(opts.classicAddress),
     protocol: opts.protocol === undefined || opts.protocol === 'udpipe' || opts.protocol === 'classic' ? (opts.protocol ?? 'udpipe') : bad(`protocol must be 'udpipe' or 'classic', got ${String(opts.protocol)}`),
     maxClients: checkInt('maxClients', opts.maxClients ?? 1024, 0, 1_000_000),
-    maxClientsPerAddress: opts.maxClientsPerAddress === undefined ? undefined : checkInt('maxClientsPerAddress', opts.maxClientsPerAddress, 1, 1_000_000),
+    maxClientsPerAddress: 0, // below: its default follows maxClients
+    maxQueuedBytes: checkInt('maxQueuedBytes', opts.maxQueuedBytes ?? 256 * 1024 * 1024, 65536, 2 ** 40),
     encrypt: checkBool('encrypt', opts.encrypt ?? false),
     handshakesPerSecond: checkInt('handshakesPerSecond', opts.handshakesPerSecond ?? 50, 0, 1_000_000),
     pingIntervalMs: checkMs('pingIntervalMs', opts.pingIntervalMs ?? 1000, 10),
@@ -238,7 +253,13 @@ export function resolveOptions(opts: UDPipeOptions | undefined): ResolvedOptions
     logger,
     transport: opts.transport,
   };
+  r.maxClientsPerAddress = opts.maxClientsPerAddress === undefined ? defaultPerAddress(r.maxClients) : checkInt('maxClientsPerAddress', opts.maxClientsPerAddress, 1, 1_000_000);
   checkTimings(r);
   if (r.protocol === 'classic' && r.encrypt) bad("protocol 'classic' cannot encrypt: the original UDPIPE protocol has no encryption; drop encrypt or use the udpipe protocol");
   return r;
+}
+
+/** Half the slots, at most 16: one host cannot fill a server, and 16 players behind one NAT still fit. */
+export function defaultPerAddress(maxClients: number): number {
+  return Math.min(16, Math.max(1, Math.ceil(maxClients / 2)));
 }

@@ -5,7 +5,8 @@ import type { Address } from '../transport/types.js';
 
 export type PeerState = 'connecting' | ConnectionState;
 
-export type PeerStats = ConnectionStats | ClassicStats | { state: 'connecting' };
+/** Every peer's stats carry `sendDropped`: messages send() or sendAll() could not queue for it (see the 'dropped' event). */
+export type PeerStats = ((ConnectionStats | ClassicStats) & { sendDropped: number }) | { state: 'connecting'; sendDropped: number };
 
 /** What a Peer reads its state and stats from: a modern Connection or a classic link. */
 export interface PeerLink {
@@ -51,6 +52,8 @@ export class Peer {
   /** Set once the handshake completes. */
   private conn: PeerLink | undefined;
   private addr: Address;
+  /** @internal Messages not queued for this peer (over its queue limits, or it was closing). */
+  sendDropped = 0;
 
   /** @internal Created by UDPipe only. */
   constructor(
@@ -90,7 +93,7 @@ export class Peer {
   }
 
   stats(): PeerStats {
-    return this.conn?.stats() ?? { state: 'connecting' };
+    return { ...(this.conn?.stats() ?? { state: 'connecting' as const }), sendDropped: this.sendDropped };
   }
 
   send(msg: string | Uint8Array, opts?: SendOptions): boolean {

@@ -15,7 +15,7 @@ import type { Address, Transport } from '../transport/types.js';
 import { MAX_MESSAGE_SIZE } from '../wire/constants.js';
 import { describeDatagram } from '../wire/packet.js';
 import { checkMs, checkTimings, checkToken, resolveOptions, type ResolvedOptions, type UDPipeOptions } from './options.js';
-import { CALLBACK, type EndpointStats, type EventName, type UDPipeEvents } from './events.js';
+import { CALLBACK, type DropReason, type EndpointStats, type EventName, type UDPipeEvents } from './events.js';
 import { bindError, checkPort, fmt } from './format.js';
 import { Peer, type PeerOwner, type PeerStats, type SendOptions } from './peer.js';
 
@@ -73,6 +73,9 @@ export class UDPipe extends EventEmitter implements PeerOwner {
   private serverPeer: Peer | undefined;
   private serverAddr: Address | undefined;
   private closed = false;
+  /** Messages not queued (the 'dropped' event), all peers together. */
+  private sendDropped = 0;
+  private queuedCache = { at: -1, bytes: 0 };
   private connectWaiter: { resolve: (p: Peer) => void; reject: (e: Error) => void } | undefined;
   private readonly closeWaiters: { connId: number | undefined; resolve: () => void }[] = [];
 
@@ -171,7 +174,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
         ...this.connCfg,
         tokenKey: deriveTokenKey(this.opts.token),
         maxClients: this.opts.maxClients,
-        ...(this.opts.maxClientsPerAddress === undefined ? {} : { maxClientsPerAddress: this.opts.maxClientsPerAddress }),
+        maxClientsPerAddress: this.opts.maxClientsPerAddress,
         sessionLingerMs: this.opts.sessionLingerMs,
         encrypt: this.opts.encrypt,
         handshakesPerSecond: this.opts.handshakesPerSecond,
@@ -304,19 +307,48 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     return { reliable, channel, sequenced: delivery === 'unreliable-sequenced', unordered: delivery === 'reliable-unordered' };
   }
 
-  private checkQueue(length: number, bytes: number): void {
-    if (length >= this.connCfg.maxQueue * HARD_QUEUE_FACTOR) {
-      throw new UDPipeError('ERR_QUEUE_FULL', `${length} messages are already queued (${HARD_QUEUE_FACTOR}x maxQueue): wait for 'drain' when send() returns false`);
+  /** Past HARD_QUEUE_FACTOR times either limit a peer takes nothing more (docs/SECURITY.md). */
+  private overHardLimit(length: number, bytes: number): boolean {
+    return length >= this.connCfg.maxQueue * HARD_QUEUE_FACTOR || bytes >= this.connCfg.highWaterMark * HARD_QUEUE_FACTOR;
+  }
+
+  /**
+   * A message not queued for `sock`: counted, logged, and told to the program. What a
+   * peer does (not acknowledging, closing) never makes send() throw: the program learns
+   * from false and this event, and the process goes on.
+   */
+  private drop(sock: Peer, bytes: Uint8Array, reason: DropReason): false {
+    sock.sendDropped++;
+    this.sendDropped++;
+    this.log(`not queued for ${sock} (${reason}): ${bytes.length} bytes`);
+    this.fire('dropped', sock, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), reason);
+    return false;
+  }
+
+  /**
+   * Bytes queued for every peer of the server together, for maxQueuedBytes. Summed at
+   * most once per clock tick (sends within one tick add what they queue), so a burst of
+   * sends to many peers costs one pass.
+   */
+  private queuedTotal(): number {
+    const now = this.driver?.now() ?? 0;
+    if (this.queuedCache.at !== now) {
+      let n = 0;
+      for (const id of this.server?.connIds() ?? []) n += this.server!.connection(id)!.queuedBytes;
+      for (const link of this.classicByPeer.values()) n += link.queuedBytes;
+      this.queuedCache = { at: now, bytes: n };
     }
-    if (bytes >= this.connCfg.highWaterMark * HARD_QUEUE_FACTOR) {
-      throw new UDPipeError('ERR_QUEUE_FULL', `${bytes} bytes are already queued (${HARD_QUEUE_FACTOR}x highWaterMark): wait for 'drain' when send() returns false`);
-    }
+    return this.queuedCache.bytes;
   }
 
   /**
    * Sends a message: to `sock` on a server, to the server on a client. Reliable and
    * ordered unless { reliable: false }. While stalled or reconnecting it queues.
    * Returns false once maxQueue messages or highWaterMark bytes wait; 'drain' follows.
+   * A message that cannot be queued at all (the peer is 8x past those limits, the
+   * server's maxQueuedBytes is used up, or the peer is closing) is not sent: false, and
+   * a 'dropped' event. Throws only for the program's own mistakes (a bad message or
+   * option, no start()/connect(), after close()).
    */
   send(msg: string | Uint8Array, sock?: Peer, opts?: SendOptions): boolean {
     const bytes = this.encode(msg);
@@ -324,54 +356,59 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     if (this.role === 'client' && this.client) {
       if (this.client.state === 'closed') throw new UDPipeError('ERR_CLOSED', 'this client is closed; create a new UDPipe to connect again');
       if (this.client instanceof ClassicClient) this.checkClassicMessage(bytes, 'the server');
-      this.checkQueue(this.client.queueLength, this.client.queuedBytes);
+      if (this.overHardLimit(this.client.queueLength, this.client.queuedBytes)) {
+        return this.drop(this.serverPeer ?? new Peer(this, 0, this.serverAddr ?? { address: '', port: 0 }), bytes, 'queue-full');
+      }
       const ok = this.client.send(bytes, how.reliable, how.channel, how.sequenced, how.unordered);
       this.driver?.kick();
       return ok;
     }
     if (this.role === 'server' && this.server) {
       if (!(sock instanceof Peer)) throw new UDPipeError('ERR_INVALID_ARGUMENT', 'a server sends to one client: pass its peer (the sock argument of a callback), or use sendAll()');
-      if (sock.protocol === 'classic') return this.sendClassic(sock, bytes);
-      const conn = this.server.connection(sock.id);
-      if (!conn || conn.state === 'closed' || conn.state === 'closing') {
-        throw new UDPipeError('ERR_NOT_CONNECTED', `peer ${sock} is ${conn?.state ?? 'gone'}; stop sending to it after onDisconnect/onClose`);
-      }
-      this.checkQueue(conn.queueLength, conn.queuedBytes);
-      return this.sendToPeer(sock.id, bytes, how);
+      if (sock.protocol === 'classic') this.checkClassicMessage(bytes, `peer ${sock}`);
+      return this.sendToPeer(sock, bytes, how);
     }
     throw new UDPipeError(this.closed ? 'ERR_CLOSED' : 'ERR_NOT_CONNECTED', 'call start() (server) or connect() (client) before send()');
   }
 
-  private sendToPeer(id: number, bytes: Uint8Array, how: SendHow): boolean {
-    const ok = this.server!.connection(id)!.send(bytes, how.reliable, how.channel, how.sequenced, how.unordered);
-    this.server!.touch(id);
+  /** Server: queues for one peer (modern or classic) what its limits allow; the message is checked already. */
+  private sendToPeer(sock: Peer, bytes: Uint8Array, how: SendHow): boolean {
+    const link = sock.protocol === 'classic' ? this.classicLink(sock) : this.server!.connection(sock.id);
+    if (!link || link.state === 'closed' || link.state === 'closing') return this.drop(sock, bytes, 'closing');
+    if (this.overHardLimit(link.queueLength, link.queuedBytes) || this.queuedTotal() + bytes.length > this.opts.maxQueuedBytes) {
+      return this.drop(sock, bytes, 'queue-full');
+    }
+    this.queuedCache.bytes += bytes.length;
+    let ok: boolean;
+    if (link instanceof ClassicLink) {
+      ok = link.send(bytes);
+      this.classic!.kick(link);
+    } else {
+      ok = link.send(bytes, how.reliable, how.channel, how.sequenced, how.unordered);
+      this.server!.touch(sock.id);
+    }
     this.driver?.kick();
     return ok;
   }
 
   /**
-   * Server: sends to every connected client. Returns false if any queue is past
-   * maxQueue. All or nothing: if one client's queue is at the hard limit it throws
-   * ERR_QUEUE_FULL before sending to anyone.
+   * Server: sends to every connected client, each on its own: a client that cannot take
+   * the message (its queue is full, it is closing, or it is a classic client and the
+   * message is too large for the classic protocol or a control word) is skipped, with
+   * a 'dropped' event naming it; the others get it. Returns false if any client was
+   * skipped or is past maxQueue/highWaterMark.
    */
   sendAll(msg: string | Uint8Array, opts?: SendOptions): boolean {
     if (this.role !== 'server' || !this.server) throw new UDPipeError('ERR_WRONG_ROLE', 'sendAll() is for servers; a client sends to its server with send()');
     const bytes = this.encode(msg);
     const how = this.deliveryOf(opts, bytes.length);
-    const targets = [...this.peers.values()].filter((p) => p.state === 'connected' || p.state === 'stalled');
-    const classic = targets.filter((p) => p.protocol === 'classic');
-    if (classic.length > 0 && (bytes.length > CLASSIC_MAX_DATAGRAM || isClassicControlWord(bytes))) {
-      throw new UDPipeError(
-        bytes.length > CLASSIC_MAX_DATAGRAM ? 'ERR_MESSAGE_TOO_LARGE' : 'ERR_INVALID_ARGUMENT',
-        `${classic.length} classic client(s) connected, which take one datagram of at most ${CLASSIC_MAX_DATAGRAM} bytes per message that is not a control word (PING, PONG, CLOSE, ...)`,
-      );
-    }
-    for (const p of targets) {
-      const c = p.protocol === 'classic' ? this.classicLink(p)! : this.server.connection(p.id)!;
-      this.checkQueue(c.queueLength, c.queuedBytes);
-    }
+    const classicOk = bytes.length <= CLASSIC_MAX_DATAGRAM && !isClassicControlWord(bytes);
     let ok = true;
-    for (const p of targets) ok = (p.protocol === 'classic' ? this.sendClassic(p, bytes) : this.sendToPeer(p.id, bytes, how)) && ok;
+    for (const p of [...this.peers.values()]) {
+      if (p.state !== 'connected' && p.state !== 'stalled') continue;
+      if (p.protocol === 'classic' && !classicOk) ok = this.drop(p, bytes, 'classic');
+      else ok = this.sendToPeer(p, bytes, how) && ok;
+    }
     return ok;
   }
 
@@ -487,7 +524,15 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     if (sock) return sock.stats();
     if (this.server) {
       const b = this.server.budget;
-      return { role: 'server', connections: this.peers.size, ...this.server.counters, droppedUnstepped: this.driver?.overflowed ?? 0, reassembly: { bytes: b.used, peak: b.peak, limit: b.limit, refused: b.refused } };
+      return {
+        role: 'server',
+        connections: this.peers.size,
+        ...this.server.counters,
+        droppedUnstepped: this.driver?.overflowed ?? 0,
+        sendDropped: this.sendDropped,
+        queued: { bytes: this.queuedTotal(), limit: this.opts.maxQueuedBytes },
+        reassembly: { bytes: b.used, peak: b.peak, limit: b.limit, refused: b.refused },
+      };
     }
     if (this.client) {
       return {
@@ -590,22 +635,25 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     this.updateReserve();
   }
 
-  /** Room for one more classic client from `address`: modern and classic clients share maxClients (and maxClientsPerAddress). */
-  private classicRoom(address: string, pendingIncluded = 0): boolean {
-    const host = this.classic!;
-    const total = (this.server?.openConnections() ?? 0) + this.classicByPeer.size + host.pending - pendingIncluded;
-    let fromAddress = (this.server?.connectionsFrom(address) ?? 0) + (host.pendingByAddress().get(address) ?? 0) - pendingIncluded;
+  /**
+   * Room for one more classic client from `address`: connected modern and classic
+   * clients share maxClients (and maxClientsPerAddress). Pending classic handshakes do
+   * not count: a HELLO proves no address, so forged ones must not take modern clients'
+   * room (they have their own cap, MAX_CLASSIC_PENDING).
+   */
+  private classicRoom(address: string): boolean {
+    const total = (this.server?.openConnections() ?? 0) + this.classicByPeer.size;
+    let fromAddress = this.server?.connectionsFrom(address) ?? 0;
     for (const p of this.classicByPeer.keys()) if (p.address === address) fromAddress++;
-    return total < this.opts.maxClients && fromAddress < (this.opts.maxClientsPerAddress ?? this.opts.maxClients);
+    return total < this.opts.maxClients && fromAddress < this.opts.maxClientsPerAddress;
   }
 
-  /** Tells the modern endpoint how much room classic clients (connected or pending) take. */
+  /** Tells the modern endpoint how much room connected classic clients take (pending ones take none). */
   private updateReserve(): void {
-    const host = this.classic;
-    if (!host || !this.server) return;
-    const perAddress = host.pendingByAddress();
+    if (!this.classic || !this.server) return;
+    const perAddress = new Map<string, number>();
     for (const p of this.classicByPeer.keys()) perAddress.set(p.address, (perAddress.get(p.address) ?? 0) + 1);
-    this.server.reserve(this.classicByPeer.size + host.pending, perAddress);
+    this.server.reserve(this.classicByPeer.size, perAddress);
   }
 
   private classicOwner(transport: Transport): ConstructorParameters<typeof ClassicHost>[0] {
@@ -618,7 +666,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
       sendPublic: (bytes, to) => this.driver?.sendRaw(bytes, to),
       accepted: (link, client, sc, hello) => {
         // Room is checked again: modern clients may have taken it since the HELLO.
-        if (this.closed || !this.classicRoom(client.address, 1)) {
+        if (this.closed || !this.classicRoom(client.address)) {
           if (!this.closed) this.fire('maxClients', Buffer.from(hello).toString('latin1'), client.address, client.port);
           this.updateReserve();
           return false;
@@ -683,18 +731,6 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     if (isClassicControlWord(bytes)) {
       throw new UDPipeError('ERR_INVALID_ARGUMENT', `${who} speaks the classic protocol, where '${Buffer.from(bytes).toString('latin1')}' is a control word: it cannot be sent as a message`);
     }
-  }
-
-  private sendClassic(sock: Peer, bytes: Uint8Array): boolean {
-    const link = this.classicLink(sock);
-    if (!link || link.state === 'closed' || link.state === 'closing') {
-      throw new UDPipeError('ERR_NOT_CONNECTED', `peer ${sock} is ${link?.state ?? 'gone'}; stop sending to it after onDisconnect/onClose`);
-    }
-    this.checkClassicMessage(bytes, `peer ${sock}`);
-    this.checkQueue(link.queueLength, link.queuedBytes);
-    const ok = link.send(bytes);
-    this.classic!.kick(link);
-    return ok;
   }
 
   private serverTarget(server: ServerEndpoint): PumpTarget {

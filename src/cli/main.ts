@@ -13,10 +13,11 @@ import { UDPipe, UDPipeError, type Peer } from '../index.js';
 const USAGE = `usage: udpipe <command> [options]
 
 commands:
-  serve [--port P] [--host H] [--token T] [--encrypt] [--no-classic] [--echo] [--debug]
+  serve [--port P] [--host H] [--token T] [--encrypt] [--classic] [--echo] [--debug]
       Listen for clients (default port 1234, all interfaces). Prints each message
       received as a line on stdout. --echo sends each message back to its sender;
-      otherwise it is relayed to every other client.
+      otherwise it is relayed to every other client. A client that cannot take a
+      message (it does not acknowledge, or is closing) is skipped and noted on stderr.
   connect HOST PORT [--token T] [--encrypt | --classic] [--timeout SECONDS] [--unreliable] [--debug]
       Connect to a server. Each line of stdin is sent as a message; each message
       received is printed as a line. At the end of input, waits until everything
@@ -25,8 +26,9 @@ commands:
 options:
   --token T        shared token; client and server must match (default: none)
   --encrypt        encrypt every packet (X25519, ChaCha20-Poly1305); both sides need it
-  --classic        connect: speak the original Lua UDPIPE protocol (token in clear, unreliable)
-  --no-classic     serve: do not accept Lua UDPIPE (classic) clients
+  --classic        connect: speak the original Lua UDPIPE protocol (token in clear, unreliable);
+                   serve: also accept Lua UDPIPE clients (off by default, also with --encrypt:
+                   their token and data travel in clear)
   --debug          log every datagram and state change on stderr
   -h, --help       show this help
   -v, --version    print the version
@@ -67,6 +69,8 @@ async function serve(argv: string[]): Promise<void> {
       host: { type: 'string' },
       token: { type: 'string', default: '' },
       encrypt: { type: 'boolean', default: false },
+      classic: { type: 'boolean', default: false },
+      // Accepted for scripts written for 0.1.0, where classic clients were on by default.
       'no-classic': { type: 'boolean', default: false },
       echo: { type: 'boolean', default: false },
       debug: { type: 'boolean', default: false },
@@ -76,7 +80,8 @@ async function serve(argv: string[]): Promise<void> {
   if (values.help) return void process.stdout.write(USAGE);
   if (positionals.length > 0) throw new UsageError(`serve takes no arguments, got '${positionals.join(' ')}'`);
   const port = parsePort(values.port, '--port', true);
-  const server = new UDPipe({ token: values.token, encrypt: values.encrypt, classic: !values['no-classic'], debug: values.debug });
+  if (values.classic && values['no-classic']) throw new UsageError('--classic and --no-classic contradict each other');
+  const server = new UDPipe({ token: values.token, encrypt: values.encrypt, classic: values.classic, debug: values.debug });
   server.onNewMessage = function (msg, sock) {
     process.stdout.write(`${msg.toString('utf8')}\n`);
     if (values.echo) {
@@ -95,6 +100,14 @@ async function serve(argv: string[]): Promise<void> {
       }
     }
   };
+  // What a client cannot take (it does not acknowledge, or is going) is skipped: said
+  // once per client, so a stuck one does not flood the terminal.
+  const noted = new WeakSet<Peer>();
+  server.on('dropped', (sock, _msg, reason) => {
+    if (noted.has(sock)) return;
+    noted.add(sock);
+    process.stderr.write(`client ${sock}: messages not delivered (${reason === 'queue-full' ? 'it is not acknowledging' : reason})\n`);
+  });
   server.onConnect = (sock: Peer) => process.stderr.write(`client ${sock} connected\n`);
   server.onDisconnect = (sock: Peer) => process.stderr.write(`client ${sock} timed out\n`);
   server.onClose = (sock: Peer, reason: string) => process.stderr.write(`client ${sock} closed (${reason})\n`);
