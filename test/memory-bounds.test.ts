@@ -169,3 +169,19 @@ test('charges balance exactly: a completed message, a connection that ends and i
   releaseInbound(w.inbound);
   assert.equal(budget.used, 0);
 });
+
+test('a message of more parts than maxMessageSize needs is dropped, even as the oldest, and its charge given back', async () => {
+  const { ReliableAssembler } = await import('../src/reliability/reliable-assembler.js');
+  const { MIN_PART } = await import('../src/reliability/sender.js');
+  const budget = new ReassemblyBudget(1024);
+  const a = new ReliableAssembler(4 * MIN_PART, budget); // at most 5 parts
+  const one = new Uint8Array(1);
+  for (let i = 0; i < 5; i++) assert.equal(a.add(one, false), undefined);
+  assert.ok(budget.used > budget.limit, 'the oldest may pass the limit');
+  assert.equal(a.add(one, false), undefined);
+  assert.equal(a.rejected, 1, 'the sixth part drops it');
+  assert.equal(budget.used, 0);
+  assert.equal(a.add(one, true), undefined, 'discarded to its last part');
+  assert.equal(a.building, false);
+  assert.equal(budget.used, 0);
+});
