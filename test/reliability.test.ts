@@ -376,19 +376,19 @@ test('UnreliableAssembler: a duplicate part near the size limit does not sink it
 });
 
 test('ReassemblyBudget refuses past its limit, except to the oldest half-built message', async () => {
-  const { ReassemblyBudget } = await import('../src/reliability/budget.js');
+  const { ReassemblyBudget, UNIT_OVERHEAD_BYTES: O } = await import('../src/reliability/budget.js');
   const { ReliableAssembler } = await import('../src/reliability/reliable-assembler.js');
-  const b = new ReassemblyBudget(1000);
+  const b = new ReassemblyBudget(1000 + 2 * O); // each part is charged its bytes and O
   const first = new ReliableAssembler(1 << 20, b);
   const second = new ReliableAssembler(1 << 20, b);
   assert.equal(first.add(new Uint8Array(600), false), undefined);
   assert.equal(second.add(new Uint8Array(300), false), undefined);
   assert.equal(second.add(new Uint8Array(300), false), 'refused', 'over the limit and not the oldest');
   assert.equal(first.add(new Uint8Array(600), false), undefined, 'the oldest may always grow: it will finish');
-  assert.equal(b.used, 1500);
+  assert.equal(b.used, 1500 + 3 * O);
   const done = first.add(new Uint8Array(10), true);
   assert.ok(done && done !== 'refused' && done.data.length === 1210);
-  assert.equal(b.used, 300, 'its bytes went back');
+  assert.equal(b.used, 300 + O, 'its bytes went back');
   assert.equal(second.add(new Uint8Array(300), true) !== 'refused', true, 'now the second one fits');
   assert.equal(b.used, 0);
   assert.equal(b.take(2000), false, 'no builder: plain refusal');

@@ -87,13 +87,13 @@ const frame: fc.Arbitrary<Frame> = fc.oneof(
   fc.record({ type: fc.constant('pong' as const), id: u32 }),
   fc.record({ type: fc.constant('ack' as const), delayUs: fc.integer({ min: 0, max: 2 ** 32 }), ranges: ackRanges }),
   fc.record({ type: fc.constant('reliable' as const), channel: fc.integer({ min: 0, max: 255 }), seq: fc.integer({ min: 0, max: 0xffff }), delta: fc.nat(), data: fc.uint8Array({ maxLength: 200 }) }),
-  fc.record({ type: fc.constant('reliable' as const), channel: fc.integer({ min: 0, max: 255 }), seq: fc.integer({ min: 0, max: 0xffff }), delta: fc.nat(), data: fc.uint8Array({ maxLength: 200 }), last: fc.boolean() }),
+  fc.record({ type: fc.constant('reliable' as const), channel: fc.integer({ min: 0, max: 255 }), seq: fc.integer({ min: 0, max: 0xffff }), delta: fc.nat(), data: fc.uint8Array({ maxLength: 200 }), last: fc.boolean() }).map((f) => (f.data.length === 0 && !f.last ? { ...f, last: true } : f)),
   fc.record({ type: fc.constant('reliable' as const), channel: fc.integer({ min: 0, max: 255 }), seq: fc.integer({ min: 0, max: 0xffff }), delta: fc.constant(0), unordered: fc.constant(true), data: fc.uint8Array({ maxLength: 200 }) }),
   fc.record({ type: fc.constant('unreliable' as const), channel: fc.integer({ min: 0, max: 255 }), data: fc.uint8Array({ maxLength: 200 }) }),
   fc.record({
     type: fc.constant('unreliable' as const),
     channel: fc.integer({ min: 0, max: 255 }),
-    data: fc.uint8Array({ maxLength: 200 }),
+    data: fc.uint8Array({ minLength: 1, maxLength: 200 }),
     part: fc.integer({ min: 2, max: 20_000 }).chain((count) => fc.record({ id: fc.nat(), index: fc.integer({ min: 0, max: count - 1 }), count: fc.constant(count) })),
   }),
   fc.record({ type: fc.constant('close' as const), reason: fc.integer({ min: 0, max: 255 }) }),
@@ -222,6 +222,15 @@ test('an UNRELIABLE_PART frame must name a part inside its message', () => {
   assert.throws(() => decodeFrames(bad, 0, bad.length), /unreliable part 3 of 3/);
   const one = new Uint8Array([0x09, 0, 5, 0, 1, 1, 0x41]); // a message of one part is not parted
   assert.throws(() => decodeFrames(one, 0, one.length), WireFormatError);
+});
+
+test('an empty part is malformed unless it is the final RELIABLE_PART', () => {
+  const lastEmpty = new Uint8Array([0x08, 0, 0, 7, 1, 3, 0]);
+  assert.deepEqual(decodeFrames(lastEmpty, 0, lastEmpty.length), [{ type: 'reliable', channel: 0, seq: 7, delta: 3, data: new Uint8Array(0), last: true }]);
+  const notLast = new Uint8Array([0x08, 0, 0, 7, 0, 3, 0]);
+  assert.throws(() => decodeFrames(notLast, 0, notLast.length), /empty reliable part/);
+  const unreliable = new Uint8Array([0x09, 0, 5, 0, 2, 0]);
+  assert.throws(() => decodeFrames(unreliable, 0, unreliable.length), /empty unreliable part/);
 });
 
 test('packet numbers expand across the 32-bit wire wraparound', () => {

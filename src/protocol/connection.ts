@@ -5,11 +5,11 @@ import { equalBytes } from '../crypto/handshake-keys.js';
 import type { PacketCipher } from '../crypto/packet-cipher.js';
 import { AckTracker } from '../reliability/ack-tracker.js';
 import { ReliableAssembler } from '../reliability/reliable-assembler.js';
-import { type ReassemblyBudget, unlimitedBudget } from '../reliability/budget.js';
+import { type ReassemblyBudget, UNIT_OVERHEAD_BYTES, unlimitedBudget } from '../reliability/budget.js';
 import { UnreliableAssembler } from '../reliability/unreliable-assembler.js';
 import { Deque } from '../reliability/deque.js';
 import { LossRecovery, type LossCallbacks, type SentPacket } from '../reliability/loss-recovery.js';
-import { StreamReceiver, newReceiveState, type InUnit, type ReceiveState } from '../reliability/receiver.js';
+import { StreamReceiver, newReceiveState, releaseReceiveState, type InUnit, type ReceiveState } from '../reliability/receiver.js';
 import { ReliableSender, type OutMessage, type Unit, type WholeMessage } from '../reliability/sender.js';
 import { ReplayWindow } from '../reliability/replay-window.js';
 import { expandPacketNumber, seqLess } from '../reliability/seq.js';
@@ -69,10 +69,11 @@ export function newInbound(delivered = 0): InboundSession {
   return { state: newReceiveState(delivered), assemblers: new Map() };
 }
 
-/** The session ends for good: its half-built messages give their bytes back to the budget. */
+/** The session ends for good: its half-built messages and done-out-of-order units give their charges back to the budget. */
 export function releaseInbound(s: InboundSession): void {
   for (const a of s.assemblers.values()) a.reset();
   s.assemblers.clear();
+  releaseReceiveState(s.state);
 }
 
 export interface ConnectionInit {
@@ -259,7 +260,7 @@ export class Connection {
     this.pmtu = new PathMtu(init.peerAddress === undefined ? BASE_DATAGRAM_SIZE : datagramCeiling(init.peerAddress, this.cfg.maxDatagramSize), init.now);
     this.unitRoom = init.peerAddress !== undefined && isLoopback(init.peerAddress) ? Infinity : BASE_DATAGRAM_SIZE - PACKET_OVERHEAD;
     this.sender = new ReliableSender(init.initialSeq ?? 0);
-    this.receiver = new StreamReceiver(init.initialSeq ?? 0, this.budget, this.inbound.state);
+    this.receiver = new StreamReceiver(init.initialSeq ?? 0, this.budget, this.inbound.state, (u) => (u.last === undefined ? undefined : this.inbound.assemblers.get(u.channel)));
     this.lastReceivedAt = init.now;
     this.lastNow = init.now;
     this.armKeepalive(init.now);
@@ -582,7 +583,7 @@ export class Connection {
     const assemblers = this.inbound.assemblers;
     let a = assemblers.get(u.channel);
     if (u.last === undefined && (u.unordered || !a)) {
-      if (precharged) this.budget.give(u.data.length);
+      if (precharged) this.budget.give(u.data.length + UNIT_OVERHEAD_BYTES);
       if (u.data.length > this.cfg.maxMessageSize) this.counters.oversized++;
       else this.deliverMessage(u.data, u.channel, u.unordered);
       return true;

@@ -1,6 +1,7 @@
 /**
  * A memory budget shared by every connection of an endpoint, for bytes that a peer
- * makes us hold before a message can be delivered: out-of-order reliable units, parts
+ * makes us hold before a message can be delivered (and UNIT_OVERHEAD_BYTES per unit held,
+ * for the memory around it): out-of-order reliable units, parts
  * of reliable messages being put together, parts of unreliable messages. Per-connection
  * caps bound one peer; this bounds all of them together (a server with ten thousand
  * clients that each start a 16 MiB message).
@@ -14,6 +15,18 @@
  * byte held by half-built messages. A per-connection cap (maxMessageSize) still bounds
  * that one.
  */
+/**
+ * What each unit a peer makes us hold costs besides its payload, charged with it: a
+ * received unit is a copy with its own ArrayBuffer, plus the object and collection
+ * entries that hold it. Measured with test/memory-bounds.test.ts on Node 20 (heapUsed +
+ * arrayBuffers after gc, before this charge existed): a part held by ReliableAssembler
+ * cost 192 bytes of heap (156 MiB for 850,000 empty parts), a unit in StreamReceiver's
+ * reorder buffer 328 bytes (102.5 MiB for 327,640 one-byte units). A reorder-buffer unit
+ * is charged twice this (its second charge also pays for its entry in
+ * ReceiveState.above once done), so 256 covers both with some room.
+ */
+export const UNIT_OVERHEAD_BYTES = 256;
+
 export class ReassemblyBudget {
   used = 0;
   /** Peak of `used`, for stats and tests. */

@@ -1,4 +1,4 @@
-import { type ReassemblyBudget, unlimitedBudget } from './budget.js';
+import { type ReassemblyBudget, UNIT_OVERHEAD_BYTES, unlimitedBudget } from './budget.js';
 import { seqAdd, seqDiff } from './seq.js';
 
 /**
@@ -14,7 +14,14 @@ export const RECEIVE_WINDOW = 8192;
  * one unit of slack for a unit that was cut before the window shrank).
  */
 export const RECEIVE_WINDOW_BYTES = 4 * 1024 * 1024;
-const BUFFER_LIMIT = RECEIVE_WINDOW_BYTES + 65536;
+/** What the reorder buffer may hold in payload bytes: the window, one unit of slack. */
+const BUFFER_DATA_LIMIT = RECEIVE_WINDOW_BYTES + 65536;
+/**
+ * And in charged bytes: each of up to RECEIVE_WINDOW units is also charged twice
+ * UNIT_OVERHEAD_BYTES (see StreamReceiver.receive), so a peer sending tiny units meets
+ * this cap, and one sending within its window never does.
+ */
+const BUFFER_LIMIT = BUFFER_DATA_LIMIT + 2 * RECEIVE_WINDOW * UNIT_OVERHEAD_BYTES;
 
 /**
  * 'refused': not taken for lack of memory (the budget, or the consumer said no); the
@@ -50,6 +57,14 @@ export type Deliver = (u: InUnit, precharged: boolean) => boolean;
 export interface ReceiveState {
   delivered: number;
   readonly above: Set<number>;
+  /** Where each entry of `above` is charged UNIT_OVERHEAD_BYTES (set by the first receiver). */
+  budget?: ReassemblyBudget;
+}
+
+/** The session ends for good: the charges for its `above` entries go back. */
+export function releaseReceiveState(s: ReceiveState): void {
+  s.budget?.give(s.above.size * UNIT_OVERHEAD_BYTES);
+  s.above.clear();
 }
 
 export function newReceiveState(delivered = 0): ReceiveState {
@@ -71,15 +86,24 @@ export class StreamReceiver {
   private readonly held = new Map<number, InUnit>();
   /** Unit waiting for each unit (by local index): the next of the same channel. */
   private readonly waiting = new Map<number, number>();
+  /** Charged for the reorder buffer (payload and overheads), and its payload alone. */
   private bufferedBytes = 0;
+  private bufferedData = 0;
 
   constructor(
     initialSeq = 0,
     private readonly budget: ReassemblyBudget = unlimitedBudget(),
     private readonly state: ReceiveState = newReceiveState(),
+    /**
+     * The half-built message a unit would join, if any: the charge for a unit done out
+     * of order may pass the budget's limit when that is the endpoint's oldest (which
+     * may always grow, so that one message always finishes).
+     */
+    private readonly builderOf: (u: InUnit) => object | undefined = () => undefined,
   ) {
     this.nextSeq = initialSeq & 0xffff;
     this.base = state.delivered;
+    state.budget ??= budget;
   }
 
   /** Returns what the reorder buffer holds to the budget (the connection ended). */
@@ -88,6 +112,7 @@ export class StreamReceiver {
     this.held.clear();
     this.waiting.clear();
     this.bufferedBytes = 0;
+    this.bufferedData = 0;
   }
 
   get buffered(): number {
@@ -106,39 +131,56 @@ export class StreamReceiver {
     if (pred >= this.next && !this.state.above.has(this.base + pred)) {
       // Its channel's previous unit is not done: wait for it.
       if (this.waiting.has(pred)) return 'duplicate'; // two units claiming one place: a broken peer
-      if (this.bufferedBytes + u.data.length > BUFFER_LIMIT || !this.budget.take(u.data.length)) return 'refused';
+      // Charged its bytes and twice the overhead: one passes on with the unit when its
+      // turn comes (Deliver's precharged), the other pays for its entry in `above` if it
+      // is done out of order then, and is given back if not.
+      const cost = u.data.length + 2 * UNIT_OVERHEAD_BYTES;
+      if (this.bufferedData + u.data.length > BUFFER_DATA_LIMIT || this.bufferedBytes + cost > BUFFER_LIMIT || !this.budget.take(cost)) return 'refused';
       this.held.set(idx, u);
       this.waiting.set(pred, idx);
-      this.bufferedBytes += u.data.length;
+      this.bufferedBytes += cost;
+      this.bufferedData += u.data.length;
       return 'buffered';
     }
-    if (!deliver(u, false)) return 'refused';
+    // Done out of order: its entry in `above` is charged first.
+    const early = idx !== this.next;
+    if (early && !this.budget.take(UNIT_OVERHEAD_BYTES, this.builderOf(u))) return 'refused';
+    if (!deliver(u, false)) {
+      if (early) this.budget.give(UNIT_OVERHEAD_BYTES);
+      return 'refused';
+    }
     // Done, and so may be the chain of units waiting behind it.
-    for (let i: number | undefined = idx; i !== undefined; ) {
-      this.markDone(i);
+    for (let i: number | undefined = idx, charged = early; i !== undefined; charged = true) {
+      this.markDone(i, charged);
       const s = this.waiting.get(i);
       if (s === undefined) break;
       this.waiting.delete(i);
       const w = this.held.get(s)!;
       this.held.delete(s);
-      this.bufferedBytes -= w.data.length;
-      // Already charged: the consumer takes the charge over and cannot refuse it.
+      this.bufferedBytes -= w.data.length + 2 * UNIT_OVERHEAD_BYTES;
+      this.bufferedData -= w.data.length;
+      // Already charged: the consumer takes the charge (bytes + UNIT_OVERHEAD_BYTES) over
+      // and cannot refuse it; the other overhead stays for markDone.
       deliver(w, true);
       i = s;
     }
     return 'delivered';
   }
 
-  private markDone(idx: number): void {
+  /** charged: UNIT_OVERHEAD_BYTES is charged for the unit's entry in `above`, should it need one. */
+  private markDone(idx: number, charged: boolean): void {
     const above = this.state.above;
     if (idx !== this.next) {
       above.add(this.base + idx);
       return;
     }
-    do {
+    if (charged) this.budget.give(UNIT_OVERHEAD_BYTES);
+    for (;;) {
       this.next++;
       this.nextSeq = seqAdd(this.nextSeq, 1);
-    } while (above.delete(this.base + this.next));
+      if (!above.delete(this.base + this.next)) break;
+      this.budget.give(UNIT_OVERHEAD_BYTES);
+    }
     this.state.delivered = this.base + this.next;
   }
 }

@@ -1,4 +1,5 @@
-import { type ReassemblyBudget, unlimitedBudget } from './budget.js';
+import { type ReassemblyBudget, UNIT_OVERHEAD_BYTES, unlimitedBudget } from './budget.js';
+import { MIN_PART } from './sender.js';
 
 /** Joins parts into one new array. */
 export function concat(parts: Uint8Array[], total = parts.reduce((n, p) => n + p.length, 0)): Uint8Array {
@@ -21,13 +22,19 @@ export interface Assembled {
  * gathered until the last. Memory grows only with parts that arrived, never from a
  * claimed size, and a message past maxMessageSize is dropped to its last part and
  * counted (a peer that sends one is broken or hostile); so is an unfinished message
- * interrupted by a whole one. Parts are charged to the endpoint's ReassemblyBudget;
+ * interrupted by a whole one, and so is one of more parts than a message of
+ * maxMessageSize needs (non-final parts are at least MIN_PART bytes), so that a message
+ * of tiny parts cannot hold much more heap than its bytes. Parts are charged to the
+ * endpoint's ReassemblyBudget, their bytes and UNIT_OVERHEAD_BYTES each;
  * when it is spent, add() answers 'refused' and the unit must be offered again later.
  */
 export class ReliableAssembler {
   private parts: Uint8Array[] = [];
   private bytes = 0;
+  /** What the held parts are charged: bytes + UNIT_OVERHEAD_BYTES each. */
+  private charged = 0;
   private units = 0;
+  private readonly maxParts: number;
   private discarding = false;
   /** Messages dropped for breaking the rules. */
   rejected = 0;
@@ -35,17 +42,20 @@ export class ReliableAssembler {
   constructor(
     private readonly maxMessageSize: number,
     private readonly budget: ReassemblyBudget = unlimitedBudget(),
-  ) {}
+  ) {
+    this.maxParts = Math.ceil(maxMessageSize / MIN_PART) + 1;
+  }
 
   /**
    * Offers the next unit in order; returns a message when this unit completes one,
    * undefined when it was taken, 'refused' when the budget has no room for it (nothing
-   * changed). `precharged`: the unit's bytes are already charged to the budget (it
-   * waited in the reorder buffer) and the charge passes to us.
+   * changed). `precharged`: the unit's bytes and UNIT_OVERHEAD_BYTES are already
+   * charged to the budget (it waited in the reorder buffer) and the charge passes to us.
    */
   add(data: Uint8Array, last: boolean | undefined, precharged = false): Assembled | undefined | 'refused' {
+    const cost = data.length + UNIT_OVERHEAD_BYTES;
     if (last === undefined) {
-      if (precharged) this.budget.give(data.length);
+      if (precharged) this.budget.give(cost);
       if (this.units > 0) {
         this.rejected++;
         this.reset();
@@ -57,22 +67,24 @@ export class ReliableAssembler {
       return { data };
     }
     if (this.units === 0 && !this.discarding) this.budget.startBuilding(this);
-    if (!this.discarding && this.bytes + data.length > this.maxMessageSize) {
-      if (precharged) this.budget.give(data.length);
+    if (!this.discarding && (this.bytes + data.length > this.maxMessageSize || this.parts.length >= this.maxParts)) {
+      if (precharged) this.budget.give(cost);
       this.rejected++;
       this.discarding = true;
-      this.budget.give(this.bytes);
+      this.budget.give(this.charged);
       this.budget.stopBuilding(this);
       this.parts = [];
       this.bytes = 0;
+      this.charged = 0;
     } else if (this.discarding) {
-      if (precharged) this.budget.give(data.length);
+      if (precharged) this.budget.give(cost);
     } else {
-      if (!precharged && !this.budget.take(data.length, this)) {
+      if (!precharged && !this.budget.take(cost, this)) {
         if (this.units === 0) this.budget.stopBuilding(this);
         return 'refused';
       }
       this.bytes += data.length;
+      this.charged += cost;
       this.parts.push(data);
     }
     this.units++;
@@ -94,10 +106,11 @@ export class ReliableAssembler {
 
   /** Forgets the message being built and returns its bytes to the budget (also when the connection ends). */
   reset(): void {
-    this.budget.give(this.bytes);
+    this.budget.give(this.charged);
     this.budget.stopBuilding(this);
     this.parts = [];
     this.bytes = 0;
+    this.charged = 0;
     this.units = 0;
     this.discarding = false;
   }

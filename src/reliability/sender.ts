@@ -81,7 +81,8 @@ export function splitMessage(data: Uint8Array, maxWhole: number, partSize: numbe
 const WHOLE_OVERHEAD = 16;
 const PART_OVERHEAD = 17;
 /** A message is not cut into a part smaller than this (unless that is all that is left). */
-const MIN_PART = 256;
+/** No part but a message's final one is smaller (ReliableAssembler counts on it). */
+export const MIN_PART = 256;
 
 /** Units a message of `n` bytes takes at the base datagram size: what length and backpressure count. */
 function baseUnits(n: number): number {

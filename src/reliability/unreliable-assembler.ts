@@ -1,4 +1,4 @@
-import { type ReassemblyBudget, unlimitedBudget } from './budget.js';
+import { type ReassemblyBudget, UNIT_OVERHEAD_BYTES, unlimitedBudget } from './budget.js';
 import { concat } from './reliable-assembler.js';
 
 /**
@@ -16,6 +16,8 @@ interface Pending {
   count: number;
   parts: Map<number, Uint8Array>;
   bytes: number;
+  /** Charged to the budget: bytes + UNIT_OVERHEAD_BYTES per part. */
+  charged: number;
   firstAt: number;
 }
 
@@ -39,7 +41,7 @@ export class UnreliableAssembler {
     let m = this.pending.get(id);
     if (!m) {
       if (this.pending.size >= MAX_PENDING) this.evictOldest();
-      m = { count, parts: new Map(), bytes: 0, firstAt: now };
+      m = { count, parts: new Map(), bytes: 0, charged: 0, firstAt: now };
       this.pending.set(id, m);
     }
     if (m.count === count && m.parts.has(index)) return undefined; // a duplicate part
@@ -48,7 +50,8 @@ export class UnreliableAssembler {
       this.remove(id, m);
       return undefined;
     }
-    if (!this.budget.take(data.length)) {
+    const cost = data.length + UNIT_OVERHEAD_BYTES;
+    if (!this.budget.take(cost)) {
       // No memory left on the endpoint: the message cannot be completed.
       this.dropped++;
       this.remove(id, m);
@@ -56,6 +59,7 @@ export class UnreliableAssembler {
     }
     m.parts.set(index, data);
     m.bytes += data.length;
+    m.charged += cost;
     this.bytes += data.length;
     while (this.bytes > this.maxPendingBytes && this.pending.size > 0) this.evictOldest();
     if (!this.pending.has(id) || m.parts.size < m.count) return undefined;
@@ -82,7 +86,7 @@ export class UnreliableAssembler {
   private remove(id: number, m: Pending): void {
     this.pending.delete(id);
     this.bytes -= m.bytes;
-    this.budget.give(m.bytes);
+    this.budget.give(m.charged);
   }
 
   /** Drops everything unfinished (the connection ended). */

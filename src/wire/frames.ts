@@ -203,6 +203,8 @@ function readFrame(r: ByteReader): Frame {
       if (flags > 1) throw new WireFormatError(`part flags 0x${flags.toString(16)}`);
       const delta = r.varint('delta');
       const len = r.varint('part length');
+      // An empty part that is not the final one carries nothing yet costs the receiver a unit.
+      if (len === 0 && flags === 0) throw new WireFormatError('empty reliable part that is not the final one');
       return { type: 'reliable', channel, seq, delta, data: r.bytesView(len, 'part').slice(), last: flags === 1 };
     }
     case FrameType.Unreliable: {
@@ -217,6 +219,7 @@ function readFrame(r: ByteReader): Frame {
       const count = r.varint('part count');
       if (count < 2 || index >= count) throw new WireFormatError(`unreliable part ${index} of ${count}`);
       const len = r.varint('part length');
+      if (len === 0) throw new WireFormatError('empty unreliable part');
       return { type: 'unreliable', channel, data: r.bytesView(len, 'part').slice(), part: { id, index, count } };
     }
     case FrameType.Close:
