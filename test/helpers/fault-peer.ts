@@ -204,7 +204,7 @@ async function main(cfg: Config): Promise<void> {
     out({ ev: 'listening' });
     await Promise.all([bulkEnd, smallEnd]);
     await reverse?.stop();
-    out({ ev: 'result', sha: hash.digest('hex'), bytes, count, ms: last - first, smallReceived: checker.next, smallEnd: checker.end, smallError: checker.error, bulkError, smallSent: reverse?.sent, events, stats: statsOf(), peer: pipe.clients[0] ? { address: pipe.clients[0].address, port: pipe.clients[0].port } : undefined });
+    out({ ev: 'result', sha: hash.digest('hex'), bytes, count, ms: last - first, last, smallReceived: checker.next, smallEnd: checker.end, smallError: checker.error, bulkError, smallSent: reverse?.sent, events, stats: statsOf(), peer: pipe.clients[0] ? { address: pipe.clients[0].address, port: pipe.clients[0].port } : undefined });
     await waitLine('quit');
     await pipe.close();
     out({ ev: 'closed' });
@@ -232,7 +232,7 @@ async function main(cfg: Config): Promise<void> {
     trySend(chunk, 0);
   }
   await mine.stop();
-  out({ ev: 'sent', sha: hash.digest('hex'), bytes: cfg.bulkMiB * MiB, smallSent: mine.sent, ms: Date.now() - t0 });
+  out({ ev: 'sent', sha: hash.digest('hex'), bytes: cfg.bulkMiB * MiB, smallSent: mine.sent, t0, ms: Date.now() - t0 });
   await smallEnd;
   out({ ev: 'result', smallReceived: checker.next, smallEnd: checker.end, smallError: checker.error, events, stats: statsOf() });
   await waitLine('quit');
