@@ -45,7 +45,7 @@ import { cleanupLeftovers, NetPair, unavailable } from './helpers/netns.js';
 
 const LONG = process.env.FAULT_LONG === '1';
 const BULK_MIB = LONG ? 64 : 4;
-const SCENARIO_MS = LONG ? 240_000 : 30_000;
+const SCENARIO_MS = Number(process.env.FAULT_SCENARIO_MS ?? (LONG ? 240_000 : 30_000));
 const PEER = fileURLToPath(new URL('./helpers/fault-peer.js', import.meta.url));
 const PORT = 7400;
 const SEED = Number(process.env.FAULT_SEED ?? 20261202);
@@ -299,6 +299,13 @@ const scenarios: Scenario[] = [
     check: (o) => {
       assert.ok((events(o.client).disconnect ?? 0) >= 1, 'the client never disconnected');
     },
+    // Passes with 4 MiB; with 64 MiB (phase at 32 MiB, congestion window grown) it hangs
+    // every time it was tried (3 of 3, seed 20261202+9): after the disconnect and the
+    // reconnect the client's last send() had returned false, its queue is empty
+    // (stats: queued 0, queueLength 0, bytesInFlight 0) and 'drain' never comes, so a
+    // sender that waits for 'drain' as the README says waits for ever. Reproduce:
+    // FAULT_LONG=1 FAULT_SCENARIO_MS=25000 node --test --test-name-pattern='disconnect timeout' dist/test/fault.test.js
+    todo: LONG ? "udpipe bug: no 'drain' after a reconnect when send() returned false before it (64 MiB run hangs)" : undefined,
   },
 ];
 
@@ -354,6 +361,13 @@ async function runScenario(t: TestContext, sc: Scenario, index: number): Promise
     assert.equal(clientResult.smallError, undefined, 'server-to-client small messages');
     assert.equal(clientResult.smallReceived, serverResult.smallSent, 'server-to-client small message count');
     sc.check?.({ server: serverResult, clientSent, client: clientResult, wallMs }, net, t);
+  } catch (err) {
+    // What both sides hold now, for the report.
+    server?.write('stats');
+    client?.write('stats');
+    await sleep(500);
+    const dump = [server, client].map((p) => p?.lines.filter((l) => l.ev === 'stats').map((l) => JSON.stringify(l)).join('\n')).join('\n');
+    throw new Error(`${(err as Error).message}\nstate at failure:\n${dump}\nserver:\n${server?.describe() ?? ''}`);
   } finally {
     await tail?.catch(() => {});
     killAll();

@@ -104,6 +104,8 @@ async function main(cfg: Config): Promise<void> {
   const lineWaiters: (() => void)[] = [];
   const rl = createInterface({ input: process.stdin });
   rl.on('line', (l) => {
+    // 'stats' (the test asks when a scenario fails): what this side holds and counts now.
+    if (l.trim() === 'stats') return out({ ev: 'stats', blocked, events, smallReceived: checker.next, stats: statsOf() });
     lines.push(l.trim());
     for (const w of lineWaiters.splice(0)) w();
   });
