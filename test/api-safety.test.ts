@@ -242,3 +242,27 @@ test('finding 6: half-built messages parked by stalled sessions must not starve 
   assert.equal(small.length, 50, `${small.length} of 50 small messages on another channel`);
   assert.equal(big.length, 8, `${big.length} of 8 large messages`);
 });
+
+test("a send() that returned false before a disconnect still gets its 'drain' after the reconnect", async () => {
+  const net = new SimNetwork({ seed: 12, conditions: { latencyMs: 5 } });
+  const server = new UDPipe({ ...T, transport: net.transport(S) });
+  await server.start(PORT, S);
+  const client = new UDPipe({ ...T, highWaterMark: 4096, transport: net.transport('127.0.2.1') });
+  void client.connect(S, PORT);
+  await net.advance(200);
+  let drains = 0;
+  client.on('drain', () => drains++);
+  let full = false;
+  for (let i = 0; i < 20 && !full; i++) full = !client.send(Buffer.alloc(1000, i));
+  assert.ok(full, 'send() said false');
+  // Everything reaches the server, but none of its acknowledgements come back before the
+  // client gives the connection up; the session resumes on the next one.
+  net.setConditions({ latencyMs: 5, loss: 1 }, S, '127.0.2.1');
+  await net.advance(1500);
+  net.setConditions({ latencyMs: 5 }, S, '127.0.2.1');
+  await net.advanceUntil(() => drains > 0, 5000);
+  assert.equal(drains, 1, "'drain' came once");
+  const closing = Promise.all([client.close(), server.close()]);
+  await net.advance(6000);
+  await closing;
+});

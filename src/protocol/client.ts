@@ -432,6 +432,10 @@ export class ClientEndpoint {
     if (!c || c.state !== 'closed') return;
     if (!c.finished) return; // still draining (answering the peer's CLOSE)
     this.conn = undefined;
+    // A send() that returned false on this connection still gets its 'drain', from the
+    // next connection (found by the fault suite: a reconnect after a disconnect whose
+    // queue was all delivered left the program waiting for ever).
+    if (c.owesDrain) this.owesDrain = true;
     const left = c.takeUnfinished();
     // concat, not unshift(...): a long queue would overflow the argument limit.
     this.carry = left.reliable.concat(this.carry);

@@ -286,6 +286,11 @@ export class Connection {
     return this.sender.bytes + this.unreliableBytes;
   }
 
+  /** A send() returned false and its 'drain' has not come yet (the session owes it if this connection ends first). */
+  get owesDrain(): boolean {
+    return this.backpressured;
+  }
+
   /** Below both high-water marks (maxQueue units, highWaterMark bytes): send() returns true. */
   get belowHighWater(): boolean {
     return this.queueLength < this.cfg.maxQueue && this.queuedBytes < this.cfg.highWaterMark;
