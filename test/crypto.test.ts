@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { CookieJar, clientProof, deriveTokenKey, encryptedSessionKeys, equalBytes, serverProof, sessionKeys } from '../src/crypto/handshake-keys.js';
+import { CookieJar, clientProof, connectionKeys, deriveResetKey, deriveTokenKey, equalBytes, resetToken, resumeProof, serverProof } from '../src/crypto/handshake-keys.js';
 import { EphemeralKey } from '../src/crypto/key-exchange.js';
 import { AeadPacketCipher, HmacPacketCipher } from '../src/crypto/packet-cipher.js';
 import { REPLAY_WINDOW, ReplayWindow } from '../src/reliability/replay-window.js';
@@ -20,6 +20,7 @@ const t = {
   delivered: 6,
   flags: 0,
   publicKey: new Uint8Array(32).fill(7),
+  resumeProof: new Uint8Array(16).fill(8),
 };
 
 test('proofs depend on the token and on every field they cover; client and server proofs differ', () => {
@@ -27,13 +28,35 @@ test('proofs depend on the token and on every field they cover; client and serve
   const base = clientProof(k, t);
   assert.equal(base.length, 16);
   assert.ok(!equalBytes(base, clientProof(deriveTokenKey('secreT'), t)), 'another token');
-  for (const change of [{ clientConnId: 9 }, { clientNonce: new Uint8Array(16) }, { cookie: new Uint8Array(16) }, { sessionId: new Uint8Array(16) }, { nextSendIndex: 50 }, { delivered: 60 }, { flags: 1 }, { publicKey: new Uint8Array(32) }]) {
+  for (const change of [{ clientConnId: 9 }, { clientNonce: new Uint8Array(16) }, { cookie: new Uint8Array(16) }, { sessionId: new Uint8Array(16) }, { nextSendIndex: 50 }, { delivered: 60 }, { flags: 1 }, { publicKey: new Uint8Array(32) }, { resumeProof: new Uint8Array(16) }]) {
     assert.ok(!equalBytes(base, clientProof(k, { ...t, ...change })), JSON.stringify(Object.keys(change)));
   }
-  const a = { serverConnId: 7, resumed: 1, delivered: 8, flags: 1, publicKey: new Uint8Array(32).fill(8) };
+  const a = { serverConnId: 7, resumed: 1, delivered: 8, flags: 1, publicKey: new Uint8Array(32).fill(8), resetToken: new Uint8Array(16).fill(9) };
   const s = serverProof(k, t, a);
   assert.ok(!equalBytes(s, base));
-  for (const change of [{ serverConnId: 70 }, { resumed: 0 }, { delivered: 80 }, { flags: 0 }, { publicKey: new Uint8Array(32) }]) assert.ok(!equalBytes(s, serverProof(k, t, { ...a, ...change })));
+  for (const change of [{ serverConnId: 70 }, { resumed: 0 }, { delivered: 80 }, { flags: 0 }, { publicKey: new Uint8Array(32) }, { resetToken: new Uint8Array(16) }]) {
+    assert.ok(!equalBytes(s, serverProof(k, t, { ...a, ...change })));
+  }
+});
+
+test('resume proofs: keyed by the session secret, over every CONNECT field but themselves; the token does not enter', () => {
+  const secret = new Uint8Array(32).fill(0x33);
+  const base = resumeProof(secret, t);
+  assert.equal(base.length, 16);
+  const zeroed = { ...t, resumeProof: new Uint8Array(16) };
+  assert.deepEqual(resumeProof(secret, zeroed), base, 'does not cover itself');
+  assert.ok(!equalBytes(base, resumeProof(new Uint8Array(32).fill(0x34), t)), 'another secret');
+  for (const change of [{ clientConnId: 9 }, { clientNonce: new Uint8Array(16) }, { cookie: new Uint8Array(16) }, { sessionId: new Uint8Array(16) }, { nextSendIndex: 50 }, { delivered: 60 }, { flags: 1 }, { publicKey: new Uint8Array(32) }]) {
+    assert.ok(!equalBytes(base, resumeProof(secret, { ...t, ...change })), JSON.stringify(Object.keys(change)));
+  }
+});
+
+test('reset tokens: one per connection id, from the reset key alone (a restarted server makes the same)', () => {
+  const key = deriveResetKey('a reset secret of the servers');
+  assert.deepEqual(resetToken(key, 7), resetToken(deriveResetKey('a reset secret of the servers'), 7));
+  assert.equal(resetToken(key, 7).length, 16);
+  assert.ok(!equalBytes(resetToken(key, 7), resetToken(key, 8)));
+  assert.ok(!equalBytes(resetToken(key, 7), resetToken(deriveResetKey('another secret, other servers'), 7)));
 });
 
 test('the token key never equals the token bytes, and an empty token still gives a key', () => {
@@ -55,7 +78,9 @@ test('cookies: valid for one to two rotation periods, bound to address, port and
 });
 
 test('packet integrity: a tag opens only with the other side\'s receive key; any bit flip is caught', () => {
-  const keys = sessionKeys(deriveTokenKey('k'), t, 99);
+  const a = new EphemeralKey(counterBytes(32));
+  const b = new EphemeralKey(counterBytes(32));
+  const keys = connectionKeys(deriveTokenKey('k'), a.agree(b.publicKey)!, t, 99, a.publicKey, b.publicKey);
   const client = new HmacPacketCipher(keys.clientToServer, keys.serverToClient);
   const server = new HmacPacketCipher(keys.serverToClient, keys.clientToServer);
   const p = new Uint8Array(40 + TAG_SIZE);
@@ -83,6 +108,17 @@ test('cookies: the age limit counts from when the secrets rotate, not from when 
   assert.ok(!jar.check('127.0.0.1', 5000, { ...hello, cookie }, 2000));
 });
 
+test('X25519 matches RFC 7748, section 6.1 (keys from raw bytes, public key by the base point)', () => {
+  const hex = (h: string) => Uint8Array.from(Buffer.from(h, 'hex'));
+  const alice = new EphemeralKey(hex('77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a'));
+  const bob = new EphemeralKey(hex('5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb'));
+  assert.equal(Buffer.from(alice.publicKey).toString('hex'), '8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a');
+  assert.equal(Buffer.from(bob.publicKey).toString('hex'), 'de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f');
+  const shared = '4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742';
+  assert.equal(Buffer.from(alice.agree(bob.publicKey)!).toString('hex'), shared);
+  assert.equal(Buffer.from(bob.agree(alice.publicKey)!).toString('hex'), shared);
+});
+
 test('X25519: both sides agree on a secret; unusable public keys give none instead of throwing', () => {
   const a = new EphemeralKey(counterBytes(32));
   const b = new EphemeralKey(counterBytes(32));
@@ -95,21 +131,26 @@ test('X25519: both sides agree on a secret; unusable public keys give none inste
   for (const bad of [new Uint8Array(32), one, new Uint8Array(31), new Uint8Array(33)]) assert.equal(a.agree(bad), undefined);
 });
 
-test('encrypted session keys: both sides derive the same per-direction keys; the token and every exchanged value matter', () => {
+test('connection keys: both sides derive the same keys, all four different; the token and every exchanged value matter', () => {
   const a = new EphemeralKey(counterBytes(32));
   const b = new EphemeralKey(counterBytes(32));
   const k = deriveTokenKey('tok');
   const shared = a.agree(b.publicKey)!;
-  const keys = encryptedSessionKeys(k, shared, t, 5, a.publicKey, b.publicKey);
-  assert.deepEqual(keys, encryptedSessionKeys(k, b.agree(a.publicKey)!, t, 5, a.publicKey, b.publicKey));
-  assert.ok(!equalBytes(keys.clientToServer, keys.serverToClient));
+  const keys = connectionKeys(k, shared, t, 5, a.publicKey, b.publicKey);
+  assert.deepEqual(keys, connectionKeys(k, b.agree(a.publicKey)!, t, 5, a.publicKey, b.publicKey));
+  const all = [keys.clientToServer, keys.serverToClient, keys.resume, keys.resetMask.subarray(0, 16)].map((x) => Buffer.from(x).toString('hex'));
+  assert.equal(new Set(all.map((h) => h.slice(0, 32))).size, 4);
+  assert.equal(keys.resetMask.length, 16);
   const other = [
-    encryptedSessionKeys(deriveTokenKey('tok2'), shared, t, 5, a.publicKey, b.publicKey),
-    encryptedSessionKeys(k, shared, { ...t, cookie: new Uint8Array(16) }, 5, a.publicKey, b.publicKey),
-    encryptedSessionKeys(k, shared, t, 6, a.publicKey, b.publicKey),
-    encryptedSessionKeys(k, shared, t, 5, b.publicKey, a.publicKey),
+    connectionKeys(deriveTokenKey('tok2'), shared, t, 5, a.publicKey, b.publicKey),
+    connectionKeys(k, shared, { ...t, cookie: new Uint8Array(16) }, 5, a.publicKey, b.publicKey),
+    connectionKeys(k, shared, t, 6, a.publicKey, b.publicKey),
+    connectionKeys(k, shared, t, 5, b.publicKey, a.publicKey),
   ];
-  for (const o of other) assert.ok(!equalBytes(o.clientToServer, keys.clientToServer));
+  for (const o of other) {
+    assert.ok(!equalBytes(o.clientToServer, keys.clientToServer));
+    assert.ok(!equalBytes(o.resume, keys.resume));
+  }
 });
 
 test('AEAD packets: frames unreadable on the wire, open only with the right key and packet number, any bit flip caught', () => {

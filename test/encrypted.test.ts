@@ -227,7 +227,7 @@ test('legitimate clients connect and talk during a flood of spoofed and forged h
   const rng = new Rng(13);
   let flood = 0;
   const hello = encodeHandshake({ type: 'hello', clientConnId: 1, clientNonce: new Uint8Array(16) });
-  const connect = encodeHandshake({ type: 'connect', clientConnId: 2, clientNonce: new Uint8Array(16), cookie: new Uint8Array(16), sessionId: new Uint8Array(16), nextSendIndex: 0, delivered: 0, flags: 1, publicKey: new Uint8Array(32).fill(5), proof: new Uint8Array(16) });
+  const connect = encodeHandshake({ type: 'connect', clientConnId: 2, clientNonce: new Uint8Array(16), cookie: new Uint8Array(16), sessionId: new Uint8Array(16), nextSendIndex: 0, delivered: 0, flags: 1, publicKey: new Uint8Array(32).fill(5), resumeProof: new Uint8Array(16), proof: new Uint8Array(16) });
   const floodFor = (ms: number) => {
     // 250 datagrams per simulated millisecond: HELLOs, CONNECTs with forged cookies,
     // DATA for random connection ids, garbage.

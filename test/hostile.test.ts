@@ -67,7 +67,7 @@ test('bytes sent to an unvalidated address never exceed bytes received from it, 
           d.kind === 'hello'
             ? encodeHandshake({ type: 'hello', clientConnId: d.conn >>> 0, clientNonce: d.nonce })
             : d.kind === 'connect'
-              ? encodeHandshake({ type: 'connect', clientConnId: d.conn >>> 0, clientNonce: d.nonce, cookie: d.cookie, sessionId: new Uint8Array(16), nextSendIndex: 0, delivered: 0, flags: 0, publicKey: new Uint8Array(32), proof: new Uint8Array(16) })
+              ? encodeHandshake({ type: 'connect', clientConnId: d.conn >>> 0, clientNonce: d.nonce, cookie: d.cookie, sessionId: new Uint8Array(16), nextSendIndex: 0, delivered: 0, flags: 0, publicKey: new Uint8Array(32), resumeProof: new Uint8Array(16), proof: new Uint8Array(16) })
               : d.bytes;
         inBytes.set(key, (inBytes.get(key) ?? 0) + bytes.length);
         server.handleDatagram(bytes, addr, (t += 7));

@@ -8,6 +8,8 @@ import { test } from 'node:test';
 import { deriveResetKey, resetToken } from '../src/crypto/handshake-keys.js';
 import { RESET_TOKEN_SIZE } from '../src/wire/constants.js';
 import { decodeDatagram, encodeReset } from '../src/wire/packet.js';
+import { UDPipe, UDPipeError } from '../src/index.js';
+import { SimNetwork } from '../src/testing/index.js';
 import { Pair } from './helpers/pair.js';
 
 function connected(seed: number, encrypt: boolean) {
@@ -114,4 +116,64 @@ test('resetSecret: servers that share it reset each other\'s connections; a serv
     assert.equal(c.events.includes('ended:reset'), reset, c.events.join(', '));
     assert.equal(p.server.counters.resetsSent > 0, true, 'the new server sent resets either way');
   }
+});
+
+test('a server cannot be used as an oracle for another server\'s tokens: same token, another port, another token', () => {
+  const p = new Pair(115, true);
+  p.server = p.newServer({ resetPort: 9000 });
+  const c = p.client('127.0.2.1');
+  c.ep.start(0, Infinity);
+  p.run(200);
+  // Someone who sees the client's packets sends one to a second server with the same
+  // token on port 9001 and relays its RESET to the client.
+  const other = p.newServer({ resetPort: 9001 });
+  c.ep.send(Buffer.from('seen'), true);
+  const packet = c.ep.pollTransmit(p.now)!;
+  other.handleDatagram(packet, c.at, p.now);
+  const reset = other.pollTransmit(p.now)!;
+  assert.equal(decodeDatagram(reset.bytes).type, 'reset');
+  const before = c.ep.malformed;
+  c.ep.handleDatagram(reset.bytes, p.now);
+  assert.equal(c.ep.malformed, before + 1);
+  assert.equal(c.ep.connection!.state, 'connected');
+});
+
+test('resetSecret must be a string of at least 16 characters', () => {
+  assert.throws(() => new UDPipe({ resetSecret: 'short' }), (e: UDPipeError) => e.code === 'ERR_INVALID_OPTION' && /resetSecret/.test(e.message));
+  assert.throws(() => new UDPipe({ resetSecret: 42 as unknown as string }), (e: UDPipeError) => e.code === 'ERR_INVALID_OPTION');
+  assert.doesNotThrow(() => new UDPipe({ resetSecret: 'a long random secret the servers keep' }));
+});
+
+test('through the API: a client of a server that died and came back hears onClose(sock, "reset") and reconnects at once', async () => {
+  const S = '127.0.1.1';
+  const C = '127.0.2.1';
+  const T = { pingIntervalMs: 100, stallTimeoutMs: 1000, timeoutMs: 20_000, reconnect: { minDelayMs: 20, maxDelayMs: 200 } };
+  const net = new SimNetwork({ seed: 116, conditions: { latencyMs: 5 } });
+  const first = new UDPipe({ ...T, token: 'game', transport: net.transport(S) });
+  await first.start(9000, S);
+  const client = new UDPipe({ ...T, token: 'game', transport: net.transport(C) });
+  const reasons: string[] = [];
+  let connects = 0;
+  client.onClose = (_sock, reason) => reasons.push(reason);
+  client.onConnect = () => connects++;
+  void client.connect(S, 9000);
+  await net.advanceUntil(() => connects === 1, 1000);
+  // The process dies: its goodbye never reaches the client. A new one starts on the port.
+  const healed = net.now + 5500;
+  net.partition(S, C, net.now, healed);
+  let dead = false;
+  void first.close().then(() => (dead = true));
+  await net.advanceUntil(() => dead, 5400);
+  assert.ok(dead);
+  const second = new UDPipe({ ...T, token: 'game', transport: net.transport(S) });
+  await second.start(9000, S);
+  await net.advance(healed - net.now);
+  const restarted = net.now;
+  await net.advanceUntil(() => connects === 2, 6000);
+  assert.deepEqual(reasons, ['reset']);
+  assert.ok(net.now - restarted < 300, `reconnected ${net.now - restarted} ms after the partition healed (timeoutMs 20000)`);
+  assert.equal((second.stats() as { resetsSent: number }).resetsSent >= 1, true);
+  const closing = Promise.all([client.close(), second.close()]);
+  await net.advance(6000);
+  await closing;
 });

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { deriveTokenKey } from '../src/crypto/handshake-keys.js';
+import { EphemeralKey } from '../src/crypto/key-exchange.js';
 import { HmacPacketCipher } from '../src/crypto/packet-cipher.js';
 import { ClientEndpoint, type ClientConfig, type ClientEvent } from '../src/protocol/client.js';
 import { DEFAULT_CONNECTION_CONFIG } from '../src/protocol/config.js';
@@ -15,6 +16,8 @@ import { ServerEndpoint, type ServerEvent } from '../src/protocol/server.js';
 import { SessionStore } from '../src/protocol/sessions.js';
 import { decodeDatagram } from '../src/wire/packet.js';
 import { Rng } from '../src/testing/index.js';
+
+const AUTH = { secret: new Uint8Array(32) };
 
 const rng = new Rng(5);
 const randomBytes = (n: number) => rng.bytes(n);
@@ -132,10 +135,10 @@ test('connection: close() gives up on a silent peer exactly at closeTimeoutMs', 
 
 test('sessions: a parked session can be resumed until its linger deadline, not at it', () => {
   const store = new SessionStore(() => 10, () => 500);
-  store.park('a', { inbound: newInbound(1), outbound: [], outboundBase: 0 }, 0);
+  store.park('a', { auth: AUTH, inbound: newInbound(1), outbound: [], outboundBase: 0 }, 0);
   store.handleTimeout(499);
   assert.ok(store.take('a'));
-  store.park('a', { inbound: newInbound(1), outbound: [], outboundBase: 0 }, 0);
+  store.park('a', { auth: AUTH, inbound: newInbound(1), outbound: [], outboundBase: 0 }, 0);
   assert.equal(store.nextDeadline(), 500);
   store.handleTimeout(500);
   assert.equal(store.take('a'), undefined);
@@ -143,7 +146,7 @@ test('sessions: a parked session can be resumed until its linger deadline, not a
 
 test('sessions: the number parked is bounded; the oldest goes first', () => {
   const store = new SessionStore(() => 2, () => 500);
-  for (const k of ['a', 'b', 'c']) store.park(k, { inbound: newInbound(0), outbound: [], outboundBase: 0 }, 0);
+  for (const k of ['a', 'b', 'c']) store.park(k, { auth: AUTH, inbound: newInbound(0), outbound: [], outboundBase: 0 }, 0);
   assert.equal(store.parkedCount, 2);
   assert.equal(store.take('a'), undefined);
   assert.ok(store.take('c'));
@@ -164,7 +167,7 @@ test('client: an ACCEPT made for an earlier cookie of the same attempt is still 
   c.pollTransmit(2);
   assert.equal(connect1.type, 'connect');
   if (connect1.type !== 'connect') return;
-  const claims = { serverConnId: 77, resumed: 0, delivered: connect1.nextSendIndex, flags: 0, publicKey: new Uint8Array(32) };
+  const claims = { serverConnId: 77, resumed: 0, delivered: connect1.nextSendIndex, flags: 0, publicKey: new EphemeralKey(new Uint8Array(32).fill(9)).publicKey, resetToken: new Uint8Array(16) };
   c.handleDatagram(encodeHandshake({ type: 'accept', clientConnId: hello.clientConnId, clientNonce: hello.clientNonce, ...claims, proof: serverProof(deriveTokenKey('t'), connect1, claims) }), 3);
   assert.equal(c.state, 'connected');
 });

@@ -12,6 +12,8 @@ import {
   crc32,
   DATA_HEADER_SIZE,
   decodeDatagram,
+  encodeReset,
+  RESET_SIZE,
   decodeFrames,
   describeDatagram,
   encodeHandshake,
@@ -22,6 +24,7 @@ import {
   NONCE_SIZE,
   PUBLIC_KEY_SIZE,
   PROOF_SIZE,
+  RESET_TOKEN_SIZE,
   SESSION_ID_SIZE,
   TAG_SIZE,
   WireFormatError,
@@ -50,6 +53,7 @@ const handshake: fc.Arbitrary<HandshakePacket> = fc.oneof(
     delivered: index,
     flags: fc.integer({ min: 0, max: 1 }),
     publicKey: bytes(PUBLIC_KEY_SIZE),
+    resumeProof: bytes(PROOF_SIZE),
     proof: bytes(PROOF_SIZE),
   }),
   fc.record({
@@ -61,6 +65,7 @@ const handshake: fc.Arbitrary<HandshakePacket> = fc.oneof(
     delivered: index,
     flags: fc.integer({ min: 0, max: 1 }),
     publicKey: bytes(PUBLIC_KEY_SIZE),
+    resetToken: bytes(RESET_TOKEN_SIZE),
     proof: bytes(PROOF_SIZE),
   }),
   fc.record({ type: fc.constant('refuse' as const), clientConnId: u32, clientNonce: bytes(NONCE_SIZE), reason: fc.integer({ min: 0, max: 255 }), proof: bytes(PROOF_SIZE) }),
@@ -148,6 +153,22 @@ test('handshake packets round-trip; HELLO is padded to its full size', () => {
     assert.deepEqual(decodeDatagram(b), { ...p });
     assert.match(describeDatagram(b), new RegExp(`^${p.type.toUpperCase()}`));
   }));
+});
+
+test('RESET: version, type 0x06, 16-byte token; any other size is malformed', () => {
+  const token = Uint8Array.from({ length: RESET_TOKEN_SIZE }, (_, i) => i + 1);
+  const b = encodeReset(token);
+  assert.equal(b.length, RESET_SIZE);
+  assert.equal(Buffer.from(b).toString('hex'), 'c106' + '0102030405060708090a0b0c0d0e0f10');
+  assert.deepEqual(decodeDatagram(b), { type: 'reset', token });
+  assert.match(describeDatagram(b), /^RESET token=01020304/);
+  for (const n of [2, RESET_SIZE - 1, RESET_SIZE + 1]) {
+    const c = new Uint8Array(n);
+    c.set(b.subarray(0, Math.min(n, b.length)));
+    assert.throws(() => decodeDatagram(c), WireFormatError, `${n} bytes`);
+  }
+  // Smaller than the smallest DATA packet, so a RESET never answers one of its own size or more.
+  assert.ok(RESET_SIZE < DATA_HEADER_SIZE + TAG_SIZE + 1);
 });
 
 test('any single bit flip in a handshake packet is rejected', () => {

@@ -40,6 +40,15 @@ export interface UDPipeOptions {
   classicAddress?: string;
   /** Client: 'classic' speaks the original Lua UDPIPE protocol to a classic server. Default 'udpipe'. */
   protocol?: 'udpipe' | 'classic';
+  /**
+   * Server: the secret behind stateless resets (a restarted server tells a client at once
+   * that its connection is gone, instead of letting it wait out timeoutMs). Give the
+   * server that takes over a port the one of the server it replaces, servers running
+   * side by side each their own, and keep it from clients. Default: derived from `token`
+   * and the port, so anyone who holds the token and sees a connection id could make
+   * that client reconnect (it resumes its session; nothing is lost).
+   */
+  resetSecret?: string;
   /** Server: connections accepted at once; more are refused ('server-full'). Default 1024. */
   maxClients?: number;
   /**
@@ -128,6 +137,7 @@ export interface ResolvedOptions {
   classicToken: string | undefined;
   classicAddress: string | undefined;
   protocol: 'udpipe' | 'classic';
+  resetSecret: string | undefined;
   maxClients: number;
   maxClientsPerAddress: number;
   maxQueuedBytes: number;
@@ -156,7 +166,7 @@ const defaultLogger: Logger = {
 };
 
 const KNOWN = new Set([
-  'token', 'classic', 'classicToken', 'classicAddress', 'protocol', 'maxClients', 'maxClientsPerAddress', 'maxQueuedBytes', 'encrypt', 'handshakesPerSecond', 'pingIntervalMs', 'stallTimeoutMs', 'timeoutMs', 'connectTimeoutMs', 'sessionLingerMs',
+  'token', 'classic', 'classicToken', 'classicAddress', 'protocol', 'resetSecret', 'maxClients', 'maxClientsPerAddress', 'maxQueuedBytes', 'encrypt', 'handshakesPerSecond', 'pingIntervalMs', 'stallTimeoutMs', 'timeoutMs', 'connectTimeoutMs', 'sessionLingerMs',
   'reconnect', 'maxQueue', 'highWaterMark', 'maxReassemblyBytes', 'maxMessageSize', 'maxDatagramSize', 'autoStep', 'debug', 'logger', 'transport',
 ]);
 
@@ -192,6 +202,12 @@ function checkBool(name: string, v: unknown): boolean {
 export function checkToken(v: unknown): string {
   if (typeof v !== 'string') bad(`token must be a string, got ${typeof v}`);
   if (Buffer.byteLength(v) > 1024) bad('token must be at most 1024 bytes');
+  return v;
+}
+
+function checkSecret(name: string, v: unknown): string {
+  if (typeof v !== 'string' || v.length < 16) bad(`${name} must be a string of at least 16 characters (random, kept by the servers only)`);
+  if (Buffer.byteLength(v) > 1024) bad(`${name} must be at most 1024 bytes`);
   return v;
 }
 
@@ -232,6 +248,7 @@ export function resolveOptions(opts: UDPipeOptions | undefined): ResolvedOptions
     classicToken: opts.classicToken === undefined ? undefined : checkToken(opts.classicToken),
     classicAddress: opts.classicAddress === undefined ? undefined : checkAddress(opts.classicAddress),
     protocol: opts.protocol === undefined || opts.protocol === 'udpipe' || opts.protocol === 'classic' ? (opts.protocol ?? 'udpipe') : bad(`protocol must be 'udpipe' or 'classic', got ${String(opts.protocol)}`),
+    resetSecret: opts.resetSecret === undefined ? undefined : checkSecret('resetSecret', opts.resetSecret),
     maxClients: checkInt('maxClients', opts.maxClients ?? 1024, 0, 1_000_000),
     maxClientsPerAddress: 0, // below: its default follows maxClients
     maxQueuedBytes: checkInt('maxQueuedBytes', opts.maxQueuedBytes ?? 256 * 1024 * 1024, 65536, 2 ** 40),

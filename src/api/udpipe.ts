@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
-import { deriveTokenKey, equalBytes } from '../crypto/handshake-keys.js';
+import { deriveResetKey, deriveTokenKey, equalBytes } from '../crypto/handshake-keys.js';
 import { CLASSIC_MAX_DATAGRAM, ClassicClient, ClassicLink, isClassicControlWord, parseClassicHello, type ClassicClientEvent } from '../protocol/classic.js';
 import { ClassicHost } from './classic-host.js';
 import { RateLimiter } from '../protocol/rate-limiter.js';
@@ -178,6 +178,8 @@ export class UDPipe extends EventEmitter implements PeerOwner {
         sessionLingerMs: this.opts.sessionLingerMs,
         encrypt: this.opts.encrypt,
         handshakesPerSecond: this.opts.handshakesPerSecond,
+        resetKey: this.opts.resetSecret === undefined ? undefined : deriveResetKey(this.opts.resetSecret, port),
+        resetPort: port,
       },
       (n) => transport.randomBytes(n),
       transport.now(),
@@ -800,6 +802,9 @@ export class UDPipe extends EventEmitter implements PeerOwner {
         this.opts.logger.warn(
           `refused ${fmt(e.address)}: ${e.clientEncrypts ? 'the client encrypts and this server does not' : 'this server requires encryption and the client does not'} (encrypt option)`,
         );
+        return;
+      case 'session-mismatch':
+        this.log(`refused ${fmt(e.address)}: it named a session without that session's resume proof`);
         return;
     }
   }

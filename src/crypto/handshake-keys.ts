@@ -1,5 +1,5 @@
 import { createHmac, hkdfSync } from 'node:crypto';
-import { COOKIE_SIZE, PROOF_SIZE } from '../wire/constants.js';
+import { COOKIE_SIZE, PROOF_SIZE, RESET_TOKEN_SIZE } from '../wire/constants.js';
 import { AeadPacketCipher, HmacPacketCipher, type PacketCipher } from './packet-cipher.js';
 
 /**
@@ -49,6 +49,7 @@ export interface ConnectClaims {
   delivered: number;
   flags: number;
   publicKey: Uint8Array;
+  resumeProof: Uint8Array;
 }
 
 /** What ACCEPT claims; covered by the server's proof. */
@@ -58,10 +59,26 @@ export interface AcceptClaims {
   delivered: number;
   flags: number;
   publicKey: Uint8Array;
+  resetToken: Uint8Array;
+}
+
+type Connect = HandshakeTranscript & Omit<ConnectClaims, 'resumeProof'>;
+
+function connectFields(t: Connect): Uint8Array[] {
+  return [u32(t.clientConnId), t.clientNonce, t.cookie, t.sessionId, u64(t.nextSendIndex), u64(t.delivered), new Uint8Array([t.flags]), t.publicKey];
 }
 
 function connectParts(t: HandshakeTranscript & ConnectClaims): Uint8Array[] {
-  return [u32(t.clientConnId), t.clientNonce, t.cookie, t.sessionId, u64(t.nextSendIndex), u64(t.delivered), new Uint8Array([t.flags]), t.publicKey];
+  return [...connectFields(t), t.resumeProof];
+}
+
+/**
+ * Proves the client is the one its session began with: a MAC under the session's
+ * resumption secret, which only the two ends of the session's first connection could
+ * derive (from its X25519 exchange). Knowing the token and the session id is not enough.
+ */
+export function resumeProof(secret: Uint8Array, t: Connect): Uint8Array {
+  return hmac(secret, 'udpipe v1 resume proof', ...connectFields(t)).subarray(0, PROOF_SIZE);
 }
 
 export function clientProof(key: Uint8Array, t: HandshakeTranscript & ConnectClaims): Uint8Array {
@@ -73,67 +90,74 @@ export function serverProof(key: Uint8Array, t: HandshakeTranscript & ConnectCla
     key,
     'udpipe v1 server proof',
     ...connectParts(t),
-    u32(a.serverConnId), new Uint8Array([a.resumed]), u64(a.delivered), new Uint8Array([a.flags]), a.publicKey,
+    u32(a.serverConnId), new Uint8Array([a.resumed]), u64(a.delivered), new Uint8Array([a.flags]), a.publicKey, a.resetToken,
   ).subarray(0, PROOF_SIZE);
 }
 
 /**
- * A REFUSE for a client that proved the token (server full, encryption mismatch): the
- * client believes it only with this proof, so nobody else can turn it away.
+ * A REFUSE for a client that proved the token (server full, encryption mismatch,
+ * session mismatch): the client believes it only with this proof, so nobody without the
+ * token can turn it away.
  */
 export function refuseProof(key: Uint8Array, t: HandshakeTranscript & ConnectClaims, reason: number): Uint8Array {
   return hmac(key, 'udpipe v1 refuse proof', ...connectParts(t), new Uint8Array([reason])).subarray(0, PROOF_SIZE);
 }
 
-export interface SessionKeys {
+/** Everything one connection's X25519 exchange gives both ends (docs/PROTOCOL.md, section 3). */
+export interface ConnectionKeys {
   clientToServer: Uint8Array;
   serverToClient: Uint8Array;
-}
-
-/** Per-direction keys for the packet integrity tags of one connection. */
-export function sessionKeys(key: Uint8Array, t: HandshakeTranscript, serverConnId: number): SessionKeys {
-  const ids = [u32(t.clientConnId), t.clientNonce, t.cookie, u32(serverConnId)];
-  return {
-    clientToServer: hmac(key, 'udpipe v1 c2s', ...ids),
-    serverToClient: hmac(key, 'udpipe v1 s2c', ...ids),
-  };
+  /** The session's resumption secret, if this connection starts the session. */
+  resume: Uint8Array;
+  /** XORed over the reset token in ACCEPT: an observer of the handshake cannot read it. */
+  resetMask: Uint8Array;
 }
 
 /**
- * Per-direction ChaCha20-Poly1305 keys of an encrypted connection: HKDF-SHA256 (RFC 5869)
- * with the X25519 shared secret as input key material, the token key as salt (so a
- * man in the middle without the token derives other keys) and the whole exchange as info.
+ * HKDF-SHA256 (RFC 5869) with the X25519 shared secret as input key material, the token
+ * key as salt (a man in the middle without the token derives other keys) and the whole
+ * exchange as info. Every connection makes them, encrypted or not: so even without
+ * encryption, someone who knows the token and saw the handshake can neither forge
+ * packets nor resume the session.
  */
-export function encryptedSessionKeys(
+export function connectionKeys(
   tokenKey: Uint8Array,
   shared: Uint8Array,
   t: HandshakeTranscript,
   serverConnId: number,
   clientPublic: Uint8Array,
   serverPublic: Uint8Array,
-): SessionKeys {
-  const info = Buffer.concat([enc.encode('udpipe v1 aead'), u32(t.clientConnId), t.clientNonce, t.cookie, u32(serverConnId), clientPublic, serverPublic]);
-  const okm = new Uint8Array(hkdfSync('sha256', shared, tokenKey, info, 64));
-  return { clientToServer: okm.slice(0, 32), serverToClient: okm.slice(32, 64) };
+): ConnectionKeys {
+  const info = Buffer.concat([enc.encode('udpipe v1 keys'), u32(t.clientConnId), t.clientNonce, t.cookie, u32(serverConnId), clientPublic, serverPublic]);
+  const okm = new Uint8Array(hkdfSync('sha256', shared, tokenKey, info, 96 + RESET_TOKEN_SIZE));
+  return { clientToServer: okm.slice(0, 32), serverToClient: okm.slice(32, 64), resume: okm.slice(64, 96), resetMask: okm.slice(96) };
 }
 
 /**
- * The packet protection of one side of a new connection: ChaCha20-Poly1305 under keys
- * from the X25519 exchange when `exchange` is given, else HMAC tags. Each side sends
- * with its own direction's key.
+ * The packet protection of one side of a connection: ChaCha20-Poly1305 when encrypting,
+ * else HMAC-SHA256 tags, under the same keys. Each side sends with its own direction's key.
  */
-export function connectionCipher(
-  side: 'client' | 'server',
-  tokenKey: Uint8Array,
-  t: HandshakeTranscript,
-  serverConnId: number,
-  exchange?: { shared: Uint8Array; clientPublic: Uint8Array; serverPublic: Uint8Array },
-): PacketCipher {
-  const keys = exchange
-    ? encryptedSessionKeys(tokenKey, exchange.shared, t, serverConnId, exchange.clientPublic, exchange.serverPublic)
-    : sessionKeys(tokenKey, t, serverConnId);
+export function connectionCipher(side: 'client' | 'server', keys: ConnectionKeys, encrypt: boolean): PacketCipher {
   const [send, receive] = side === 'client' ? [keys.clientToServer, keys.serverToClient] : [keys.serverToClient, keys.clientToServer];
-  return exchange ? new AeadPacketCipher(send, receive) : new HmacPacketCipher(send, receive);
+  return encrypt ? new AeadPacketCipher(send, receive) : new HmacPacketCipher(send, receive);
+}
+
+/**
+ * The key stateless reset tokens are made with: from `resetSecret` when the program
+ * gives one, else from the token key; and from the port the server listens on, so two
+ * servers with one token on two ports cannot be used to learn each other's tokens.
+ */
+export function deriveResetKey(secret: string | Uint8Array, port = 0): Uint8Array {
+  return hmac(enc.encode('udpipe v1 reset key'), '', typeof secret === 'string' ? enc.encode(secret) : secret, new Uint8Array([port >> 8, port & 0xff]));
+}
+
+/** The reset token of a server connection id: the same after a restart, so the server need not remember it. */
+export function resetToken(resetKey: Uint8Array, serverConnId: number): Uint8Array {
+  return hmac(resetKey, 'udpipe v1 reset token', u32(serverConnId)).subarray(0, RESET_TOKEN_SIZE);
+}
+
+export function xorBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
+  return a.map((x, i) => x ^ b[i]!);
 }
 
 /** Constant-time comparison of two byte strings of any length. */

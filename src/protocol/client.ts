@@ -1,10 +1,19 @@
-import { clientProof, connectionCipher, equalBytes, refuseProof, serverProof } from '../crypto/handshake-keys.js';
+import {
+  clientProof,
+  connectionCipher,
+  connectionKeys,
+  equalBytes,
+  refuseProof,
+  resumeProof,
+  serverProof,
+  xorBytes,
+  type ConnectionKeys,
+} from '../crypto/handshake-keys.js';
 import { EphemeralKey } from '../crypto/key-exchange.js';
-import type { PacketCipher } from '../crypto/packet-cipher.js';
 import { Deque } from '../reliability/deque.js';
 import { ReassemblyBudget } from '../reliability/budget.js';
 import { splitMessage, type Unit, type WholeMessage } from '../reliability/sender.js';
-import { HandshakeFlag, MAX_RELIABLE_WHOLE, NONCE_SIZE, PART_SIZE, PUBLIC_KEY_SIZE, ReasonCode, SESSION_ID_SIZE } from '../wire/constants.js';
+import { HandshakeFlag, MAX_RELIABLE_WHOLE, NONCE_SIZE, PART_SIZE, PROOF_SIZE, ReasonCode, SESSION_ID_SIZE } from '../wire/constants.js';
 import { WireFormatError } from '../wire/errors.js';
 import { encodeHandshake, type AcceptPacket, type ChallengePacket, type HandshakePacket } from '../wire/handshake.js';
 import { decodeDatagram } from '../wire/packet.js';
@@ -37,7 +46,7 @@ export type ClientEvent =
   | { type: 'connecting'; attempt: number }
   | { type: 'connected'; attempt: number }
   | { type: 'connection'; event: ConnectionEvent }
-  | { type: 'refused'; reason: 'bad-token' | 'server-full' | 'encryption-mismatch' }
+  | { type: 'refused'; reason: 'bad-token' | 'server-full' | 'encryption-mismatch' | 'session-mismatch' }
   /** Waiting before the next attempt. */
   | { type: 'retrying'; delayMs: number; attempt: number }
   /** Gave up for good: state is 'closed'. */
@@ -49,7 +58,7 @@ type TimerName = 'handshake' | 'deadline' | 'reconnect';
 
 export type FailureCode = 'ERR_HANDSHAKE_TIMEOUT' | 'ERR_BAD_TOKEN' | 'ERR_SERVER_FULL' | 'ERR_ENCRYPTION_MISMATCH';
 
-const NO_KEY = new Uint8Array(PUBLIC_KEY_SIZE);
+const NO_PROOF = new Uint8Array(PROOF_SIZE);
 
 /** CONNECT retransmissions before starting over with a fresh HELLO (the cookie may have expired). */
 const CONNECT_TRIES = 4;
@@ -71,6 +80,10 @@ export class ClientEndpoint {
    * and we resend exactly the rest.
    */
   private sessionId: Uint8Array | undefined;
+  /** The session's resumption secret, from the ACCEPT that began it (docs/PROTOCOL.md, section 10). */
+  private sessionSecret: Uint8Array | undefined;
+  /** The current connection's stateless reset token (section 10a). */
+  private resetToken: Uint8Array | undefined;
   /** Reliable messages waiting for a connection; the first has session index carryBase. */
   private carry: Unit[] = [];
   private carryBase = 0;
@@ -90,8 +103,8 @@ export class ClientEndpoint {
     | {
         connId: number;
         nonce: Uint8Array;
-        /** This attempt's ephemeral X25519 key, when encrypting. */
-        key: EphemeralKey | undefined;
+        /** This attempt's ephemeral X25519 key. */
+        key: EphemeralKey;
         challenge?: ChallengePacket | undefined;
         cookies: ChallengePacket[];
         retries: number;
@@ -160,12 +173,13 @@ export class ClientEndpoint {
     this.sendHandshake(now);
   }
 
-  private freshIds(): { connId: number; nonce: Uint8Array; key: EphemeralKey | undefined } {
+  private freshIds(): { connId: number; nonce: Uint8Array; key: EphemeralKey } {
     const b = this.randomBytes(4);
     return {
       connId: (((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0) || 1,
       nonce: this.randomBytes(NONCE_SIZE),
-      key: this.cfg.encrypt ? new EphemeralKey(this.randomBytes(32)) : undefined,
+      // Encrypted or not: the exchange makes the packet keys and the session's secret.
+      key: new EphemeralKey(this.randomBytes(32)),
     };
   }
 
@@ -195,16 +209,17 @@ export class ClientEndpoint {
 
   private transcript(challenge: ChallengePacket) {
     const hs = this.hs!;
-    return {
+    const t = {
       clientConnId: hs.connId,
       clientNonce: hs.nonce,
       cookie: challenge.cookie,
       sessionId: this.sessionId!,
       nextSendIndex: this.carryBase,
       delivered: this.inbound.state.delivered,
-      flags: hs.key ? HandshakeFlag.Encrypt : 0,
-      publicKey: hs.key?.publicKey ?? NO_KEY,
+      flags: this.cfg.encrypt ? HandshakeFlag.Encrypt : 0,
+      publicKey: hs.key.publicKey,
     };
+    return { ...t, resumeProof: this.sessionSecret ? resumeProof(this.sessionSecret, t) : NO_PROOF };
   }
 
   /** Uniform in [0, 1) from the injected randomness. */
@@ -245,6 +260,10 @@ export class ClientEndpoint {
     } catch (e) {
       if (!(e instanceof WireFormatError)) throw e;
       this.malformed++;
+      return;
+    }
+    if (d.type === 'reset') {
+      this.onReset(d.token, now);
       return;
     }
     if (d.type === 'data') {
@@ -293,13 +312,12 @@ export class ClientEndpoint {
           this.mismatch();
           return;
         }
-        const shared = hs.key?.agree(d.publicKey);
-        if (hs.key && !shared) {
+        const shared = hs.key.agree(d.publicKey);
+        if (!shared) {
           this.malformed++; // an unusable public key: nothing to build keys from
           return;
         }
-        const exchange = hs.key && shared ? { shared, clientPublic: hs.key.publicKey, serverPublic: d.publicKey } : undefined;
-        this.onAccepted(d, t, connectionCipher('client', this.cfg.tokenKey, t, d.serverConnId, exchange), now);
+        this.onAccepted(d, t, connectionKeys(this.cfg.tokenKey, shared, t, d.serverConnId, hs.key.publicKey, d.publicKey), now);
         return;
       }
       case 'refuse':
@@ -318,6 +336,17 @@ export class ClientEndpoint {
           this.mismatch();
           return;
         }
+        if (d.reason === ReasonCode.SessionMismatch) {
+          // The server has our session id under another secret: it lost our session
+          // and someone else took the id. Start a new session at once (its ACCEPT says
+          // resumed = 0, so everything not known delivered goes again, whole).
+          this.events.push({ type: 'refused', reason: 'session-mismatch' });
+          this.sessionId = undefined;
+          this.sessionSecret = undefined;
+          this.timers.clear('handshake');
+          this.beginAttempt(now);
+          return;
+        }
         // Server full, or a reason this version does not know: try again later.
         if (d.reason === ReasonCode.ServerFull) {
           this.events.push({ type: 'refused', reason: 'server-full' });
@@ -330,6 +359,21 @@ export class ClientEndpoint {
     }
   }
 
+  /**
+   * A stateless reset: the server no longer has our connection (it restarted). Believed
+   * only with the token its ACCEPT gave us; then the connection is lost at once, as by a
+   * timeout, and we reconnect without waiting it out.
+   */
+  private onReset(token: Uint8Array, now: number): void {
+    const c = this.conn;
+    if (!c || c.state === 'closed' || !this.resetToken || !equalBytes(token, this.resetToken)) {
+      this.malformed++;
+      return;
+    }
+    c.abort('reset');
+    this.afterConnection(now);
+  }
+
   private mismatch(): void {
     this.events.push({ type: 'refused', reason: 'encryption-mismatch' });
     this.fail(
@@ -340,17 +384,20 @@ export class ClientEndpoint {
     );
   }
 
-  private onAccepted(accept: AcceptPacket, t: { clientConnId: number }, cipher: PacketCipher, now: number): void {
+  private onAccepted(accept: AcceptPacket, t: { clientConnId: number }, keys: ConnectionKeys, now: number): void {
     const serverConnId = accept.serverConnId;
     if (!accept.resumed) {
-      // The server has no session of ours: its stream to us starts over.
+      // The server has no session of ours: its stream to us starts over, under the
+      // secret this connection's exchange made.
       releaseInbound(this.inbound);
       this.inbound = newInbound();
+      this.sessionSecret = keys.resume;
     }
+    this.resetToken = xorBytes(accept.resetToken, keys.resetMask);
     this.conn = new Connection({
       localConnId: t.clientConnId,
       remoteConnId: serverConnId,
-      cipher,
+      cipher: connectionCipher('client', keys, this.cfg.encrypt),
       config: this.cfg,
       now,
       emit: (event) => {

@@ -1,16 +1,28 @@
-import { CookieJar, clientProof, connectionCipher, equalBytes, refuseProof, serverProof } from '../crypto/handshake-keys.js';
+import {
+  CookieJar,
+  clientProof,
+  connectionCipher,
+  connectionKeys,
+  deriveResetKey,
+  equalBytes,
+  refuseProof,
+  resetToken,
+  resumeProof,
+  serverProof,
+  xorBytes,
+} from '../crypto/handshake-keys.js';
 import { EphemeralKey } from '../crypto/key-exchange.js';
 import type { Address } from './address.js';
-import { HandshakeFlag, PROOF_SIZE, PUBLIC_KEY_SIZE, ReasonCode, type Reason } from '../wire/constants.js';
+import { HandshakeFlag, PROOF_SIZE, ReasonCode, type Reason } from '../wire/constants.js';
 import { PATH_DATA_SIZE } from '../wire/frames.js';
 import { WireFormatError } from '../wire/errors.js';
 import { encodeHandshake, type ConnectPacket } from '../wire/handshake.js';
-import { decodeDatagram } from '../wire/packet.js';
+import { decodeDatagram, encodeReset } from '../wire/packet.js';
 import type { ConnectionConfig, ConnectionEvent } from './config.js';
 import { Connection, newInbound, releaseInbound, type InboundSession } from './connection.js';
 import { DeadlineHeap } from './deadline-heap.js';
 import { RateLimiter, rateKey } from './rate-limiter.js';
-import { SessionStore } from './sessions.js';
+import { SessionStore, type SessionAuth } from './sessions.js';
 import { ReassemblyBudget } from '../reliability/budget.js';
 import type { Unit } from '../reliability/sender.js';
 import { Deque } from '../reliability/deque.js';
@@ -26,6 +38,13 @@ export interface ServerConfig extends ConnectionConfig {
   encrypt: boolean;
   /** CONNECTs per second one IP address may make (burst twice that); more get no answer. 0: no limit. */
   handshakesPerSecond: number;
+  /**
+   * Key of the stateless reset tokens (deriveResetKey): the same across restarts, so a
+   * restarted server can reset. Default: derived from the token key and resetPort.
+   */
+  resetKey?: Uint8Array | undefined;
+  /** The port we listen on, for the default reset key (0 in tests). */
+  resetPort?: number | undefined;
 }
 
 export type ServerEvent =
@@ -37,7 +56,9 @@ export type ServerEvent =
   | { type: 'bad-token'; address: Address }
   | { type: 'max-clients'; address: Address }
   /** Refused: the client asked for encryption and we do not encrypt, or the other way round. */
-  | { type: 'encryption-mismatch'; address: Address; clientEncrypts: boolean };
+  | { type: 'encryption-mismatch'; address: Address; clientEncrypts: boolean }
+  /** Refused: the CONNECT named a session we have without proving it is that session's client. */
+  | { type: 'session-mismatch'; address: Address };
 
 export interface ServerCounters {
   datagramsReceived: number;
@@ -52,6 +73,10 @@ export interface ServerCounters {
   handshakesAbandoned: number;
   /** CONNECTs dropped unanswered: their address exceeded handshakesPerSecond. */
   handshakesRateLimited: number;
+  /** CONNECTs refused because they named a session without its resumption proof. */
+  resumesRefused: number;
+  /** Stateless resets sent, for DATA naming no connection we have. */
+  resetsSent: number;
 }
 
 interface Peer {
@@ -63,6 +88,8 @@ interface Peer {
   handshakeKey: string;
   accept: Uint8Array;
   sessionKey: string;
+  /** Who may resume the session (sessions.ts). */
+  auth: SessionAuth;
   /** The client's reliable stream in this session: what is done, half-built messages. */
   inbound: InboundSession;
   /** Session index of this connection's first reliable message to the client. */
@@ -84,6 +111,12 @@ const MAX_OUTBOX = 1024;
  */
 const USED_HANDSHAKE_MS = 60_000;
 const MAX_USED_HANDSHAKES = 4096;
+/**
+ * Stateless resets per second, all addresses together (burst twice that): each answers a
+ * datagram larger than itself, so they cannot amplify, and the limit keeps a flood of
+ * unknown connection ids from turning the server into a reflector at full rate.
+ */
+const RESETS_PER_SECOND = 64;
 
 /**
  * The server side, sans-I/O: one public address, many connections told apart by the
@@ -94,7 +127,7 @@ const MAX_USED_HANDSHAKES = 4096;
 export class ServerEndpoint {
   /** Reassembly memory shared by every connection (src/reliability/budget.ts). */
   readonly budget: ReassemblyBudget;
-  readonly counters: ServerCounters = { datagramsReceived: 0, datagramsSent: 0, bytesReceived: 0, bytesSent: 0, malformed: 0, handshakesAccepted: 0, handshakesRefused: 0, handshakesAbandoned: 0, handshakesRateLimited: 0 };
+  readonly counters: ServerCounters = { datagramsReceived: 0, datagramsSent: 0, bytesReceived: 0, bytesSent: 0, malformed: 0, handshakesAccepted: 0, handshakesRefused: 0, handshakesAbandoned: 0, handshakesRateLimited: 0, resumesRefused: 0, resetsSent: 0 };
   private readonly peers = new Map<number, Peer>();
   private readonly byHandshake = new Map<string, number>();
   private readonly cookies: CookieJar;
@@ -107,6 +140,7 @@ export class ServerEndpoint {
   private readonly perAddress = new Map<string, number>();
   /** Handshakes per IP address (rate-limiter.ts); holds validated addresses only. */
   private readonly limiter: RateLimiter;
+  private readonly resets = new RateLimiter(RESETS_PER_SECOND, 2 * RESETS_PER_SECOND, 1);
   /** The latest time we were given; events raised inside a call carry it. */
   private lastNow: number;
   private readonly sessions = new SessionStore(
@@ -215,6 +249,7 @@ export class ServerEndpoint {
         const peer = this.peers.get(d.connId);
         if (!peer) {
           this.counters.malformed++;
+          this.reset(d.connId, from, now);
           return;
         }
         const result = peer.conn.handleDatagram(bytes, d.pnLow, now);
@@ -230,9 +265,25 @@ export class ServerEndpoint {
         return;
       }
       default:
-        // challenge/accept/refuse travel to clients only.
+        // challenge/accept/refuse/reset travel to clients only.
         this.counters.malformed++;
     }
+  }
+
+  private get resetKey(): Uint8Array {
+    return this.cfg.resetKey ?? deriveResetKey(this.cfg.tokenKey, this.cfg.resetPort);
+  }
+
+  /**
+   * A DATA packet for a connection we do not have (we restarted, or forgot it): tell the
+   * client at once with a stateless reset rather than let it wait out its timeout. Its
+   * token is a MAC of the connection id under the reset key, which a restarted server
+   * still has; the client learnt it, masked, in our ACCEPT (docs/PROTOCOL.md, section 10a).
+   */
+  private reset(connId: number, to: Address, now: number): void {
+    if (!this.resets.take('', now)) return;
+    this.counters.resetsSent++;
+    this.reply(encodeReset(resetToken(this.resetKey, connId)), to);
   }
 
   private onConnect(d: ConnectPacket, from: Address, now: number): void {
@@ -272,20 +323,27 @@ export class ServerEndpoint {
       refuse(ReasonCode.EncryptionMismatch, true);
       return;
     }
-    // The key exchange before anything changes: a public key that gives no shared
-    // secret ends the attempt here, leaving any live connection of the session alone.
-    let shared: Uint8Array | undefined;
-    let ephemeral: EphemeralKey | undefined;
-    if (encrypt) {
-      ephemeral = new EphemeralKey(this.randomBytes(32));
-      shared = ephemeral.agree(d.publicKey);
-      if (!shared) {
-        this.counters.malformed++;
-        return;
-      }
-    }
+    // A session we have is continued only for its own client (finding 3 of issue 10:
+    // the session id travels in clear, so knowing it and the token proves nothing).
     const sessionKey = hex(d.sessionId);
     const previous = this.sessions.liveConnection(sessionKey);
+    const known = previous === undefined ? this.sessions.peek(sessionKey)?.auth : this.peers.get(previous)?.auth;
+    if (known && !equalBytes(resumeProof(known.secret, d), d.resumeProof)) {
+      // Not its client, or one that never got the ACCEPT that began the session (so has
+      // no secret): either way it must start a session of its own.
+      this.counters.resumesRefused++;
+      this.events.push({ type: 'session-mismatch', address: { ...from } });
+      refuse(ReasonCode.SessionMismatch, true);
+      return;
+    }
+    // The key exchange before anything changes: a public key that gives no shared
+    // secret ends the attempt here, leaving any live connection of the session alone.
+    const ephemeral = new EphemeralKey(this.randomBytes(32));
+    const shared = ephemeral.agree(d.publicKey);
+    if (!shared) {
+      this.counters.malformed++;
+      return;
+    }
     if (previous !== undefined) {
       // The client gave up on its old connection before we did: end ours now; its
       // state is parked and resumed below.
@@ -300,10 +358,13 @@ export class ServerEndpoint {
       return;
     }
     const connId = this.newConnId();
-    const publicKey = ephemeral?.publicKey ?? new Uint8Array(PUBLIC_KEY_SIZE);
-    const cipher = connectionCipher('server', this.cfg.tokenKey, d, connId, ephemeral && shared ? { shared, clientPublic: d.publicKey, serverPublic: publicKey } : undefined);
+    const publicKey = ephemeral.publicKey;
+    const keys = connectionKeys(this.cfg.tokenKey, shared, d, connId, d.publicKey, publicKey);
+    const cipher = connectionCipher('server', keys, encrypt);
     // Resume: the client resends from what we delivered; we resend from what it did.
     const parked = this.sessions.take(sessionKey);
+    // A new session's resumption secret comes from this connection's exchange.
+    const auth: SessionAuth = parked?.auth ?? { secret: keys.resume };
     let inbound = newInbound(d.nextSendIndex);
     let sendBase = 0;
     let outbound: Unit[] = [];
@@ -313,7 +374,14 @@ export class ServerEndpoint {
       outbound = parked.outbound.slice(skip);
       sendBase = parked.outboundBase + skip;
     }
-    const claims = { serverConnId: connId, resumed: parked ? 1 : 0, delivered: inbound.state.delivered, flags: encrypt ? HandshakeFlag.Encrypt : 0, publicKey };
+    const claims = {
+      serverConnId: connId,
+      resumed: parked ? 1 : 0,
+      delivered: inbound.state.delivered,
+      flags: encrypt ? HandshakeFlag.Encrypt : 0,
+      publicKey,
+      resetToken: xorBytes(resetToken(this.resetKey, connId), keys.resetMask),
+    };
     const accept = encodeHandshake({
       type: 'accept',
       clientConnId: d.clientConnId,
@@ -334,7 +402,7 @@ export class ServerEndpoint {
     });
     for (const u of outbound) conn.sendUnit(u);
     this.countAddress(from.address, 1);
-    this.peers.set(connId, { conn, address: { address: from.address, port: from.port }, validated: { address: from.address, port: from.port }, handshakeKey: hsKey, accept, sessionKey, inbound, sendBase, confirmed: false, held: [] });
+    this.peers.set(connId, { conn, address: { address: from.address, port: from.port }, validated: { address: from.address, port: from.port }, handshakeKey: hsKey, accept, sessionKey, auth, inbound, sendBase, confirmed: false, held: [] });
     this.sessions.bind(sessionKey, connId);
     this.byHandshake.set(hsKey, connId);
     this.counters.handshakesAccepted++;
@@ -353,7 +421,7 @@ export class ServerEndpoint {
       // The client closing is the end of its session; anything else may be resumed.
       if (!event.byPeer && event.reason !== 'shutdown') {
         const left = p.conn.takeUnfinished();
-        this.sessions.park(p.sessionKey, { inbound: p.inbound, outbound: left.reliable, outboundBase: p.sendBase + left.firstIndex }, this.lastNow);
+        this.sessions.park(p.sessionKey, { auth: p.auth, inbound: p.inbound, outbound: left.reliable, outboundBase: p.sendBase + left.firstIndex }, this.lastNow);
       } else releaseInbound(p.inbound);
     }
     if (p && !p.confirmed) {

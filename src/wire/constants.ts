@@ -15,6 +15,8 @@ export const enum PacketType {
   Connect = 0x03,
   Accept = 0x04,
   Refuse = 0x05,
+  /** S->C: the server has no connection with that id (it restarted): a stateless reset. */
+  Reset = 0x06,
   Data = 0x10,
 }
 
@@ -47,6 +49,10 @@ export const PROOF_SIZE = 16;
 export const SESSION_ID_SIZE = 16;
 /** An X25519 public key (RFC 7748). */
 export const PUBLIC_KEY_SIZE = 32;
+/** A stateless reset token: sent masked in ACCEPT, in clear in RESET. */
+export const RESET_TOKEN_SIZE = 16;
+/** RESET: version, type, token. Smaller than any DATA packet, so a RESET never answers a RESET or amplifies. */
+export const RESET_SIZE = 2 + RESET_TOKEN_SIZE;
 /** Bits of the flags byte of CONNECT and ACCEPT. */
 export const enum HandshakeFlag {
   /** CONNECT: the client wants an encrypted connection; ACCEPT: it is one. */
@@ -102,11 +108,24 @@ export const enum ReasonCode {
   Shutdown = 5,
   /** One side has `encrypt: true` and the other not. */
   EncryptionMismatch = 6,
+  /** REFUSE: the CONNECT names a session the server has, without proving it is that session's client. */
+  SessionMismatch = 7,
+  /** Never sent: a connection that ended because the server answered with a stateless reset. */
+  Reset = 8,
 }
 
-export type Reason = 'normal' | 'timeout' | 'bad-token' | 'server-full' | 'protocol-error' | 'shutdown' | 'encryption-mismatch';
+export type Reason =
+  | 'normal'
+  | 'timeout'
+  | 'bad-token'
+  | 'server-full'
+  | 'protocol-error'
+  | 'shutdown'
+  | 'encryption-mismatch'
+  | 'session-mismatch'
+  | 'reset';
 
-const REASONS: readonly Reason[] = ['normal', 'timeout', 'bad-token', 'server-full', 'protocol-error', 'shutdown', 'encryption-mismatch'];
+const REASONS: readonly Reason[] = ['normal', 'timeout', 'bad-token', 'server-full', 'protocol-error', 'shutdown', 'encryption-mismatch', 'session-mismatch', 'reset'];
 
 export function reasonFromCode(code: number): Reason {
   return REASONS[code] ?? 'protocol-error';

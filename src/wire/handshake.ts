@@ -9,6 +9,7 @@ import {
   PROOF_SIZE,
   PUBLIC_KEY_SIZE,
   PacketType,
+  RESET_TOKEN_SIZE,
   SESSION_ID_SIZE,
   VERSION_BYTE,
 } from './constants.js';
@@ -50,8 +51,13 @@ export interface ConnectPacket {
   delivered: number;
   /** HandshakeFlag bits: Encrypt asks for an encrypted connection. */
   flags: number;
-  /** The client's ephemeral X25519 public key when Encrypt is set; zeros otherwise. */
+  /** The client's ephemeral X25519 public key (every connection makes one, encrypted or not). */
   publicKey: Uint8Array;
+  /**
+   * Proves the client holds its session's resumption secret (a MAC over the fields
+   * above); zeros when it has none yet (a new session).
+   */
+  resumeProof: Uint8Array;
   proof: Uint8Array;
 }
 
@@ -67,8 +73,10 @@ export interface AcceptPacket {
   delivered: number;
   /** HandshakeFlag bits: Encrypt when the connection is encrypted. */
   flags: number;
-  /** The server's ephemeral X25519 public key when Encrypt is set; zeros otherwise. */
+  /** The server's ephemeral X25519 public key. */
   publicKey: Uint8Array;
+  /** This connection's stateless reset token, masked with a key only the client can derive. */
+  resetToken: Uint8Array;
   proof: Uint8Array;
 }
 
@@ -90,8 +98,8 @@ export type HandshakePacket = HelloPacket | ChallengePacket | ConnectPacket | Ac
 const BODY_SIZE: Record<HandshakePacket['type'], number> = {
   hello: HELLO_SIZE - 2 - CRC_SIZE,
   challenge: 4 + NONCE_SIZE + COOKIE_SIZE,
-  connect: 4 + NONCE_SIZE + COOKIE_SIZE + SESSION_ID_SIZE + 8 + 8 + 1 + PUBLIC_KEY_SIZE + PROOF_SIZE,
-  accept: 4 + NONCE_SIZE + 4 + 1 + 8 + 1 + PUBLIC_KEY_SIZE + PROOF_SIZE,
+  connect: 4 + NONCE_SIZE + COOKIE_SIZE + SESSION_ID_SIZE + 8 + 8 + 1 + PUBLIC_KEY_SIZE + PROOF_SIZE + PROOF_SIZE,
+  accept: 4 + NONCE_SIZE + 4 + 1 + 8 + 1 + PUBLIC_KEY_SIZE + RESET_TOKEN_SIZE + PROOF_SIZE,
   refuse: 4 + NONCE_SIZE + 1 + PROOF_SIZE,
 };
 
@@ -131,6 +139,7 @@ export function encodeHandshake(p: HandshakePacket): Uint8Array {
         .u64(p.delivered)
         .u8(p.flags)
         .raw(fixed(p.publicKey, PUBLIC_KEY_SIZE, 'public key'))
+        .raw(fixed(p.resumeProof, PROOF_SIZE, 'resume proof'))
         .raw(fixed(p.proof, PROOF_SIZE, 'proof'));
       break;
     case 'accept':
@@ -139,6 +148,7 @@ export function encodeHandshake(p: HandshakePacket): Uint8Array {
         .u64(p.delivered)
         .u8(p.flags)
         .raw(fixed(p.publicKey, PUBLIC_KEY_SIZE, 'public key'))
+        .raw(fixed(p.resetToken, RESET_TOKEN_SIZE, 'reset token'))
         .raw(fixed(p.proof, PROOF_SIZE, 'proof'));
       break;
     case 'refuse':
@@ -193,6 +203,7 @@ export function decodeHandshake(bytes: Uint8Array): HandshakePacket {
         delivered: r.u64('delivered count'),
         flags: flags(r, type),
         publicKey: r.bytesView(PUBLIC_KEY_SIZE, 'public key').slice(),
+        resumeProof: r.bytesView(PROOF_SIZE, 'resume proof').slice(),
         proof: r.bytesView(PROOF_SIZE, 'proof').slice(),
       };
     case 'accept': {
@@ -208,6 +219,7 @@ export function decodeHandshake(bytes: Uint8Array): HandshakePacket {
         delivered: r.u64('delivered count'),
         flags: flags(r, type),
         publicKey: r.bytesView(PUBLIC_KEY_SIZE, 'public key').slice(),
+        resetToken: r.bytesView(RESET_TOKEN_SIZE, 'reset token').slice(),
         proof: r.bytesView(PROOF_SIZE, 'proof').slice(),
       };
     }

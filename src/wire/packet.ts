@@ -2,6 +2,7 @@ import { ByteReader, ByteWriter } from './bytes.js';
 import {
   DATA_HEADER_SIZE,
   PacketType,
+  RESET_SIZE,
   TAG_SIZE,
   VERSION_BYTE,
   VERSION_FAMILY,
@@ -23,7 +24,13 @@ export interface DataHeader {
   pnLow: number;
 }
 
-export type Datagram = HandshakePacket | DataHeader;
+/** S->C: "I have no connection with the id your packet named" (docs/PROTOCOL.md, section 10a). */
+export interface ResetPacket {
+  type: 'reset';
+  token: Uint8Array;
+}
+
+export type Datagram = HandshakePacket | DataHeader | ResetPacket;
 
 export function isUdpipeDatagram(bytes: Uint8Array): boolean {
   return bytes.length >= 2 && (bytes[0]! & VERSION_FAMILY_MASK) === VERSION_FAMILY;
@@ -46,7 +53,19 @@ export function decodeDatagram(bytes: Uint8Array): Datagram {
     const pnLow = r.u32('packet number');
     return { type: 'data', connId, pnLow };
   }
+  if (bytes[1] === PacketType.Reset) {
+    if (bytes.length !== RESET_SIZE) throw new WireFormatError(`reset: size ${bytes.length}, expected ${RESET_SIZE}`);
+    return { type: 'reset', token: bytes.slice(2) };
+  }
   return decodeHandshake(bytes);
+}
+
+export function encodeReset(token: Uint8Array): Uint8Array {
+  const out = new Uint8Array(RESET_SIZE);
+  out[0] = VERSION_BYTE;
+  out[1] = PacketType.Reset;
+  out.set(token, 2);
+  return out;
 }
 
 /** Writes the DATA header; the frames follow at DATA_HEADER_SIZE, the tag at the end. */
@@ -90,6 +109,8 @@ export function describeDatagram(bytes: Uint8Array, encrypted = false): string {
         return `ACCEPT conn=${d.clientConnId.toString(16)} server-conn=${d.serverConnId.toString(16)}${d.flags ? ' encrypted' : ''}`;
       case 'refuse':
         return `REFUSE conn=${d.clientConnId.toString(16)} reason=${d.reason}`;
+      case 'reset':
+        return `RESET token=${hex(d.token)}..`;
     }
   } catch (e) {
     return `malformed ${bytes.length}B (${(e as Error).message})`;
