@@ -320,3 +320,7 @@ async function evictedAndBack(seed: number, resumes: number): Promise<void> {
 test('a client whose parked session gave way for memory comes back and gets every message delivered once', async () => {
   await evictedAndBack(61, 0);
 });
+
+test('...also when its large message was carried over to another connection of the session before', async () => {
+  await evictedAndBack(62, 1);
+});
