@@ -369,7 +369,8 @@ export class ReliableSender {
     for (const m of all) {
       const r = m.message;
       const message = r && wholeOf(r);
-      units.push({ data: m.data, last: m.last, channel: m.channel, unordered: m.unordered, first: r === undefined || (r.first === m.index && !r.headless), message });
+      const first = r === undefined || (r.first === m.index && !r.headless);
+      units.push({ data: m.data, last: m.last, channel: m.channel, unordered: m.unordered, first, message });
       if (!r) whole.push({ data: m.data, channel: m.channel, unordered: m.unordered });
     }
     this.openRecord.clear();
@@ -382,7 +383,9 @@ export class ReliableSender {
           whole.push({ data: m.data, channel, unordered: m.unordered });
         } else {
           const message = m.record && wholeOf(m.record); // its cut parts may all be acknowledged already
-          for (let at = m.at; at < m.data.length; at += PART_SIZE) units.push({ data: m.data.subarray(at, at + PART_SIZE), last: at + PART_SIZE >= m.data.length, channel, unordered: false, first: false, message });
+          for (let at = m.at; at < m.data.length; at += PART_SIZE) {
+            units.push({ data: m.data.subarray(at, at + PART_SIZE), last: at + PART_SIZE >= m.data.length, channel, unordered: false, first: false, message });
+          }
         }
       }
     }
