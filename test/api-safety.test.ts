@@ -1,5 +1,5 @@
 /**
- * Issue 10, findings 4, 5, 7, 8 and 10, as an attacker or a careless program meets them
+ * Issue 10, findings 4, 5, 6, 7, 8 and 10, as an attacker or a careless program meets them
  * through the public API, in virtual time: no peer's behaviour turns into an exception,
  * a broadcast is per peer, the send queues have an endpoint-wide bound, classic
  * handshakes never take modern clients' room, and one address cannot take every slot.
@@ -215,9 +215,14 @@ test('finding 5: by default one address cannot take every slot; another address 
   await closing;
 });
 
-// Finding 6 is not fixed yet (see docs/SECURITY.md): this is its reproduction, kept as a
-// todo so it runs, reports, and turns into a real test when the fix lands.
-test('finding 6: half-built messages parked by stalled sessions must not starve another session', { todo: 'needs per-channel receive credit; see SECURITY.md' }, async () => {
+/**
+ * Finding 6: two token holders each start a message of almost 1 MiB, which together fill
+ * the server's 1 MiB reassembly budget, and stop halfway; then an honest client sends 8
+ * large messages on channel 0 and 50 small ones on channel 1. 'parked': the attackers
+ * vanish, so their sessions park with the half-built messages. 'live': they stay
+ * connected (pings and ACKs get through) but their parts no longer arrive.
+ */
+async function stalledHolders(mode: 'parked' | 'live') {
   const net = new SimNetwork({ seed: 6, conditions: { latencyMs: 5 } });
   const server = new UDPipe({ ...T, maxReassemblyBytes: 1 << 20, maxMessageSize: 1 << 20, transport: net.transport(S) });
   await server.start(PORT, S);
@@ -226,21 +231,40 @@ test('finding 6: half-built messages parked by stalled sessions must not starve 
   server.onNewMessage = (m, sock, info) => {
     if (sock.address === '127.0.9.1') (info.channel === 0 ? big : small).push(m.length);
   };
-  // Two token holders each start a message of almost 1 MiB and vanish halfway: their
-  // sessions park with the half-built messages, which fill the 1 MiB budget.
-  const attackers = await connectClients(net, server, ['127.0.8.1', '127.0.8.2']);
+  const hosts = ['127.0.8.1', '127.0.8.2'];
+  const attackers = await connectClients(net, server, hosts);
   for (const a of attackers) a.send(Buffer.alloc((1 << 20) - 1000));
-  await net.advanceUntil(() => (server.stats() as { reassembly: { bytes: number } }).reassembly.bytes > 900_000, 5000);
-  for (const h of ['127.0.8.1', '127.0.8.2']) net.partitionHost(h, net.now, net.now + 120_000);
+  const reassembly = () => (server.stats() as { reassembly: { bytes: number; peak: number; limit: number; evictedSessions: number } }).reassembly;
+  await net.advanceUntil(() => reassembly().bytes > 900_000, 5000);
+  for (const h of hosts) {
+    if (mode === 'parked') net.partitionHost(h, net.now, net.now + 120_000);
+    else net.setConditions({ latencyMs: 5, mtu: 300 }, h, S); // every part is larger
+  }
   const honest = new UDPipe({ ...T, transport: net.transport('127.0.9.1') });
   void honest.connect(S, PORT);
   await net.advance(300);
   for (let i = 0; i < 8; i++) honest.send(Buffer.alloc(256 * 1024));
   for (let i = 0; i < 50; i++) honest.send('x'.repeat(32), undefined, { channel: 1 });
   await net.advance(15_000);
-  // Measured on 0.1.0 and today: 0 of 8 large and 7 of 50 small in 15 s.
-  assert.equal(small.length, 50, `${small.length} of 50 small messages on another channel`);
-  assert.equal(big.length, 8, `${big.length} of 8 large messages`);
+  return { big: big.length, small: small.length, attackersConnected: server.clients.length - 1, reassembly: reassembly() };
+}
+
+test('finding 6: half-built messages parked by stalled sessions must not starve another session', async () => {
+  const r = await stalledHolders('parked');
+  // Measured before parked sessions gave way: 0 of 8 large and 5 of 50 small in 15 s (all of them in 0.8 s now).
+  assert.deepEqual({ big: r.big, small: r.small }, { big: 8, small: 50 });
+  // One attacker's session was forgotten to make room, and the budget's limit held.
+  assert.equal(r.reassembly.evictedSessions, 1);
+  assert.ok(r.reassembly.peak <= r.reassembly.limit, `peak ${r.reassembly.peak} within ${r.reassembly.limit}`);
+});
+
+// What is left of finding 6 (docs/SECURITY.md): half-built messages of connections that
+// stay up are not forgotten. Measured: 0 of 8 large and 5 of 50 small in 15 s.
+const LIVE_HOLDERS_TODO = 'a live oldest builder keeps its right to grow; see SECURITY.md';
+test('finding 6, live holders: clients that stay connected but stop sending parts must not starve another session', { todo: LIVE_HOLDERS_TODO }, async () => {
+  const r = await stalledHolders('live');
+  assert.equal(r.attackersConnected, 2, 'the attackers are still connected');
+  assert.deepEqual({ big: r.big, small: r.small }, { big: 8, small: 50 });
 });
 
 test("a send() that returned false before a disconnect still gets its 'drain' after the reconnect", async () => {
@@ -265,4 +289,62 @@ test("a send() that returned false before a disconnect still gets its 'drain' af
   const closing = Promise.all([client.close(), server.close()]);
   await net.advance(6000);
   await closing;
+});
+
+/**
+ * A session parked with a half-built message, forgotten to make room for a live one
+ * (finding 6's fix): its client comes back to a new session and resends whole what it
+ * cannot know delivered. `resumes` connections first come back and lose the link again
+ * before the session is forgotten (so the half-built message is carried over in parts).
+ */
+async function evictedAndBack(seed: number, resumes: number): Promise<void> {
+  const net = new SimNetwork({ seed, conditions: { latencyMs: 5 } });
+  const server = new UDPipe({ ...T, maxReassemblyBytes: 1 << 20, maxMessageSize: 1 << 20, sessionLingerMs: 60_000, transport: net.transport(S) });
+  await server.start(PORT, S);
+  const got = new Map<string, Uint8Array[]>();
+  server.onNewMessage = (m, sock) => {
+    const list = got.get(sock.address) ?? [];
+    list.push(new Uint8Array(m));
+    got.set(sock.address, list);
+  };
+  const reassembly = () => (server.stats() as { reassembly: { bytes: number; peak: number; limit: number; evictedSessions: number } }).reassembly;
+  const V = '127.0.8.3';
+  const [victim] = await connectClients(net, server, [V]);
+  victim!.send('first');
+  await net.advance(200);
+  const big = Uint8Array.from({ length: 1000 * 1024 }, (_, i) => i % 251);
+  victim!.send(big);
+  let held = 400_000 - resumes * 200_000;
+  for (let i = 0; i <= resumes; i++) {
+    assert.ok(await net.advanceUntil(() => reassembly().bytes > held, 5000), `the server holds part of it (${reassembly().bytes})`);
+    held = reassembly().bytes + 200_000;
+    net.partitionHost(V, net.now, net.now + (i < resumes ? 1500 : 4000));
+    if (i < resumes) {
+      assert.ok(await net.advanceUntil(() => server.clients.length === 0, 3000), 'lost');
+      assert.ok(await net.advanceUntil(() => server.clients.length === 1, 3000), 'and back');
+    }
+  }
+  await net.advanceUntil(() => server.clients.length === 0, 3000);
+  // Another client's large messages need the room the parked session holds.
+  const honest = new UDPipe({ ...T, transport: net.transport('127.0.9.1') });
+  void honest.connect(S, PORT);
+  await net.advance(300);
+  for (let i = 0; i < 4; i++) honest.send(Buffer.alloc(600 * 1024, i));
+  assert.ok(await net.advanceUntil(() => reassembly().evictedSessions === 1, 3000), 'the parked session gave way');
+  await net.advanceUntil(() => (got.get(V)?.length ?? 0) >= 2 && got.get('127.0.9.1')?.length === 4, 15_000);
+  await net.advance(2000); // and nothing more comes
+  const mine = got.get(V) ?? [];
+  assert.deepEqual(mine.map((m) => m.length), [5, big.length], 'each message of the victim exactly once');
+  assert.equal(Buffer.from(mine[0]!).toString(), 'first');
+  assert.ok(Buffer.from(mine[1]!).equals(big), 'the large one intact');
+  assert.equal(got.get('127.0.9.1')?.length, 4);
+  assert.ok(reassembly().peak <= reassembly().limit);
+}
+
+test('a client whose parked session gave way for memory comes back and gets every message delivered once', async () => {
+  await evictedAndBack(61, 0);
+});
+
+test('...also when its large message was carried over to another connection of the session before', async () => {
+  await evictedAndBack(62, 1);
 });

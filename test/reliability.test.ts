@@ -420,3 +420,26 @@ test('a message carried over without its first part stays headless across resume
   }
   assert.deepEqual(left.whole, [], 'never offered whole: the tail alone would be a truncated message');
 });
+
+test('a message carried over without its first part but with its whole data is offered whole after any number of resumes', () => {
+  const msg = new Uint8Array(5000).map((_, i) => i & 0xff);
+  let s = new ReliableSender();
+  s.enqueueMessage(msg);
+  const sent: OutMessage[] = [];
+  for (let m = s.peek(1200); m; m = s.peek(1200)) {
+    s.take(m);
+    sent.push(m);
+  }
+  s.onAcked(sent[0]!);
+  s.onAcked(sent[1]!);
+  let left = s.takeAll();
+  assert.ok(left.units.every((u) => u.message === msg), 'each part carries its whole message');
+  for (let conn = 0; conn < 3; conn++) {
+    assert.equal(left.units[0]!.first, false, `carry ${conn}: headless`);
+    s = new ReliableSender();
+    for (const u of left.units) s.enqueue(u.data, u.last, u.channel, u.unordered, u.first, u.message);
+    left = s.takeAll();
+  }
+  // A session forgotten by the server (expired, or it gave way for memory) gets it whole.
+  assert.deepEqual(left.whole.map((w) => w.data), [msg]);
+});

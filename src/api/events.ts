@@ -68,8 +68,11 @@ export type EndpointStats =
       sendDropped: number;
       /** Bytes queued for all peers together, and the limit (maxQueuedBytes). */
       queued: { bytes: number; limit: number };
-      /** Reassembly memory shared by all connections: in use, the peak, the limit, and requests refused at it. */
-      reassembly: { bytes: number; peak: number; limit: number; refused: number };
+      /**
+       * Reassembly memory shared by all connections: in use, the peak, the limit, requests refused at it, and
+       * parked sessions forgotten to make room for live connections (their clients start new sessions).
+       */
+      reassembly: { bytes: number; peak: number; limit: number; refused: number; evictedSessions: number };
     } & ServerCounters)
   | { role: 'client'; state: ClientState; datagramsSent: number; datagramsReceived: number; malformed: number; queued: number; connection: PeerStats | undefined }
   | { role: 'none' };

@@ -533,7 +533,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
         droppedUnstepped: this.driver?.overflowed ?? 0,
         sendDropped: this.sendDropped,
         queued: { bytes: this.queuedTotal(), limit: this.opts.maxQueuedBytes },
-        reassembly: { bytes: b.used, peak: b.peak, limit: b.limit, refused: b.refused },
+        reassembly: { bytes: b.used, peak: b.peak, limit: b.limit, refused: b.refused, evictedSessions: this.server.evictedSessions },
       };
     }
     if (this.client) {

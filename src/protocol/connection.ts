@@ -421,7 +421,7 @@ export class Connection {
 
   /** Re-queues a unit kept from an earlier connection of the session, parts as they were. */
   sendUnit(unit: Unit): boolean {
-    this.sender.enqueue(unit.data, unit.last, unit.channel, unit.unordered, unit.first);
+    this.sender.enqueue(unit.data, unit.last, unit.channel, unit.unordered, unit.first, unit.message);
     return this.afterQueued();
   }
 

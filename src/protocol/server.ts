@@ -146,7 +146,7 @@ export class ServerEndpoint {
   private readonly sessions = new SessionStore(
     () => Math.max(16, this.cfg.maxClients),
     () => this.cfg.sessionLingerMs,
-    // A parked session that expires gives its half-built messages' bytes back.
+    // A parked session that expires (or gives way) gives its half-built messages' bytes back.
     (s) => releaseInbound(s.inbound),
   );
 
@@ -158,6 +158,7 @@ export class ServerEndpoint {
     this.cookies = new CookieJar(randomBytes, now);
     this.limiter = new RateLimiter(cfg.handshakesPerSecond, 2 * cfg.handshakesPerSecond);
     this.budget = new ReassemblyBudget(cfg.maxReassemblyBytes);
+    this.sessions.share(this.budget);
     this.lastNow = now;
   }
 
@@ -207,6 +208,11 @@ export class ServerEndpoint {
       queuedReplies: this.outbox.length,
       events: this.events.length,
     };
+  }
+
+  /** Parked sessions forgotten to make room in the budget for live connections. */
+  get evictedSessions(): number {
+    return this.sessions.evicted;
   }
 
   /** Connections not yet ended, confirmed or not (a shutdown waits for them all). */

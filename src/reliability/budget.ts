@@ -13,7 +13,12 @@
  * such message of the whole endpoint, which may always grow: so one message always
  * finishes and frees its bytes, and the endpoint never deadlocks with every budget
  * byte held by half-built messages. A per-connection cap (maxMessageSize) still bounds
- * that one.
+ * that one. Only a message that can grow is a candidate: the owner takes a builder out
+ * (stopBuilding) while its connection is gone, and puts it back at the end if it returns.
+ *
+ * Before refusing, the budget asks its owner to `reclaim` room: a server forgets parked
+ * sessions (whose half-built messages cannot grow until their client returns) to make
+ * room for a connection that is there.
  */
 /**
  * What each unit a peer makes us hold costs besides its payload, charged with it: a
@@ -35,12 +40,22 @@ export class ReassemblyBudget {
   refused = 0;
   /** Half-built reliable messages, oldest first (a Set keeps insertion order). */
   private readonly builders = new Set<object>();
+  /**
+   * Asked for at least `n` bytes when a request does not fit; gives back what it frees,
+   * all of it only if it can (else nothing), and says whether it did.
+   */
+  reclaim: ((n: number) => boolean) | undefined;
 
   constructor(readonly limit: number) {}
 
-  /** Takes n bytes if they fit, or if `builder` is the oldest half-built reliable message. */
-  take(n: number, builder?: object): boolean {
-    if (this.used + n > this.limit && (builder === undefined || this.builders.values().next().value !== builder)) {
+  /**
+   * Takes n bytes if they fit, or fit once the owner reclaimed room (unless `lossy`: an
+   * unreliable part, whose message may be lost, is not worth a session), or if `builder`
+   * is the oldest half-built reliable message that may grow.
+   */
+  take(n: number, builder?: object, lossy = false): boolean {
+    const over = (): boolean => this.used + n > this.limit;
+    if (over() && (lossy || !this.reclaim?.(this.used + n - this.limit) || over()) && !this.isOldest(builder)) {
       this.refused++;
       return false;
     }
@@ -60,6 +75,10 @@ export class ReassemblyBudget {
 
   stopBuilding(builder: object): void {
     this.builders.delete(builder);
+  }
+
+  private isOldest(builder: object | undefined): boolean {
+    return builder !== undefined && this.builders.values().next().value === builder;
   }
 }
 

@@ -99,6 +99,11 @@ export class ReliableAssembler {
     return this.bytes;
   }
 
+  /** What the half-built message is charged to the budget. */
+  get held(): number {
+    return this.charged;
+  }
+
   /** A message is half built (or being discarded to its last part). */
   get building(): boolean {
     return this.units > 0;

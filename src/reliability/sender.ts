@@ -10,7 +10,7 @@ import { RECEIVE_WINDOW, RECEIVE_WINDOW_BYTES } from './receiver.js';
  */
 export interface MessageRecord {
   readonly channel: number;
-  /** The whole message, when it was cut here from a staged message. */
+  /** The whole message: cut here from a staged message, or carried over with a part (Unit.message). */
   data: Uint8Array | undefined;
   /** For a message carried over in parts from another connection: the parts so far, if its first was among them. */
   parts: Uint8Array[] | undefined;
@@ -56,6 +56,11 @@ export interface Unit {
   unordered: boolean;
   /** The first part of its message (false for a later part; whole messages: true). */
   first: boolean;
+  /**
+   * For a part, its whole message when known: a later connection that gets the message
+   * without its first part can still send it again whole if the session starts over.
+   */
+  message?: Uint8Array | undefined;
 }
 
 /** A message to send again whole when the session starts over. */
@@ -156,11 +161,11 @@ export class ReliableSender {
    * Queues a unit as it is (one carried over from an earlier connection of the
    * session). Parts of one message must come in order, as takeAll gave them.
    */
-  enqueue(data: Uint8Array, last?: boolean, channel = 0, unordered = false, first = true): OutMessage {
+  enqueue(data: Uint8Array, last?: boolean, channel = 0, unordered = false, first = true, message?: Uint8Array): OutMessage {
     if (last === undefined) return this.add(data, last, channel, unordered, undefined);
     let record = first ? undefined : this.openRecord.get(channel);
     if (!record) {
-      record = this.newRecord(channel, undefined);
+      record = this.newRecord(channel, message);
       // A message whose first part is here can be rebuilt whole; one cut off at its head cannot.
       if (first) record.parts = [];
       else record.headless = true;
@@ -352,18 +357,21 @@ export class ReliableSender {
     const whole: WholeMessage[] = [];
     // Every message with a unit from the oldest unacknowledged one on may be undelivered;
     // one wholly before it is delivered (its units and all before them were received).
-    const seen = new Set<MessageRecord>();
-    const wholeOf = (r: MessageRecord) => {
-      if (seen.has(r)) return;
-      seen.add(r);
+    // Each message's whole data, once (undefined: it cannot be rebuilt).
+    const seen = new Map<MessageRecord, Uint8Array | undefined>();
+    const wholeOf = (r: MessageRecord): Uint8Array | undefined => {
+      if (seen.has(r)) return seen.get(r);
       const data = r.data ?? (r.parts && r.complete && !r.headless ? concat(r.parts) : undefined);
+      seen.set(r, data);
       if (data) whole.push({ data, channel: r.channel, unordered: false });
+      return data;
     };
     for (const m of all) {
       const r = m.message;
-      units.push({ data: m.data, last: m.last, channel: m.channel, unordered: m.unordered, first: r === undefined || (r.first === m.index && !r.headless) });
-      if (r) wholeOf(r);
-      else whole.push({ data: m.data, channel: m.channel, unordered: m.unordered });
+      const message = r && wholeOf(r);
+      const first = r === undefined || (r.first === m.index && !r.headless);
+      units.push({ data: m.data, last: m.last, channel: m.channel, unordered: m.unordered, first, message });
+      if (!r) whole.push({ data: m.data, channel: m.channel, unordered: m.unordered });
     }
     this.openRecord.clear();
     // Staged messages, channel by channel in their turn order; a message already partly
@@ -374,8 +382,10 @@ export class ReliableSender {
           units.push(...splitMessage(m.data, MAX_RELIABLE_WHOLE, PART_SIZE, channel, m.unordered));
           whole.push({ data: m.data, channel, unordered: m.unordered });
         } else {
-          for (let at = m.at; at < m.data.length; at += PART_SIZE) units.push({ data: m.data.subarray(at, at + PART_SIZE), last: at + PART_SIZE >= m.data.length, channel, unordered: false, first: false });
-          if (m.record) wholeOf(m.record); // its cut parts may all be acknowledged already
+          const message = m.record && wholeOf(m.record); // its cut parts may all be acknowledged already
+          for (let at = m.at; at < m.data.length; at += PART_SIZE) {
+            units.push({ data: m.data.subarray(at, at + PART_SIZE), last: at + PART_SIZE >= m.data.length, channel, unordered: false, first: false, message });
+          }
         }
       }
     }

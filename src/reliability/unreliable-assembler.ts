@@ -51,7 +51,7 @@ export class UnreliableAssembler {
       return undefined;
     }
     const cost = data.length + UNIT_OVERHEAD_BYTES;
-    if (!this.budget.take(cost)) {
+    if (!this.budget.take(cost, undefined, true)) {
       // No memory left on the endpoint: the message cannot be completed.
       this.dropped++;
       this.remove(id, m);
