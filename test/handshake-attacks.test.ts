@@ -5,19 +5,33 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Pair } from './helpers/pair.js';
+import { Pair, type Client } from './helpers/pair.js';
 import { PROOF_SIZE, PUBLIC_KEY_SIZE, RESET_TOKEN_SIZE } from '../src/wire/constants.js';
 import { encodeHandshake, type ConnectPacket } from '../src/wire/handshake.js';
 import { decodeDatagram } from '../src/wire/packet.js';
 
+/** Every CONNECT on the wire, decoded, as an observer records them. */
+function watchConnects(p: Pair): ConnectPacket[] {
+  const connects: ConnectPacket[] = [];
+  p.tap = (bytes) => {
+    const d = decodeDatagram(bytes);
+    if (d.type === 'connect') connects.push(d);
+  };
+  return connects;
+}
+
+/** A client that holds the token and starts a handshake naming someone else's session. */
+function claimSession(p: Pair, host: string, sessionId: Uint8Array): Client {
+  const attacker = p.client(host);
+  (attacker.ep as unknown as { sessionId: Uint8Array }).sessionId = sessionId;
+  attacker.ep.start(p.now, Infinity);
+  return attacker;
+}
+
 for (const encrypt of [true, false]) {
   test(`finding 3 (${encrypt ? 'encrypted' : 'plaintext'}): a token holder who saw a CONNECT cannot take the session over from elsewhere`, () => {
     const p = new Pair(3, encrypt);
-    const connects: ConnectPacket[] = [];
-    p.tap = (bytes) => {
-      const d = decodeDatagram(bytes);
-      if (d.type === 'connect') connects.push(d);
-    };
+    const connects = watchConnects(p);
     const victim = p.client('127.0.2.1');
     victim.ep.start(0, Infinity);
     p.run(200);
@@ -30,9 +44,7 @@ for (const encrypt of [true, false]) {
     p.server.touch(id);
     p.run(100);
     // The attacker knows the token and the session id, and makes a handshake of its own naming that session.
-    const attacker = p.client('127.0.3.1');
-    (attacker.ep as unknown as { sessionId: Uint8Array }).sessionId = sessionId;
-    attacker.ep.start(p.now, Infinity);
+    const attacker = claimSession(p, '127.0.3.1', sessionId);
     p.run(300);
     assert.equal(attacker.got.length, 0, `the attacker received ${attacker.got.length} of the victim's 500 messages`);
     assert.equal(p.server.connection(id)?.state, 'stalled', "the victim's connection is untouched (only stalled)");
@@ -46,11 +58,7 @@ for (const encrypt of [true, false]) {
 
 test('finding 3: the owner still resumes its session after a reconnect; an attacker naming it afterwards does not', () => {
   const p = new Pair(33, true);
-  const connects: ConnectPacket[] = [];
-  p.tap = (bytes) => {
-    const d = decodeDatagram(bytes);
-    if (d.type === 'connect') connects.push(d);
-  };
+  const connects = watchConnects(p);
   const victim = p.client('127.0.2.1');
   victim.ep.start(0, Infinity);
   p.run(200);
@@ -62,9 +70,7 @@ test('finding 3: the owner still resumes its session after a reconnect; an attac
   assert.equal(victim.ep.state, 'connected');
   assert.ok(connects.length >= 2, 'it made a second handshake');
   assert.equal(p.atServer.length, 20, 'every message arrived once, over the resumed session');
-  const attacker = p.client('127.0.3.1');
-  (attacker.ep as unknown as { sessionId: Uint8Array }).sessionId = connects[0]!.sessionId;
-  attacker.ep.start(p.now, Infinity);
+  claimSession(p, '127.0.3.1', connects[0]!.sessionId);
   p.run(300);
   assert.equal(victim.ep.state, 'connected');
   assert.equal(p.server.connection(p.connIdAt(victim.at)!)?.state, 'connected', "the owner's connection was not ended");
