@@ -222,7 +222,7 @@ test('finding 5: by default one address cannot take every slot; another address 
  * vanish, so their sessions park with the half-built messages. 'live': they stay
  * connected (pings and ACKs get through) but their parts no longer arrive.
  */
-async function stalledHolders(mode: 'parked' | 'live') {
+async function stalledHolders(mode: 'parked' | 'live', honestSendsLarge = true) {
   const net = new SimNetwork({ seed: 6, conditions: { latencyMs: 5 } });
   const server = new UDPipe({ ...T, maxReassemblyBytes: 1 << 20, maxMessageSize: 1 << 20, transport: net.transport(S) });
   await server.start(PORT, S);
@@ -243,7 +243,7 @@ async function stalledHolders(mode: 'parked' | 'live') {
   const honest = new UDPipe({ ...T, transport: net.transport('127.0.9.1') });
   void honest.connect(S, PORT);
   await net.advance(300);
-  for (let i = 0; i < 8; i++) honest.send(Buffer.alloc(256 * 1024));
+  if (honestSendsLarge) for (let i = 0; i < 8; i++) honest.send(Buffer.alloc(256 * 1024));
   for (let i = 0; i < 50; i++) honest.send('x'.repeat(32), undefined, { channel: 1 });
   await net.advance(15_000);
   return { big: big.length, small: small.length, attackersConnected: server.clients.length - 1, reassembly: reassembly() };
@@ -265,6 +265,12 @@ test('finding 6, live holders: clients that stay connected but stop sending part
   const r = await stalledHolders('live');
   assert.equal(r.attackersConnected, 2, 'the attackers are still connected');
   assert.deepEqual({ big: r.big, small: r.small }, { big: 8, small: 50 });
+});
+
+test('finding 6, live holders: a session with no large message of its own still gets all its small messages through', async () => {
+  const r = await stalledHolders('live', false);
+  assert.equal(r.attackersConnected, 2, 'the attackers are still connected');
+  assert.equal(r.small, 50);
 });
 
 test("a send() that returned false before a disconnect still gets its 'drain' after the reconnect", async () => {
