@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { newInbound, releaseInbound, type InboundSession } from '../src/protocol/connection.js';
 import { SessionStore } from '../src/protocol/sessions.js';
-import { ReassemblyBudget, UNIT_OVERHEAD_BYTES } from '../src/reliability/budget.js';
+import { ReassemblyBudget, SessionBudget, UNIT_OVERHEAD_BYTES } from '../src/reliability/budget.js';
+import { StreamReceiver } from '../src/reliability/receiver.js';
 import { ReliableAssembler } from '../src/reliability/reliable-assembler.js';
 import { UnreliableAssembler } from '../src/reliability/unreliable-assembler.js';
 
@@ -184,4 +185,40 @@ test('sessions: what a forgotten session held all comes back, counting its units
   // Expiry after eviction finds nothing to give back twice.
   s.handleTimeout(120_000);
   assert.equal(b.used, b.limit);
+});
+
+test('session share: a session may hold sessionShare past the limit for whole messages only, counted per session', () => {
+  const budget = new ReassemblyBudget(10 * KiB, 2 * KiB);
+  assert.ok(budget.take(10 * KiB)); // full
+  const one = new SessionBudget(budget);
+  const two = new SessionBudget(budget);
+  assert.ok(!one.take(KiB), 'a part (not small) gets no share');
+  assert.ok(one.take(KiB, undefined, false, true), 'a whole message does');
+  assert.ok(one.take(KiB, undefined, false, true));
+  assert.ok(!one.take(1, undefined, false, true), 'up to the share, no more');
+  assert.ok(two.take(2 * KiB, undefined, false, true), 'another session has its own');
+  assert.equal(one.held, 2 * KiB);
+  one.give(2 * KiB);
+  assert.equal(one.held, 0);
+  assert.ok(one.take(KiB, undefined, false, true), 'given back, usable again');
+  assert.equal(budget.used, 10 * KiB + 3 * KiB);
+});
+
+test('the oldest half-built message may buffer its early parts past the limit; another channel\'s early parts are refused', () => {
+  const budget = new ReassemblyBudget(8 * KiB);
+  const session = new SessionBudget(budget);
+  const assemblers = new Map<number, ReliableAssembler>();
+  const receiver = new StreamReceiver(0, session, undefined, (u) => (u.last === undefined ? undefined : assemblers.get(u.channel)));
+  const deliver = (u: { data: Uint8Array; last: boolean | undefined; channel: number }) => {
+    let a = assemblers.get(u.channel);
+    if (!a) assemblers.set(u.channel, (a = new ReliableAssembler(1 << 20, session)));
+    return a.add(u.data, u.last) !== 'refused';
+  };
+  // Channel 0 starts a message (the endpoint's oldest), channel 1 another; the budget fills.
+  assert.equal(receiver.receive(0, { data: part(3 * KiB), last: false, channel: 0, unordered: false, delta: 0 }, deliver), 'delivered');
+  assert.equal(receiver.receive(1, { data: part(3 * KiB), last: false, channel: 1, unordered: false, delta: 0 }, deliver), 'delivered');
+  // Units 2 and 3 (one per channel) are lost for now; 4 and 5 arrive early and must wait.
+  assert.equal(receiver.receive(4, { data: part(3 * KiB), last: false, channel: 0, unordered: false, delta: 2 }, deliver), 'buffered', 'the oldest message\'s early part waits past the limit');
+  assert.equal(receiver.receive(5, { data: part(3 * KiB), last: false, channel: 1, unordered: false, delta: 2 }, deliver), 'refused', 'another channel\'s is refused');
+  assert.ok(budget.used > budget.limit);
 });

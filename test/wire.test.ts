@@ -106,6 +106,7 @@ const frame: fc.Arbitrary<Frame> = fc.oneof(
   fc.constant({ type: 'mtu-probe' as const }),
   fc.record({ type: fc.constant('path-challenge' as const), data: bytes(8) }),
   fc.record({ type: fc.constant('path-response' as const), data: bytes(8) }),
+  fc.record({ type: fc.constant('refused' as const), pn: index }),
   fc.record({ type: fc.constant('unreliable' as const), channel: fc.integer({ min: 0, max: 255 }), data: fc.uint8Array({ maxLength: 200 }), seq: fc.integer({ min: 0, max: 0xffff }) }),
 );
 

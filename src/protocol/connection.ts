@@ -5,7 +5,7 @@ import { equalBytes } from '../crypto/handshake-keys.js';
 import type { PacketCipher } from '../crypto/packet-cipher.js';
 import { AckTracker } from '../reliability/ack-tracker.js';
 import { ReliableAssembler } from '../reliability/reliable-assembler.js';
-import { type ReassemblyBudget, UNIT_OVERHEAD_BYTES, unlimitedBudget } from '../reliability/budget.js';
+import { type ReassemblyBudget, SessionBudget, UNIT_OVERHEAD_BYTES, unlimitedBudget } from '../reliability/budget.js';
 import { UnreliableAssembler } from '../reliability/unreliable-assembler.js';
 import { Deque } from '../reliability/deque.js';
 import { LossRecovery, type LossCallbacks, type SentPacket } from '../reliability/loss-recovery.js';
@@ -44,6 +44,10 @@ const PATH_TRIES = 3;
 const BLACK_HOLE_PTOS = 3;
 /** Outstanding pings remembered for RTT on PONG. */
 const MAX_PINGS_REMEMBERED = 8;
+/** REFUSED frames owed to the peer; beyond this a refused packet is left to the peer's loss detection. */
+const MAX_REFUSED_REPORTS = 32;
+/** Longest wait before sending again a unit the peer refused for lack of memory. */
+const MAX_REFUSAL_WAIT_MS = 500;
 
 /** An unreliable message waiting to go. */
 export interface UnreliableOut {
@@ -63,6 +67,8 @@ export interface UnreliableOut {
 export interface InboundSession {
   state: ReceiveState;
   assemblers: Map<number, ReliableAssembler>;
+  /** What the session's stream holds, through which every charge for it goes (set by its first connection). */
+  budget?: SessionBudget;
 }
 
 export function newInbound(delivered = 0): InboundSession {
@@ -124,6 +130,8 @@ export interface ConnectionStats {
   unreliableDropped: number;
   /** Reliable units not taken for lack of reassembly memory (their packets go unacknowledged and come again). */
   refused: number;
+  /** Our packets the peer refused for lack of memory (REFUSED): their units wait and go again, not counted as lost. */
+  refusedByPeer: number;
   /** Sequenced messages replaced by a newer one of their channel before they went out. */
   sequencedSuperseded: number;
   /** Sequenced messages that arrived after a newer one of their channel and were dropped. */
@@ -188,7 +196,10 @@ export class Connection {
    */
   newestPacket = false;
   /** The endpoint's memory budget for reassembly, shared by its connections. */
-  private readonly budget: ReassemblyBudget;
+  /** The session's view of the endpoint's budget: reliable units. */
+  private readonly budget: SessionBudget;
+  /** The endpoint's budget itself: unreliable parts. */
+  private readonly endpointBudget: ReassemblyBudget;
   private nextPn: number;
 
   // Control frames waiting for the next packet.
@@ -216,7 +227,9 @@ export class Connection {
   private lastReceivedAt: number;
   /** Set while a packet's frames are processed when a reliable unit could not be taken. */
   private refusedInPacket = false;
-  private counters = { oversized: 0, superseded: 0, stale: 0, refused: 0, datagramsSent: 0, datagramsReceived: 0, bytesSent: 0, bytesReceived: 0, messagesSent: 0, messagesReceived: 0, malformed: 0, duplicates: 0, ackElicitingSent: 0 };
+  /** Packets we did not acknowledge because we refused a unit in them: told to the peer in REFUSED frames, before the ACK. */
+  private readonly refusedToReport: number[] = [];
+  private counters = { oversized: 0, superseded: 0, stale: 0, refused: 0, refusedByPeer: 0, datagramsSent: 0, datagramsReceived: 0, bytesSent: 0, bytesReceived: 0, messagesSent: 0, messagesReceived: 0, malformed: 0, duplicates: 0, ackElicitingSent: 0 };
 
   private readonly lossCallbacks: LossCallbacks = {
     acked: (p: SentPacket) => {
@@ -226,6 +239,7 @@ export class Connection {
       }
       this.cc.onAck(p.size, p.sentAt, this.lastNow);
       for (const m of p.messages) this.sender.onAcked(m);
+      for (const pn of p.refused ?? []) this.acks.markReceived(pn);
     },
     persistentCongestion: () => this.cc.onPersistentCongestion(),
     lost: (p: SentPacket) => {
@@ -233,6 +247,7 @@ export class Connection {
       if (p.probe) return this.pmtu.onProbeLost(p.size, this.lastNow);
       this.cc.onLoss(p.size, p.sentAt, this.lastNow);
       for (const m of p.messages) this.sender.onLost(m);
+      for (const pn of p.refused ?? []) if (this.refusedToReport.length < MAX_REFUSED_REPORTS) this.refusedToReport.push(pn);
     },
   };
   private lastNow: number;
@@ -250,10 +265,11 @@ export class Connection {
     }
     this.nextPn = init.initialPacketNumber ?? 0;
     this.acks = new AckTracker(this.cfg.maxAckDelayMs);
-    this.budget = init.budget ?? unlimitedBudget();
+    this.endpointBudget = init.budget ?? unlimitedBudget();
     this.inbound = init.inbound ?? newInbound();
+    this.budget = this.inbound.budget ??= new SessionBudget(this.endpointBudget);
     // Parts of unfinished unreliable messages: one maximum message's worth per connection.
-    this.unreliableParts = new UnreliableAssembler(this.cfg.maxMessageSize, this.cfg.maxMessageSize, this.budget);
+    this.unreliableParts = new UnreliableAssembler(this.cfg.maxMessageSize, this.cfg.maxMessageSize, this.endpointBudget);
     this.recovery = new LossRecovery(this.cfg.initialRttMs, this.cfg.maxAckDelayMs, Math.max(this.cfg.pingIntervalMs, 200));
     this.cc = new NewReno(BASE_DATAGRAM_SIZE);
     this.pacer = new Pacer(BASE_DATAGRAM_SIZE, init.now);
@@ -509,6 +525,7 @@ export class Connection {
     // the peer declares it lost and sends its units again (the rest of it, already
     // taken, arrive as duplicates and are dropped by sequence number).
     this.acks.onPacket(pn, frames.some(isAckEliciting), now, !this.refusedInPacket);
+    if (this.refusedInPacket && this.refusedToReport.length < MAX_REFUSED_REPORTS) this.refusedToReport.push(pn);
     return 'ok';
   }
 
@@ -521,6 +538,19 @@ export class Connection {
         if (!this.recovery.onAck(f.ranges, f.delayUs / 1000, now, this.lossCallbacks)) this.counters.malformed++;
         this.afterAckOrLoss();
         return;
+      case 'refused': {
+        // Not lost: the peer is short of memory. No congestion response; each unit goes
+        // again after a wait that doubles with each of its refusals, up to four round
+        // trips (the peer frees memory as its other messages complete), while the
+        // other channels' messages go on.
+        const p = this.recovery.onRefused(f.pn);
+        if (!p) return;
+        this.counters.refusedByPeer++;
+        this.cc.onAck(p.size, p.sentAt, now); // the path delivered it: no reason to slow down
+        const rtt = Math.max(this.recovery.rtt.smoothed, 1);
+        for (const m of p.messages) this.sender.defer(m, now + Math.min(MAX_REFUSAL_WAIT_MS, 4 * rtt, rtt * 2 ** Math.min(m.refusals, 16)));
+        return;
+      }
       case 'path-challenge':
         if (this.pathResponses.length < 4) this.pathResponses.push(f.data);
         return;
@@ -668,6 +698,7 @@ export class Connection {
       if (this.timers.due('drain', now)) this.timers.clear('drain');
       return;
     }
+    this.sender.releaseDeferred(now);
     if (this.timers.due('idle', now)) {
       this.end('timeout', false);
       return;
@@ -722,7 +753,7 @@ export class Connection {
 
   nextDeadline(): number {
     if (this._state === 'closed') return this.timers.get('drain');
-    return Math.min(this.timers.next(), this.recovery.deadline(), this.acks.deadline, this.pacedUntil);
+    return Math.min(this.timers.next(), this.recovery.deadline(), this.acks.deadline, this.pacedUntil, this.sender.deferredUntil);
   }
 
   private mayCloseNow(): boolean {
@@ -796,7 +827,7 @@ export class Connection {
     if (probe) return probe;
     const dataOk = this.canSendData(now);
     const hasData = dataOk && (this.sender.ready() || this.unreliable.length > 0);
-    const hasControl = this.pongsToSend.length > 0 || this.pingToSend !== undefined || this.closeToSend || this.closedToSend || this.pathResponses.length > 0 || this.pathCheck?.toSend === true;
+    const hasControl = this.refusedToReport.length > 0 || this.pongsToSend.length > 0 || this.pingToSend !== undefined || this.closeToSend || this.closedToSend || this.pathResponses.length > 0 || this.pathCheck?.toSend === true;
     if (!hasData && !hasControl && !this.acks.due) return null;
 
     const frames: Frame[] = [];
@@ -816,6 +847,10 @@ export class Connection {
       this.pathCheck.toSend = false;
       this.pathCheck.tries++;
     }
+    // Before the ACK: the peer must hear that a packet was refused before an ACK of later
+    // ones makes it declare that packet lost.
+    const refused: number[] = [];
+    while (this.refusedToReport.length > 0 && add({ type: 'refused', pn: this.refusedToReport[0]! })) refused.push(this.refusedToReport.shift()!);
     // Built first and marked sent only if it fits (room can be small on a path on trial).
     const ack = this.acks.pending ? this.acks.peekFrame(now) : undefined;
     if (ack && add(ack)) this.acks.markSent();
@@ -857,10 +892,10 @@ export class Connection {
     }
     if (frames.length === 0) return null;
     if (ackEliciting && this.probes > 0) this.probes--;
-    return this.finishPacket(frames, messages, ackEliciting, now, false);
+    return this.finishPacket(frames, messages, ackEliciting, now, false, refused);
   }
 
-  private finishPacket(frames: Frame[], messages: OutMessage[], ackEliciting: boolean, now: number, probe: boolean): Uint8Array {
+  private finishPacket(frames: Frame[], messages: OutMessage[], ackEliciting: boolean, now: number, probe: boolean, refused?: number[]): Uint8Array {
     const pn = this.nextPn++;
     let size = PACKET_OVERHEAD;
     for (const f of frames) size += frameSize(f);
@@ -870,7 +905,7 @@ export class Connection {
     for (const f of frames) writeFrame(w, f);
     this.cipher.seal(out, w.offset, pn);
 
-    this.recovery.onSent({ pn, sentAt: now, size, ackEliciting, messages, probe });
+    this.recovery.onSent({ pn, sentAt: now, size, ackEliciting, messages, probe, ...(refused?.length ? { refused } : {}) });
     this.cc.onSent(size, now);
     if (!probe && frames.some((f) => f.type === 'reliable' || f.type === 'unreliable')) this.pacer.onSent(size);
     this.counters.datagramsSent++;
@@ -918,6 +953,7 @@ export class Connection {
       duplicates: c.duplicates,
       unreliableDropped: this.unreliableParts.dropped,
       refused: c.refused,
+      refusedByPeer: c.refusedByPeer,
       sequencedSuperseded: c.superseded,
       sequencedStale: c.stale,
       pmtu: this.pmtu.toJSON(),

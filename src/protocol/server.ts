@@ -157,7 +157,10 @@ export class ServerEndpoint {
   ) {
     this.cookies = new CookieJar(randomBytes, now);
     this.limiter = new RateLimiter(cfg.handshakesPerSecond, 2 * cfg.handshakesPerSecond);
-    this.budget = new ReassemblyBudget(cfg.maxReassemblyBytes);
+    // Every session may hold a small share past the limit for whole messages, so a few
+    // sessions' large messages cannot hold up everyone's small ones; all the shares
+    // together (connected and parked sessions) come to at most half the limit.
+    this.budget = new ReassemblyBudget(cfg.maxReassemblyBytes, sessionShare(cfg.maxReassemblyBytes, cfg.maxClients));
     this.sessions.share(this.budget);
     this.lastNow = now;
   }
@@ -571,6 +574,11 @@ export class ServerEndpoint {
       this.touch(id);
     }
   }
+}
+
+/** The budget share of one session: a quarter of the limit over max(16, maxClients), parked sessions as many again. */
+export function sessionShare(limit: number, maxClients: number): number {
+  return Math.floor(limit / (4 * Math.max(16, maxClients)));
 }
 
 function hex(b: Uint8Array): string {

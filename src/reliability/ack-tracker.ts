@@ -38,6 +38,15 @@ export class AckTracker {
     else if (this.deadline === Infinity) this.deadline = now + this.maxAckDelayMs;
   }
 
+  /**
+   * A packet we did not acknowledge (we refused a unit in it) may be acknowledged now:
+   * its sender has our REFUSED, and has stopped waiting for it. Without this every
+   * refused packet would stay a gap in our ACK ranges for good.
+   */
+  markReceived(pn: number): void {
+    this.received.add(pn);
+  }
+
   onTimeout(now: number): void {
     if (this.deadline <= now) {
       this.deadline = Infinity;

@@ -32,7 +32,7 @@
  */
 export const UNIT_OVERHEAD_BYTES = 256;
 
-export class ReassemblyBudget {
+export class ReassemblyBudget implements Budget {
   used = 0;
   /** Peak of `used`, for stats and tests. */
   peak = 0;
@@ -46,16 +46,26 @@ export class ReassemblyBudget {
    */
   reclaim: ((n: number) => boolean) | undefined;
 
-  constructor(readonly limit: number) {}
+  /**
+   * @param sessionShare what one session may always hold, past the limit, for whole
+   *   messages (their out-of-order bookkeeping and reorder buffering): so a session's
+   *   small messages never wait for others' large ones to give memory back.
+   */
+  constructor(
+    readonly limit: number,
+    readonly sessionShare = 0,
+  ) {}
 
   /**
-   * Takes n bytes if they fit, or fit once the owner reclaimed room (unless `lossy`: an
-   * unreliable part, whose message may be lost, is not worth a session), or if `builder`
+   * Takes n bytes if they fit; or, for a whole message (`small`) of a session that holds
+   * less than sessionShare; or once the owner reclaimed room (unless `lossy`: an
+   * unreliable part, whose message may be lost, is not worth a session); or if `builder`
    * is the oldest half-built reliable message that may grow.
    */
-  take(n: number, builder?: object, lossy = false): boolean {
+  take(n: number, builder?: object, lossy = false, small = false, session?: SessionBudget): boolean {
     const over = (): boolean => this.used + n > this.limit;
-    if (over() && (lossy || !this.reclaim?.(this.used + n - this.limit) || over()) && !this.isOldest(builder)) {
+    const shared = (): boolean => small && session !== undefined && session.held + n <= this.sessionShare;
+    if (over() && !shared() && (lossy || !this.reclaim?.(this.used + n - this.limit) || over()) && !this.isOldest(builder)) {
       this.refused++;
       return false;
     }
@@ -82,7 +92,50 @@ export class ReassemblyBudget {
   }
 }
 
+/** What the reliable receiving side of a session charges its memory to. */
+export interface Budget {
+  take(n: number, builder?: object, lossy?: boolean, small?: boolean): boolean;
+  give(n: number): void;
+  startBuilding(builder: object): void;
+  stopBuilding(builder: object): void;
+}
+
+/**
+ * One session's view of the endpoint's budget: everything the session's reliable stream
+ * holds goes through it, so the budget knows what each session holds (for its share).
+ */
+export class SessionBudget implements Budget {
+  held = 0;
+
+  constructor(private readonly shared: ReassemblyBudget) {}
+
+  /** small: for a whole message, which may use the session's share. */
+  take(n: number, builder?: object, lossy = false, small = false): boolean {
+    if (!this.shared.take(n, builder, lossy, small, this)) return false;
+    this.held += n;
+    return true;
+  }
+
+  give(n: number): void {
+    this.held -= n;
+    this.shared.give(n);
+  }
+
+  startBuilding(builder: object): void {
+    this.shared.startBuilding(builder);
+  }
+
+  stopBuilding(builder: object): void {
+    this.shared.stopBuilding(builder);
+  }
+}
+
 /** For endpoints that do not share a budget: never refuses. */
 export function unlimitedBudget(): ReassemblyBudget {
   return new ReassemblyBudget(Infinity);
+}
+
+/** A session's view of a budget that never refuses. */
+export function unlimitedSessionBudget(): SessionBudget {
+  return new SessionBudget(unlimitedBudget());
 }

@@ -10,6 +10,8 @@ export interface SentPacket {
   readonly messages: OutMessage[];
   /** A path MTU probe (no data): its loss says the size is too big, not that the path is congested. */
   readonly probe?: boolean;
+  /** Packet numbers of the peer's this packet reported in REFUSED frames (sent again if it is lost). */
+  readonly refused?: number[];
 }
 
 /** RFC 9002 constants. */
@@ -149,6 +151,27 @@ export class LossRecovery {
     if (this.sent.size === 0) return Infinity;
     const base = this.rtt.pto(GRANULARITY_MS, this.peerMaxAckDelayMs);
     return this.lastAckElicitingAt + Math.min(base * 2 ** this.ptoCount, Math.max(this.maxPtoMs, base));
+  }
+
+  /**
+   * The peer says packet `pn` arrived but it could not take all its reliable units (a
+   * REFUSED frame): out of flight without a loss or an RTT sample, so the congestion
+   * window is not cut for the receiver's lack of memory. Returns the packet, or
+   * undefined when it is no longer in flight (acknowledged, or already declared lost).
+   */
+  onRefused(pn: number): SentPacket | undefined {
+    const p = this.sent.get(pn);
+    if (!p) return undefined;
+    this.sent.delete(pn);
+    this.bytesInFlight -= p.size;
+    // It arrived, as surely as an acknowledged packet: packets well before it that are
+    // still unacknowledged are lost (the next ACK's loss detection sees it), and losses
+    // around it are no persistent congestion.
+    if (pn > this.largestAcked) {
+      this.largestAcked = pn;
+      this.largestAckedSentAt = p.sentAt;
+    }
+    return p;
   }
 
   /**

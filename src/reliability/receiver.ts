@@ -1,4 +1,4 @@
-import { type ReassemblyBudget, UNIT_OVERHEAD_BYTES, unlimitedBudget } from './budget.js';
+import { type Budget, UNIT_OVERHEAD_BYTES, unlimitedSessionBudget } from './budget.js';
 import { seqAdd, seqDiff } from './seq.js';
 
 /**
@@ -58,7 +58,7 @@ export interface ReceiveState {
   delivered: number;
   readonly above: Set<number>;
   /** Where each entry of `above` is charged UNIT_OVERHEAD_BYTES (set by the first receiver). */
-  budget?: ReassemblyBudget;
+  budget?: Budget;
 }
 
 /** The session ends for good: the charges for its `above` entries go back. */
@@ -92,7 +92,7 @@ export class StreamReceiver {
 
   constructor(
     initialSeq = 0,
-    private readonly budget: ReassemblyBudget = unlimitedBudget(),
+    private readonly budget: Budget = unlimitedSessionBudget(),
     private readonly state: ReceiveState = newReceiveState(),
     /**
      * The half-built message a unit would join, if any: the charge for a unit done out
@@ -133,9 +133,12 @@ export class StreamReceiver {
       if (this.waiting.has(pred)) return 'duplicate'; // two units claiming one place: a broken peer
       // Charged its bytes and twice the overhead: one passes on with the unit when its
       // turn comes (Deliver's precharged), the other pays for its entry in `above` if it
-      // is done out of order then, and is given back if not.
+      // is done out of order then, and is given back if not. A part of the endpoint's
+      // oldest half-built message may pass the budget's limit here too (within this
+      // buffer's own caps): refused, it would hold up the one message promised to finish.
       const cost = u.data.length + 2 * UNIT_OVERHEAD_BYTES;
-      if (this.bufferedData + u.data.length > BUFFER_DATA_LIMIT || this.bufferedBytes + cost > BUFFER_LIMIT || !this.budget.take(cost)) return 'refused';
+      const builder = u.last === undefined ? undefined : this.builderOf(u);
+      if (this.bufferedData + u.data.length > BUFFER_DATA_LIMIT || this.bufferedBytes + cost > BUFFER_LIMIT || !this.budget.take(cost, builder, false, u.last === undefined)) return 'refused';
       this.held.set(idx, u);
       this.waiting.set(pred, idx);
       this.bufferedBytes += cost;
@@ -144,7 +147,7 @@ export class StreamReceiver {
     }
     // Done out of order: its entry in `above` is charged first.
     const early = idx !== this.next;
-    if (early && !this.budget.take(UNIT_OVERHEAD_BYTES, this.builderOf(u))) return 'refused';
+    if (early && !this.budget.take(UNIT_OVERHEAD_BYTES, this.builderOf(u), false, u.last === undefined)) return 'refused';
     if (!deliver(u, false)) {
       if (early) this.budget.give(UNIT_OVERHEAD_BYTES);
       return 'refused';

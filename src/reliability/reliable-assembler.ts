@@ -1,4 +1,4 @@
-import { type ReassemblyBudget, UNIT_OVERHEAD_BYTES, unlimitedBudget } from './budget.js';
+import { type Budget, UNIT_OVERHEAD_BYTES, unlimitedSessionBudget } from './budget.js';
 import { MIN_PART } from './sender.js';
 
 /** Joins parts into one new array. */
@@ -41,7 +41,7 @@ export class ReliableAssembler {
 
   constructor(
     private readonly maxMessageSize: number,
-    private readonly budget: ReassemblyBudget = unlimitedBudget(),
+    private readonly budget: Budget = unlimitedSessionBudget(),
   ) {
     this.maxParts = Math.ceil(maxMessageSize / MIN_PART) + 1;
   }

@@ -46,6 +46,8 @@ export interface OutMessage {
   /** Waiting in the fresh or retransmit queue. */
   queued: boolean;
   sendCount: number;
+  /** Times the peer refused it for lack of memory (REFUSED): each doubles the wait before it goes again. */
+  refusals: number;
 }
 
 /** A unit of the reliable stream as it must be sent again on another connection. */
@@ -122,6 +124,10 @@ export class ReliableSender {
   private readonly unacked = new Deque<OutMessage>();
   private readonly fresh = new Deque<OutMessage>();
   private readonly retransmit = new Deque<OutMessage>();
+  /** Units the peer refused for lack of memory, waiting until `at` to be sent again (queued meanwhile). */
+  private deferred: { m: OutMessage; at: number }[] = [];
+  /** When the first deferred unit is due (Infinity: none). */
+  deferredUntil = Infinity;
   /** Messages not yet cut into units, per channel; `turns` lists channels that have some, in turn order. */
   private readonly staged = new Map<number, Deque<Staged>>();
   private turns: number[] = [];
@@ -187,7 +193,7 @@ export class ReliableSender {
       if (prev !== undefined) delta = index - prev;
       this.lastOrdered.set(channel, index);
     }
-    const m: OutMessage = { channel, index, seq: (this.initialSeq + index) & 0xffff, start: this.streamPos, data, last, unordered, delta, message: record, acked: false, queued: true, sendCount: 0 };
+    const m: OutMessage = { channel, index, seq: (this.initialSeq + index) & 0xffff, start: this.streamPos, data, last, unordered, delta, message: record, acked: false, queued: true, sendCount: 0, refusals: 0 };
     this.streamPos += data.length;
     this.bytes += data.length;
     this.unacked.push(m);
@@ -328,6 +334,34 @@ export class ReliableSender {
     this.retransmit.push(m);
   }
 
+  /**
+   * The peer took a packet carrying m but could not take m itself (no memory): send it
+   * again at `at`, not now (it would be refused again) and not as a loss. Meanwhile it
+   * counts as queued, so a probe timeout does not send it early.
+   */
+  defer(m: OutMessage, at: number): void {
+    if (m.acked || m.queued) return;
+    m.queued = true;
+    m.refusals++;
+    this.deferred.push({ m, at });
+    if (at < this.deferredUntil) this.deferredUntil = at;
+  }
+
+  /** Deferred units whose time has come go to the retransmit queue. */
+  releaseDeferred(now: number): void {
+    if (now < this.deferredUntil) return;
+    const waiting: { m: OutMessage; at: number }[] = [];
+    this.deferredUntil = Infinity;
+    for (const d of this.deferred) {
+      if (d.at <= now) this.retransmit.push(d.m);
+      else {
+        waiting.push(d);
+        if (d.at < this.deferredUntil) this.deferredUntil = d.at;
+      }
+    }
+    this.deferred = waiting;
+  }
+
   /** Probe timeout: queue every message in flight again (oldest first). */
   requeueInFlight(): number {
     let n = 0;
@@ -353,6 +387,8 @@ export class ReliableSender {
     const all = this.unacked.clear();
     this.fresh.clear();
     this.retransmit.clear();
+    this.deferred = [];
+    this.deferredUntil = Infinity;
     const units: Unit[] = [];
     const whole: WholeMessage[] = [];
     // Every message with a unit from the oldest unacknowledged one on may be undelivered;

@@ -40,6 +40,8 @@ export const enum FrameType {
   /** 8 bytes the peer must echo in PATH_RESPONSE: proves it receives at its new address. */
   PathChallenge = 0x0d,
   PathResponse = 0x0e,
+  /** A packet that arrived but whose reliable units were not all taken, for lack of memory: not lost. */
+  Refused = 0x0f,
 }
 
 export const NONCE_SIZE = 16;

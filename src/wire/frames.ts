@@ -39,7 +39,13 @@ export type Frame =
   /** PATH_CHALLENGE: 8 unpredictable bytes a peer at a new address must echo (RFC 9000 section 8.2). */
   | { type: 'path-challenge'; data: Uint8Array }
   /** PATH_RESPONSE: the echo of a PATH_CHALLENGE. */
-  | { type: 'path-response'; data: Uint8Array };
+  | { type: 'path-response'; data: Uint8Array }
+  /**
+   * REFUSED: packet `pn` arrived and was authenticated, but a reliable unit in it was not
+   * taken for lack of reassembly memory, so it goes unacknowledged. Its sender sends the
+   * units again later without treating the packet as lost (no congestion response).
+   */
+  | { type: 'refused'; pn: number };
 
 /**
  * Whether a frame obliges the receiver to acknowledge its packet. ACK, PADDING, PONG
@@ -82,6 +88,8 @@ export function frameSize(f: Frame): number {
     case 'path-challenge':
     case 'path-response':
       return 1 + PATH_DATA_SIZE;
+    case 'refused':
+      return 1 + varintSize(f.pn);
   }
 }
 
@@ -143,6 +151,9 @@ export function writeFrame(w: ByteWriter, f: Frame): void {
       return;
     case 'path-response':
       w.u8(FrameType.PathResponse).raw(pathData(f.data));
+      return;
+    case 'refused':
+      w.u8(FrameType.Refused).varint(f.pn);
       return;
   }
 }
@@ -232,6 +243,8 @@ function readFrame(r: ByteReader): Frame {
       return { type: 'path-challenge', data: r.bytesView(PATH_DATA_SIZE, 'path challenge').slice() };
     case FrameType.PathResponse:
       return { type: 'path-response', data: r.bytesView(PATH_DATA_SIZE, 'path response').slice() };
+    case FrameType.Refused:
+      return { type: 'refused', pn: r.varint('refused packet number') };
     case FrameType.UnreliableSequenced: {
       const channel = r.u8('channel');
       const seq = r.u16('sequence');
@@ -277,5 +290,7 @@ export function describeFrame(f: Frame): string {
       return 'PATH_CHALLENGE';
     case 'path-response':
       return 'PATH_RESPONSE';
+    case 'refused':
+      return `REFUSED pn=${f.pn}`;
   }
 }
