@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { newInbound, releaseInbound, type InboundSession } from '../src/protocol/connection.js';
 import { SessionStore } from '../src/protocol/sessions.js';
-import { ReassemblyBudget, SessionBudget, UNIT_OVERHEAD_BYTES } from '../src/reliability/budget.js';
+import { IDLE_BUILDER_MS, ReassemblyBudget, SessionBudget, UNIT_OVERHEAD_BYTES } from '../src/reliability/budget.js';
 import { StreamReceiver } from '../src/reliability/receiver.js';
 import { ReliableAssembler } from '../src/reliability/reliable-assembler.js';
 import { UnreliableAssembler } from '../src/reliability/unreliable-assembler.js';
@@ -221,4 +221,31 @@ test('the oldest half-built message may buffer its early parts past the limit; a
   assert.equal(receiver.receive(4, { data: part(3 * KiB), last: false, channel: 0, unordered: false, delta: 2 }, deliver), 'buffered', 'the oldest message\'s early part waits past the limit');
   assert.equal(receiver.receive(5, { data: part(3 * KiB), last: false, channel: 1, unordered: false, delta: 2 }, deliver), 'refused', 'another channel\'s is refused');
   assert.ok(budget.used > budget.limit);
+});
+
+test('the turn to pass the limit: an older message that stops asking loses it after IDLE_BUILDER_MS, and queues again at the back', () => {
+  const budget = new ReassemblyBudget(10 * KiB, 0, 20 * KiB);
+  const holder = {};
+  const honest = {};
+  budget.startBuilding(holder);
+  assert.ok(budget.take(10 * KiB, holder)); // the holder fills the budget, then stops sending
+  budget.now = 100;
+  budget.startBuilding(honest);
+  assert.ok(!budget.take(KiB, honest), 'the holder asked a moment ago: its turn');
+  budget.now = IDLE_BUILDER_MS - 1;
+  assert.ok(!budget.take(KiB, honest), 'still within the idle time');
+  budget.now = IDLE_BUILDER_MS;
+  assert.ok(budget.take(KiB, honest), 'the holder stopped asking: the honest message may pass the limit');
+  // The holder asks again: behind the honest message now.
+  assert.ok(!budget.take(KiB, holder));
+  assert.ok(budget.take(KiB, honest));
+  // Asking once past the limit and stopping again does not keep the turn either.
+  budget.stopBuilding(honest);
+  assert.ok(budget.take(KiB, holder), 'alone, the holder has the turn');
+  const late = {};
+  budget.startBuilding(late);
+  budget.now += IDLE_BUILDER_MS;
+  assert.ok(budget.take(KiB, late));
+  // maxOver caps it all: used may not pass limit + maxOver.
+  assert.ok(!budget.take(20 * KiB, late), 'within maxOver only');
 });

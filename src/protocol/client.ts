@@ -254,6 +254,7 @@ export class ClientEndpoint {
 
   handleDatagram(bytes: Uint8Array, now: number): void {
     this.datagramsReceived++;
+    this.budget.now = now;
     let d;
     try {
       d = decodeDatagram(bytes);
@@ -516,6 +517,7 @@ export class ClientEndpoint {
   }
 
   handleTimeout(now: number): void {
+    this.budget.now = now;
     if (this.timers.due('deadline', now)) {
       if (this.lastRefusedFull) this.fail('ERR_SERVER_FULL', 'the server is full (maxClients connected) and stayed full until the connect timeout');
       else this.fail('ERR_HANDSHAKE_TIMEOUT', 'no connection before the connect timeout: is the server running, reachable, and on this port?');

@@ -24,6 +24,7 @@ import { DeadlineHeap } from './deadline-heap.js';
 import { RateLimiter, rateKey } from './rate-limiter.js';
 import { SessionStore, type SessionAuth } from './sessions.js';
 import { ReassemblyBudget } from '../reliability/budget.js';
+import { BUFFER_LIMIT } from '../reliability/receiver.js';
 import type { Unit } from '../reliability/sender.js';
 import { Deque } from '../reliability/deque.js';
 
@@ -160,7 +161,10 @@ export class ServerEndpoint {
     // Every session may hold a small share past the limit for whole messages, so a few
     // sessions' large messages cannot hold up everyone's small ones; all the shares
     // together (connected and parked sessions) come to at most half the limit.
-    this.budget = new ReassemblyBudget(cfg.maxReassemblyBytes, sessionShare(cfg.maxReassemblyBytes, cfg.maxClients));
+    // Past the limit, the turn to grow never takes the budget over its documented bound:
+    // one message and its reorder buffer, plus the shares.
+    const share = sessionShare(cfg.maxReassemblyBytes, cfg.maxClients);
+    this.budget = new ReassemblyBudget(cfg.maxReassemblyBytes, share, cfg.maxMessageSize + BUFFER_LIMIT + 2 * Math.max(16, cfg.maxClients) * share);
     this.sessions.share(this.budget);
     this.lastNow = now;
   }
@@ -235,6 +239,7 @@ export class ServerEndpoint {
 
   handleDatagram(bytes: Uint8Array, from: Address, now: number): void {
     this.lastNow = now;
+    this.budget.now = now;
     this.counters.datagramsReceived++;
     this.counters.bytesReceived += bytes.length;
     let d;
@@ -522,6 +527,7 @@ export class ServerEndpoint {
 
   handleTimeout(now: number): void {
     this.lastNow = now;
+    this.budget.now = now;
     this.sessions.handleTimeout(now);
     for (const id of this.deadlines.popDue(now)) {
       const p = this.peers.get(id);

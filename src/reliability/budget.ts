@@ -15,6 +15,10 @@
  * byte held by half-built messages. A per-connection cap (maxMessageSize) still bounds
  * that one. Only a message that can grow is a candidate: the owner takes a builder out
  * (stopBuilding) while its connection is gone, and puts it back at the end if it returns.
+ * And only one whose sender is still sending it: a message that has not asked to grow
+ * for IDLE_BUILDER_MS loses its turn to the next one (it queues again at the back when it
+ * asks again), so a holder that stops sending cannot keep everyone else's large messages
+ * waiting. Past the limit, all this together never takes `used` over limit + maxOver.
  *
  * Before refusing, the budget asks its owner to `reclaim` room: a server forgets parked
  * sessions (whose half-built messages cannot grow until their client returns) to make
@@ -32,14 +36,23 @@
  */
 export const UNIT_OVERHEAD_BYTES = 256;
 
+/** A half-built message that has not asked to grow for this long loses its turn to pass the limit. */
+export const IDLE_BUILDER_MS = 1000;
+
 export class ReassemblyBudget implements Budget {
   used = 0;
   /** Peak of `used`, for stats and tests. */
   peak = 0;
   /** Requests refused at the limit. */
   refused = 0;
-  /** Half-built reliable messages, oldest first (a Set keeps insertion order). */
+  /** Half-built reliable messages that may pass the limit in turn, oldest first (a Set keeps insertion order). */
   private readonly builders = new Set<object>();
+  /** Half-built messages that lost their turn by not asking to grow for IDLE_BUILDER_MS. */
+  private readonly idle = new Set<object>();
+  /** When each half-built message last asked to grow. */
+  private readonly askedAt = new Map<object, number>();
+  /** The endpoint's clock, set by its owner before each event (the budget keeps no timers). */
+  now = 0;
   /**
    * Asked for at least `n` bytes when a request does not fit; gives back what it frees,
    * all of it only if it can (else nothing), and says whether it did.
@@ -54,6 +67,8 @@ export class ReassemblyBudget implements Budget {
   constructor(
     readonly limit: number,
     readonly sessionShare = 0,
+    /** How far past the limit the oldest message's right to grow may take `used`. */
+    readonly maxOver = Infinity,
   ) {}
 
   /**
@@ -65,7 +80,8 @@ export class ReassemblyBudget implements Budget {
   take(n: number, builder?: object, lossy = false, small = false, session?: SessionBudget): boolean {
     const over = (): boolean => this.used + n > this.limit;
     const shared = (): boolean => small && session !== undefined && session.held + n <= this.sessionShare;
-    if (over() && !shared() && (lossy || !this.reclaim?.(this.used + n - this.limit) || over()) && !this.isOldest(builder)) {
+    if (builder !== undefined) this.asked(builder);
+    if (over() && !shared() && (lossy || !this.reclaim?.(this.used + n - this.limit) || over()) && !this.mayPass(builder, n)) {
       this.refused++;
       return false;
     }
@@ -81,14 +97,36 @@ export class ReassemblyBudget implements Budget {
   /** A reliable message started (its first part arrived in order). */
   startBuilding(builder: object): void {
     this.builders.add(builder);
+    this.askedAt.set(builder, this.now);
   }
 
   stopBuilding(builder: object): void {
     this.builders.delete(builder);
+    this.idle.delete(builder);
+    this.askedAt.delete(builder);
   }
 
-  private isOldest(builder: object | undefined): boolean {
-    return builder !== undefined && this.builders.values().next().value === builder;
+  /** A half-built message asks to grow: it is active; one that had lost its turn queues again at the back. */
+  private asked(builder: object): void {
+    if (!this.askedAt.has(builder)) return;
+    this.askedAt.set(builder, this.now);
+    if (this.idle.delete(builder)) this.builders.add(builder);
+  }
+
+  /**
+   * The first half-built message that is still asking may pass the limit, by n, within
+   * maxOver. Older ones that stopped asking lose their turn on the way (each once per
+   * idle spell, so this costs amortised constant time).
+   */
+  private mayPass(builder: object | undefined, n: number): boolean {
+    if (builder === undefined || this.used + n > this.limit + this.maxOver) return false;
+    for (const b of this.builders) {
+      if (b === builder) return true;
+      if (this.now - this.askedAt.get(b)! < IDLE_BUILDER_MS) return false;
+      this.builders.delete(b);
+      this.idle.add(b);
+    }
+    return false;
   }
 }
 

@@ -21,7 +21,7 @@ const BUFFER_DATA_LIMIT = RECEIVE_WINDOW_BYTES + 65536;
  * UNIT_OVERHEAD_BYTES (see StreamReceiver.receive), so a peer sending tiny units meets
  * this cap, and one sending within its window never does.
  */
-const BUFFER_LIMIT = BUFFER_DATA_LIMIT + 2 * RECEIVE_WINDOW * UNIT_OVERHEAD_BYTES;
+export const BUFFER_LIMIT = BUFFER_DATA_LIMIT + 2 * RECEIVE_WINDOW * UNIT_OVERHEAD_BYTES;
 
 /**
  * 'refused': not taken for lack of memory (the budget, or the consumer said no); the
