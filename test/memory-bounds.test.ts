@@ -185,3 +185,34 @@ test('a message of more parts than maxMessageSize needs is dropped, even as the 
   assert.equal(a.building, false);
   assert.equal(budget.used, 0);
 });
+
+test('finding 10, real heap: peers that withhold acknowledgements cost the server at most maxQueuedBytes, whatever the program sends', async (t) => {
+  const { UDPipe } = await import('../src/index.js');
+  const { SimNetwork } = await import('../src/testing/index.js');
+  const S = '127.0.1.1';
+  const T = { pingIntervalMs: 100, stallTimeoutMs: 3000, timeoutMs: 20_000, reconnect: { minDelayMs: 20, maxDelayMs: 200 } };
+  const net = new SimNetwork({ seed: 110, conditions: { latencyMs: 5 } });
+  const server = new UDPipe({ ...T, maxQueuedBytes: 4 * MiB, transport: net.transport(S) });
+  await server.start(9000, S);
+  const hosts = Array.from({ length: 10 }, (_, i) => `127.0.3.${i + 1}`);
+  const clients = hosts.map((h) => new UDPipe({ ...T, transport: net.transport(h) }));
+  for (const c of clients) void c.connect(S, 9000).catch(() => {});
+  await net.advanceUntil(() => server.clients.length === hosts.length, 3000);
+  for (const h of hosts) net.setConditions({ latencyMs: 5, loss: 1 }, S, h); // nothing reaches them: no acknowledgements
+  const before = heap();
+  // A program that ignores send()'s false: 40 MiB offered, each message a fresh buffer.
+  for (let round = 0; round < 64; round++) {
+    for (const p of server.clients) p.send(Buffer.alloc(64 * 1024, round));
+    await net.advance(10);
+  }
+  const grown = heap() - before;
+  t.diagnostic(`heap grew ${(grown / MiB).toFixed(1)} MiB for 40 MiB offered`);
+  assert.ok(grown < 4 * MiB + 4 * MiB, `heap grew ${(grown / MiB).toFixed(1)} MiB for a 4 MiB maxQueuedBytes (40 MiB offered)`);
+  const stats = server.stats() as { queued: { bytes: number; limit: number }; sendDropped: number };
+  assert.ok(stats.queued.bytes <= stats.queued.limit + 64 * 1024);
+  assert.ok(stats.sendDropped > 0);
+  for (const h of hosts) net.setConditions({ latencyMs: 5 }, S, h);
+  const closing = Promise.all([...clients.map((c) => c.close()), server.close()]);
+  await net.advance(10_000);
+  await closing;
+});

@@ -1,8 +1,8 @@
 /**
  * Review of the reassembly budget's bound past its limit (docs/SECURITY.md, memory row):
- * maxReassemblyBytes, plus the endpoint's oldest half-built message (maxMessageSize and
- * its connection's reorder buffer), plus the sessions' shares (at most half the limit).
- * The budget is built exactly as ServerEndpoint builds it.
+ * maxReassemblyBytes, plus at most maxMessageSize + the reorder buffer's cap + half the
+ * limit past it, whatever takes it (found: the sessions' shares ignored that cap). The
+ * budget is built exactly as ServerEndpoint builds it.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -14,7 +14,7 @@ import { ReliableAssembler } from '../src/reliability/reliable-assembler.js';
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
-test('review: half-built messages of connected holders in turn and then the sessions\' shares take the budget past its documented bound', () => {
+test('review: half-built messages of connected holders in turn, and then the sessions\' shares, stay within the budget\'s documented bound', () => {
   const limit = 1 * MiB;
   const maxClients = 16;
   const maxMessageSize = 1 * MiB;

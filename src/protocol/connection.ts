@@ -545,8 +545,15 @@ export class Connection {
         // other channels' messages go on.
         const p = this.recovery.onRefused(f.pn);
         if (!p) return;
+        if (p.probe) {
+          // It arrived, so that size passes (only a broken peer refuses a probe).
+          this.pmtu.onProbeAcked(p.size, now);
+          this.pmtuChanged();
+          return;
+        }
         this.counters.refusedByPeer++;
-        this.cc.onAck(p.size, p.sentAt, now); // the path delivered it: no reason to slow down
+        // The window stays as it is: not cut (nothing was lost), not grown (nothing was
+        // delivered; a peer that refuses everything would otherwise grow it without limit).
         const rtt = Math.max(this.recovery.rtt.smoothed, 1);
         for (const m of p.messages) this.sender.defer(m, now + Math.min(MAX_REFUSAL_WAIT_MS, 4 * rtt, rtt * 2 ** Math.min(m.refusals, 16)));
         return;
