@@ -5,67 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { HmacPacketCipher } from '../src/crypto/packet-cipher.js';
-import { DEFAULT_CONNECTION_CONFIG, type ConnectionEvent } from '../src/protocol/config.js';
-import { Connection } from '../src/protocol/connection.js';
 import { ReassemblyBudget } from '../src/reliability/budget.js';
 import { LossRecovery } from '../src/reliability/loss-recovery.js';
 import { ReliableSender } from '../src/reliability/sender.js';
-import { DATA_HEADER_SIZE, TAG_SIZE } from '../src/wire/constants.js';
-import { decodeFrames } from '../src/wire/frames.js';
-import { decodeDatagram } from '../src/wire/packet.js';
-
-const K1 = new Uint8Array(32).fill(1);
-const K2 = new Uint8Array(32).fill(2);
-
-function end(local: number, send: Uint8Array, recv: Uint8Array, budget?: ReassemblyBudget): End {
-  const events: ConnectionEvent[] = [];
-  const conn = new Connection({
-    localConnId: local,
-    remoteConnId: 3 - local,
-    cipher: new HmacPacketCipher(send, recv),
-    config: { ...DEFAULT_CONNECTION_CONFIG, maxAckDelayMs: 5 },
-    now: 0,
-    emit: (e) => events.push(e),
-    ...(budget ? { budget } : {}),
-  });
-  return { conn, events, frames: [] as string[][], wire: [] as { at: number; to: End; bytes: Uint8Array }[] };
-}
-
-interface End {
-  conn: Connection;
-  events: ConnectionEvent[];
-  frames: string[][];
-  /** Datagrams on their way (kept on the first end, between runs). */
-  wire: { at: number; to: End; bytes: Uint8Array }[];
-}
-
-/** Runs both ends for `ms` in 1 ms steps with 5 ms of latency each way, nothing lost unless `drop` says so; every packet's frame types are recorded at its receiver. */
-function run(a: End, b: End, from: number, ms: number, drop: (types: string[], to: End) => boolean = () => false): number {
-  const wire = a.wire;
-  let now = from;
-  for (; now < from + ms; now++) {
-    for (const [x, y] of [[a, b], [b, a]] as const) {
-      if (x.conn.nextDeadline() <= now) x.conn.handleTimeout(now);
-      for (let d = x.conn.pollTransmit(now); d; d = x.conn.pollTransmit(now)) wire.push({ at: now + 5, to: y, bytes: d });
-    }
-    for (let i = 0; i < wire.length; ) {
-      const w = wire[i]!;
-      if (w.at > now) {
-        i++;
-        continue;
-      }
-      wire.splice(i, 1);
-      const h = decodeDatagram(w.bytes);
-      if (h.type !== 'data') continue;
-      const types = decodeFrames(w.bytes, DATA_HEADER_SIZE, w.bytes.length - TAG_SIZE).map((f) => f.type);
-      if (drop(types, w.to)) continue;
-      w.to.frames.push(types);
-      w.to.conn.handleDatagram(w.bytes, h.pnLow, now);
-    }
-  }
-  return now;
-}
+import { link, type End } from './helpers/link.js';
 
 const messages = (e: End, channel: number) => e.events.filter((x) => x.type === 'message' && x.channel === channel);
 
@@ -77,13 +20,13 @@ test('parts refused for lack of memory: no packet counted lost, the window is no
   assert.ok(budget.take(others));
   const olderBuilder = {};
   budget.startBuilding(olderBuilder);
-  const a = end(1, K1, K2);
-  const b = end(2, K2, K1, budget);
-  let now = run(a, b, 0, 50);
+  const l = link(budget);
+  const { a, b } = l;
+  l.run(50);
   const window = (a.conn.stats().congestion as { windowBytes: number }).windowBytes;
   a.conn.send(new Uint8Array(30_000).fill(7), true, 0);
   for (let i = 0; i < 20; i++) a.conn.send(new TextEncoder().encode(`small ${i}`), true, 1);
-  now = run(a, b, now, 2000);
+  l.run(2000);
   const sa = a.conn.stats();
   assert.ok(sa.refusedByPeer > 0, 'the receiver said REFUSED');
   assert.equal(sa.packetsLost, 0, 'and no packet was counted lost');
@@ -96,7 +39,7 @@ test('parts refused for lack of memory: no packet counted lost, the window is no
   // The others' memory comes back: the waiting parts go again and the message completes.
   budget.stopBuilding(olderBuilder);
   budget.give(others);
-  run(a, b, now, 3000);
+  l.run(3000);
   assert.equal(messages(b, 0).length, 1);
   assert.equal(a.conn.stats().packetsLost, 0);
 });
@@ -139,19 +82,19 @@ test('a lost REFUSED is sent again; the packet it named, by then declared lost, 
   assert.ok(budget.take(16 * 1024 - 500));
   const older = {};
   budget.startBuilding(older);
-  const a = end(1, K1, K2);
-  const b = end(2, K2, K1, budget);
-  let now = run(a, b, 0, 50);
+  const l = link(budget);
+  const { a, b } = l;
+  l.run(50);
   a.conn.send(new Uint8Array(5000).fill(1), true, 0);
   let dropped = 0;
-  now = run(a, b, now, 1500, (types, to) => to === a && types.includes('refused') && dropped++ === 0);
+  l.run(1500, (types, to) => to === a && types.includes('refused') && dropped++ === 0);
   assert.ok(dropped > 1, 'the first packet with REFUSED was lost and more followed');
   const refusals = a.frames.flat().filter((t) => t === 'refused').length;
   assert.ok(refusals >= 1, 'REFUSED frames still reached the sender');
   assert.ok(a.conn.stats().packetsLost <= 1, `${a.conn.stats().packetsLost} packets counted lost: at most the one whose REFUSED was lost`);
   budget.stopBuilding(older);
   budget.give(16 * 1024 - 500);
-  run(a, b, now, 2000);
+  l.run(2000);
   assert.equal(messages(b, 0).length, 1);
   assert.equal(a.conn.stats().bytesInFlight, 0, 'nothing left waiting');
 });
