@@ -113,7 +113,7 @@ test('sessions: under pressure parked sessions give way, the one holding most fi
   const held = b.used;
   assert.equal(held, 50 * KiB + 50 * UNIT_OVERHEAD_BYTES);
   // Up to the limit nobody is forgotten.
-  for (let i = 0; b.used + KiB + UNIT_OVERHEAD_BYTES <= b.limit; i++) assert.equal(live.a.add(part(KiB), false), undefined);
+  while (b.used + KiB + UNIT_OVERHEAD_BYTES <= b.limit) assert.equal(live.a.add(part(KiB), false), undefined);
   assert.equal(s.evicted, 0);
   assert.equal(s.parkedCount, 4);
   // A live connection needs room: the largest parked session goes, and no other.

@@ -118,7 +118,7 @@ function peer(net: NetPair, ns: string, cfg: Record<string, unknown>) {
     child,
     describe,
     write: (s: string) => {
-      if (!exited) child.stdin!.write(s + '\n');
+      if (!exited) child.stdin!.write(`${s}\n`);
     },
     /** The first line with event `ev`; rejects at `deadline` (epoch ms) or if the process exits first. */
     async waitFor(ev: string, deadline: number): Promise<Line> {
@@ -196,12 +196,12 @@ const scenarios: Scenario[] = [
   {
     name: 'random loss 5% each way',
     before: (net) => bothInput(net, 'udpf_loss', () => ['meta l4proto udp numgen random mod 100 < 5 counter drop comment "loss"']),
-    check: (o, net) => assert.ok(totalCounted(net, 'loss') > 0, 'the loss rule dropped nothing'),
+    check: (_o, net) => assert.ok(totalCounted(net, 'loss') > 0, 'the loss rule dropped nothing'),
   },
   {
     name: 'burst loss: 25 datagrams in a row of every 250, each way',
     before: (net) => bothInput(net, 'udpf_burst', () => ['meta l4proto udp numgen inc mod 250 >= 225 counter drop comment "burst"']),
-    check: (o, net) => assert.ok(totalCounted(net, 'burst') > 0, 'the burst rule dropped nothing'),
+    check: (_o, net) => assert.ok(totalCounted(net, 'burst') > 0, 'the burst rule dropped nothing'),
   },
   {
     name: 'burst loss: all dropped for 500 ms, three times, mid-transfer',

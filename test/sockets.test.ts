@@ -45,7 +45,7 @@ for (const host of ['127.0.0.1', '::1']) {
     const srv = track(new UDPipe());
     const { port } = await srv.start(0, host);
     srv.onNewMessage = function (msg, sock) {
-      this.send('Reply from server: ' + msg, sock);
+      this.send(`Reply from server: ${msg}`, sock);
     };
     const client = track(new UDPipe());
     client.onConnect = function () {

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { deriveResetKey, resetToken } from '../src/crypto/handshake-keys.js';
 import { RESET_TOKEN_SIZE } from '../src/wire/constants.js';
 import { decodeDatagram, encodeReset } from '../src/wire/packet.js';
-import { UDPipe, UDPipeError } from '../src/index.js';
+import { UDPipe, type UDPipeError } from '../src/index.js';
 import { SimNetwork } from '../src/testing/index.js';
 import { Pair } from './helpers/pair.js';
 

@@ -45,6 +45,7 @@ export interface UDPipe {
  * overridable callbacks, each also an event, plus reliable ordered messages,
  * stall queueing and reconnects. See README.md for the API table.
  */
+// biome-ignore lint/suspicious/noUnsafeDeclarationMerging: the interface above only types the inherited EventEmitter methods for UDPipe's events; it declares nothing the class lacks.
 export class UDPipe extends EventEmitter implements PeerOwner {
   private opts: ResolvedOptions;
   private readonly connCfg: ConnectionConfig;

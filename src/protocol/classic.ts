@@ -289,8 +289,14 @@ export class ClassicLink {
         this.timers.set('retry', now + RETRY_MS);
       }
     }
-    if (due('connect') || due('idle')) return this.end('timeout', false, now);
-    if (due('close')) return this.end(this.closeReason, false, now);
+    if (due('connect') || due('idle')) {
+      this.end('timeout', false, now);
+      return;
+    }
+    if (due('close')) {
+      this.end(this.closeReason, false, now);
+      return;
+    }
     if (due('stall') && this._state === 'connected') {
       this._state = 'stalled';
       this.events.push({ type: 'stalled' });
@@ -366,7 +372,6 @@ export class ClassicClient {
   private attempt = 0;
   private retries = 0;
   private closing = false;
-  private everConnected = false;
   /** Connections lost in a row: the reconnect delay doubles with each. */
   private failures = 0;
   datagramsSent = 0;
@@ -462,21 +467,20 @@ export class ClassicClient {
       if (e.type === 'ended') {
         // A link that never connected ends unseen: the program met no connection.
         if (this._state === 'connected') this.events.push({ type: 'connection', event: e });
-        this.onLinkEnded(e.reason, now);
+        this.onLinkEnded(now);
         return;
       }
       this.events.push({ type: 'connection', event: e });
     }
     if (this._state === 'handshake' && link.state === 'connected') {
       this._state = 'connected';
-      this.everConnected = true;
       this.failures = 0;
       this.timers.clear('deadline');
       this.events.push({ type: 'connected', attempt: this.attempt });
     }
   }
 
-  private onLinkEnded(reason: Reason, now: number): void {
+  private onLinkEnded(now: number): void {
     const link = this.link!;
     const wasConnected = this._state === 'connected';
     // Drain what the link still has to say (a last CLOSED) before letting it go.

@@ -16,7 +16,7 @@ import { splitMessage, type Unit, type WholeMessage } from '../reliability/sende
 import { HandshakeFlag, MAX_RELIABLE_WHOLE, NONCE_SIZE, PART_SIZE, PROOF_SIZE, ReasonCode, SESSION_ID_SIZE } from '../wire/constants.js';
 import { WireFormatError } from '../wire/errors.js';
 import { encodeHandshake, type AcceptPacket, type ChallengePacket, type HandshakePacket } from '../wire/handshake.js';
-import { decodeDatagram } from '../wire/packet.js';
+import { type Datagram, decodeDatagram } from '../wire/packet.js';
 import type { ConnectionConfig, ConnectionEvent } from './config.js';
 import { Connection, newInbound, releaseInbound, type UnreliableOut } from './connection.js';
 import { TimerTable } from './timers.js';
@@ -255,7 +255,7 @@ export class ClientEndpoint {
   handleDatagram(bytes: Uint8Array, now: number): void {
     this.datagramsReceived++;
     this.budget.now = now;
-    let d;
+    let d: Datagram;
     try {
       d = decodeDatagram(bytes);
     } catch (e) {
@@ -477,7 +477,7 @@ export class ClientEndpoint {
   /** Checks the connection after anything touched it: has it ended? */
   private afterConnection(now: number): void {
     const c = this.conn;
-    if (!c || c.state !== 'closed') return;
+    if (c?.state !== 'closed') return;
     if (!c.finished) return; // still draining (answering the peer's CLOSE)
     this.conn = undefined;
     // A send() that returned false on this connection still gets its 'drain', from the

@@ -421,7 +421,8 @@ export class Connection {
         this.counters.messagesSent++;
       } else {
         const count = Math.ceil(u.length / PART_SIZE);
-        const c = (this.unreliableCursor ??= { id: this.nextUnreliableId++, next: 0 });
+        this.unreliableCursor ??= { id: this.nextUnreliableId++, next: 0 };
+        const c = this.unreliableCursor;
         for (; c.next < count; c.next++) {
           const part = { id: c.id, index: c.next, count };
           if (!add({ type: 'unreliable', channel: m.channel, data: u.subarray(c.next * PART_SIZE, (c.next + 1) * PART_SIZE), part })) return;

@@ -17,7 +17,7 @@ import { HandshakeFlag, PROOF_SIZE, ReasonCode, type Reason } from '../wire/cons
 import { PATH_DATA_SIZE } from '../wire/frames.js';
 import { WireFormatError } from '../wire/errors.js';
 import { encodeHandshake, type ConnectPacket } from '../wire/handshake.js';
-import { decodeDatagram, encodeReset } from '../wire/packet.js';
+import { type Datagram, decodeDatagram, encodeReset } from '../wire/packet.js';
 import type { ConnectionConfig, ConnectionEvent } from './config.js';
 import { Connection, newInbound, releaseInbound, type InboundSession } from './connection.js';
 import { DeadlineHeap } from './deadline-heap.js';
@@ -242,7 +242,7 @@ export class ServerEndpoint {
     this.budget.now = now;
     this.counters.datagramsReceived++;
     this.counters.bytesReceived += bytes.length;
-    let d;
+    let d: Datagram;
     try {
       d = decodeDatagram(bytes);
     } catch (e) {
@@ -270,7 +270,7 @@ export class ServerEndpoint {
         if (result === 'rejected') this.counters.malformed++;
         const movedByConfirm = result === 'ok' && !peer.confirmed && this.confirm(d.connId, peer, from, bytes.length, now);
         if (result === 'ok' && peer.conn.newestPacket && (peer.address.address !== from.address || peer.address.port !== from.port)) {
-          this.moved(d.connId, peer, from, bytes.length, now);
+          this.moved(peer, from, bytes.length, now);
         } else if (result === 'ok' && !movedByConfirm && peer.address.address === from.address && peer.address.port === from.port) {
           peer.conn.creditPath(bytes.length); // only what comes from the address on trial counts
         }
@@ -453,7 +453,7 @@ export class ServerEndpoint {
    * the connection goes back (docs/PROTOCOL.md, section 11). Going back to the last
    * validated address needs no check.
    */
-  private moved(connId: number, peer: Peer, from: Address, received: number, now: number): void {
+  private moved(peer: Peer, from: Address, received: number, now: number): void {
     this.countAddress(peer.address.address, -1);
     this.countAddress(from.address, 1);
     peer.address = { address: from.address, port: from.port };
@@ -485,7 +485,7 @@ export class ServerEndpoint {
     // Confirmed from another address than the handshake's (the cookie proved that one):
     // a move like any other, validated before it is trusted.
     const moved = from.address !== peer.address.address || from.port !== peer.address.port;
-    if (moved) this.moved(connId, peer, from, received, now);
+    if (moved) this.moved(peer, from, received, now);
     // The program meets it where it is proven to be; a validated move is announced later.
     this.events.push({ type: 'accepted', connId, address: { ...peer.validated } });
     for (const event of peer.held.splice(0)) this.events.push({ type: 'connection', connId, event });
@@ -513,7 +513,7 @@ export class ServerEndpoint {
   /** Forgets a connection that has ended and has nothing left to say. */
   private reap(connId: number): void {
     const p = this.peers.get(connId);
-    if (!p || !p.conn.finished) return;
+    if (!p?.conn.finished) return;
     this.peers.delete(connId);
     this.countAddress(p.address.address, -1);
     this.byHandshake.delete(p.handshakeKey);

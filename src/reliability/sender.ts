@@ -218,7 +218,7 @@ export class ReliableSender {
 
   private skipAckedRetransmits(): OutMessage | undefined {
     let m = this.retransmit.peek();
-    while (m && m.acked) {
+    while (m?.acked) {
       this.retransmit.shift();
       m.queued = false;
       m = this.retransmit.peek();

@@ -319,10 +319,14 @@ export class SimNetwork {
     const c = this.conditionsFor(s.host, to.address);
     this.stats.sent++;
     this.stats.bytesSent += bytes.length;
-    if (bytes.length > (c.mtu ?? 65507)) return this.drop(from, to, bytes, 'mtu');
+    if (bytes.length > (c.mtu ?? 65507)) {
+      this.drop(from, to, bytes, 'mtu');
+      return;
+    }
     if (this.partitioned(s.host, to.address)) {
       this.stats.droppedPartition++;
-      return this.drop(from, to, bytes, 'partition');
+      this.drop(from, to, bytes, 'partition');
+      return;
     }
     const rng = this.rng;
     if (c.burst) {
@@ -332,10 +336,14 @@ export class SimNetwork {
       this.badState.set(link, nowBad);
       if (nowBad && rng.next() < (c.burst.loss ?? 1)) {
         this.stats.droppedBurst++;
-        return this.drop(from, to, bytes, 'lost');
+        this.drop(from, to, bytes, 'lost');
+        return;
       }
     }
-    if (rng.next() < (c.loss ?? 0)) return this.drop(from, to, bytes, 'lost');
+    if (rng.next() < (c.loss ?? 0)) {
+      this.drop(from, to, bytes, 'lost');
+      return;
+    }
     const copies = rng.next() < (c.duplicate ?? 0) ? 2 : 1;
     if (copies === 2) this.stats.duplicated++;
     for (let i = 0; i < copies; i++) {

@@ -1,4 +1,4 @@
-import { ByteReader, ByteWriter, varintSize } from './bytes.js';
+import { ByteReader, type ByteWriter, varintSize } from './bytes.js';
 import { FrameType } from './constants.js';
 import { WireFormatError } from './errors.js';
 

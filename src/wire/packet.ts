@@ -1,4 +1,4 @@
-import { ByteReader, ByteWriter } from './bytes.js';
+import { ByteReader, type ByteWriter } from './bytes.js';
 import {
   DATA_HEADER_SIZE,
   PacketType,

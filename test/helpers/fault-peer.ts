@@ -34,7 +34,7 @@ const MiB = 1 << 20;
 const SMALL = 32;
 
 function out(o: Record<string, unknown>): void {
-  process.stdout.write(JSON.stringify({ t: Date.now(), ...o }) + '\n');
+  process.stdout.write(`${JSON.stringify({ t: Date.now(), ...o })}\n`);
 }
 
 function small(kind: 'SMAL' | 'END!', seq: number): Buffer {
