@@ -16,13 +16,30 @@ const rb = (n: number) => new Uint8Array(randomBytes(n));
 
 function run(encrypt: boolean): number {
   const server = new ServerEndpoint(
-    { ...DEFAULT_CONNECTION_CONFIG, tokenKey: key, maxClients: N, maxClientsPerAddress: N, sessionLingerMs: 1000, encrypt, handshakesPerSecond: 0 },
+    {
+      ...DEFAULT_CONNECTION_CONFIG,
+      tokenKey: key,
+      maxClients: N,
+      maxClientsPerAddress: N,
+      sessionLingerMs: 1000,
+      encrypt,
+      handshakesPerSecond: 0,
+    },
     rb,
     0,
   );
   const started = process.hrtime.bigint();
   for (let i = 0; i < N; i++) {
-    const c = new ClientEndpoint({ ...DEFAULT_CONNECTION_CONFIG, tokenKey: key, encrypt, handshakeRetryMs: 250, reconnect: { enabled: false, minDelayMs: 10, maxDelayMs: 100 } }, rb);
+    const c = new ClientEndpoint(
+      {
+        ...DEFAULT_CONNECTION_CONFIG,
+        tokenKey: key,
+        encrypt,
+        handshakeRetryMs: 250,
+        reconnect: { enabled: false, minDelayMs: 10, maxDelayMs: 100 },
+      },
+      rb,
+    );
     c.start(0, Infinity);
     const from = { address: `10.0.${(i >> 8) & 255}.${i & 255}`, port: 1024 + (i % 60000) };
     for (let round = 0; round < 3; round++) {
@@ -35,4 +52,7 @@ function run(encrypt: boolean): number {
 }
 
 run(false); // warm up
-for (const encrypt of [false, true]) console.log(`${encrypt ? 'encrypted' : 'plaintext'}: ${run(encrypt).toFixed(1)} us per handshake, client and server together (${N} handshakes)`);
+for (const encrypt of [false, true])
+  console.log(
+    `${encrypt ? 'encrypted' : 'plaintext'}: ${run(encrypt).toFixed(1)} us per handshake, client and server together (${N} handshakes)`,
+  );

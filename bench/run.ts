@@ -21,7 +21,10 @@ const HOST = '127.0.0.1';
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 2);
 /** BENCH_ONLY=ping,blast,transfer,idle runs only those sections (the table shows what ran). */
 const ONLY = new Set((process.env.BENCH_ONLY ?? 'ping,blast,transfer,idle').split(','));
-const IDLE_COUNTS = (process.env.BENCH_IDLE ?? '1000,10000').split(',').map(Number).filter((n) => n > 0);
+const IDLE_COUNTS = (process.env.BENCH_IDLE ?? '1000,10000')
+  .split(',')
+  .map(Number)
+  .filter((n) => n > 0);
 const MSG = Buffer.alloc(32, 0x61);
 const PEER = fileURLToPath(new URL('./peer.js', import.meta.url));
 const TRANSFER = 64 * 1024 * 1024;
@@ -40,7 +43,11 @@ interface Peer {
 }
 
 async function startPeer(args: string[]): Promise<Peer> {
-  const child = spawn(process.execPath, [...(process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir=/tmp/prof'] : []), '--expose-gc', PEER, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn(
+    process.execPath,
+    [...(process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir=/tmp/prof'] : []), '--expose-gc', PEER, ...args],
+    { stdio: ['pipe', 'pipe', 'inherit'] },
+  );
   let buf = '';
   const waiters: ((line: string) => void)[] = [];
   child.stdout!.on('data', (d) => {
@@ -152,7 +159,9 @@ async function connect(impl: Impl, port: number, peer: Peer): Promise<Client> {
       const host = await new Promise<EnetHost>((resolve, reject) =>
         enet.createClient({ peers: 1, channels: 2, down: 0, up: 0 }, (err, h) => (err ? reject(err) : resolve(h))),
       );
-      const p = await new Promise<EnetPeer>((resolve, reject) => host.connect({ address: HOST, port }, 2, 0, (err, pe) => (err ? reject(err) : resolve(pe))));
+      const p = await new Promise<EnetPeer>((resolve, reject) =>
+        host.connect({ address: HOST, port }, 2, 0, (err, pe) => (err ? reject(err) : resolve(pe))),
+      );
       host.start(1);
       p.on('message', (packet) => onData(packet.data().length));
       // ENet has no backpressure of its own: we keep at most this much unacknowledged.
@@ -324,7 +333,9 @@ async function main(): Promise<void> {
   /** The throughput issue's targets, as ratios measured in this run. */
   const targets: string[] = [];
   const target = (name: string, ratio: number, goal: number, why: string) =>
-    targets.push(`| ${name} | ${ratio.toFixed(2)} | ${goal.toFixed(2)} | ${ratio >= goal ? 'met' : `missed by ${((1 - ratio / goal) * 100).toFixed(0)}%: ${why}`} |`);
+    targets.push(
+      `| ${name} | ${ratio.toFixed(2)} | ${goal.toFixed(2)} | ${ratio >= goal ? 'met' : `missed by ${((1 - ratio / goal) * 100).toFixed(0)}%: ${why}`} |`,
+    );
   const lines = [
     `# udpipe benchmark, ${new Date().toISOString().slice(0, 10)}`,
     '',
@@ -349,7 +360,10 @@ async function main(): Promise<void> {
       '',
       '| implementation | round trips/s | p50 | p99 | vs udx-native |',
       '|---|---|---|---|---|',
-      ...impls.map((i) => `| ${i} | ${f(ping[i]!.perSecond)} | ${ping[i]!.p50us.toFixed(0)} us | ${ping[i]!.p99us.toFixed(0)} us | ${r(ping[i]!.perSecond, ping.udx!.perSecond)} |`),
+      ...impls.map(
+        (i) =>
+          `| ${i} | ${f(ping[i]!.perSecond)} | ${ping[i]!.p50us.toFixed(0)} us | ${ping[i]!.p99us.toFixed(0)} us | ${r(ping[i]!.perSecond, ping.udx!.perSecond)} |`,
+      ),
     );
     target(
       'ping-pong round trips, udpipe / udx-native',
@@ -357,7 +371,12 @@ async function main(): Promise<void> {
       1,
       'udx-native is C and its round trip is as fast as raw dgram; udpipe spends about 60-70 us of JavaScript per packet (MAC, frames, timers, events, node:dgram) on each side',
     );
-    target('ping-pong round trips, udpipe encrypted / unencrypted', ping['udpipe-enc']!.perSecond / ping.udpipe!.perSecond, 0.7, 'ChaCha20-Poly1305 per packet costs more than the HMAC');
+    target(
+      'ping-pong round trips, udpipe encrypted / unencrypted',
+      ping['udpipe-enc']!.perSecond / ping.udpipe!.perSecond,
+      0.7,
+      'ChaCha20-Poly1305 per packet costs more than the HMAC',
+    );
   }
 
   if (ONLY.has('blast')) {
@@ -387,14 +406,22 @@ async function main(): Promise<void> {
     const dg = rate(blasts[0]!.r);
     const ordered = rate(blasts.find((b) => b.name === 'udpipe reliable-ordered')!.r);
     target('32-byte reliable messages delivered, udpipe / raw dgram', ordered / dg, 2, 'packing did not make up for per-packet cost');
-    target('32-byte reliable messages delivered, udpipe encrypted / unencrypted', rate(blasts.find((b) => b.name === 'udpipe reliable-ordered, encrypted')!.r) / ordered, 0.7, 'ChaCha20-Poly1305 per packet costs more than the HMAC');
+    target(
+      '32-byte reliable messages delivered, udpipe encrypted / unencrypted',
+      rate(blasts.find((b) => b.name === 'udpipe reliable-ordered, encrypted')!.r) / ordered,
+      0.7,
+      'ChaCha20-Poly1305 per packet costs more than the HMAC',
+    );
     lines.push(
       '',
       '## 32-byte messages, as fast as each lets the sender go (messages delivered per second)',
       '',
       '| implementation | sent | delivered/s | delivered | vs dgram |',
       '|---|---|---|---|---|',
-      ...blasts.map((b) => `| ${b.name} | ${f(b.r.sent)} | ${f(rate(b.r))} | ${((100 * b.r.delivered) / Math.max(1, b.r.sent)).toFixed(1)}% | ${r(rate(b.r), dg)} |`),
+      ...blasts.map(
+        (b) =>
+          `| ${b.name} | ${f(b.r.sent)} | ${f(rate(b.r))} | ${((100 * b.r.delivered) / Math.max(1, b.r.sent)).toFixed(1)}% | ${r(rate(b.r), dg)} |`,
+      ),
     );
   }
 
@@ -423,15 +450,28 @@ async function main(): Promise<void> {
     const udxMove = mbps(moves[1]!.t);
     const ours = mbps(moves.find((m) => m.name === 'udpipe reliable')!.t);
     target('64 MiB transfer, udpipe / udx-native', ours / udxMove, 1, 'per-byte cost (copies, HMAC) on two shared cores');
-    target('64 MiB transfer, udpipe encrypted / unencrypted', mbps(moves.find((m) => m.name === 'udpipe reliable, encrypted')!.t) / ours, 0.7, 'ChaCha20-Poly1305 costs more per byte than the HMAC');
-    target('64 MiB transfer at 2% loss / lossless, udpipe', mbps(moves.find((m) => m.name === 'udpipe reliable, 2% loss')!.t) / ours, 0.5, 'loss recovery too slow for this rate');
+    target(
+      '64 MiB transfer, udpipe encrypted / unencrypted',
+      mbps(moves.find((m) => m.name === 'udpipe reliable, encrypted')!.t) / ours,
+      0.7,
+      'ChaCha20-Poly1305 costs more per byte than the HMAC',
+    );
+    target(
+      '64 MiB transfer at 2% loss / lossless, udpipe',
+      mbps(moves.find((m) => m.name === 'udpipe reliable, 2% loss')!.t) / ours,
+      0.5,
+      'loss recovery too slow for this rate',
+    );
     lines.push(
       '',
       `## 64 MiB in 1 MiB messages (streams: 1 MiB writes), until the far end has every byte (limit ${TRANSFER_LIMIT_S} s)`,
       '',
       '| implementation | seconds | MB/s | vs udx-native |',
       '|---|---|---|---|',
-      ...moves.map((m) => `| ${m.name} | ${m.t.done < TRANSFER ? `not done after ${m.t.seconds.toFixed(0)} (${(m.t.done / 2 ** 20).toFixed(0)} MiB)` : m.t.seconds.toFixed(2)} | ${mbps(m.t).toFixed(0)} | ${r(mbps(m.t), udxMove)} |`),
+      ...moves.map(
+        (m) =>
+          `| ${m.name} | ${m.t.done < TRANSFER ? `not done after ${m.t.seconds.toFixed(0)} (${(m.t.done / 2 ** 20).toFixed(0)} MiB)` : m.t.seconds.toFixed(2)} | ${mbps(m.t).toFixed(0)} | ${r(mbps(m.t), udxMove)} |`,
+      ),
     );
   }
 
@@ -447,7 +487,10 @@ async function main(): Promise<void> {
       '',
       '| connections | connect time | server heap+external per connection | server RSS per connection | server CPU for keep-alives |',
       '|---|---|---|---|---|',
-      ...idles.map((i) => `| ${f(i.clients)} | ${i.connectSeconds.toFixed(1)} s | ${f(i.bytesPerConnection)} B | ${f(i.rssPerConnection)} B | ${i.cpuPercent.toFixed(1)}% of a core |`),
+      ...idles.map(
+        (i) =>
+          `| ${f(i.clients)} | ${i.connectSeconds.toFixed(1)} s | ${f(i.bytesPerConnection)} B | ${f(i.rssPerConnection)} B | ${i.cpuPercent.toFixed(1)}% of a core |`,
+      ),
     );
   }
 

@@ -29,7 +29,14 @@ async function rawSocket(net: SimNetwork, host: string) {
 
 test('finding 7: send() from onNewMessage to a peer that never acknowledges never throws; memory stays bounded', async () => {
   const net = new SimNetwork({ seed: 71, conditions: { latencyMs: 5 } });
-  const server = new UDPipe({ ...T, timeoutMs: 5000, stallTimeoutMs: 2000, highWaterMark: 4096, maxQueue: 16, transport: net.transport(S) });
+  const server = new UDPipe({
+    ...T,
+    timeoutMs: 5000,
+    stallTimeoutMs: 2000,
+    highWaterMark: 4096,
+    maxQueue: 16,
+    transport: net.transport(S),
+  });
   await server.start(PORT, S);
   const thrown: unknown[] = [];
   const dropped: number[] = [];
@@ -234,7 +241,8 @@ async function stalledHolders(mode: 'parked' | 'live', honestSendsLarge = true) 
   const hosts = ['127.0.8.1', '127.0.8.2'];
   const attackers = await connectClients(net, server, hosts);
   for (const a of attackers) a.send(Buffer.alloc((1 << 20) - 1000));
-  const reassembly = () => (server.stats() as { reassembly: { bytes: number; peak: number; limit: number; evictedSessions: number } }).reassembly;
+  const reassembly = () =>
+    (server.stats() as { reassembly: { bytes: number; peak: number; limit: number; evictedSessions: number } }).reassembly;
   await net.advanceUntil(() => reassembly().bytes > 900_000, 5000);
   for (const h of hosts) {
     if (mode === 'parked') net.partitionHost(h, net.now, net.now + 120_000);
@@ -316,7 +324,13 @@ test("a send() that returned false before a disconnect still gets its 'drain' af
  */
 async function evictedAndBack(seed: number, resumes: number): Promise<void> {
   const net = new SimNetwork({ seed, conditions: { latencyMs: 5 } });
-  const server = new UDPipe({ ...T, maxReassemblyBytes: 1 << 20, maxMessageSize: 1 << 20, sessionLingerMs: 60_000, transport: net.transport(S) });
+  const server = new UDPipe({
+    ...T,
+    maxReassemblyBytes: 1 << 20,
+    maxMessageSize: 1 << 20,
+    sessionLingerMs: 60_000,
+    transport: net.transport(S),
+  });
   await server.start(PORT, S);
   const got = new Map<string, Uint8Array[]>();
   server.onNewMessage = (m, sock) => {
@@ -324,7 +338,8 @@ async function evictedAndBack(seed: number, resumes: number): Promise<void> {
     list.push(new Uint8Array(m));
     got.set(sock.address, list);
   };
-  const reassembly = () => (server.stats() as { reassembly: { bytes: number; peak: number; limit: number; evictedSessions: number } }).reassembly;
+  const reassembly = () =>
+    (server.stats() as { reassembly: { bytes: number; peak: number; limit: number; evictedSessions: number } }).reassembly;
   const V = '127.0.8.3';
   const [victim] = await connectClients(net, server, [V]);
   victim!.send('first');
@@ -351,7 +366,11 @@ async function evictedAndBack(seed: number, resumes: number): Promise<void> {
   await net.advanceUntil(() => (got.get(V)?.length ?? 0) >= 2 && got.get('127.0.9.1')?.length === 4, 15_000);
   await net.advance(2000); // and nothing more comes
   const mine = got.get(V) ?? [];
-  assert.deepEqual(mine.map((m) => m.length), [5, big.length], 'each message of the victim exactly once');
+  assert.deepEqual(
+    mine.map((m) => m.length),
+    [5, big.length],
+    'each message of the victim exactly once',
+  );
   assert.equal(Buffer.from(mine[0]!).toString(), 'first');
   assert.ok(Buffer.from(mine[1]!).equals(big), 'the large one intact');
   assert.equal(got.get('127.0.9.1')?.length, 4);

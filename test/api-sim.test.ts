@@ -66,7 +66,9 @@ test('ping() gets onPong with a round-trip time; stats report rtt and counters',
   await net.advance(100);
   assert.equal(rtts.at(-1), 40, 'two 20 ms hops');
   assert.ok(pings >= 1);
-  const st = client.stats() as { connection: { rtt: { smoothedMs: number; minMs: number }; datagramsSent: number; bytesSent: number; malformed: number } };
+  const st = client.stats() as {
+    connection: { rtt: { smoothedMs: number; minMs: number }; datagramsSent: number; bytesSent: number; malformed: number };
+  };
   assert.equal(st.connection.rtt.minMs, 40);
   assert.ok(st.connection.datagramsSent > 0 && st.connection.bytesSent > 0);
   assert.equal(st.connection.malformed, 0);
@@ -74,7 +76,11 @@ test('ping() gets onPong with a round-trip time; stats report rtt and counters',
 
 test('setTimeout(t) reaches connections that are already open', async () => {
   const net = new SimNetwork({ seed: 3, conditions: { latencyMs: 5 } });
-  const { server, clients } = await setup(net, { pingIntervalMs: 100, stallTimeoutMs: 2000, timeoutMs: 5000 }, 1, { pingIntervalMs: 100, stallTimeoutMs: 2000, timeoutMs: 5000 });
+  const { server, clients } = await setup(net, { pingIntervalMs: 100, stallTimeoutMs: 2000, timeoutMs: 5000 }, 1, {
+    pingIntervalMs: 100,
+    stallTimeoutMs: 2000,
+    timeoutMs: 5000,
+  });
   server.setTimeout(1); // seconds, as in the seed
   let disconnectedAt = -1;
   server.onDisconnect = () => (disconnectedAt = net.now);
@@ -105,7 +111,10 @@ test('garbage, truncated, replayed and corrupted datagrams at a live server chan
     for (const e of evil) attacker.send(e, { address: S, port: PORT });
   }
   await net.advance(2000);
-  assert.deepEqual(got, Array.from({ length: 200 }, (_, i) => i));
+  assert.deepEqual(
+    got,
+    Array.from({ length: 200 }, (_, i) => i),
+  );
   assert.equal(server.clients.length, 1, 'no extra connection, none lost');
   assert.ok((server.stats() as { malformed: number }).malformed > 100, 'the junk was counted');
 });
@@ -200,13 +209,16 @@ test('a client refused for its token gives up for good: one refusal in a minute'
   let bad = 0;
   server.onBadToken = () => bad++;
   const client = new UDPipe({ ...T, token: 'b', transport: net.transport('127.0.2.1') });
-  const result = client.connect(S, PORT, 30).then(() => 'connected', (err: { code: string }) => err.code);
+  const result = client.connect(S, PORT, 30).then(
+    () => 'connected',
+    (err: { code: string }) => err.code,
+  );
   await net.advance(60_000);
   assert.equal(await result, 'ERR_BAD_TOKEN');
   assert.equal(bad, 1);
 });
 
-test("backpressure in bytes: a sender faster than the link stays under highWaterMark, and what one that ignores it sends past 8x is dropped and reported", async () => {
+test('backpressure in bytes: a sender faster than the link stays under highWaterMark, and what one that ignores it sends past 8x is dropped and reported', async () => {
   // 40 ms each way and 1% loss: the link, not the program, sets the pace.
   const net = new SimNetwork({ seed: 21, conditions: { latencyMs: 40, loss: 0.01 } });
   const hwm = 256 * 1024;
@@ -255,7 +267,10 @@ test('reassembly memory is capped across connections: six clients sending 400 kB
   const got = new Map<string, number[]>();
   server.onNewMessage = (m) => {
     const who = String(m.subarray(0, 2));
-    assert.ok(m.subarray(4).every((b) => b === m[2]), 'intact');
+    assert.ok(
+      m.subarray(4).every((b) => b === m[2]),
+      'intact',
+    );
     (got.get(who) ?? got.set(who, []).get(who)!).push(m[2]!);
   };
   clients.forEach((c, k) => {
@@ -270,7 +285,10 @@ test('reassembly memory is capped across connections: six clients sending 400 kB
   const st = server.stats();
   assert.ok(st.role === 'server');
   assert.ok(st.reassembly.refused > 0, 'the budget did bite');
-  assert.ok(st.reassembly.peak <= 256 * 1024 + 400_000 + 65_536, `peak ${st.reassembly.peak}: the limit, plus the one message allowed past it`);
+  assert.ok(
+    st.reassembly.peak <= 256 * 1024 + 400_000 + 65_536,
+    `peak ${st.reassembly.peak}: the limit, plus the one message allowed past it`,
+  );
   assert.equal(st.reassembly.bytes, 0, 'everything given back');
 });
 
@@ -289,7 +307,10 @@ test('unreliable-sequenced: per channel, never older after newer, and a stall se
   for (const ch of [1, 2]) {
     const ns = got.filter((g) => g.ch === ch).map((g) => g.n);
     assert.ok(ns.length > 50, `channel ${ch}: ${ns.length} arrived (seed ${net.seed})`);
-    assert.ok(ns.every((n, i) => i === 0 || n > ns[i - 1]!), `channel ${ch} only ever moves forward: ${ns.join(',')}`);
+    assert.ok(
+      ns.every((n, i) => i === 0 || n > ns[i - 1]!),
+      `channel ${ch} only ever moves forward: ${ns.join(',')}`,
+    );
   }
   assert.ok(got.every((g) => g.delivery === 'unreliable-sequenced'));
   // A stall: everything queued meanwhile collapses to the newest of each channel.
@@ -298,7 +319,11 @@ test('unreliable-sequenced: per channel, never older after newer, and a stall se
   await net.advance(450);
   for (let i = 0; i < 50; i++) client.send(`${5000 + i}`, undefined, { delivery: 'unreliable-sequenced', channel: 1 });
   await net.advance(2000);
-  assert.deepEqual(got.map((g) => g.n), [5049], 'only the newest went out');
+  assert.deepEqual(
+    got.map((g) => g.n),
+    [5049],
+    'only the newest went out',
+  );
   const st = client.stats();
   assert.ok(st.role === 'client' && st.connection && 'sequencedSuperseded' in st.connection && st.connection.sequencedSuperseded >= 49);
 });
@@ -315,13 +340,34 @@ test('send options are checked at the call site with a message that says what to
       return (e as { code: string }).code;
     }
   };
-  assert.equal(code(() => client.send('x', undefined, { delivery: 'unreliable', channel: 256 })), 'ERR_INVALID_ARGUMENT');
-  assert.equal(code(() => client.send('x', undefined, { reliable: true, delivery: 'unreliable' })), 'ERR_INVALID_ARGUMENT');
-  assert.equal(code(() => client.send('x', undefined, { delivery: 'sideways' as never })), 'ERR_INVALID_ARGUMENT');
-  assert.equal(code(() => client.send(new Uint8Array(1201), undefined, { delivery: 'unreliable-sequenced' })), 'ERR_MESSAGE_TOO_LARGE');
-  assert.equal(code(() => client.send('x', undefined, { delivery: 'unreliable', channel: 7 })), 'ok');
-  assert.equal(code(() => client.send('x', undefined, { delivery: 'reliable-unordered', channel: 3 })), 'ok');
-  assert.equal(code(() => client.send('x', undefined, { reliable: false, delivery: 'reliable-unordered' })), 'ERR_INVALID_ARGUMENT');
+  assert.equal(
+    code(() => client.send('x', undefined, { delivery: 'unreliable', channel: 256 })),
+    'ERR_INVALID_ARGUMENT',
+  );
+  assert.equal(
+    code(() => client.send('x', undefined, { reliable: true, delivery: 'unreliable' })),
+    'ERR_INVALID_ARGUMENT',
+  );
+  assert.equal(
+    code(() => client.send('x', undefined, { delivery: 'sideways' as never })),
+    'ERR_INVALID_ARGUMENT',
+  );
+  assert.equal(
+    code(() => client.send(new Uint8Array(1201), undefined, { delivery: 'unreliable-sequenced' })),
+    'ERR_MESSAGE_TOO_LARGE',
+  );
+  assert.equal(
+    code(() => client.send('x', undefined, { delivery: 'unreliable', channel: 7 })),
+    'ok',
+  );
+  assert.equal(
+    code(() => client.send('x', undefined, { delivery: 'reliable-unordered', channel: 3 })),
+    'ok',
+  );
+  assert.equal(
+    code(() => client.send('x', undefined, { reliable: false, delivery: 'reliable-unordered' })),
+    'ERR_INVALID_ARGUMENT',
+  );
 });
 
 test('channels are independent streams: a 2 MB message on channel 1 does not hold back channel 0', async () => {
@@ -343,7 +389,11 @@ test('channels are independent streams: a 2 MB message on channel 1 does not hol
     client.send(`small ${i}`);
   }
   await net.advanceUntil(() => bigAt >= 0 && arrivals.length === 20, 60_000);
-  assert.deepEqual(arrivals, Array.from({ length: 20 }, (_, i) => `small ${i}`), `channel 0 complete and in order (seed ${net.seed})`);
+  assert.deepEqual(
+    arrivals,
+    Array.from({ length: 20 }, (_, i) => `small ${i}`),
+    `channel 0 complete and in order (seed ${net.seed})`,
+  );
   assert.equal(bigAt, 20, 'every small message arrived before the large one finished');
 });
 
@@ -362,8 +412,15 @@ test('reliable-unordered messages arrive once each, without waiting for earlier 
   }
   await net.advanceUntil(() => got.length === 300, 30_000);
   await net.advance(2000);
-  assert.deepEqual([...got].sort((a, b) => a - b), Array.from({ length: 300 }, (_, i) => i), `each exactly once (seed ${net.seed})`);
-  assert.ok(got.some((n, i) => i > 0 && n < got[i - 1]!), 'and some overtook earlier ones, as unordered allows');
+  assert.deepEqual(
+    [...got].sort((a, b) => a - b),
+    Array.from({ length: 300 }, (_, i) => i),
+    `each exactly once (seed ${net.seed})`,
+  );
+  assert.ok(
+    got.some((n, i) => i > 0 && n < got[i - 1]!),
+    'and some overtook earlier ones, as unordered allows',
+  );
 });
 
 test('a half-built message survives a reconnect: the session resumes it instead of starting it over', async () => {
@@ -385,7 +442,7 @@ test('a half-built message survives a reconnect: the session resumes it instead 
   assert.ok(Buffer.from(big).equals(got[0]!), 'intact');
   const st = client.stats();
   assert.ok(st.role === 'client');
-  assert.ok(st.datagramsSent < 3_000_000 / 1200 * 1.6, `the reconnect did not resend it all: ${st.datagramsSent} datagrams`);
+  assert.ok(st.datagramsSent < (3_000_000 / 1200) * 1.6, `the reconnect did not resend it all: ${st.datagramsSent} datagrams`);
 });
 
 test('maxClientsPerAddress: one address gets its share, others still get in', async () => {

@@ -26,7 +26,11 @@ function halfBuilt(budget: ReassemblyBudget, bytes: number): { inbound: InboundS
 }
 
 function store(budget: ReassemblyBudget): SessionStore {
-  const s = new SessionStore(() => 16, () => 60_000, (p) => releaseInbound(p.inbound));
+  const s = new SessionStore(
+    () => 16,
+    () => 60_000,
+    (p) => releaseInbound(p.inbound),
+  );
   s.share(budget);
   return s;
 }
@@ -204,7 +208,7 @@ test('session share: a session may hold sessionShare past the limit for whole me
   assert.equal(budget.used, 10 * KiB + 3 * KiB);
 });
 
-test('the oldest half-built message may buffer its early parts past the limit; another channel\'s early parts are refused', () => {
+test("the oldest half-built message may buffer its early parts past the limit; another channel's early parts are refused", () => {
   const budget = new ReassemblyBudget(8 * KiB);
   const session = new SessionBudget(budget);
   const assemblers = new Map<number, ReliableAssembler>();
@@ -218,8 +222,16 @@ test('the oldest half-built message may buffer its early parts past the limit; a
   assert.equal(receiver.receive(0, { data: part(3 * KiB), last: false, channel: 0, unordered: false, delta: 0 }, deliver), 'delivered');
   assert.equal(receiver.receive(1, { data: part(3 * KiB), last: false, channel: 1, unordered: false, delta: 0 }, deliver), 'delivered');
   // Units 2 and 3 (one per channel) are lost for now; 4 and 5 arrive early and must wait.
-  assert.equal(receiver.receive(4, { data: part(3 * KiB), last: false, channel: 0, unordered: false, delta: 2 }, deliver), 'buffered', 'the oldest message\'s early part waits past the limit');
-  assert.equal(receiver.receive(5, { data: part(3 * KiB), last: false, channel: 1, unordered: false, delta: 2 }, deliver), 'refused', 'another channel\'s is refused');
+  assert.equal(
+    receiver.receive(4, { data: part(3 * KiB), last: false, channel: 0, unordered: false, delta: 2 }, deliver),
+    'buffered',
+    "the oldest message's early part waits past the limit",
+  );
+  assert.equal(
+    receiver.receive(5, { data: part(3 * KiB), last: false, channel: 1, unordered: false, delta: 2 }, deliver),
+    'refused',
+    "another channel's is refused",
+  );
   assert.ok(budget.used > budget.limit);
 });
 

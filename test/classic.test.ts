@@ -20,10 +20,15 @@ async function rawSocket(net: SimNetwork, host: string) {
   const got: { text: string; from: Address }[] = [];
   let sock: DatagramSocket | undefined;
   sock = await net.transport(host).bind(0, host, { onDatagram: (b, from) => got.push({ text: text(b), from }), onError: () => {} });
-  return { got, local: sock.local, send: (s: string | Uint8Array, to: Address) => sock!.send(typeof s === 'string' ? Buffer.from(s, 'latin1') : s, to), close: () => sock!.close() };
+  return {
+    got,
+    local: sock.local,
+    send: (s: string | Uint8Array, to: Address) => sock!.send(typeof s === 'string' ? Buffer.from(s, 'latin1') : s, to),
+    close: () => sock!.close(),
+  };
 }
 
-test('classic client against a udpipe server: the seed\'s sequence byte for byte, messages both ways, stall, close', async () => {
+test("classic client against a udpipe server: the seed's sequence byte for byte, messages both ways, stall, close", async () => {
   const net = new SimNetwork({ seed: 1, conditions: { latencyMs: 5 } });
   const server = new UDPipe({ ...T, token: 'lua', transport: net.transport(S) });
   const seen: string[] = [];
@@ -56,14 +61,24 @@ test('classic client against a udpipe server: the seed\'s sequence byte for byte
   assert.equal(server.clients.length, 1);
   const peer = server.clients[0]!;
   assert.equal(peer.protocol, 'classic');
-  assert.deepEqual(newClient, ['HELLO lua', S, sc.port, '127.0.2.1', c.local.port], 'onNewClient(msg, private ip, private port, client ip, client port)');
+  assert.deepEqual(
+    newClient,
+    ['HELLO lua', S, sc.port, '127.0.2.1', c.local.port],
+    'onNewClient(msg, private ip, private port, client ip, client port)',
+  );
   // Data both ways, and PING/PONG both ways.
   c.send('hello server', sc);
   c.send('PING', sc);
   await net.advance(150);
   assert.ok(c.got.some((d) => d.text === 'echo hello server'));
-  assert.ok(c.got.some((d) => d.text === 'PONG'), 'our PING answered');
-  assert.ok(c.got.some((d) => d.text === 'PING'), 'the server pings too');
+  assert.ok(
+    c.got.some((d) => d.text === 'PONG'),
+    'our PING answered',
+  );
+  assert.ok(
+    c.got.some((d) => d.text === 'PING'),
+    'the server pings too',
+  );
   // A stall: the client goes quiet; messages sent meanwhile wait and arrive after.
   c.got.length = 0;
   await net.advance(600);
@@ -75,10 +90,19 @@ test('classic client against a udpipe server: the seed\'s sequence byte for byte
   c.send('PONG', sc);
   await net.advance(20);
   assert.equal(peer.state, 'connected');
-  assert.ok(c.got.some((d) => d.text === 'while you were away'), 'flushed when the link came back');
+  assert.ok(
+    c.got.some((d) => d.text === 'while you were away'),
+    'flushed when the link came back',
+  );
   // Misuse is caught at the call site.
-  assert.throws(() => server.send('PING', peer), (e: unknown) => e instanceof UDPipeError && e.code === 'ERR_INVALID_ARGUMENT' && /control word/.test(e.message));
-  assert.throws(() => server.send(new Uint8Array(9000), peer), (e: unknown) => e instanceof UDPipeError && e.code === 'ERR_MESSAGE_TOO_LARGE');
+  assert.throws(
+    () => server.send('PING', peer),
+    (e: unknown) => e instanceof UDPipeError && e.code === 'ERR_INVALID_ARGUMENT' && /control word/.test(e.message),
+  );
+  assert.throws(
+    () => server.send(new Uint8Array(9000), peer),
+    (e: unknown) => e instanceof UDPipeError && e.code === 'ERR_MESSAGE_TOO_LARGE',
+  );
   // The client closes.
   c.got.length = 0;
   c.send('CLOSE', sc);
@@ -162,7 +186,13 @@ test("protocol: 'classic' client against a udpipe server: messages both ways, a 
     this.send(`echo ${m}`, sock);
   };
   await server.start(PORT, S);
-  const client = new UDPipe({ ...T, token: 'lua', protocol: 'classic', reconnect: { minDelayMs: 50, maxDelayMs: 200 }, transport: net.transport('127.0.2.1') });
+  const client = new UDPipe({
+    ...T,
+    token: 'lua',
+    protocol: 'classic',
+    reconnect: { minDelayMs: 50, maxDelayMs: 200 },
+    transport: net.transport('127.0.2.1'),
+  });
   const events: string[] = [];
   const atClient: string[] = [];
   client.onConnecting = (_s, ip, port) => events.push(`connecting ${ip} ${port !== PORT}`);
@@ -194,7 +224,10 @@ test("protocol: 'classic' client against a udpipe server: messages both ways, a 
   client.send('after reconnecting');
   await net.advance(100);
   assert.ok(atClient.includes('echo after reconnecting'));
-  assert.throws(() => client.send('CLOSE'), (e: unknown) => e instanceof UDPipeError && e.code === 'ERR_INVALID_ARGUMENT');
+  assert.throws(
+    () => client.send('CLOSE'),
+    (e: unknown) => e instanceof UDPipeError && e.code === 'ERR_INVALID_ARGUMENT',
+  );
   const closing = client.close();
   await net.advance(200);
   await closing;
@@ -290,20 +323,43 @@ test('classic: off with classic: false (a HELLO is just malformed); with autoSte
 
 test('classic: random datagrams never throw and leave a link in a valid state with a deadline ahead', () => {
   fc.assert(
-    fc.property(fc.array(fc.oneof(fc.uint8Array({ maxLength: 9000 }), fc.constantFrom('PING', 'PONG', 'CONNECT', 'CONNECTED', 'CLOSE', 'CLOSED', 'GO AWAY!', 'HELLO x', 'CONNECT 1.2.3.4 99999', 'CONNECT ::1 5').map((w) => Buffer.from(w))), { maxLength: 50 }), fc.constantFrom<'client' | 'server'>('client', 'server'), (datagrams, role) => {
-      const link = new ClassicLink(role, { ...T, closeTimeoutMs: 1000, maxQueue: 100, highWaterMark: 1 << 20 }, 0);
-      let now = 0;
-      for (const d of datagrams) {
-        parseClassicHello(d);
-        parseClassicRedirect(d);
-        link.handleDatagram(new Uint8Array(d), (now += 10));
-        link.handleTimeout(now);
-        while (link.pollTransmit());
-        while (link.pollEvent());
-      }
-      assert.ok(['connecting', 'connected', 'stalled', 'closing', 'closed'].includes(link.state));
-      assert.ok(link.nextDeadline() > now || link.finished || link.state === 'closed');
-    }),
+    fc.property(
+      fc.array(
+        fc.oneof(
+          fc.uint8Array({ maxLength: 9000 }),
+          fc
+            .constantFrom(
+              'PING',
+              'PONG',
+              'CONNECT',
+              'CONNECTED',
+              'CLOSE',
+              'CLOSED',
+              'GO AWAY!',
+              'HELLO x',
+              'CONNECT 1.2.3.4 99999',
+              'CONNECT ::1 5',
+            )
+            .map((w) => Buffer.from(w)),
+        ),
+        { maxLength: 50 },
+      ),
+      fc.constantFrom<'client' | 'server'>('client', 'server'),
+      (datagrams, role) => {
+        const link = new ClassicLink(role, { ...T, closeTimeoutMs: 1000, maxQueue: 100, highWaterMark: 1 << 20 }, 0);
+        let now = 0;
+        for (const d of datagrams) {
+          parseClassicHello(d);
+          parseClassicRedirect(d);
+          link.handleDatagram(new Uint8Array(d), (now += 10));
+          link.handleTimeout(now);
+          while (link.pollTransmit());
+          while (link.pollEvent());
+        }
+        assert.ok(['connecting', 'connected', 'stalled', 'closing', 'closed'].includes(link.state));
+        assert.ok(link.nextDeadline() > now || link.finished || link.state === 'closed');
+      },
+    ),
     { numRuns: 500 },
   );
 });

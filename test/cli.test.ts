@@ -105,7 +105,9 @@ test('connect --classic speaks the Lua UDPIPE protocol to serve --classic', { ti
   await server.exit;
 });
 
-test('relaying a line a classic client cannot take (a control word) skips that client and keeps the server up', { timeout: 15000 }, async () => {
+test('relaying a line a classic client cannot take (a control word) skips that client and keeps the server up', {
+  timeout: 15000,
+}, async () => {
   const { server, port } = await startServer(['--classic']);
   const listener = run(['connect', '127.0.0.1', port, '--classic']);
   await waitFor(listener.stderr, /connected to/);
@@ -165,7 +167,14 @@ test('usage: --help exits 0, bad arguments exit 2', { timeout: 15000 }, async ()
   assert.match(help.stdout(), /usage: udpipe/);
   const serveHelp = run(['serve', '--help']);
   assert.equal(await serveHelp.exit, 0);
-  for (const args of [[], ['bogus'], ['serve', '--port', 'x'], ['serve', '--nope'], ['connect', '127.0.0.1'], ['connect', '127.0.0.1', '70000']]) {
+  for (const args of [
+    [],
+    ['bogus'],
+    ['serve', '--port', 'x'],
+    ['serve', '--nope'],
+    ['connect', '127.0.0.1'],
+    ['connect', '127.0.0.1', '70000'],
+  ]) {
     const r = run(args);
     assert.equal(await r.exit, 2, `udpipe ${args.join(' ')}`);
     assert.match(r.stderr(), /udpipe --help/);

@@ -43,7 +43,10 @@ function exchange(a: End, b: End, now: number, drop: (bytes: Uint8Array) => bool
   let moved = 0;
   for (let progress = true; progress; ) {
     progress = false;
-    for (const [from, to] of [[a, b], [b, a]] as const) {
+    for (const [from, to] of [
+      [a, b],
+      [b, a],
+    ] as const) {
       for (let d = from.conn.pollTransmit(now); d; d = from.conn.pollTransmit(now)) {
         progress = true;
         moved++;
@@ -118,7 +121,10 @@ for (const aead of [false, true]) {
     }
     exchange(a, b, (now += 1));
     const got = b.events.filter((e) => e.type === 'message').map((e) => (e.type === 'message' ? e.data[0]! | (e.data[1]! << 8) : -1));
-    assert.deepEqual(got, Array.from({ length: 300 }, (_, i) => i));
+    assert.deepEqual(
+      got,
+      Array.from({ length: 300 }, (_, i) => i),
+    );
     assert.ok(b.conn.stats().datagramsReceived > 20);
     assert.equal(b.conn.stats().malformed, 0, 'every packet across the wrap opened');
   });
@@ -136,7 +142,10 @@ test('lost packets are retransmitted after the loss timer and arrive once, in or
     exchange(a, b, now);
   }
   const got = b.events.filter((e) => e.type === 'message').map((e) => (e.type === 'message' ? e.data[0] : -1));
-  assert.deepEqual(got, Array.from({ length: 50 }, (_, i) => i));
+  assert.deepEqual(
+    got,
+    Array.from({ length: 50 }, (_, i) => i),
+  );
   assert.ok(a.conn.stats().retransmissions > 0);
   assert.equal(a.conn.queueLength, 0);
 });
@@ -164,7 +173,7 @@ test('graceful close flushes, then CLOSE/CLOSED; both sides end with the reason'
   for (let i = 0; i < 10; i++) a.conn.send(new Uint8Array([i]), true);
   a.conn.close(0);
   assert.equal(a.conn.state, 'closing');
-  for (let now = 0; now < 200 && a.conn.state === "closing"; now += 5) {
+  for (let now = 0; now < 200 && a.conn.state === 'closing'; now += 5) {
     a.conn.handleTimeout(now);
     b.conn.handleTimeout(now);
     exchange(a, b, now);
@@ -202,7 +211,10 @@ test('a message larger than a packet travels in parts through loss and arrives w
     exchange(a, b, now, () => ++n % 5 === 0);
   }
   const got = b.events.filter((e) => e.type === 'message').map((e) => (e.type === 'message' ? e : undefined)!);
-  assert.deepEqual(got.map((e) => e.data.length), [1, 100_000, 1]);
+  assert.deepEqual(
+    got.map((e) => e.data.length),
+    [1, 100_000, 1],
+  );
   assert.deepEqual(got[1]!.data, big);
   assert.ok(a.conn.stats().messagesSent > 80, 'it went in parts, one sequence number each');
   assert.equal(a.conn.queueLength, 0);
@@ -238,7 +250,10 @@ test('a large unreliable message arrives whole, or not at all when a part is los
   a.conn.send(new Uint8Array([7]), false);
   run(40);
   const got = b.events.filter((e) => e.type === 'message').map((e) => (e.type === 'message' ? e.data : new Uint8Array()));
-  assert.deepEqual(got.map((d) => d.length), [50_000, 1]);
+  assert.deepEqual(
+    got.map((d) => d.length),
+    [50_000, 1],
+  );
   assert.deepEqual(got[0], big);
   b.conn.handleTimeout(2000);
   assert.equal(b.conn.stats().unreliableDropped, 0);
@@ -260,7 +275,11 @@ test('a peer that receives CLOSE with messages still queued sends them first, th
     exchange(a, b, now);
   }
   const got = a.events.filter((e) => e.type === 'message').map((e) => (e.type === 'message' ? e.data[0] : -1));
-  assert.deepEqual(got, Array.from({ length: 20 }, (_, i) => i), 'every reply reached the closing side');
+  assert.deepEqual(
+    got,
+    Array.from({ length: 20 }, (_, i) => i),
+    'every reply reached the closing side',
+  );
   assert.equal(a.conn.state, 'closed');
   assert.equal(b.conn.state, 'closed');
   assert.deepEqual(b.events.at(-1), { type: 'ended', reason: 'normal', byPeer: true });
@@ -275,7 +294,16 @@ test('a hostile peer with the keys cannot make the receiver hold more than its c
   const events: ConnectionEvent[] = [];
   const { newInbound, releaseInbound } = await import('../src/protocol/connection.js');
   const inbound = newInbound();
-  const victim = new Connection({ localConnId: 2, remoteConnId: 1, cipher: new HmacPacketCipher(K2, K1), config: { ...DEFAULT_CONNECTION_CONFIG, maxMessageSize: 1 << 20 }, now: 0, emit: (e) => events.push(e), budget, inbound });
+  const victim = new Connection({
+    localConnId: 2,
+    remoteConnId: 1,
+    cipher: new HmacPacketCipher(K2, K1),
+    config: { ...DEFAULT_CONNECTION_CONFIG, maxMessageSize: 1 << 20 },
+    now: 0,
+    emit: (e) => events.push(e),
+    budget,
+    inbound,
+  });
   const attacker = new HmacPacketCipher(K1, K2);
   let pn = 0;
   const inject = (frames: Parameters<typeof writeFrame>[1][]) => {
@@ -294,7 +322,8 @@ test('a hostile peer with the keys cannot make the receiver hold more than its c
   // 1. Unreliable parts claiming messages of 2^40 parts, thousands of them.
   for (let id = 0; id < 5000; id++) inject([{ type: 'unreliable', channel: 0, data: chunk, part: { id, index: 0, count: 2 ** 40 } }]);
   // 2. Reliable units far out of order, each waiting for a predecessor that never comes.
-  for (let i = 1; i < 8000; i++) inject([{ type: 'reliable', channel: i % 256, seq: (1501 + i) & 0xffff, delta: 1, data: chunk.subarray(0, 900), last: false }]);
+  for (let i = 1; i < 8000; i++)
+    inject([{ type: 'reliable', channel: i % 256, seq: (1501 + i) & 0xffff, delta: 1, data: chunk.subarray(0, 900), last: false }]);
   assert.ok(budget.used <= budget.limit + (1 << 20), `held ${budget.used} bytes against a limit of ${budget.limit}`);
   assert.ok(budget.peak <= budget.limit + (1 << 20), `peak ${budget.peak}`);
   assert.ok(victim.stats().refused > 1000, `out-of-order units past 4 MiB refused (${victim.stats().refused})`);
@@ -316,7 +345,16 @@ test('one session cannot hold more than about two maxMessageSize of half-built m
   const MAX = 1 << 20;
   const budget = new ReassemblyBudget(8 * MAX);
   const peer = (id: number, events: ConnectionEvent[]) => {
-    const conn = new Connection({ localConnId: id, remoteConnId: 1, cipher: new HmacPacketCipher(K2, K1), config: { ...DEFAULT_CONNECTION_CONFIG, maxMessageSize: MAX }, now: 0, emit: (e) => events.push(e), budget, inbound: newInbound() });
+    const conn = new Connection({
+      localConnId: id,
+      remoteConnId: 1,
+      cipher: new HmacPacketCipher(K2, K1),
+      config: { ...DEFAULT_CONNECTION_CONFIG, maxMessageSize: MAX },
+      now: 0,
+      emit: (e) => events.push(e),
+      budget,
+      inbound: newInbound(),
+    });
     const c = new HmacPacketCipher(K1, K2);
     let pn = 0;
     return (frames: Parameters<typeof writeFrame>[1][]) => {
@@ -345,7 +383,8 @@ test('one session cannot hold more than about two maxMessageSize of half-built m
   // An honest session still gets its large message through.
   const events: ConnectionEvent[] = [];
   const honest = peer(3, events);
-  for (let seq = 0; seq < 15; seq++) honest([{ type: 'reliable', channel: 0, seq, delta: seq === 0 ? 0 : 1, data: chunk, last: seq === 14 }]);
+  for (let seq = 0; seq < 15; seq++)
+    honest([{ type: 'reliable', channel: 0, seq, delta: seq === 0 ? 0 : 1, data: chunk, last: seq === 14 }]);
   assert.equal(events.filter((e) => e.type === 'message').length, 1, 'the honest 900 kB message arrived');
 });
 

@@ -1,6 +1,16 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { CookieJar, clientProof, connectionKeys, deriveResetKey, deriveTokenKey, equalBytes, resetToken, resumeProof, serverProof } from '../src/crypto/handshake-keys.js';
+import {
+  CookieJar,
+  clientProof,
+  connectionKeys,
+  deriveResetKey,
+  deriveTokenKey,
+  equalBytes,
+  resetToken,
+  resumeProof,
+  serverProof,
+} from '../src/crypto/handshake-keys.js';
 import { EphemeralKey } from '../src/crypto/key-exchange.js';
 import { AeadPacketCipher, HmacPacketCipher } from '../src/crypto/packet-cipher.js';
 import { REPLAY_WINDOW, ReplayWindow } from '../src/reliability/replay-window.js';
@@ -28,13 +38,37 @@ test('proofs depend on the token and on every field they cover; client and serve
   const base = clientProof(k, t);
   assert.equal(base.length, 16);
   assert.ok(!equalBytes(base, clientProof(deriveTokenKey('secreT'), t)), 'another token');
-  for (const change of [{ clientConnId: 9 }, { clientNonce: new Uint8Array(16) }, { cookie: new Uint8Array(16) }, { sessionId: new Uint8Array(16) }, { nextSendIndex: 50 }, { delivered: 60 }, { flags: 1 }, { publicKey: new Uint8Array(32) }, { resumeProof: new Uint8Array(16) }]) {
+  for (const change of [
+    { clientConnId: 9 },
+    { clientNonce: new Uint8Array(16) },
+    { cookie: new Uint8Array(16) },
+    { sessionId: new Uint8Array(16) },
+    { nextSendIndex: 50 },
+    { delivered: 60 },
+    { flags: 1 },
+    { publicKey: new Uint8Array(32) },
+    { resumeProof: new Uint8Array(16) },
+  ]) {
     assert.ok(!equalBytes(base, clientProof(k, { ...t, ...change })), JSON.stringify(Object.keys(change)));
   }
-  const a = { serverConnId: 7, resumed: 1, delivered: 8, flags: 1, publicKey: new Uint8Array(32).fill(8), resetToken: new Uint8Array(16).fill(9) };
+  const a = {
+    serverConnId: 7,
+    resumed: 1,
+    delivered: 8,
+    flags: 1,
+    publicKey: new Uint8Array(32).fill(8),
+    resetToken: new Uint8Array(16).fill(9),
+  };
   const s = serverProof(k, t, a);
   assert.ok(!equalBytes(s, base));
-  for (const change of [{ serverConnId: 70 }, { resumed: 0 }, { delivered: 80 }, { flags: 0 }, { publicKey: new Uint8Array(32) }, { resetToken: new Uint8Array(16) }]) {
+  for (const change of [
+    { serverConnId: 70 },
+    { resumed: 0 },
+    { delivered: 80 },
+    { flags: 0 },
+    { publicKey: new Uint8Array(32) },
+    { resetToken: new Uint8Array(16) },
+  ]) {
     assert.ok(!equalBytes(s, serverProof(k, t, { ...a, ...change })));
   }
 });
@@ -46,7 +80,16 @@ test('resume proofs: keyed by the session secret, over every CONNECT field but t
   const zeroed = { ...t, resumeProof: new Uint8Array(16) };
   assert.deepEqual(resumeProof(secret, zeroed), base, 'does not cover itself');
   assert.ok(!equalBytes(base, resumeProof(new Uint8Array(32).fill(0x34), t)), 'another secret');
-  for (const change of [{ clientConnId: 9 }, { clientNonce: new Uint8Array(16) }, { cookie: new Uint8Array(16) }, { sessionId: new Uint8Array(16) }, { nextSendIndex: 50 }, { delivered: 60 }, { flags: 1 }, { publicKey: new Uint8Array(32) }]) {
+  for (const change of [
+    { clientConnId: 9 },
+    { clientNonce: new Uint8Array(16) },
+    { cookie: new Uint8Array(16) },
+    { sessionId: new Uint8Array(16) },
+    { nextSendIndex: 50 },
+    { delivered: 60 },
+    { flags: 1 },
+    { publicKey: new Uint8Array(32) },
+  ]) {
     assert.ok(!equalBytes(base, resumeProof(secret, { ...t, ...change })), JSON.stringify(Object.keys(change)));
   }
 });
@@ -77,7 +120,7 @@ test('cookies: valid for one to two rotation periods, bound to address, port and
   assert.ok(!jar.check('127.0.0.1', 5000, { ...hello, cookie }, 2600), 'after two');
 });
 
-test('packet integrity: a tag opens only with the other side\'s receive key; any bit flip is caught', () => {
+test("packet integrity: a tag opens only with the other side's receive key; any bit flip is caught", () => {
   const a = new EphemeralKey(counterBytes(32));
   const b = new EphemeralKey(counterBytes(32));
   const keys = connectionKeys(deriveTokenKey('k'), a.agree(b.publicKey)!, t, 99, a.publicKey, b.publicKey);
@@ -87,7 +130,7 @@ test('packet integrity: a tag opens only with the other side\'s receive key; any
   p.fill(0x5a, 0, 40);
   client.seal(p, 40, 0);
   assert.deepEqual(server.open(p, 0), p.subarray(DATA_HEADER_SIZE, 40));
-  assert.ok(!client.open(p, 0), 'not with the sender\'s own receive key');
+  assert.ok(!client.open(p, 0), "not with the sender's own receive key");
   // The full packet number is under the MAC though only 32 bits travel: a packet captured
   // long ago cannot pass as the same low bits 2^32 packets later.
   assert.equal(server.open(p, 2 ** 32), undefined);
@@ -124,7 +167,11 @@ test('X25519: both sides agree on a secret; unusable public keys give none inste
   const b = new EphemeralKey(counterBytes(32));
   assert.equal(a.publicKey.length, 32);
   assert.deepEqual(a.agree(b.publicKey), b.agree(a.publicKey));
-  assert.deepEqual(new EphemeralKey(new Uint8Array(32).fill(1)).publicKey, new EphemeralKey(new Uint8Array(32).fill(1)).publicKey, 'deterministic from its secret');
+  assert.deepEqual(
+    new EphemeralKey(new Uint8Array(32).fill(1)).publicKey,
+    new EphemeralKey(new Uint8Array(32).fill(1)).publicKey,
+    'deterministic from its secret',
+  );
   // Low-order points (RFC 7748 section 6.1): u = 0 and u = 1 give an all-zero secret.
   const one = new Uint8Array(32);
   one[0] = 1;
@@ -138,7 +185,9 @@ test('connection keys: both sides derive the same keys, all four different; the 
   const shared = a.agree(b.publicKey)!;
   const keys = connectionKeys(k, shared, t, 5, a.publicKey, b.publicKey);
   assert.deepEqual(keys, connectionKeys(k, b.agree(a.publicKey)!, t, 5, a.publicKey, b.publicKey));
-  const all = [keys.clientToServer, keys.serverToClient, keys.resume, keys.resetMask.subarray(0, 16)].map((x) => Buffer.from(x).toString('hex'));
+  const all = [keys.clientToServer, keys.serverToClient, keys.resume, keys.resetMask.subarray(0, 16)].map((x) =>
+    Buffer.from(x).toString('hex'),
+  );
   assert.equal(new Set(all.map((h) => h.slice(0, 32))).size, 4);
   assert.equal(keys.resetMask.length, 16);
   const other = [
@@ -165,13 +214,14 @@ test('AEAD packets: frames unreadable on the wire, open only with the right key 
   assert.deepEqual(p.subarray(0, DATA_HEADER_SIZE), new Uint8Array(DATA_HEADER_SIZE).fill(0xc1), 'header left readable');
   assert.deepEqual(new Uint8Array(server.open(p, 2 ** 40 + 3)!), frames);
   assert.equal(server.open(p, 3), undefined, 'another packet number (nonce)');
-  assert.equal(client.open(p, 2 ** 40 + 3), undefined, 'the sender\'s own receive key');
+  assert.equal(client.open(p, 2 ** 40 + 3), undefined, "the sender's own receive key");
   for (let i = 0; i < p.length * 8; i++) {
     const q = p.slice();
     q[i >> 3]! ^= 1 << (i & 7);
     assert.equal(server.open(q, 2 ** 40 + 3), undefined, `bit ${i}`);
   }
-  for (const n of [0, 1, DATA_HEADER_SIZE, DATA_HEADER_SIZE + TAG_SIZE - 1, p.length - 1]) assert.equal(server.open(p.subarray(0, n), 2 ** 40 + 3), undefined, `truncated to ${n}`);
+  for (const n of [0, 1, DATA_HEADER_SIZE, DATA_HEADER_SIZE + TAG_SIZE - 1, p.length - 1])
+    assert.equal(server.open(p.subarray(0, n), 2 ** 40 + 3), undefined, `truncated to ${n}`);
   // The same frames sealed under two packet numbers differ: the nonce changes the keystream.
   const p2 = new Uint8Array(p.length);
   p2.set(frames, DATA_HEADER_SIZE);

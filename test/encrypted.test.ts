@@ -46,7 +46,10 @@ test('a live encrypted connection shrugs off replayed, truncated, corrupted and 
     this.send(`echo ${m}`, sock);
   };
   client.onNewMessage = (m) => atClient.push(String(m));
-  for (const [who, u] of [['server', server], ['client', client]] as const) {
+  for (const [who, u] of [
+    ['server', server],
+    ['client', client],
+  ] as const) {
     u.on('disconnect', () => trouble.push(`${who} disconnect`));
     u.on('stalled', () => trouble.push(`${who} stalled`));
     u.on('close', () => trouble.push(`${who} close`));
@@ -86,8 +89,15 @@ test('a live encrypted connection shrugs off replayed, truncated, corrupted and 
   await net.advanceUntil(() => atClient.filter((m) => m.startsWith('echo secret message')).length === N, 20_000);
 
   const want = Array.from({ length: N }, (_, i) => `secret message number ${i}`);
-  assert.deepEqual(atServer.filter((m) => m.startsWith('secret message')), want, 'every message once, in order');
-  assert.deepEqual(atClient.filter((m) => m.startsWith('echo secret message')), want.map((m) => `echo ${m}`));
+  assert.deepEqual(
+    atServer.filter((m) => m.startsWith('secret message')),
+    want,
+    'every message once, in order',
+  );
+  assert.deepEqual(
+    atClient.filter((m) => m.startsWith('echo secret message')),
+    want.map((m) => `echo ${m}`),
+  );
   const unreliable = atServer.filter((m) => m.startsWith('secret unreliable'));
   assert.equal(new Set(unreliable).size, unreliable.length, 'no unreliable message delivered twice');
   assert.deepEqual(trouble, [], 'the connection never noticed');
@@ -100,7 +110,8 @@ test('a live encrypted connection shrugs off replayed, truncated, corrupted and 
   for (const d of net.captured) assert.equal(Buffer.from(d.bytes).indexOf('secret'), -1, 'plaintext on the wire');
   // The captured handshake, replayed from elsewhere, makes nothing.
   const accepted = (server.stats() as { handshakesAccepted: number }).handshakesAccepted;
-  for (const d of net.captured.filter((x) => x.bytes[1] !== PacketType.Data && x.to.address === S && x.from.address === C)) attacker.send(d.bytes, d.to);
+  for (const d of net.captured.filter((x) => x.bytes[1] !== PacketType.Data && x.to.address === S && x.from.address === C))
+    attacker.send(d.bytes, d.to);
   await net.advance(200);
   assert.equal((server.stats() as { handshakesAccepted: number }).handshakesAccepted, accepted, 'a replayed CONNECT made no connection');
   assert.equal(server.clients.length, 1);
@@ -126,9 +137,14 @@ test('encrypted sessions across reconnects: fresh X25519 keys every connection, 
     await net.advance(T.timeoutMs + 2000);
   }
   await net.advanceUntil(() => got.length >= 90, 20_000);
-  assert.deepEqual(got, Array.from({ length: 90 }, (_, i) => `r${Math.floor(i / 30)}:${i % 30}`), 'every message once, in order, across three reconnects');
+  assert.deepEqual(
+    got,
+    Array.from({ length: 90 }, (_, i) => `r${Math.floor(i / 30)}:${i % 30}`),
+    'every message once, in order, across three reconnects',
+  );
   const sent = net.captured; // no duplication on this network: each entry is one send
-  const keys = (type: PacketType, at: number) => new Set(sent.filter((d) => d.bytes[1] === type).map((d) => Buffer.from(d.bytes.subarray(at, at + 32)).toString('hex')));
+  const keys = (type: PacketType, at: number) =>
+    new Set(sent.filter((d) => d.bytes[1] === type).map((d) => Buffer.from(d.bytes.subarray(at, at + 32)).toString('hex')));
   const accepts = keys(PacketType.Accept, 36);
   assert.ok(accepts.size >= 4, `${accepts.size} server keys for at least four connections`);
   assert.ok(keys(PacketType.Connect, 71).size >= accepts.size, 'a client key per handshake');
@@ -143,10 +159,18 @@ test('encrypted sessions across reconnects: fresh X25519 keys every connection, 
 });
 
 test('encryption settings that disagree are refused on both ends with a clear error', async () => {
-  for (const [serverEncrypts, clientEncrypts] of [[true, false], [false, true]]) {
+  for (const [serverEncrypts, clientEncrypts] of [
+    [true, false],
+    [false, true],
+  ]) {
     const net = new SimNetwork({ seed: 3, conditions: { latencyMs: 5 } });
     const warnings: string[] = [];
-    const server = new UDPipe({ ...T, encrypt: serverEncrypts, transport: net.transport(S), logger: { debug() {}, warn: (m) => warnings.push(m) } });
+    const server = new UDPipe({
+      ...T,
+      encrypt: serverEncrypts,
+      transport: net.transport(S),
+      logger: { debug() {}, warn: (m) => warnings.push(m) },
+    });
     await server.start(PORT, S);
     const client = new UDPipe({ ...T, encrypt: clientEncrypts, transport: net.transport(C) });
     const result = client.connect(S, PORT, 5).then(
@@ -181,7 +205,16 @@ test('a forged "server full" or "encryption mismatch" REFUSE is ignored; the cli
   assert.equal(h.type, 'connect');
   if (h.type !== 'connect') return;
   for (const reason of [3, 6]) {
-    attacker.send(encodeHandshake({ type: 'refuse', clientConnId: h.clientConnId, clientNonce: h.clientNonce, reason, proof: new Uint8Array(16).fill(9) }), connect.from);
+    attacker.send(
+      encodeHandshake({
+        type: 'refuse',
+        clientConnId: h.clientConnId,
+        clientNonce: h.clientNonce,
+        reason,
+        proof: new Uint8Array(16).fill(9),
+      }),
+      connect.from,
+    );
   }
   await net.advance(5);
   assert.equal((client.stats() as { state: string }).state, 'handshake', 'the refusals arrived before the ACCEPT');
@@ -227,7 +260,19 @@ test('legitimate clients connect and talk during a flood of spoofed and forged h
   const rng = new Rng(13);
   let flood = 0;
   const hello = encodeHandshake({ type: 'hello', clientConnId: 1, clientNonce: new Uint8Array(16) });
-  const connect = encodeHandshake({ type: 'connect', clientConnId: 2, clientNonce: new Uint8Array(16), cookie: new Uint8Array(16), sessionId: new Uint8Array(16), nextSendIndex: 0, delivered: 0, flags: 1, publicKey: new Uint8Array(32).fill(5), resumeProof: new Uint8Array(16), proof: new Uint8Array(16) });
+  const connect = encodeHandshake({
+    type: 'connect',
+    clientConnId: 2,
+    clientNonce: new Uint8Array(16),
+    cookie: new Uint8Array(16),
+    sessionId: new Uint8Array(16),
+    nextSendIndex: 0,
+    delivered: 0,
+    flags: 1,
+    publicKey: new Uint8Array(32).fill(5),
+    resumeProof: new Uint8Array(16),
+    proof: new Uint8Array(16),
+  });
   const floodFor = (ms: number) => {
     // 250 datagrams per simulated millisecond: HELLOs, CONNECTs with forged cookies,
     // DATA for random connection ids, garbage.
@@ -246,7 +291,10 @@ test('legitimate clients connect and talk during a flood of spoofed and forged h
       net.run(1);
     }
   };
-  const clients = Array.from({ length: 8 }, (_, i) => new UDPipe({ ...T, token: 'flood', encrypt: true, transport: net.transport(`127.0.2.${i + 1}`) }));
+  const clients = Array.from(
+    { length: 8 },
+    (_, i) => new UDPipe({ ...T, token: 'flood', encrypt: true, transport: net.transport(`127.0.2.${i + 1}`) }),
+  );
   let connected = 0;
   for (const c of clients) void c.connect(S, PORT, 30).then(() => connected++);
   floodFor(500);
@@ -264,13 +312,28 @@ function sansIoPair(firstDataFrom?: { address: string; port: number }) {
   let seed = 1;
   const randomBytes = (n: number) => Uint8Array.from({ length: n }, () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) & 0xff);
   const key = deriveTokenKey('k');
-  const server = new ServerEndpoint({ ...DEFAULT_CONNECTION_CONFIG, tokenKey: key, maxClients: 4, sessionLingerMs: 1000, encrypt: true, handshakesPerSecond: 0 }, randomBytes, 0);
-  const client = new ClientEndpoint({ ...DEFAULT_CONNECTION_CONFIG, tokenKey: key, encrypt: true, handshakeRetryMs: 250, reconnect: { enabled: false, minDelayMs: 10, maxDelayMs: 100 } }, randomBytes);
+  const server = new ServerEndpoint(
+    { ...DEFAULT_CONNECTION_CONFIG, tokenKey: key, maxClients: 4, sessionLingerMs: 1000, encrypt: true, handshakesPerSecond: 0 },
+    randomBytes,
+    0,
+  );
+  const client = new ClientEndpoint(
+    {
+      ...DEFAULT_CONNECTION_CONFIG,
+      tokenKey: key,
+      encrypt: true,
+      handshakeRetryMs: 250,
+      reconnect: { enabled: false, minDelayMs: 10, maxDelayMs: 100 },
+    },
+    randomBytes,
+  );
   const X = { address: '127.0.2.1', port: 5000 };
   client.start(0, Infinity);
   for (let i = 0; i < 4; i++) {
-    for (let d = client.pollTransmit(0); d; d = client.pollTransmit(0)) server.handleDatagram(d, d[1] === PacketType.Data && firstDataFrom ? firstDataFrom : X, 0);
-    for (let o = server.pollTransmit(0); o; o = server.pollTransmit(0)) if (!firstDataFrom || o.to.port === X.port || o.bytes[1] !== PacketType.Data) client.handleDatagram(o.bytes, 0);
+    for (let d = client.pollTransmit(0); d; d = client.pollTransmit(0))
+      server.handleDatagram(d, d[1] === PacketType.Data && firstDataFrom ? firstDataFrom : X, 0);
+    for (let o = server.pollTransmit(0); o; o = server.pollTransmit(0))
+      if (!firstDataFrom || o.to.port === X.port || o.bytes[1] !== PacketType.Data) client.handleDatagram(o.bytes, 0);
   }
   assert.equal(client.state, 'connected');
   const events: ServerEvent[] = [];
@@ -307,7 +370,11 @@ test('only the newest packet moves a connection, once the client answers at its 
   for (let d = client.pollTransmit(now); d; d = client.pollTransmit(now)) server.handleDatagram(d, Y, now);
   drain();
   const moves = events.filter((e) => e.type === 'address-changed');
-  assert.deepEqual(moves.map((e) => e.type === 'address-changed' && e.address), [Y], 'moved to Y once, not back to X');
+  assert.deepEqual(
+    moves.map((e) => e.type === 'address-changed' && e.address),
+    [Y],
+    'moved to Y once, not back to X',
+  );
   assert.equal(events.filter((e) => e.type === 'connection' && e.event.type === 'message').length, 2, 'both packets were still taken');
 });
 
@@ -333,42 +400,50 @@ test('a fresh packet raced from another address (on-path attacker): the server s
   }
   drain();
   assert.ok(toVictim > 0 && toVictim <= 3 * fresh.length, `${toVictim} bytes to the victim for ${fresh.length} received from it`);
-  assert.equal(events.filter((e) => e.type === 'address-changed').length, 0, 'the program never saw the connection at V; back at X (validated, no check) it did not move');
+  assert.equal(
+    events.filter((e) => e.type === 'address-changed').length,
+    0,
+    'the program never saw the connection at V; back at X (validated, no check) it did not move',
+  );
   assert.ok(client.connection!.stats().messagesReceived >= 200, 'everything reached the client at X');
 });
 
 for (const size of [100, 1]) {
-test(`a move nobody answers at (raced packet of ${size} bytes of message): the server gives up and goes back; the program never saw it`, () => {
-  const { server, events, drain, packet } = sansIoPair();
-  const V = { address: '198.51.100.9', port: 7000 };
-  // 3x a packet with 100 bytes holds three challenges; with 1 byte only two, and the
-  // server gives up by time instead.
-  const fresh = packet('d'.repeat(size), 1);
-  server.handleDatagram(fresh, V, 1);
-  let toVictim = 0;
-  let packetsToVictim = 0;
-  let backAtX = 0;
-  for (let now = 2; now < 8000; now += 5) {
-    server.handleTimeout(now);
-    for (let o = server.pollTransmit(now); o; o = server.pollTransmit(now)) {
-      if (o.to.address === V.address) {
-        toVictim += o.bytes.length;
-        packetsToVictim++;
-      } else backAtX++;
+  test(`a move nobody answers at (raced packet of ${size} bytes of message): the server gives up and goes back; the program never saw it`, () => {
+    const { server, events, drain, packet } = sansIoPair();
+    const V = { address: '198.51.100.9', port: 7000 };
+    // 3x a packet with 100 bytes holds three challenges; with 1 byte only two, and the
+    // server gives up by time instead.
+    const fresh = packet('d'.repeat(size), 1);
+    server.handleDatagram(fresh, V, 1);
+    let toVictim = 0;
+    let packetsToVictim = 0;
+    let backAtX = 0;
+    for (let now = 2; now < 8000; now += 5) {
+      server.handleTimeout(now);
+      for (let o = server.pollTransmit(now); o; o = server.pollTransmit(now)) {
+        if (o.to.address === V.address) {
+          toVictim += o.bytes.length;
+          packetsToVictim++;
+        } else backAtX++;
+      }
     }
-  }
-  drain();
-  assert.ok(toVictim > 0 && toVictim <= 3 * fresh.length, `${toVictim} bytes to the victim for ${fresh.length} received from it`);
-  assert.ok(packetsToVictim >= (size === 100 ? 3 : 1), `${packetsToVictim} packets (challenges) went to the victim`);
-  assert.ok(backAtX > 0, 'after giving up, the server talks to X again');
-  assert.equal(events.filter((e) => e.type === 'address-changed').length, 0);
-});
+    drain();
+    assert.ok(toVictim > 0 && toVictim <= 3 * fresh.length, `${toVictim} bytes to the victim for ${fresh.length} received from it`);
+    assert.ok(packetsToVictim >= (size === 100 ? 3 : 1), `${packetsToVictim} packets (challenges) went to the victim`);
+    assert.ok(backAtX > 0, 'after giving up, the server talks to X again');
+    assert.equal(events.filter((e) => e.type === 'address-changed').length, 0);
+  });
 }
 
-test('a first DATA packet from another address than the handshake\'s: the program meets the client at the proven address, and hears of the move once validated', () => {
+test("a first DATA packet from another address than the handshake's: the program meets the client at the proven address, and hears of the move once validated", () => {
   const Z = { address: '127.0.2.1', port: 5999 };
   const { events, drain } = sansIoPair(Z);
   drain();
   const accepted = events.find((e) => e.type === 'accepted');
-  assert.deepEqual(accepted?.type === 'accepted' && accepted.address, { address: '127.0.2.1', port: 5000 }, 'the handshake (cookie) address');
+  assert.deepEqual(
+    accepted?.type === 'accepted' && accepted.address,
+    { address: '127.0.2.1', port: 5000 },
+    'the handshake (cookie) address',
+  );
 });

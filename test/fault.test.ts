@@ -51,7 +51,13 @@ const PORT = 7400;
 const SEED = Number(process.env.FAULT_SEED ?? 20261202);
 
 /** Short timings so stalls and disconnects happen in seconds. */
-const OPTS = { pingIntervalMs: 250, stallTimeoutMs: 750, timeoutMs: 2000, connectTimeoutMs: 10_000, reconnect: { minDelayMs: 100, maxDelayMs: 500 } };
+const OPTS = {
+  pingIntervalMs: 250,
+  stallTimeoutMs: 750,
+  timeoutMs: 2000,
+  connectTimeoutMs: 10_000,
+  reconnect: { minDelayMs: 100, maxDelayMs: 500 },
+};
 
 const reason = unavailable();
 const skip = reason ? `fault suite needs root, ip netns and nft: ${reason}` : false;
@@ -166,7 +172,10 @@ interface Scenario {
 
 /** An inet table in a namespace's input hook with the given rules. */
 function inputRules(net: NetPair, ns: string, table: string, rules: string[]): void {
-  net.nft(ns, `table inet ${table} {\n chain in {\n  type filter hook input priority -10; policy accept;\n${rules.map((r) => `  ${r}\n`).join('')} }\n}\n`);
+  net.nft(
+    ns,
+    `table inet ${table} {\n chain in {\n  type filter hook input priority -10; policy accept;\n${rules.map((r) => `  ${r}\n`).join('')} }\n}\n`,
+  );
 }
 
 function bothInput(net: NetPair, table: string, rules: (side: 'a' | 'b') => string[]): void {
@@ -234,7 +243,9 @@ const scenarios: Scenario[] = [
     name: 'corruption: 4 bytes overwritten at one of four offsets in ~4% of datagrams, each way',
     before: (net) =>
       bothInput(net, 'udpf_corrupt', () =>
-        [0, 16, 600, 1400].map((byte) => `meta l4proto udp numgen random mod 100 < 1 @th,${64 + 8 * byte},32 set 0xdeadbeef counter comment "corrupt"`),
+        [0, 16, 600, 1400].map(
+          (byte) => `meta l4proto udp numgen random mod 100 < 1 @th,${64 + 8 * byte},32 set 0xdeadbeef counter comment "corrupt"`,
+        ),
       ),
     check: (o, net) => {
       const atServer = net.counted(net.a.ns, 'corrupt');
@@ -274,7 +285,11 @@ const scenarios: Scenario[] = [
     },
     check: (o, net) => {
       assert.ok(net.counted(net.b.ns, 'nat') > 0, 'the rebinding rules rewrote nothing');
-      assert.equal((o.server.peer as { address?: string } | undefined)?.address, net.b.alt, 'the server does not see the client at its new address');
+      assert.equal(
+        (o.server.peer as { address?: string } | undefined)?.address,
+        net.b.alt,
+        'the server does not see the client at its new address',
+      );
     },
   },
   {
@@ -307,7 +322,15 @@ async function runScenario(t: TestContext, sc: Scenario, index: number): Promise
   active = net;
   const started = Date.now();
   const deadline = started + SCENARIO_MS;
-  const common = { port: PORT, host: net.a.addr, bulkMiB: BULK_MIB, seed: SEED + index, minSmall: 200, deadlineMs: SCENARIO_MS + 10_000, opts: OPTS };
+  const common = {
+    port: PORT,
+    host: net.a.addr,
+    bulkMiB: BULK_MIB,
+    seed: SEED + index,
+    minSmall: 200,
+    deadlineMs: SCENARIO_MS + 10_000,
+    opts: OPTS,
+  };
   let server: ReturnType<typeof peer> | undefined;
   let client: ReturnType<typeof peer> | undefined;
   let tail: Promise<void> | undefined;
@@ -359,7 +382,14 @@ async function runScenario(t: TestContext, sc: Scenario, index: number): Promise
     server?.write('stats');
     client?.write('stats');
     await sleep(500);
-    const dump = [server, client].map((p) => p?.lines.filter((l) => l.ev === 'stats').map((l) => JSON.stringify(l)).join('\n')).join('\n');
+    const dump = [server, client]
+      .map((p) =>
+        p?.lines
+          .filter((l) => l.ev === 'stats')
+          .map((l) => JSON.stringify(l))
+          .join('\n'),
+      )
+      .join('\n');
     throw new Error(`${(err as Error).message}\nstate at failure:\n${dump}\nserver:\n${server?.describe() ?? ''}`);
   } finally {
     await tail?.catch(() => {});

@@ -22,8 +22,21 @@ function livePair(seed: number, encrypt: boolean) {
   const rng = new Rng(seed);
   const randomBytes = (n: number) => rng.bytes(n);
   const key = deriveTokenKey('fuzz');
-  const server = new ServerEndpoint({ ...DEFAULT_CONNECTION_CONFIG, tokenKey: key, maxClients: 8, sessionLingerMs: 5000, encrypt, handshakesPerSecond: 0 }, randomBytes, 0);
-  const client = new ClientEndpoint({ ...DEFAULT_CONNECTION_CONFIG, tokenKey: key, encrypt, handshakeRetryMs: 250, reconnect: { enabled: true, minDelayMs: 50, maxDelayMs: 500 } }, randomBytes);
+  const server = new ServerEndpoint(
+    { ...DEFAULT_CONNECTION_CONFIG, tokenKey: key, maxClients: 8, sessionLingerMs: 5000, encrypt, handshakesPerSecond: 0 },
+    randomBytes,
+    0,
+  );
+  const client = new ClientEndpoint(
+    {
+      ...DEFAULT_CONNECTION_CONFIG,
+      tokenKey: key,
+      encrypt,
+      handshakeRetryMs: 250,
+      reconnect: { enabled: true, minDelayMs: 50, maxDelayMs: 500 },
+    },
+    randomBytes,
+  );
   const seen: Uint8Array[] = [];
   const got: string[] = [];
   let now = 0;
@@ -60,7 +73,17 @@ function livePair(seed: number, encrypt: boolean) {
   client.start(0, Infinity);
   pump();
   advance(50);
-  return { server, client, seen, got, pump, advance, get now() { return now; } };
+  return {
+    server,
+    client,
+    seen,
+    got,
+    pump,
+    advance,
+    get now() {
+      return now;
+    },
+  };
 }
 
 const mutation = fc.oneof(

@@ -94,7 +94,11 @@ test('a client that never got the ACCEPT of its first connection starts a sessio
   assert.equal(c.ep.state, 'connected');
   assert.ok(p.server.counters.resumesRefused >= 1, 'the server would not resume the session for a CONNECT without its proof');
   assert.ok(c.events.includes('refused'));
-  assert.deepEqual(p.atServer, Array.from({ length: 30 }, (_, i) => `q${i}`), 'every queued message, once, in order');
+  assert.deepEqual(
+    p.atServer,
+    Array.from({ length: 30 }, (_, i) => `q${i}`),
+    'every queued message, once, in order',
+  );
 });
 
 test('guard 12: an ACCEPT forged by someone who saw HELLO and CHALLENGE is dropped; no queued message is lost', () => {

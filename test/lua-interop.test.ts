@@ -49,7 +49,10 @@ function lua(script: string, args: string[]) {
   };
 }
 
-test('a Lua UDPIPE client connects to a udpipe server (on all interfaces), exchanges messages both ways, survives a stall, and closes', { skip, timeout: 30_000 }, async () => {
+test('a Lua UDPIPE client connects to a udpipe server (on all interfaces), exchanges messages both ways, survives a stall, and closes', {
+  skip,
+  timeout: 30_000,
+}, async () => {
   const server = new UDPipe({ ...T, token: 'luatoken', classic: true });
   const seen: string[] = [];
   let newClient: unknown[] = [];
@@ -70,14 +73,32 @@ test('a Lua UDPIPE client connects to a udpipe server (on all interfaces), excha
   };
   // All interfaces: the redirect must still name an address the client reaches us at.
   const { port } = await server.start(0);
-  const client = lua('classic_client.lua', ['--port', String(port), '--token', 'luatoken', '--count', '3', '--more', '3', '--stall', '2', '--after-stall', '0.5', '--ping', '0.5', '--deadline', '20']);
+  const client = lua('classic_client.lua', [
+    '--port',
+    String(port),
+    '--token',
+    'luatoken',
+    '--count',
+    '3',
+    '--more',
+    '3',
+    '--stall',
+    '2',
+    '--after-stall',
+    '0.5',
+    '--ping',
+    '0.5',
+    '--deadline',
+    '20',
+  ]);
   try {
     assert.equal(await client.exit, 0, client.lines.join('\n'));
   } finally {
     client.kill();
   }
   const lines = client.lines;
-  for (const want of ['CONNECTED', 'MSG lua:1', 'MSG lua:3', 'STALL-START', 'STALL-END', 'MSG lua:6', 'CLOSED', 'DONE']) assert.ok(lines.includes(want), `Lua printed ${want}:\n${lines.join('\n')}`);
+  for (const want of ['CONNECTED', 'MSG lua:1', 'MSG lua:3', 'STALL-START', 'STALL-END', 'MSG lua:6', 'CLOSED', 'DONE'])
+    assert.ok(lines.includes(want), `Lua printed ${want}:\n${lines.join('\n')}`);
   assert.ok(lines.includes('PING') && lines.includes('PONG'), 'PING and PONG both ways');
   assert.match(lines.find((l) => l.startsWith('CONNECTING'))!, /^CONNECTING 127\.0\.0\.1 \d+$/);
   assert.deepEqual(
@@ -95,8 +116,24 @@ test('a Lua UDPIPE client connects to a udpipe server (on all interfaces), excha
   await server.close();
 });
 
-test("a udpipe client with protocol: 'classic' talks to a Lua UDPIPE server: messages both ways, its stall, close", { skip, timeout: 30_000 }, async () => {
-  const srv = lua('classic_server.lua', ['--port', '0', '--token', 'luatoken', '--stall-after', '3', '--stall', '2', '--ping', '0.5', '--deadline', '20']);
+test("a udpipe client with protocol: 'classic' talks to a Lua UDPIPE server: messages both ways, its stall, close", {
+  skip,
+  timeout: 30_000,
+}, async () => {
+  const srv = lua('classic_server.lua', [
+    '--port',
+    '0',
+    '--token',
+    'luatoken',
+    '--stall-after',
+    '3',
+    '--stall',
+    '2',
+    '--ping',
+    '0.5',
+    '--deadline',
+    '20',
+  ]);
   try {
     const port = Number((await srv.waitFor(/^READY (\d+)$/))[1]);
     const client = new UDPipe({ ...T, token: 'luatoken', protocol: 'classic' });
@@ -125,7 +162,10 @@ test("a udpipe client with protocol: 'classic' talks to a Lua UDPIPE server: mes
     await client.close();
     assert.equal(await srv.exit, 0, srv.lines.join('\n'));
     for (const want of ['CONNECTED 127.0.0.1', 'MSG one', 'MSG four', 'STALL-START', 'STALL-END', 'PING', 'PEER-CLOSE', 'DONE']) {
-      assert.ok(srv.lines.some((l) => l.startsWith(want)), `Lua printed ${want}:\n${srv.lines.join('\n')}`);
+      assert.ok(
+        srv.lines.some((l) => l.startsWith(want)),
+        `Lua printed ${want}:\n${srv.lines.join('\n')}`,
+      );
     }
   } finally {
     srv.kill();

@@ -46,7 +46,16 @@ interface Victim {
 function victim(id: number, budget: ReassemblyBudget): Victim {
   const events: ConnectionEvent[] = [];
   const inbound = newInbound();
-  const conn = new Connection({ localConnId: id, remoteConnId: 1, cipher: new HmacPacketCipher(K2, K1), config: DEFAULT_CONNECTION_CONFIG, now: 0, emit: (e) => events.push(e), budget, inbound });
+  const conn = new Connection({
+    localConnId: id,
+    remoteConnId: 1,
+    cipher: new HmacPacketCipher(K2, K1),
+    config: DEFAULT_CONNECTION_CONFIG,
+    now: 0,
+    emit: (e) => events.push(e),
+    budget,
+    inbound,
+  });
   const attacker = new HmacPacketCipher(K1, K2);
   const out = new Uint8Array(66_000);
   let pn = 0;
@@ -74,16 +83,20 @@ test('a bomb of empty non-final parts is malformed and costs no heap', () => {
   let seq = 0;
   for (let d = 0; d < 100; d++) {
     const frames: Frame[] = [];
-    for (let i = 0; i < PER; i++, seq++) frames.push({ type: 'reliable', channel: 0, seq: seq & 0xffff, delta: seq === 0 ? 0 : 1, data: empty, last: false });
+    for (let i = 0; i < PER; i++, seq++)
+      frames.push({ type: 'reliable', channel: 0, seq: seq & 0xffff, delta: seq === 0 ? 0 : 1, data: empty, last: false });
     v.inject(frames);
   }
   for (let d = 0; d < 100; d++) {
     const frames: Frame[] = [];
-    for (let i = 0; i < 6000; i++) frames.push({ type: 'unreliable', channel: 0, data: empty, part: { id: d * 6000 + i, index: 0, count: 2 } });
+    for (let i = 0; i < 6000; i++)
+      frames.push({ type: 'unreliable', channel: 0, data: empty, part: { id: d * 6000 + i, index: 0, count: 2 } });
     v.inject(frames);
   }
   const grown = heap() - heap0;
-  console.log(`empty-part bomb: heap grew ${(grown / MiB).toFixed(1)} MiB, budget used ${budget.used}, malformed ${v.conn.stats().malformed}`);
+  console.log(
+    `empty-part bomb: heap grew ${(grown / MiB).toFixed(1)} MiB, budget used ${budget.used}, malformed ${v.conn.stats().malformed}`,
+  );
   assert.equal(v.conn.stats().malformed, 200, 'every bomb datagram is malformed');
   assert.ok(grown <= LIMIT + 2 * MiB, `heap grew ${grown} bytes against a ${LIMIT}-byte budget`);
   assert.equal(v.conn.state, 'connected');
@@ -105,7 +118,9 @@ test('one-byte units out of order from 40 connections: heap bounded by the budge
     v.inject(frames);
   }
   const grown = heap() - heap0 - heapConns;
-  console.log(`one-byte units: heap grew ${(grown / MiB).toFixed(1)} MiB (connections themselves ${(heapConns / MiB).toFixed(1)} MiB), budget used ${budget.used} (peak ${budget.peak}), refused ${budget.refused}`);
+  console.log(
+    `one-byte units: heap grew ${(grown / MiB).toFixed(1)} MiB (connections themselves ${(heapConns / MiB).toFixed(1)} MiB), budget used ${budget.used} (peak ${budget.peak}), refused ${budget.refused}`,
+  );
   assert.ok(budget.peak <= LIMIT, `budget peaked at ${budget.peak}`);
   // Held units cost what they are charged or less, so the heap grows by the limit at
   // most; 4 MiB more for what the charge does not see (Map tables grown to their next
@@ -125,7 +140,14 @@ test('one-byte units out of order from 40 connections: heap bounded by the budge
 test('a message of exactly k parts is cut into k non-empty parts, the last marked', async () => {
   const { splitMessage } = await import('../src/reliability/sender.js');
   const units = splitMessage(new Uint8Array(3000), 100, 1000);
-  assert.deepEqual(units.map((u) => [u.data.length, u.last]), [[1000, false], [1000, false], [1000, true]]);
+  assert.deepEqual(
+    units.map((u) => [u.data.length, u.last]),
+    [
+      [1000, false],
+      [1000, false],
+      [1000, true],
+    ],
+  );
 });
 
 test('charges balance exactly: a completed message, a connection that ends and its session give everything back', () => {

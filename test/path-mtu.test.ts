@@ -105,7 +105,10 @@ test('the search ceiling is an option, and a non-loopback peer is never probed p
   const { pmtu } = await pair(net, '10.0.0.1', '10.0.0.2');
   await net.advance(3000);
   assert.equal(pmtu()!.current, 1472);
-  assert.ok(net.captured.every((d) => d.bytes.length <= 1472), 'no datagram larger than the ceiling');
+  assert.ok(
+    net.captured.every((d) => d.bytes.length <= 1472),
+    'no datagram larger than the ceiling',
+  );
   const net2 = new SimNetwork({ seed: 14, conditions: { latencyMs: 5 } });
   const { pmtu: pmtu2 } = await pair(net2, '10.0.0.1', '10.0.0.2', { maxDatagramSize: 8000 });
   await net2.advance(3000);

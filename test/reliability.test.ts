@@ -15,7 +15,11 @@ describe('RangeSet', () => {
     const s = new RangeSet();
     for (const n of [5, 1, 2, 3, 9, 7, 8]) assert.equal(s.add(n), true);
     assert.equal(s.add(2), false);
-    assert.deepEqual(s.ranges, [{ lo: 7, hi: 9 }, { lo: 5, hi: 5 }, { lo: 1, hi: 3 }]);
+    assert.deepEqual(s.ranges, [
+      { lo: 7, hi: 9 },
+      { lo: 5, hi: 5 },
+      { lo: 1, hi: 3 },
+    ]);
     s.add(4);
     s.add(6);
     assert.deepEqual(s.ranges, [{ lo: 1, hi: 9 }]);
@@ -47,17 +51,30 @@ describe('RangeSet', () => {
 });
 
 describe('StreamReceiver', () => {
-  const unit = (i: number, delta = 1, channel = 0) => ({ data: new Uint8Array([i & 0xff, i >> 8]), last: undefined, channel, unordered: false, delta: i === 0 ? 0 : delta });
+  const unit = (i: number, delta = 1, channel = 0) => ({
+    data: new Uint8Array([i & 0xff, i >> 8]),
+    last: undefined,
+    channel,
+    unordered: false,
+    delta: i === 0 ? 0 : delta,
+  });
   test('delivers one channel in order exactly once whatever the arrival order, across the 16-bit wrap', () => {
     fc.assert(
-      fc.property(fc.integer({ min: 0, max: 0xffff }), fc.array(fc.integer({ min: 0, max: 199 }), { minLength: 200, maxLength: 600 }), (start, order) => {
-        const r = new StreamReceiver(start);
-        const out: number[] = [];
-        const all = [...order, ...Array.from({ length: 200 }, (_, i) => i)];
-        for (const i of all) r.receive((start + i) & 0xffff, unit(i), (u) => out.push(u.data[0]! | (u.data[1]! << 8)) > 0);
-        assert.deepEqual(out, Array.from({ length: 200 }, (_, i) => i));
-        assert.equal(r.buffered, 0);
-      }),
+      fc.property(
+        fc.integer({ min: 0, max: 0xffff }),
+        fc.array(fc.integer({ min: 0, max: 199 }), { minLength: 200, maxLength: 600 }),
+        (start, order) => {
+          const r = new StreamReceiver(start);
+          const out: number[] = [];
+          const all = [...order, ...Array.from({ length: 200 }, (_, i) => i)];
+          for (const i of all) r.receive((start + i) & 0xffff, unit(i), (u) => out.push(u.data[0]! | (u.data[1]! << 8)) > 0);
+          assert.deepEqual(
+            out,
+            Array.from({ length: 200 }, (_, i) => i),
+          );
+          assert.equal(r.buffered, 0);
+        },
+      ),
     );
   });
 
@@ -66,7 +83,11 @@ describe('StreamReceiver', () => {
     const r = new StreamReceiver(0);
     const out: string[] = [];
     const give = (i: number, ch: string, delta: number, unordered = false) =>
-      r.receive(i, { data: new Uint8Array([i]), last: undefined, channel: ch === 'A' ? 0 : 1, unordered, delta }, (u) => out.push(`${u.channel ? 'B' : 'A'}${u.data[0]}`) > 0);
+      r.receive(
+        i,
+        { data: new Uint8Array([i]), last: undefined, channel: ch === 'A' ? 0 : 1, unordered, delta },
+        (u) => out.push(`${u.channel ? 'B' : 'A'}${u.data[0]}`) > 0,
+      );
     give(1, 'B', 0);
     give(3, 'B', 2);
     give(2, 'A', 2); // waits for unit 0
@@ -84,7 +105,12 @@ describe('StreamReceiver', () => {
     state.above.add(12); // delivered early on the last connection
     const r = new StreamReceiver(0, undefined, state);
     const out: number[] = [];
-    for (const i of [0, 1, 2, 3]) r.receive(i, { data: new Uint8Array([10 + i]), last: undefined, channel: 0, unordered: false, delta: i === 0 ? 0 : 1 }, (u) => out.push(u.data[0]!) > 0);
+    for (const i of [0, 1, 2, 3])
+      r.receive(
+        i,
+        { data: new Uint8Array([10 + i]), last: undefined, channel: 0, unordered: false, delta: i === 0 ? 0 : 1 },
+        (u) => out.push(u.data[0]!) > 0,
+      );
     assert.deepEqual(out, [10, 11, 13]);
     assert.equal(state.delivered, 14);
     assert.equal(state.above.size, 0);
@@ -93,9 +119,18 @@ describe('StreamReceiver', () => {
   test('refuses what lies beyond its window, so a peer cannot make it buffer more', () => {
     const r = new StreamReceiver(0);
     const u = { data: new Uint8Array(1), last: undefined, channel: 0, unordered: false, delta: 1 };
-    assert.equal(r.receive(RECEIVE_WINDOW, u, () => true), 'out-of-window');
-    assert.equal(r.receive(RECEIVE_WINDOW - 1, u, () => true), 'buffered');
-    assert.equal(r.receive(0xffff, u, () => true), 'duplicate');
+    assert.equal(
+      r.receive(RECEIVE_WINDOW, u, () => true),
+      'out-of-window',
+    );
+    assert.equal(
+      r.receive(RECEIVE_WINDOW - 1, u, () => true),
+      'buffered',
+    );
+    assert.equal(
+      r.receive(0xffff, u, () => true),
+      'duplicate',
+    );
   });
 });
 
@@ -168,8 +203,14 @@ describe('ReliableSender', () => {
     s.enqueueMessage(new Uint8Array(10));
     const { units, firstIndex } = s.takeAll();
     assert.equal(firstIndex, 0);
-    assert.equal(units.reduce((n, u) => n + u.data.length, 0), 5010);
-    assert.deepEqual(units.map((u) => u.last), [false, ...units.slice(1, -2).map(() => false), true, undefined]);
+    assert.equal(
+      units.reduce((n, u) => n + u.data.length, 0),
+      5010,
+    );
+    assert.deepEqual(
+      units.map((u) => u.last),
+      [false, ...units.slice(1, -2).map(() => false), true, undefined],
+    );
     assert.equal(s.length, 0);
     assert.equal(s.bytes, 0);
   });
@@ -265,7 +306,13 @@ test('DeadlineHeap pops in deadline order and honours moves and deletes', () => 
       const min = Math.min(...ref.values());
       assert.equal(h.peek(), ref.size ? min : Infinity);
       const due = h.popDue(500).sort((a, b) => a - b);
-      assert.deepEqual(due, [...ref].filter(([, at]) => at <= 500).map(([i]) => i).sort((a, b) => a - b));
+      assert.deepEqual(
+        due,
+        [...ref]
+          .filter(([, at]) => at <= 500)
+          .map(([i]) => i)
+          .sort((a, b) => a - b),
+      );
     }),
   );
 });
@@ -290,15 +337,29 @@ test('ReliableSender forgets the acknowledged prefix, but keeps unfinished messa
     s.take(m);
     sent.push(m);
   }
-  assert.deepEqual(sent.map((m) => m.last), [undefined, false, false, true]);
+  assert.deepEqual(
+    sent.map((m) => m.last),
+    [undefined, false, false, true],
+  );
   s.onAcked(sent[0]!);
   s.onAcked(sent[1]!);
   s.onAcked(sent[3]!);
   assert.equal(s.length, 2, 'the acknowledged prefix is forgotten; the part after the gap stays');
   const left = s.takeAll();
   assert.equal(left.firstIndex, 2);
-  assert.deepEqual(left.units.map((u) => [u.last, u.first]), [[false, false], [true, false]], 'a resumed session gets the rest of the parts');
-  assert.deepEqual(left.whole.map((w) => w.data.length), [3000], 'a session that starts over gets the unfinished message whole');
+  assert.deepEqual(
+    left.units.map((u) => [u.last, u.first]),
+    [
+      [false, false],
+      [true, false],
+    ],
+    'a resumed session gets the rest of the parts',
+  );
+  assert.deepEqual(
+    left.whole.map((w) => w.data.length),
+    [3000],
+    'a session that starts over gets the unfinished message whole',
+  );
   const t = new ReliableSender();
   t.enqueueMessage(new Uint8Array(10));
   const m = t.peek()!;
@@ -328,7 +389,12 @@ test('ReliableSender: channels take turns, so a large message on one does not ho
     deltas.set(m.channel, [...(deltas.get(m.channel) ?? []), m.delta]);
   }
   assert.equal(deltas.get(0)![0], 0, 'first unit of a channel: no predecessor');
-  assert.ok(deltas.get(1)!.slice(1).every((d) => d >= 1));
+  assert.ok(
+    deltas
+      .get(1)!
+      .slice(1)
+      .every((d) => d >= 1),
+  );
 });
 
 test('UnreliableAssembler: whole in any order, duplicates ignored, bounded against lies', () => {
@@ -433,7 +499,10 @@ test('a message carried over without its first part but with its whole data is o
   s.onAcked(sent[0]!);
   s.onAcked(sent[1]!);
   let left = s.takeAll();
-  assert.ok(left.units.every((u) => u.message === msg), 'each part carries its whole message');
+  assert.ok(
+    left.units.every((u) => u.message === msg),
+    'each part carries its whole message',
+  );
   for (let conn = 0; conn < 3; conn++) {
     assert.equal(left.units[0]!.first, false, `carry ${conn}: headless`);
     s = new ReliableSender();
@@ -441,5 +510,8 @@ test('a message carried over without its first part but with its whole data is o
     left = s.takeAll();
   }
   // A session forgotten by the server (expired, or it gave way for memory) gets it whole.
-  assert.deepEqual(left.whole.map((w) => w.data), [msg]);
+  assert.deepEqual(
+    left.whole.map((w) => w.data),
+    [msg],
+  );
 });

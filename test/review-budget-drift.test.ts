@@ -38,8 +38,13 @@ for (const seed of [1, 2, 3]) {
     const got = p.atServer.map((s) => (s.startsWith('L') ? s.slice(0, 8) : s));
     const missing = expected.filter((e) => !got.includes(e));
     const dup = got.filter((g, i) => got.indexOf(g) !== i);
-    console.log(`seed ${seed}: got ${got.length}/${expected.length}, missing ${missing.length} ${missing.slice(0, 5).join(',')}, duplicates ${dup.length}, budget used ${p.server.budget.used}, peak ${p.server.budget.peak}, evicted ${p.server.evictedSessions}, refused ${p.server.budget.refused}`);
-    assert.ok(clients.some((c) => c.events.includes('ended:timeout')), 'some connection timed out and its session was resumed');
+    console.log(
+      `seed ${seed}: got ${got.length}/${expected.length}, missing ${missing.length} ${missing.slice(0, 5).join(',')}, duplicates ${dup.length}, budget used ${p.server.budget.used}, peak ${p.server.budget.peak}, evicted ${p.server.evictedSessions}, refused ${p.server.budget.refused}`,
+    );
+    assert.ok(
+      clients.some((c) => c.events.includes('ended:timeout')),
+      'some connection timed out and its session was resumed',
+    );
     assert.deepEqual(missing, []);
     assert.deepEqual(dup, []);
     for (const c of clients) c.ep.close(p.now);

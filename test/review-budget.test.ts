@@ -14,7 +14,7 @@ import { ReliableAssembler } from '../src/reliability/reliable-assembler.js';
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
-test('review: half-built messages of connected holders in turn, and then the sessions\' shares, stay within the budget\'s documented bound', () => {
+test("review: half-built messages of connected holders in turn, and then the sessions' shares, stay within the budget's documented bound", () => {
   const limit = 1 * MiB;
   const maxClients = 16;
   const maxMessageSize = 1 * MiB;
@@ -32,7 +32,11 @@ test('review: half-built messages of connected holders in turn, and then the ses
   for (;;) {
     const a = new ReliableAssembler(maxMessageSize, new SessionBudget(budget));
     let refused = false;
-    while (a.size + p.length <= maxMessageSize) if (a.add(p, false) === 'refused') { refused = true; break; }
+    while (a.size + p.length <= maxMessageSize)
+      if (a.add(p, false) === 'refused') {
+        refused = true;
+        break;
+      }
     holders++;
     if (refused) break;
     budget.now += IDLE_BUILDER_MS;
@@ -43,6 +47,8 @@ test('review: half-built messages of connected holders in turn, and then the ses
     const sb = new SessionBudget(budget);
     while (sb.take(512, undefined, false, true));
   }
-  console.log(`peak ${(budget.peak / MiB).toFixed(2)} MiB, documented bound ${(documented / MiB).toFixed(2)} MiB (limit ${limit / MiB} MiB)`);
+  console.log(
+    `peak ${(budget.peak / MiB).toFixed(2)} MiB, documented bound ${(documented / MiB).toFixed(2)} MiB (limit ${limit / MiB} MiB)`,
+  );
   assert.ok(budget.peak <= documented, `used ${budget.peak} bytes, past the documented ${documented}`);
 });

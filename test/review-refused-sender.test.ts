@@ -36,7 +36,9 @@ test('review: a receiver that refuses everything for lack of memory must not mak
   l.run(10_000);
   const sent = { bytes: a.sent - sentBefore };
   const s = a.conn.stats();
-  t.diagnostic(`refusedByPeer ${s.refusedByPeer}, window ${window0} -> ${windowOf(a)} bytes, sent ${(sent.bytes / 1e6).toFixed(1)} MB in 10 s for a 2 MiB message`);
+  t.diagnostic(
+    `refusedByPeer ${s.refusedByPeer}, window ${window0} -> ${windowOf(a)} bytes, sent ${(sent.bytes / 1e6).toFixed(1)} MB in 10 s for a 2 MiB message`,
+  );
   assert.ok(s.refusedByPeer > 0);
   assert.equal(b.events.filter((e) => e.type === 'message').length, 0, 'nothing delivered (no memory)');
   // Nothing reached the application, yet every refusal credited the window as an ACK
@@ -49,7 +51,14 @@ test('review: a receiver that refuses everything for lack of memory must not mak
 /** One connection and a hostile peer with its keys, driven by hand. */
 function hostile() {
   const events: ConnectionEvent[] = [];
-  const conn = new Connection({ localConnId: 1, remoteConnId: 2, cipher: new HmacPacketCipher(K1, K2), config: { ...DEFAULT_CONNECTION_CONFIG, maxAckDelayMs: 5 }, now: 0, emit: (e) => events.push(e) });
+  const conn = new Connection({
+    localConnId: 1,
+    remoteConnId: 2,
+    cipher: new HmacPacketCipher(K1, K2),
+    config: { ...DEFAULT_CONNECTION_CONFIG, maxAckDelayMs: 5 },
+    now: 0,
+    emit: (e) => events.push(e),
+  });
   const peer = new HmacPacketCipher(K2, K1);
   const out = new Uint8Array(1500);
   let pn = 0;
@@ -111,7 +120,8 @@ test('review: REFUSED frames naming odd packet numbers (huge, never sent, past 2
   for (let t = 0; t < 3000; t++, now++) {
     for (const p of h.drain(now)) {
       for (const f of p.frames) if (f.type === 'reliable') got.add(Buffer.from(f.data).toString());
-      if (p.frames.some((f) => f.type !== 'ack' && f.type !== 'padding')) h.inject([{ type: 'ack', delayUs: 0, ranges: [{ lo: p.pn, hi: p.pn }] }], now);
+      if (p.frames.some((f) => f.type !== 'ack' && f.type !== 'padding'))
+        h.inject([{ type: 'ack', delayUs: 0, ranges: [{ lo: p.pn, hi: p.pn }] }], now);
     }
   }
   assert.equal(got.size, 20);
@@ -127,7 +137,8 @@ test('review: a peer that answers every packet with REFUSED only cannot keep clo
   for (; now < 200; now++) for (const p of h.drain(now)) h.inject([{ type: 'refused', pn: p.pn }], now);
   h.conn.close(now);
   const deadline = now + DEFAULT_CONNECTION_CONFIG.closeTimeoutMs;
-  for (; now <= deadline + 10 && h.conn.state !== 'closed'; now++) for (const p of h.drain(now)) h.inject([{ type: 'refused', pn: p.pn }], now);
+  for (; now <= deadline + 10 && h.conn.state !== 'closed'; now++)
+    for (const p of h.drain(now)) h.inject([{ type: 'refused', pn: p.pn }], now);
   assert.equal(h.conn.state, 'closed', 'closed by the close timeout');
   assert.ok(now <= deadline + 1);
 });

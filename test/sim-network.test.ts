@@ -3,9 +3,13 @@ import { test } from 'node:test';
 import { SimNetwork, type LinkConditions } from '../src/testing/index.js';
 import type { Address } from '../src/index.js';
 
-async function pair(net: SimNetwork): Promise<{ got: { t: number; bytes: Uint8Array; from: Address }[]; send: (b: Uint8Array) => void; port: number }> {
+async function pair(
+  net: SimNetwork,
+): Promise<{ got: { t: number; bytes: Uint8Array; from: Address }[]; send: (b: Uint8Array) => void; port: number }> {
   const got: { t: number; bytes: Uint8Array; from: Address }[] = [];
-  const rx = await net.transport('127.0.1.1').bind(7000, undefined, { onDatagram: (bytes, from) => got.push({ t: net.now, bytes: bytes.slice(), from }), onError: () => {} });
+  const rx = await net
+    .transport('127.0.1.1')
+    .bind(7000, undefined, { onDatagram: (bytes, from) => got.push({ t: net.now, bytes: bytes.slice(), from }), onError: () => {} });
   const tx = await net.transport('127.0.2.1').bind(0, undefined, { onDatagram: () => {}, onError: () => {} });
   return { got, send: (b) => tx.send(b, rx.local), port: tx.local.port };
 }
@@ -56,7 +60,10 @@ test('a partition drops exactly what is sent inside its window', async () => {
     net.run(10);
   }
   net.run(10);
-  assert.deepEqual(p.got.map((g) => g.bytes[0]), [...Array(10).keys(), ...Array.from({ length: 10 }, (_, i) => 20 + i)]);
+  assert.deepEqual(
+    p.got.map((g) => g.bytes[0]),
+    [...Array(10).keys(), ...Array.from({ length: 10 }, (_, i) => 20 + i)],
+  );
 });
 
 test('timers fire in time order, ties in insertion order, and cancel', () => {
@@ -93,7 +100,10 @@ test('rebind: the sender is seen from a new port and replies to it arrive', asyn
   const newPort = net.rebind('127.0.2.1', p.port);
   p.send(new Uint8Array([2]));
   net.run(5);
-  assert.deepEqual(p.got.map((g) => g.from.port), [p.port, newPort]);
+  assert.deepEqual(
+    p.got.map((g) => g.from.port),
+    [p.port, newPort],
+  );
 });
 
 test('an exception inside the simulation surfaces with the seed', () => {

@@ -51,11 +51,23 @@ function scenario(seed: number): Scenario {
   const kinds: PartitionKind[] = ['none', 'short', 'stall', 'disconnect'];
   const partition = kinds[r.int(4)]!;
   const partitionMs =
-    partition === 'short' ? 100 + r.int(300)
-    : partition === 'stall' ? TIMING.stallTimeoutMs + 100 + r.int(TIMING.timeoutMs - TIMING.stallTimeoutMs - 400)
-    : partition === 'disconnect' ? TIMING.timeoutMs + 200 + r.int(2000)
-    : 0;
-  return { seed, conditions, partition, partitionAt: 300 + r.int(1500), partitionMs, messages: 20 + r.int(120), hosts, encrypt: seed % 3 === 0 };
+    partition === 'short'
+      ? 100 + r.int(300)
+      : partition === 'stall'
+        ? TIMING.stallTimeoutMs + 100 + r.int(TIMING.timeoutMs - TIMING.stallTimeoutMs - 400)
+        : partition === 'disconnect'
+          ? TIMING.timeoutMs + 200 + r.int(2000)
+          : 0;
+  return {
+    seed,
+    conditions,
+    partition,
+    partitionAt: 300 + r.int(1500),
+    partitionMs,
+    messages: 20 + r.int(120),
+    hosts,
+    encrypt: seed % 3 === 0,
+  };
 }
 
 interface Side {
@@ -196,19 +208,32 @@ async function runScenario(s: Scenario): Promise<void> {
   await net.advanceUntil(allIn, 180_000);
   // Outlast the partition and see the client connected again, then let late
   // retransmissions and duplicates arrive: they must change nothing.
-  const clientUp = (): boolean => atClient.events.filter((e) => e === 'connect' || e === 'disconnect' || e === 'close').at(-1) === 'connect';
+  const clientUp = (): boolean =>
+    atClient.events.filter((e) => e === 'connect' || e === 'disconnect' || e === 'close').at(-1) === 'connect';
   await net.advanceUntil(() => net.now > partitionEnds && clientUp(), 120_000);
   await net.advance(3000);
 
   // Exactly once, and each channel in order, across every stall and reconnect, both ways.
-  const state = (): string => `; ${s.hosts}; client events ${atClient.events.join(',')}; server events ${atServer.events.join(',')}; client ${JSON.stringify(client.stats())}; server side ${JSON.stringify(current?.stats())}`;
+  const state = (): string =>
+    `; ${s.hosts}; client events ${atClient.events.join(',')}; server events ${atServer.events.join(',')}; client ${JSON.stringify(client.stats())}; server side ${JSON.stringify(current?.stats())}`;
   const all = Array.from({ length: s.messages }, (_, i) => i);
-  for (const [name, side] of [['client -> server', atServer], ['server -> client', atClient]] as const) {
+  for (const [name, side] of [
+    ['client -> server', atServer],
+    ['server -> client', atClient],
+  ] as const) {
     const got = side.perConnection.flat();
-    assert.deepEqual([...got].sort((a, b) => a - b), all, `${name}: every message exactly once${state()}`);
+    assert.deepEqual(
+      [...got].sort((a, b) => a - b),
+      all,
+      `${name}: every message exactly once${state()}`,
+    );
     for (const ch of [0, 1, 2]) {
       const ordered = got.filter((i) => howToSend(i, s).channel === ch && howToSend(i, s).delivery === 'reliable');
-      assert.deepEqual(ordered, [...ordered].sort((a, b) => a - b), `${name}: channel ${ch} in order${state()}`);
+      assert.deepEqual(
+        ordered,
+        [...ordered].sort((a, b) => a - b),
+        `${name}: channel ${ch} in order${state()}`,
+      );
     }
   }
   checkEventGrammar(atServer.events, 'server');
@@ -240,7 +265,9 @@ test(`${seeds.length} seeded network scenarios`, async () => {
     try {
       await runScenario(s);
     } catch (err) {
-      failures.push(`seed ${seed} (${s.encrypt ? 'encrypted, ' : ''}${s.partition} partition ${s.partitionMs} ms, ${JSON.stringify(s.conditions)}): ${(err as Error).message}\n  replay: SCENARIO_SEED=${seed} node --test dist/test/sim-scenarios.test.js`);
+      failures.push(
+        `seed ${seed} (${s.encrypt ? 'encrypted, ' : ''}${s.partition} partition ${s.partitionMs} ms, ${JSON.stringify(s.conditions)}): ${(err as Error).message}\n  replay: SCENARIO_SEED=${seed} node --test dist/test/sim-scenarios.test.js`,
+      );
       if (failures.length >= 5) break;
     }
   }
@@ -250,7 +277,10 @@ test(`${seeds.length} seeded network scenarios`, async () => {
 test('one server, six clients, 20% loss, 30% duplication and reordering, 10% corruption, two partitions', async () => {
   const SERVER_HOST = HOSTS.loopback[0];
   for (const seed of [1, 2, 3, 4, 5]) {
-    const net = new SimNetwork({ seed, conditions: { latencyMs: 10, jitterMs: 30, loss: 0.2, duplicate: 0.3, reorder: 0.3, reorderDelayMs: 200, corrupt: 0.1 } });
+    const net = new SimNetwork({
+      seed,
+      conditions: { latencyMs: 10, jitterMs: 30, loss: 0.2, duplicate: 0.3, reorder: 0.3, reorderDelayMs: 200, corrupt: 0.1 },
+    });
     const server = new UDPipe({ ...TIMING, transport: net.transport(SERVER_HOST) });
     await server.start(PORT, SERVER_HOST);
     const N = 6;
@@ -273,7 +303,13 @@ test('one server, six clients, 20% loss, 30% duplication and reordering, 10% cor
       await net.advance(20);
     }
     await net.advanceUntil(() => clients.every((_, k) => (got.get(`c${k}`) ?? []).length >= M), 120_000);
-    clients.forEach((_, k) => assert.deepEqual(got.get(`c${k}`), Array.from({ length: M }, (_, i) => i), `seed ${seed}, client ${k}`));
+    clients.forEach((_, k) =>
+      assert.deepEqual(
+        got.get(`c${k}`),
+        Array.from({ length: M }, (_, i) => i),
+        `seed ${seed}, client ${k}`,
+      ),
+    );
     assert.ok((server.stats() as { malformed: number }).malformed > 0, 'corrupted datagrams were caught and counted');
   }
 });

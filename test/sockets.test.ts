@@ -31,7 +31,10 @@ async function until(pred: () => boolean, ms = 5000, what = 'condition'): Promis
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let t: NodeJS.Timeout;
-  return Promise.race([p, new Promise<never>((_, reject) => (t = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms)))]).finally(() => clearTimeout(t));
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => (t = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms))),
+  ]).finally(() => clearTimeout(t));
 }
 
 async function server(opts: UDPipeOptions = {}, host = '127.0.0.1'): Promise<{ pipe: UDPipe; port: number }> {
@@ -66,7 +69,10 @@ test('a burst of 500 reliable messages arrives once each, in order; unreliable o
   for (let i = 0; i < 500; i++) client.send(String(i));
   client.send('x', undefined, { reliable: false });
   await until(() => got.filter((g) => g.startsWith('r')).length === 500 && got.includes('ux'), 8000, '500 messages');
-  assert.deepEqual(got.filter((g) => g.startsWith('r')), Array.from({ length: 500 }, (_, i) => `r${i}`));
+  assert.deepEqual(
+    got.filter((g) => g.startsWith('r')),
+    Array.from({ length: 500 }, (_, i) => `r${i}`),
+  );
   assert.ok(client.getSentPackets() < 100, `packed into few datagrams (${client.getSentPackets()})`);
 });
 
@@ -167,7 +173,9 @@ for (const host of ['127.0.0.1', '::1']) {
       });
     });
 
-    test('maxClients: a client over the limit is refused and gives up with ERR_SERVER_FULL; a later one gets in', { timeout: 10000 }, async () => {
+    test('maxClients: a client over the limit is refused and gives up with ERR_SERVER_FULL; a later one gets in', {
+      timeout: 10000,
+    }, async () => {
       const { pipe: srv, port } = await server({ ...FAST, maxClients: 1 }, host);
       const refused: string[] = [];
       srv.onMaxClients = (_msg, ip, p) => refused.push(`${ip}:${p}`);
@@ -202,7 +210,10 @@ for (const host of ['127.0.0.1', '::1']) {
       await a.close();
       await until(() => closedAtServer.length === 1, 2000, 'server onClose');
       assert.deepEqual(closedAtServer, ['normal']);
-      assert.throws(() => a.send('x'), (err: UDPipeError) => err.code === 'ERR_CLOSED');
+      assert.throws(
+        () => a.send('x'),
+        (err: UDPipeError) => err.code === 'ERR_CLOSED',
+      );
 
       const b = track(new UDPipe(FAST));
       const c = track(new UDPipe(FAST));
@@ -234,7 +245,11 @@ test('an 8 MiB message arrives whole (SHA-256 matches), 1 MiB through 10% loss, 
   direct.send(mid.subarray(0, 100_000), undefined, { reliable: false });
   await until(() => digests.length === 3, 18000, 'the large messages');
   const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-  assert.deepEqual(digests.sort(), [sha(big), sha(mid), sha(mid.subarray(0, 100_000))].sort(), 'unreliable 100 kB too, on a clean loopback');
+  assert.deepEqual(
+    digests.sort(),
+    [sha(big), sha(mid), sha(mid.subarray(0, 100_000))].sort(),
+    'unreliable 100 kB too, on a clean loopback',
+  );
 });
 
 test('a 64 MiB transfer in 1 MiB messages over loopback arrives in order, SHA-256 intact', { timeout: 60000 }, async () => {
@@ -289,18 +304,26 @@ test('autoStep: false does nothing until step()', { timeout: 10000 }, async () =
   await new Promise((r) => setTimeout(r, 100));
   assert.equal(connected, false, 'no handshake without step()');
   assert.equal(client.getSentPackets(), 0);
-  await until(() => {
-    client.step();
-    return got.length === 1;
-  }, 5000, 'delivery through step()');
+  await until(
+    () => {
+      client.step();
+      return got.length === 1;
+    },
+    5000,
+    'delivery through step()',
+  );
   assert.deepEqual(got, ['stepped']);
   // Closing takes round trips, and with autoStep off they happen in step() only.
   let closed = false;
   client.close().then(() => (closed = true));
-  await until(() => {
-    client.step();
-    return closed;
-  }, 5000, 'close through step()');
+  await until(
+    () => {
+      client.step();
+      return closed;
+    },
+    5000,
+    'close through step()',
+  );
 });
 
 test('packet counters agree between the two ends once quiet', { timeout: 10000 }, async () => {

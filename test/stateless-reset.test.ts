@@ -39,7 +39,11 @@ for (const encrypt of [true, false]) {
     t.diagnostic(`connected again ${back} ms after the restart (timeoutMs 1500, pings every 100 ms, reconnect.minDelayMs 20)`);
     assert.equal(p.server.counters.resetsSent >= 1, true);
     p.run(300);
-    assert.deepEqual(p.atServer, Array.from({ length: 10 }, (_, i) => `after ${i}`), 'what it sent meanwhile arrived, once');
+    assert.deepEqual(
+      p.atServer,
+      Array.from({ length: 10 }, (_, i) => `after ${i}`),
+      'what it sent meanwhile arrived, once',
+    );
   });
 }
 
@@ -101,9 +105,12 @@ test('resets are rate limited: a flood of DATA naming unknown connections gets a
   assert.equal(p.server.stateSize().peers, 0);
 });
 
-test('resetSecret: servers that share it reset each other\'s connections; a server with another secret cannot', () => {
+test("resetSecret: servers that share it reset each other's connections; a server with another secret cannot", () => {
   const secret = deriveResetKey('the servers keep this 32-char key');
-  for (const [other, reset] of [[secret, true], [deriveResetKey('another secret, other servers..'), false]] as const) {
+  for (const [other, reset] of [
+    [secret, true],
+    [deriveResetKey('another secret, other servers..'), false],
+  ] as const) {
     const p = new Pair(114, true);
     p.server = p.newServer({ resetKey: secret });
     const c = p.client('127.0.2.1');
@@ -118,7 +125,7 @@ test('resetSecret: servers that share it reset each other\'s connections; a serv
   }
 });
 
-test('a server cannot be used as an oracle for another server\'s tokens: same token, another port, another token', () => {
+test("a server cannot be used as an oracle for another server's tokens: same token, another port, another token", () => {
   const p = new Pair(115, true);
   p.server = p.newServer({ resetPort: 9000 });
   const c = p.client('127.0.2.1');
@@ -139,8 +146,14 @@ test('a server cannot be used as an oracle for another server\'s tokens: same to
 });
 
 test('resetSecret must be a string of at least 16 characters', () => {
-  assert.throws(() => new UDPipe({ resetSecret: 'short' }), (e: UDPipeError) => e.code === 'ERR_INVALID_OPTION' && /resetSecret/.test(e.message));
-  assert.throws(() => new UDPipe({ resetSecret: 42 as unknown as string }), (e: UDPipeError) => e.code === 'ERR_INVALID_OPTION');
+  assert.throws(
+    () => new UDPipe({ resetSecret: 'short' }),
+    (e: UDPipeError) => e.code === 'ERR_INVALID_OPTION' && /resetSecret/.test(e.message),
+  );
+  assert.throws(
+    () => new UDPipe({ resetSecret: 42 as unknown as string }),
+    (e: UDPipeError) => e.code === 'ERR_INVALID_OPTION',
+  );
   assert.doesNotThrow(() => new UDPipe({ resetSecret: 'a long random secret the servers keep' }));
 });
 

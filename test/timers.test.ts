@@ -52,16 +52,37 @@ test('client: HELLO is retransmitted exactly at its deadline, and the connect de
   const events = (): ClientEvent[] => drain(() => c.pollEvent());
   while (c.nextDeadline() < 2000) c.handleTimeout(c.nextDeadline());
   c.handleTimeout(1999);
-  assert.deepEqual(events().filter((e) => e.type === 'failed'), []);
+  assert.deepEqual(
+    events().filter((e) => e.type === 'failed'),
+    [],
+  );
   c.handleTimeout(2000);
-  assert.deepEqual(events().find((e) => e.type === 'failed'), { type: 'failed', code: 'ERR_HANDSHAKE_TIMEOUT', message: 'no connection before the connect timeout: is the server running, reachable, and on this port?' });
+  assert.deepEqual(
+    events().find((e) => e.type === 'failed'),
+    {
+      type: 'failed',
+      code: 'ERR_HANDSHAKE_TIMEOUT',
+      message: 'no connection before the connect timeout: is the server running, reachable, and on this port?',
+    },
+  );
   assert.equal(c.state, 'closed');
 });
 
 /** Runs a client and a server against each other with a perfect zero-delay link. */
 function connectPair(now: number) {
   const serverEvents: ServerEvent[] = [];
-  const server = new ServerEndpoint({ ...DEFAULT_CONNECTION_CONFIG, tokenKey: deriveTokenKey('t'), maxClients: 10, sessionLingerMs: 500, encrypt: false, handshakesPerSecond: 0 }, randomBytes, now);
+  const server = new ServerEndpoint(
+    {
+      ...DEFAULT_CONNECTION_CONFIG,
+      tokenKey: deriveTokenKey('t'),
+      maxClients: 10,
+      sessionLingerMs: 500,
+      encrypt: false,
+      handshakesPerSecond: 0,
+    },
+    randomBytes,
+    now,
+  );
   const client = new ClientEndpoint(clientCfg(), randomBytes);
   const from = { address: '127.0.2.1', port: 5000 };
   const pump = (t: number, clientToServer = true, serverToClient = true): void => {
@@ -107,7 +128,14 @@ test('connection: a lone ack-eliciting packet is acknowledged exactly maxAckDela
   const k1 = new Uint8Array(32).fill(1);
   const k2 = new Uint8Array(32).fill(2);
   const mk = (send: Uint8Array, recv: Uint8Array) =>
-    new Connection({ localConnId: 1, remoteConnId: 1, cipher: new HmacPacketCipher(send, recv), config: DEFAULT_CONNECTION_CONFIG, now: 0, emit: () => {} });
+    new Connection({
+      localConnId: 1,
+      remoteConnId: 1,
+      cipher: new HmacPacketCipher(send, recv),
+      config: DEFAULT_CONNECTION_CONFIG,
+      now: 0,
+      emit: () => {},
+    });
   const a = mk(k1, k2);
   const b = mk(k2, k1);
   a.send(new Uint8Array([1]), true);
@@ -124,7 +152,14 @@ test('connection: a lone ack-eliciting packet is acknowledged exactly maxAckDela
 });
 
 test('connection: close() gives up on a silent peer exactly at closeTimeoutMs', () => {
-  const c = new Connection({ localConnId: 1, remoteConnId: 2, cipher: new HmacPacketCipher(new Uint8Array(32), new Uint8Array(32)), config: { ...DEFAULT_CONNECTION_CONFIG, closeTimeoutMs: 700 }, now: 0, emit: () => {} });
+  const c = new Connection({
+    localConnId: 1,
+    remoteConnId: 2,
+    cipher: new HmacPacketCipher(new Uint8Array(32), new Uint8Array(32)),
+    config: { ...DEFAULT_CONNECTION_CONFIG, closeTimeoutMs: 700 },
+    now: 0,
+    emit: () => {},
+  });
   c.close(0);
   drain(() => c.pollTransmit(0));
   c.handleTimeout(699);
@@ -134,7 +169,10 @@ test('connection: close() gives up on a silent peer exactly at closeTimeoutMs', 
 });
 
 test('sessions: a parked session can be resumed until its linger deadline, not at it', () => {
-  const store = new SessionStore(() => 10, () => 500);
+  const store = new SessionStore(
+    () => 10,
+    () => 500,
+  );
   store.park('a', { auth: AUTH, inbound: newInbound(1), outbound: [], outboundBase: 0 }, 0);
   store.handleTimeout(499);
   assert.ok(store.take('a'));
@@ -145,7 +183,10 @@ test('sessions: a parked session can be resumed until its linger deadline, not a
 });
 
 test('sessions: the number parked is bounded; the oldest goes first', () => {
-  const store = new SessionStore(() => 2, () => 500);
+  const store = new SessionStore(
+    () => 2,
+    () => 500,
+  );
   for (const k of ['a', 'b', 'c']) store.park(k, { auth: AUTH, inbound: newInbound(0), outbound: [], outboundBase: 0 }, 0);
   assert.equal(store.parkedCount, 2);
   assert.equal(store.take('a'), undefined);
@@ -160,14 +201,36 @@ test('client: an ACCEPT made for an earlier cookie of the same attempt is still 
   const hello = decodeDatagram(c.pollTransmit(0)!);
   assert.equal(hello.type, 'hello');
   if (hello.type !== 'hello') return;
-  const challenge = (cookie: number) => encodeHandshake({ type: 'challenge', clientConnId: hello.clientConnId, clientNonce: hello.clientNonce, cookie: new Uint8Array(16).fill(cookie) });
+  const challenge = (cookie: number) =>
+    encodeHandshake({
+      type: 'challenge',
+      clientConnId: hello.clientConnId,
+      clientNonce: hello.clientNonce,
+      cookie: new Uint8Array(16).fill(cookie),
+    });
   c.handleDatagram(challenge(1), 1);
   const connect1 = decodeDatagram(c.pollTransmit(1)!);
   c.handleDatagram(challenge(2), 2); // the server's secret rotated between two HELLOs
   c.pollTransmit(2);
   assert.equal(connect1.type, 'connect');
   if (connect1.type !== 'connect') return;
-  const claims = { serverConnId: 77, resumed: 0, delivered: connect1.nextSendIndex, flags: 0, publicKey: new EphemeralKey(new Uint8Array(32).fill(9)).publicKey, resetToken: new Uint8Array(16) };
-  c.handleDatagram(encodeHandshake({ type: 'accept', clientConnId: hello.clientConnId, clientNonce: hello.clientNonce, ...claims, proof: serverProof(deriveTokenKey('t'), connect1, claims) }), 3);
+  const claims = {
+    serverConnId: 77,
+    resumed: 0,
+    delivered: connect1.nextSendIndex,
+    flags: 0,
+    publicKey: new EphemeralKey(new Uint8Array(32).fill(9)).publicKey,
+    resetToken: new Uint8Array(16),
+  };
+  c.handleDatagram(
+    encodeHandshake({
+      type: 'accept',
+      clientConnId: hello.clientConnId,
+      clientNonce: hello.clientNonce,
+      ...claims,
+      proof: serverProof(deriveTokenKey('t'), connect1, claims),
+    }),
+    3,
+  );
   assert.equal(c.state, 'connected');
 });

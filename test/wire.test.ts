@@ -68,7 +68,13 @@ const handshake: fc.Arbitrary<HandshakePacket> = fc.oneof(
     resetToken: bytes(RESET_TOKEN_SIZE),
     proof: bytes(PROOF_SIZE),
   }),
-  fc.record({ type: fc.constant('refuse' as const), clientConnId: u32, clientNonce: bytes(NONCE_SIZE), reason: fc.integer({ min: 0, max: 255 }), proof: bytes(PROOF_SIZE) }),
+  fc.record({
+    type: fc.constant('refuse' as const),
+    clientConnId: u32,
+    clientNonce: bytes(NONCE_SIZE),
+    reason: fc.integer({ min: 0, max: 255 }),
+    proof: bytes(PROOF_SIZE),
+  }),
 );
 
 /** Valid ACK ranges: disjoint, descending, with at least one number between ranges. */
@@ -91,15 +97,43 @@ const frame: fc.Arbitrary<Frame> = fc.oneof(
   fc.record({ type: fc.constant('ping' as const), id: u32 }),
   fc.record({ type: fc.constant('pong' as const), id: u32 }),
   fc.record({ type: fc.constant('ack' as const), delayUs: fc.integer({ min: 0, max: 2 ** 32 }), ranges: ackRanges }),
-  fc.record({ type: fc.constant('reliable' as const), channel: fc.integer({ min: 0, max: 255 }), seq: fc.integer({ min: 0, max: 0xffff }), delta: fc.nat(), data: fc.uint8Array({ maxLength: 200 }) }),
-  fc.record({ type: fc.constant('reliable' as const), channel: fc.integer({ min: 0, max: 255 }), seq: fc.integer({ min: 0, max: 0xffff }), delta: fc.nat(), data: fc.uint8Array({ maxLength: 200 }), last: fc.boolean() }).map((f) => (f.data.length === 0 && !f.last ? { ...f, last: true } : f)),
-  fc.record({ type: fc.constant('reliable' as const), channel: fc.integer({ min: 0, max: 255 }), seq: fc.integer({ min: 0, max: 0xffff }), delta: fc.constant(0), unordered: fc.constant(true), data: fc.uint8Array({ maxLength: 200 }) }),
-  fc.record({ type: fc.constant('unreliable' as const), channel: fc.integer({ min: 0, max: 255 }), data: fc.uint8Array({ maxLength: 200 }) }),
+  fc.record({
+    type: fc.constant('reliable' as const),
+    channel: fc.integer({ min: 0, max: 255 }),
+    seq: fc.integer({ min: 0, max: 0xffff }),
+    delta: fc.nat(),
+    data: fc.uint8Array({ maxLength: 200 }),
+  }),
+  fc
+    .record({
+      type: fc.constant('reliable' as const),
+      channel: fc.integer({ min: 0, max: 255 }),
+      seq: fc.integer({ min: 0, max: 0xffff }),
+      delta: fc.nat(),
+      data: fc.uint8Array({ maxLength: 200 }),
+      last: fc.boolean(),
+    })
+    .map((f) => (f.data.length === 0 && !f.last ? { ...f, last: true } : f)),
+  fc.record({
+    type: fc.constant('reliable' as const),
+    channel: fc.integer({ min: 0, max: 255 }),
+    seq: fc.integer({ min: 0, max: 0xffff }),
+    delta: fc.constant(0),
+    unordered: fc.constant(true),
+    data: fc.uint8Array({ maxLength: 200 }),
+  }),
+  fc.record({
+    type: fc.constant('unreliable' as const),
+    channel: fc.integer({ min: 0, max: 255 }),
+    data: fc.uint8Array({ maxLength: 200 }),
+  }),
   fc.record({
     type: fc.constant('unreliable' as const),
     channel: fc.integer({ min: 0, max: 255 }),
     data: fc.uint8Array({ minLength: 1, maxLength: 200 }),
-    part: fc.integer({ min: 2, max: 20_000 }).chain((count) => fc.record({ id: fc.nat(), index: fc.integer({ min: 0, max: count - 1 }), count: fc.constant(count) })),
+    part: fc
+      .integer({ min: 2, max: 20_000 })
+      .chain((count) => fc.record({ id: fc.nat(), index: fc.integer({ min: 0, max: count - 1 }), count: fc.constant(count) })),
   }),
   fc.record({ type: fc.constant('close' as const), reason: fc.integer({ min: 0, max: 255 }) }),
   fc.constant({ type: 'closed' as const }),
@@ -107,7 +141,12 @@ const frame: fc.Arbitrary<Frame> = fc.oneof(
   fc.record({ type: fc.constant('path-challenge' as const), data: bytes(8) }),
   fc.record({ type: fc.constant('path-response' as const), data: bytes(8) }),
   fc.record({ type: fc.constant('refused' as const), pn: index }),
-  fc.record({ type: fc.constant('unreliable' as const), channel: fc.integer({ min: 0, max: 255 }), data: fc.uint8Array({ maxLength: 200 }), seq: fc.integer({ min: 0, max: 0xffff }) }),
+  fc.record({
+    type: fc.constant('unreliable' as const),
+    channel: fc.integer({ min: 0, max: 255 }),
+    data: fc.uint8Array({ maxLength: 200 }),
+    seq: fc.integer({ min: 0, max: 0xffff }),
+  }),
 );
 
 function encodeData(frames: Frame[], connId = 7, pn = 1): Uint8Array {
@@ -136,11 +175,13 @@ test('varints round-trip at every length boundary and reject what exceeds 2^53',
   }
   assert.throws(() => new ByteReader(new Uint8Array([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])).varint(), WireFormatError);
   assert.throws(() => new ByteWriter(new Uint8Array(8)).varint(2 ** 53), /out of range/);
-  fc.assert(fc.property(index, (v) => {
-    const buf = new Uint8Array(8);
-    const w = new ByteWriter(buf).varint(v);
-    assert.equal(new ByteReader(buf, 0, w.offset).varint(), v);
-  }));
+  fc.assert(
+    fc.property(index, (v) => {
+      const buf = new Uint8Array(8);
+      const w = new ByteWriter(buf).varint(v);
+      assert.equal(new ByteReader(buf, 0, w.offset).varint(), v);
+    }),
+  );
 });
 
 test('crc32 is the IEEE one', () => {
@@ -148,12 +189,14 @@ test('crc32 is the IEEE one', () => {
 });
 
 test('handshake packets round-trip; HELLO is padded to its full size', () => {
-  fc.assert(fc.property(handshake, (p) => {
-    const b = encodeHandshake(p);
-    if (p.type === 'hello') assert.equal(b.length, HELLO_SIZE);
-    assert.deepEqual(decodeDatagram(b), { ...p });
-    assert.match(describeDatagram(b), new RegExp(`^${p.type.toUpperCase()}`));
-  }));
+  fc.assert(
+    fc.property(handshake, (p) => {
+      const b = encodeHandshake(p);
+      if (p.type === 'hello') assert.equal(b.length, HELLO_SIZE);
+      assert.deepEqual(decodeDatagram(b), { ...p });
+      assert.match(describeDatagram(b), new RegExp(`^${p.type.toUpperCase()}`));
+    }),
+  );
 });
 
 test('RESET: version, type 0x06, 16-byte token; any other size is malformed', () => {
@@ -173,47 +216,74 @@ test('RESET: version, type 0x06, 16-byte token; any other size is malformed', ()
 });
 
 test('any single bit flip in a handshake packet is rejected', () => {
-  fc.assert(fc.property(handshake, fc.nat(), fc.integer({ min: 0, max: 7 }), (p, at, bit) => {
-    const b = encodeHandshake(p);
-    const i = at % b.length;
-    b[i]! ^= 1 << bit;
-    try {
-      const d = decodeDatagram(b);
-      // Flipping the version/type bytes may turn it into another kind; the CRC still guards the body.
-      assert.notDeepEqual(d, p);
-    } catch (e) {
-      assert.ok(e instanceof WireFormatError);
-    }
-  }));
+  fc.assert(
+    fc.property(handshake, fc.nat(), fc.integer({ min: 0, max: 7 }), (p, at, bit) => {
+      const b = encodeHandshake(p);
+      const i = at % b.length;
+      b[i]! ^= 1 << bit;
+      try {
+        const d = decodeDatagram(b);
+        // Flipping the version/type bytes may turn it into another kind; the CRC still guards the body.
+        assert.notDeepEqual(d, p);
+      } catch (e) {
+        assert.ok(e instanceof WireFormatError);
+      }
+    }),
+  );
 });
 
 test('every frame list that fits a packet round-trips', () => {
-  fc.assert(fc.property(fc.array(frame, { minLength: 1, maxLength: 8 }), (frames) => {
-    const b = encodeData(frames);
-    fc.pre(b.length <= MAX_DATAGRAM_SIZE);
-    const back = decodeFrames(b, DATA_HEADER_SIZE, b.length - TAG_SIZE);
-    assert.deepEqual(back, frames.map((f) => (f.type === 'unreliable' && f.part ? { ...f, part: { ...f.part } } : { ...f })));
-    const h = decodeDatagram(b);
-    assert.deepEqual(h, { type: 'data', connId: 7, pnLow: 1 });
-  }));
+  fc.assert(
+    fc.property(fc.array(frame, { minLength: 1, maxLength: 8 }), (frames) => {
+      const b = encodeData(frames);
+      fc.pre(b.length <= MAX_DATAGRAM_SIZE);
+      const back = decodeFrames(b, DATA_HEADER_SIZE, b.length - TAG_SIZE);
+      assert.deepEqual(
+        back,
+        frames.map((f) => (f.type === 'unreliable' && f.part ? { ...f, part: { ...f.part } } : { ...f })),
+      );
+      const h = decodeDatagram(b);
+      assert.deepEqual(h, { type: 'data', connId: 7, pnLow: 1 });
+    }),
+  );
 });
 
 test('random bytes and mutated packets decode or raise WireFormatError, nothing else', () => {
-  fc.assert(fc.property(fc.uint8Array({ maxLength: 1300 }), (b) => {
-    onlyWireErrors(() => decodeDatagram(b));
-    onlyWireErrors(() => decodeFrames(b, 0, b.length));
-    assert.equal(typeof describeDatagram(b), 'string');
-  }), { numRuns: 2000 });
-  fc.assert(fc.property(fc.array(frame, { minLength: 1, maxLength: 4 }), fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 6 }), (frames, edits) => {
-    const b = encodeData(frames);
-    for (const [at, v] of edits) b[at % b.length] = v;
-    onlyWireErrors(() => decodeDatagram(b));
-    onlyWireErrors(() => decodeFrames(b, DATA_HEADER_SIZE, b.length - TAG_SIZE));
-  }), { numRuns: 2000 });
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 1300 }), (b) => {
+      onlyWireErrors(() => decodeDatagram(b));
+      onlyWireErrors(() => decodeFrames(b, 0, b.length));
+      assert.equal(typeof describeDatagram(b), 'string');
+    }),
+    { numRuns: 2000 },
+  );
+  fc.assert(
+    fc.property(
+      fc.array(frame, { minLength: 1, maxLength: 4 }),
+      fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 6 }),
+      (frames, edits) => {
+        const b = encodeData(frames);
+        for (const [at, v] of edits) b[at % b.length] = v;
+        onlyWireErrors(() => decodeDatagram(b));
+        onlyWireErrors(() => decodeFrames(b, DATA_HEADER_SIZE, b.length - TAG_SIZE));
+      },
+    ),
+    { numRuns: 2000 },
+  );
 });
 
 test('every truncation of a valid packet raises WireFormatError', () => {
-  const frames: Frame[] = [{ type: 'ack', delayUs: 300, ranges: [{ lo: 10, hi: 20 }, { lo: 1, hi: 5 }] }, { type: 'reliable', channel: 0, seq: 9, delta: 1, data: new Uint8Array(30) }];
+  const frames: Frame[] = [
+    {
+      type: 'ack',
+      delayUs: 300,
+      ranges: [
+        { lo: 10, hi: 20 },
+        { lo: 1, hi: 5 },
+      ],
+    },
+    { type: 'reliable', channel: 0, seq: 9, delta: 1, data: new Uint8Array(30) },
+  ];
   const b = encodeData(frames);
   const body = b.subarray(DATA_HEADER_SIZE, b.length - TAG_SIZE);
   const ackEnd = frameSize(frames[0]!);
@@ -221,7 +291,13 @@ test('every truncation of a valid packet raises WireFormatError', () => {
     if (n === ackEnd) assert.equal(decodeFrames(body, 0, n).length, 1, 'a cut between frames is a valid shorter packet');
     else assert.throws(() => decodeFrames(body, 0, n), WireFormatError, `cut at ${n}`);
   }
-  const hs = encodeHandshake({ type: 'refuse', clientConnId: 1, clientNonce: new Uint8Array(NONCE_SIZE), reason: 2, proof: new Uint8Array(PROOF_SIZE) });
+  const hs = encodeHandshake({
+    type: 'refuse',
+    clientConnId: 1,
+    clientNonce: new Uint8Array(NONCE_SIZE),
+    reason: 2,
+    proof: new Uint8Array(PROOF_SIZE),
+  });
   for (let n = 0; n < hs.length; n++) assert.throws(() => decodeDatagram(hs.subarray(0, n)), WireFormatError);
 });
 
@@ -234,7 +310,9 @@ test('ACK frames that reach below zero or carry too many ranges are rejected', (
 
 test('a RELIABLE_PART frame with unknown flag bits is rejected', () => {
   const ok = new Uint8Array([0x08, 0, 0, 7, 1, 3, 1, 0x41]);
-  assert.deepEqual(decodeFrames(ok, 0, ok.length), [{ type: 'reliable', channel: 0, seq: 7, delta: 3, data: new Uint8Array([0x41]), last: true }]);
+  assert.deepEqual(decodeFrames(ok, 0, ok.length), [
+    { type: 'reliable', channel: 0, seq: 7, delta: 3, data: new Uint8Array([0x41]), last: true },
+  ]);
   const bad = new Uint8Array([0x08, 0, 0, 7, 2, 3, 1, 0x41]);
   assert.throws(() => decodeFrames(bad, 0, bad.length), /part flags/);
 });
@@ -248,7 +326,9 @@ test('an UNRELIABLE_PART frame must name a part inside its message', () => {
 
 test('an empty part is malformed unless it is the final RELIABLE_PART', () => {
   const lastEmpty = new Uint8Array([0x08, 0, 0, 7, 1, 3, 0]);
-  assert.deepEqual(decodeFrames(lastEmpty, 0, lastEmpty.length), [{ type: 'reliable', channel: 0, seq: 7, delta: 3, data: new Uint8Array(0), last: true }]);
+  assert.deepEqual(decodeFrames(lastEmpty, 0, lastEmpty.length), [
+    { type: 'reliable', channel: 0, seq: 7, delta: 3, data: new Uint8Array(0), last: true },
+  ]);
   const notLast = new Uint8Array([0x08, 0, 0, 7, 0, 3, 0]);
   assert.throws(() => decodeFrames(notLast, 0, notLast.length), /empty reliable part/);
   const unreliable = new Uint8Array([0x09, 0, 5, 0, 2, 0]);
@@ -256,11 +336,13 @@ test('an empty part is malformed unless it is the final RELIABLE_PART', () => {
 });
 
 test('packet numbers expand across the 32-bit wire wraparound', () => {
-  fc.assert(fc.property(fc.integer({ min: 0, max: 2 ** 40 }), fc.integer({ min: -(2 ** 31) + 1, max: 2 ** 31 - 1 }), (largest, delta) => {
-    const pn = largest + 1 + delta;
-    fc.pre(pn >= 0);
-    assert.equal(expandPacketNumber(largest, pn % 2 ** 32), pn);
-  }));
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 2 ** 40 }), fc.integer({ min: -(2 ** 31) + 1, max: 2 ** 31 - 1 }), (largest, delta) => {
+      const pn = largest + 1 + delta;
+      fc.pre(pn >= 0);
+      assert.equal(expandPacketNumber(largest, pn % 2 ** 32), pn);
+    }),
+  );
 });
 
 test('16-bit sequence comparisons wrap', () => {
@@ -277,7 +359,13 @@ test('a ByteReader with bounds outside its array is a programming error, caught 
 
 test('decodeHandshake checks the version byte itself', async () => {
   const { decodeHandshake } = await import('../src/wire/handshake.js');
-  const b = encodeHandshake({ type: 'refuse', clientConnId: 1, clientNonce: new Uint8Array(NONCE_SIZE), reason: 3, proof: new Uint8Array(PROOF_SIZE) });
+  const b = encodeHandshake({
+    type: 'refuse',
+    clientConnId: 1,
+    clientNonce: new Uint8Array(NONCE_SIZE),
+    reason: 3,
+    proof: new Uint8Array(PROOF_SIZE),
+  });
   b[0] = 0xc2;
   assert.throws(() => decodeHandshake(b), /version/);
 });

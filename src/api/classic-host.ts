@@ -58,7 +58,8 @@ export class ClassicHost {
   /** Links whose client has not said CONNECT yet (and are not over), per client IP address. */
   pendingByAddress(): Map<string, number> {
     const m = new Map<string, number>();
-    for (const e of this.entries.values()) if (!e.accepted && !e.refused && e.link.state === 'connecting') m.set(e.client.address, (m.get(e.client.address) ?? 0) + 1);
+    for (const e of this.entries.values())
+      if (!e.accepted && !e.refused && e.link.state === 'connecting') m.set(e.client.address, (m.get(e.client.address) ?? 0) + 1);
     return m;
   }
 
@@ -92,7 +93,15 @@ export class ClassicHost {
     if (existing) this.release(existing);
     const transport = this.owner.transport;
     const link = new ClassicLink('server', this.owner.config(), transport.now());
-    const entry: Entry = { link, client: { address: from.address, port: from.port }, driver: undefined as unknown as Driver, local: undefined, hello: bytes, accepted: false, refused: false };
+    const entry: Entry = {
+      link,
+      client: { address: from.address, port: from.port },
+      driver: undefined as unknown as Driver,
+      local: undefined,
+      hello: bytes,
+      accepted: false,
+      refused: false,
+    };
     entry.driver = new Driver(transport, this.target(entry), this.owner.autoStep());
     this.entries.set(key, entry);
     this.byLink.set(link, entry);

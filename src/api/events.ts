@@ -74,5 +74,13 @@ export type EndpointStats =
        */
       reassembly: { bytes: number; peak: number; limit: number; refused: number; evictedSessions: number };
     } & ServerCounters)
-  | { role: 'client'; state: ClientState; datagramsSent: number; datagramsReceived: number; malformed: number; queued: number; connection: PeerStats | undefined }
+  | {
+      role: 'client';
+      state: ClientState;
+      datagramsSent: number;
+      datagramsReceived: number;
+      malformed: number;
+      queued: number;
+      connection: PeerStats | undefined;
+    }
   | { role: 'none' };

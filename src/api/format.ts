@@ -15,10 +15,14 @@ export function bindError(err: unknown, port: number, host: string | undefined):
   const code = (err as { code?: string }).code;
   const where = `${host ?? 'all interfaces'} port ${port}`;
   const why =
-    code === 'EADDRINUSE' ? 'the port is already in use (is another server running?)'
-    : code === 'EADDRNOTAVAIL' ? 'that address is not one of this machine\'s'
-    : code === 'EACCES' ? 'permission denied (ports below 1024 need privileges)'
-    : code === 'ENOTFOUND' || code === 'EAI_AGAIN' ? 'the host name does not resolve'
-    : (err as Error).message;
+    code === 'EADDRINUSE'
+      ? 'the port is already in use (is another server running?)'
+      : code === 'EADDRNOTAVAIL'
+        ? "that address is not one of this machine's"
+        : code === 'EACCES'
+          ? 'permission denied (ports below 1024 need privileges)'
+          : code === 'ENOTFOUND' || code === 'EAI_AGAIN'
+            ? 'the host name does not resolve'
+            : (err as Error).message;
   return new UDPipeError('ERR_BIND', `cannot listen on ${where}: ${why}`, { cause: err });
 }

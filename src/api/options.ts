@@ -166,8 +166,32 @@ const defaultLogger: Logger = {
 };
 
 const KNOWN = new Set([
-  'token', 'classic', 'classicToken', 'classicAddress', 'protocol', 'resetSecret', 'maxClients', 'maxClientsPerAddress', 'maxQueuedBytes', 'encrypt', 'handshakesPerSecond', 'pingIntervalMs', 'stallTimeoutMs', 'timeoutMs', 'connectTimeoutMs', 'sessionLingerMs',
-  'reconnect', 'maxQueue', 'highWaterMark', 'maxReassemblyBytes', 'maxMessageSize', 'maxDatagramSize', 'autoStep', 'debug', 'logger', 'transport',
+  'token',
+  'classic',
+  'classicToken',
+  'classicAddress',
+  'protocol',
+  'resetSecret',
+  'maxClients',
+  'maxClientsPerAddress',
+  'maxQueuedBytes',
+  'encrypt',
+  'handshakesPerSecond',
+  'pingIntervalMs',
+  'stallTimeoutMs',
+  'timeoutMs',
+  'connectTimeoutMs',
+  'sessionLingerMs',
+  'reconnect',
+  'maxQueue',
+  'highWaterMark',
+  'maxReassemblyBytes',
+  'maxMessageSize',
+  'maxDatagramSize',
+  'autoStep',
+  'debug',
+  'logger',
+  'transport',
 ]);
 
 function bad(message: string): never {
@@ -214,7 +238,9 @@ function checkSecret(name: string, v: unknown): string {
 /** Checks the timing invariants: ping < stall < disconnect. */
 export function checkTimings(o: Pick<ResolvedOptions, 'pingIntervalMs' | 'stallTimeoutMs' | 'timeoutMs'>): void {
   if (o.pingIntervalMs >= o.stallTimeoutMs) {
-    bad(`pingIntervalMs (${o.pingIntervalMs}) must be below stallTimeoutMs (${o.stallTimeoutMs}), or every quiet moment looks like a stall`);
+    bad(
+      `pingIntervalMs (${o.pingIntervalMs}) must be below stallTimeoutMs (${o.stallTimeoutMs}), or every quiet moment looks like a stall`,
+    );
   }
   if (o.stallTimeoutMs >= o.timeoutMs) {
     bad(`stallTimeoutMs (${o.stallTimeoutMs}) must be below timeoutMs (${o.timeoutMs}): a connection stalls before it is given up`);
@@ -241,13 +267,17 @@ export function resolveOptions(opts: UDPipeOptions | undefined): ResolvedOptions
     } else bad('reconnect must be true, false or { minDelayMs, maxDelayMs }');
   }
   const logger = opts.logger ?? defaultLogger;
-  if (typeof logger.debug !== 'function' || typeof logger.warn !== 'function') bad('logger must have debug(message) and warn(message) functions');
+  if (typeof logger.debug !== 'function' || typeof logger.warn !== 'function')
+    bad('logger must have debug(message) and warn(message) functions');
   const r: ResolvedOptions = {
     token: checkToken(opts.token ?? ''),
     classic: checkBool('classic', opts.classic ?? false),
     classicToken: opts.classicToken === undefined ? undefined : checkToken(opts.classicToken),
     classicAddress: opts.classicAddress === undefined ? undefined : checkAddress(opts.classicAddress),
-    protocol: opts.protocol === undefined || opts.protocol === 'udpipe' || opts.protocol === 'classic' ? (opts.protocol ?? 'udpipe') : bad(`protocol must be 'udpipe' or 'classic', got ${String(opts.protocol)}`),
+    protocol:
+      opts.protocol === undefined || opts.protocol === 'udpipe' || opts.protocol === 'classic'
+        ? (opts.protocol ?? 'udpipe')
+        : bad(`protocol must be 'udpipe' or 'classic', got ${String(opts.protocol)}`),
     resetSecret: opts.resetSecret === undefined ? undefined : checkSecret('resetSecret', opts.resetSecret),
     maxClients: checkInt('maxClients', opts.maxClients ?? 1024, 0, 1_000_000),
     maxClientsPerAddress: 0, // below: its default follows maxClients
@@ -270,9 +300,13 @@ export function resolveOptions(opts: UDPipeOptions | undefined): ResolvedOptions
     logger,
     transport: opts.transport,
   };
-  r.maxClientsPerAddress = opts.maxClientsPerAddress === undefined ? defaultPerAddress(r.maxClients) : checkInt('maxClientsPerAddress', opts.maxClientsPerAddress, 1, 1_000_000);
+  r.maxClientsPerAddress =
+    opts.maxClientsPerAddress === undefined
+      ? defaultPerAddress(r.maxClients)
+      : checkInt('maxClientsPerAddress', opts.maxClientsPerAddress, 1, 1_000_000);
   checkTimings(r);
-  if (r.protocol === 'classic' && r.encrypt) bad("protocol 'classic' cannot encrypt: the original UDPIPE protocol has no encryption; drop encrypt or use the udpipe protocol");
+  if (r.protocol === 'classic' && r.encrypt)
+    bad("protocol 'classic' cannot encrypt: the original UDPIPE protocol has no encryption; drop encrypt or use the udpipe protocol");
   return r;
 }
 

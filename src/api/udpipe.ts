@@ -2,7 +2,14 @@ import { EventEmitter } from 'node:events';
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { deriveResetKey, deriveTokenKey, equalBytes } from '../crypto/handshake-keys.js';
-import { CLASSIC_MAX_DATAGRAM, ClassicClient, ClassicLink, isClassicControlWord, parseClassicHello, type ClassicClientEvent } from '../protocol/classic.js';
+import {
+  CLASSIC_MAX_DATAGRAM,
+  ClassicClient,
+  ClassicLink,
+  isClassicControlWord,
+  parseClassicHello,
+  type ClassicClientEvent,
+} from '../protocol/classic.js';
 import { ClassicHost } from './classic-host.js';
 import { RateLimiter } from '../protocol/rate-limiter.js';
 import { UDPipeError } from '../errors.js';
@@ -118,7 +125,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
 
   /** Disconnect timeout in seconds (the seed's unit), for current and new connections. */
   setTimeout(t: number): void {
-    const ms = checkMs('setTimeout(t): t in seconds', typeof t === 'number' ? t * 1000 : t, 30) ;
+    const ms = checkMs('setTimeout(t): t in seconds', typeof t === 'number' ? t * 1000 : t, 30);
     const c = this.connCfg;
     const stall = c.stallTimeoutMs < ms ? c.stallTimeoutMs : ms / 2;
     const ping = c.pingIntervalMs < stall ? c.pingIntervalMs : stall / 3;
@@ -167,7 +174,8 @@ export class UDPipe extends EventEmitter implements PeerOwner {
    */
   async start(port: number, host?: string, timeout?: number): Promise<Address> {
     checkPort(port, true);
-    if (host !== undefined && (typeof host !== 'string' || host === '')) throw new UDPipeError('ERR_INVALID_ARGUMENT', `host must be a non-empty string, got ${String(host)}`);
+    if (host !== undefined && (typeof host !== 'string' || host === ''))
+      throw new UDPipeError('ERR_INVALID_ARGUMENT', `host must be a non-empty string, got ${String(host)}`);
     if (timeout !== undefined) this.setTimeout(timeout);
     const transport = this.claim('server');
     const server = new ServerEndpoint(
@@ -218,9 +226,13 @@ export class UDPipe extends EventEmitter implements PeerOwner {
    * re-established by itself (with backoff) until close().
    */
   async connect(host: string, port: number, timeout?: number): Promise<Peer> {
-    if (typeof host !== 'string' || host === '') throw new UDPipeError('ERR_INVALID_ARGUMENT', `host must be a non-empty string, got ${String(host)}`);
+    if (typeof host !== 'string' || host === '')
+      throw new UDPipeError('ERR_INVALID_ARGUMENT', `host must be a non-empty string, got ${String(host)}`);
     checkPort(port, false);
-    const timeoutMs = timeout === undefined ? this.opts.connectTimeoutMs : checkMs('connect(host, port, timeout): timeout in seconds', typeof timeout === 'number' ? timeout * 1000 : timeout, 1);
+    const timeoutMs =
+      timeout === undefined
+        ? this.opts.connectTimeoutMs
+        : checkMs('connect(host, port, timeout): timeout in seconds', typeof timeout === 'number' ? timeout * 1000 : timeout, 1);
     const transport = this.claim('client');
     // Endpoint and driver exist at once, so send() right after connect() queues.
     const classic = this.opts.protocol === 'classic';
@@ -261,7 +273,9 @@ export class UDPipe extends EventEmitter implements PeerOwner {
         // (Not classic: it also talks to the server's private socket.)
         if (!classic) await driver.connect(this.serverAddr);
       } catch (err) {
-        throw (err as { code?: string }).code === 'ERR_CLOSED' ? new UDPipeError('ERR_CLOSED', 'close() was called before the connection was made') : bindError(err, 0, undefined);
+        throw (err as { code?: string }).code === 'ERR_CLOSED'
+          ? new UDPipeError('ERR_CLOSED', 'close() was called before the connection was made')
+          : bindError(err, 0, undefined);
       }
     } catch (err) {
       this.connectWaiter = undefined;
@@ -281,10 +295,18 @@ export class UDPipe extends EventEmitter implements PeerOwner {
   private encode(msg: string | Uint8Array): Uint8Array {
     let bytes: Uint8Array;
     if (typeof msg === 'string') bytes = Buffer.from(msg, 'utf8');
-    else if (msg instanceof Uint8Array) bytes = new Uint8Array(msg); // copy: the caller may reuse its buffer
-    else throw new UDPipeError('ERR_INVALID_ARGUMENT', `a message must be a string, Buffer or Uint8Array, got ${msg === null ? 'null' : typeof msg}`);
+    else if (msg instanceof Uint8Array)
+      bytes = new Uint8Array(msg); // copy: the caller may reuse its buffer
+    else
+      throw new UDPipeError(
+        'ERR_INVALID_ARGUMENT',
+        `a message must be a string, Buffer or Uint8Array, got ${msg === null ? 'null' : typeof msg}`,
+      );
     if (bytes.length > this.connCfg.maxMessageSize) {
-      throw new UDPipeError('ERR_MESSAGE_TOO_LARGE', `message of ${bytes.length} bytes exceeds maxMessageSize (${this.connCfg.maxMessageSize}); raise the option on both sides or split it`);
+      throw new UDPipeError(
+        'ERR_MESSAGE_TOO_LARGE',
+        `message of ${bytes.length} bytes exceeds maxMessageSize (${this.connCfg.maxMessageSize}); raise the option on both sides or split it`,
+      );
     }
     return bytes;
   }
@@ -294,18 +316,24 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     const bad = (m: string): never => {
       throw new UDPipeError('ERR_INVALID_ARGUMENT', m);
     };
-    if (typeof opts !== 'object' || opts === null) bad('send options must be an object like { reliable: false } or { delivery: "unreliable-sequenced", channel: 2 }');
+    if (typeof opts !== 'object' || opts === null)
+      bad('send options must be an object like { reliable: false } or { delivery: "unreliable-sequenced", channel: 2 }');
     if (opts.reliable !== undefined && typeof opts.reliable !== 'boolean') bad('opts.reliable must be true or false');
     const delivery = opts.delivery ?? (opts.reliable === false ? 'unreliable' : 'reliable');
     if (delivery !== 'reliable' && delivery !== 'reliable-unordered' && delivery !== 'unreliable' && delivery !== 'unreliable-sequenced') {
       bad(`opts.delivery must be 'reliable', 'reliable-unordered', 'unreliable' or 'unreliable-sequenced', got ${String(delivery)}`);
     }
     const reliable = delivery === 'reliable' || delivery === 'reliable-unordered';
-    if (opts.reliable !== undefined && opts.reliable !== reliable) bad(`opts.reliable: ${opts.reliable} contradicts opts.delivery: '${delivery}'; give one of them`);
+    if (opts.reliable !== undefined && opts.reliable !== reliable)
+      bad(`opts.reliable: ${opts.reliable} contradicts opts.delivery: '${delivery}'; give one of them`);
     const channel = opts.channel ?? 0;
-    if (!Number.isInteger(channel) || channel < 0 || channel > 255) bad(`opts.channel must be an integer from 0 to 255, got ${String(channel)}`);
+    if (!Number.isInteger(channel) || channel < 0 || channel > 255)
+      bad(`opts.channel must be an integer from 0 to 255, got ${String(channel)}`);
     if (delivery === 'unreliable-sequenced' && size > MAX_MESSAGE_SIZE) {
-      throw new UDPipeError('ERR_MESSAGE_TOO_LARGE', `an unreliable-sequenced message travels in one packet: at most ${MAX_MESSAGE_SIZE} bytes, got ${size}`);
+      throw new UDPipeError(
+        'ERR_MESSAGE_TOO_LARGE',
+        `an unreliable-sequenced message travels in one packet: at most ${MAX_MESSAGE_SIZE} bytes, got ${size}`,
+      );
     }
     return { reliable, channel, sequenced: delivery === 'unreliable-sequenced', unordered: delivery === 'reliable-unordered' };
   }
@@ -357,7 +385,8 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     const bytes = this.encode(msg);
     const how = this.deliveryOf(opts, bytes.length);
     if (this.role === 'client' && this.client) {
-      if (this.client.state === 'closed') throw new UDPipeError('ERR_CLOSED', 'this client is closed; create a new UDPipe to connect again');
+      if (this.client.state === 'closed')
+        throw new UDPipeError('ERR_CLOSED', 'this client is closed; create a new UDPipe to connect again');
       if (this.client instanceof ClassicClient) this.checkClassicMessage(bytes, 'the server');
       if (this.overHardLimit(this.client.queueLength, this.client.queuedBytes)) {
         return this.drop(this.serverPeer ?? new Peer(this, 0, this.serverAddr ?? { address: '', port: 0 }), bytes, 'queue-full');
@@ -367,7 +396,11 @@ export class UDPipe extends EventEmitter implements PeerOwner {
       return ok;
     }
     if (this.role === 'server' && this.server) {
-      if (!(sock instanceof Peer)) throw new UDPipeError('ERR_INVALID_ARGUMENT', 'a server sends to one client: pass its peer (the sock argument of a callback), or use sendAll()');
+      if (!(sock instanceof Peer))
+        throw new UDPipeError(
+          'ERR_INVALID_ARGUMENT',
+          'a server sends to one client: pass its peer (the sock argument of a callback), or use sendAll()',
+        );
       if (sock.protocol === 'classic') this.checkClassicMessage(bytes, `peer ${sock}`);
       return this.sendToPeer(sock, bytes, how);
     }
@@ -402,7 +435,8 @@ export class UDPipe extends EventEmitter implements PeerOwner {
    * skipped or is past maxQueue/highWaterMark.
    */
   sendAll(msg: string | Uint8Array, opts?: SendOptions): boolean {
-    if (this.role !== 'server' || !this.server) throw new UDPipeError('ERR_WRONG_ROLE', 'sendAll() is for servers; a client sends to its server with send()');
+    if (this.role !== 'server' || !this.server)
+      throw new UDPipeError('ERR_WRONG_ROLE', 'sendAll() is for servers; a client sends to its server with send()');
     const bytes = this.encode(msg);
     const how = this.deliveryOf(opts, bytes.length);
     const classicOk = bytes.length <= CLASSIC_MAX_DATAGRAM && !isClassicControlWord(bytes);
@@ -590,7 +624,10 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     return (dir, bytes, peer) => {
       if (!this.opts.debug) return;
       // Classic datagrams are text (or raw data): show them as such.
-      const what = (bytes[0]! & 0xf0) === 0xc0 ? describeDatagram(bytes, this.opts.encrypt) : `classic ${JSON.stringify(Buffer.from(bytes.subarray(0, 48)).toString('latin1'))}${bytes.length > 48 ? '...' : ''} ${bytes.length}B`;
+      const what =
+        (bytes[0]! & 0xf0) === 0xc0
+          ? describeDatagram(bytes, this.opts.encrypt)
+          : `classic ${JSON.stringify(Buffer.from(bytes.subarray(0, 48)).toString('latin1'))}${bytes.length > 48 ? '...' : ''} ${bytes.length}B`;
       this.log(`${dir === 'in' ? '<-' : '->'} ${fmt(peer)} ${what}`);
     };
   }
@@ -680,7 +717,15 @@ export class UDPipe extends EventEmitter implements PeerOwner {
         this.classicByPeer.set(peer, link);
         this.updateReserve();
         this.log(`new classic client ${peer} on private port ${sc.port}`);
-        this.fire('newClient', Buffer.from(hello).toString('latin1'), this.advertise(sc, client), sc.port, client.address, client.port, peer);
+        this.fire(
+          'newClient',
+          Buffer.from(hello).toString('latin1'),
+          this.advertise(sc, client),
+          sc.port,
+          client.address,
+          client.port,
+          peer,
+        );
         this.fire('connect', peer, client.address, client.port);
         return true;
       },
@@ -717,7 +762,8 @@ export class UDPipe extends EventEmitter implements PeerOwner {
     if (c.startsWith('127.')) return '127.0.0.1';
     if (c === '::1') return '::1';
     for (const list of Object.values(networkInterfaces())) {
-      for (const i of list ?? []) if (!i.internal && i.family === (v6 ? 'IPv6' : 'IPv4') && !(v6 && i.address.startsWith('fe80'))) return i.address;
+      for (const i of list ?? [])
+        if (!i.internal && i.family === (v6 ? 'IPv6' : 'IPv4') && !(v6 && i.address.startsWith('fe80'))) return i.address;
     }
     return v6 ? '::1' : '127.0.0.1';
   }
@@ -729,10 +775,16 @@ export class UDPipe extends EventEmitter implements PeerOwner {
   /** What the classic protocol cannot carry throws at the call site. */
   private checkClassicMessage(bytes: Uint8Array, who: string): void {
     if (bytes.length > CLASSIC_MAX_DATAGRAM) {
-      throw new UDPipeError('ERR_MESSAGE_TOO_LARGE', `${who} speaks the classic protocol: one datagram per message, at most ${CLASSIC_MAX_DATAGRAM} bytes, got ${bytes.length}`);
+      throw new UDPipeError(
+        'ERR_MESSAGE_TOO_LARGE',
+        `${who} speaks the classic protocol: one datagram per message, at most ${CLASSIC_MAX_DATAGRAM} bytes, got ${bytes.length}`,
+      );
     }
     if (isClassicControlWord(bytes)) {
-      throw new UDPipeError('ERR_INVALID_ARGUMENT', `${who} speaks the classic protocol, where '${Buffer.from(bytes).toString('latin1')}' is a control word: it cannot be sent as a message`);
+      throw new UDPipeError(
+        'ERR_INVALID_ARGUMENT',
+        `${who} speaks the classic protocol, where '${Buffer.from(bytes).toString('latin1')}' is a control word: it cannot be sent as a message`,
+      );
     }
   }
 

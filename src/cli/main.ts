@@ -51,7 +51,8 @@ function version(): string {
 
 function parsePort(s: string | undefined, what: string, allowZero: boolean): number {
   const n = Number(s);
-  if (s === undefined || !/^\d+$/.test(s) || n < (allowZero ? 0 : 1) || n > 65535) throw new UsageError(`${what} must be an integer from ${allowZero ? 0 : 1} to 65535, got '${s ?? ''}'`);
+  if (s === undefined || !/^\d+$/.test(s) || n < (allowZero ? 0 : 1) || n > 65535)
+    throw new UsageError(`${what} must be an integer from ${allowZero ? 0 : 1} to 65535, got '${s ?? ''}'`);
   return n;
 }
 
@@ -144,12 +145,20 @@ async function connect(argv: string[]): Promise<void> {
   const [host, portText] = positionals as [string, string];
   const port = parsePort(portText, 'PORT', false);
   const timeout = Number(values.timeout);
-  if (!Number.isFinite(timeout) || timeout <= 0) throw new UsageError(`--timeout must be a positive number of seconds, got '${values.timeout}'`);
+  if (!Number.isFinite(timeout) || timeout <= 0)
+    throw new UsageError(`--timeout must be a positive number of seconds, got '${values.timeout}'`);
 
   // A larger queue than the default: readline hands over a whole input chunk of lines
   // at once, even while paused, and send() throws past 8x maxQueue.
-  if (values.classic && values.encrypt) throw new UsageError('--classic cannot be combined with --encrypt: the classic protocol has no encryption');
-  const client = new UDPipe({ token: values.token, encrypt: values.encrypt, protocol: values.classic ? 'classic' : 'udpipe', debug: values.debug, maxQueue: 4096 });
+  if (values.classic && values.encrypt)
+    throw new UsageError('--classic cannot be combined with --encrypt: the classic protocol has no encryption');
+  const client = new UDPipe({
+    token: values.token,
+    encrypt: values.encrypt,
+    protocol: values.classic ? 'classic' : 'udpipe',
+    debug: values.debug,
+    maxQueue: 4096,
+  });
   client.onNewMessage = (msg) => process.stdout.write(`${msg.toString('utf8')}\n`);
   client.onDisconnect = () => process.stderr.write('connection lost; reconnecting\n');
   client.onClose = (_sock, reason) => {
@@ -211,7 +220,12 @@ main(process.argv.slice(2)).catch((err: unknown) => {
   if (err instanceof UsageError) fail(err.message, 2);
   // parseArgs reports unknown options and missing values with these codes.
   const code = (err as { code?: string }).code;
-  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') fail((err as Error).message, 2);
+  if (
+    code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ||
+    code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' ||
+    code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL'
+  )
+    fail((err as Error).message, 2);
   if (err instanceof UDPipeError) fail(err.message, 1);
   fail(err instanceof Error ? err.message : String(err), 1);
 });

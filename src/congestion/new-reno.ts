@@ -43,6 +43,10 @@ export class NewReno implements CongestionController {
   }
 
   toJSON(): Record<string, number | string> {
-    return { algorithm: 'newreno', windowBytes: Math.round(this.window), ssthresh: this.ssthresh === Infinity ? -1 : Math.round(this.ssthresh) };
+    return {
+      algorithm: 'newreno',
+      windowBytes: Math.round(this.window),
+      ssthresh: this.ssthresh === Infinity ? -1 : Math.round(this.ssthresh),
+    };
   }
 }

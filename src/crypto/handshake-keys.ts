@@ -65,7 +65,16 @@ export interface AcceptClaims {
 type Connect = HandshakeTranscript & Omit<ConnectClaims, 'resumeProof'>;
 
 function connectFields(t: Connect): Uint8Array[] {
-  return [u32(t.clientConnId), t.clientNonce, t.cookie, t.sessionId, u64(t.nextSendIndex), u64(t.delivered), new Uint8Array([t.flags]), t.publicKey];
+  return [
+    u32(t.clientConnId),
+    t.clientNonce,
+    t.cookie,
+    t.sessionId,
+    u64(t.nextSendIndex),
+    u64(t.delivered),
+    new Uint8Array([t.flags]),
+    t.publicKey,
+  ];
 }
 
 function connectParts(t: HandshakeTranscript & ConnectClaims): Uint8Array[] {
@@ -90,7 +99,12 @@ export function serverProof(key: Uint8Array, t: HandshakeTranscript & ConnectCla
     key,
     'udpipe v1 server proof',
     ...connectParts(t),
-    u32(a.serverConnId), new Uint8Array([a.resumed]), u64(a.delivered), new Uint8Array([a.flags]), a.publicKey, a.resetToken,
+    u32(a.serverConnId),
+    new Uint8Array([a.resumed]),
+    u64(a.delivered),
+    new Uint8Array([a.flags]),
+    a.publicKey,
+    a.resetToken,
   ).subarray(0, PROOF_SIZE);
 }
 
@@ -128,7 +142,15 @@ export function connectionKeys(
   clientPublic: Uint8Array,
   serverPublic: Uint8Array,
 ): ConnectionKeys {
-  const info = Buffer.concat([enc.encode('udpipe v1 keys'), u32(t.clientConnId), t.clientNonce, t.cookie, u32(serverConnId), clientPublic, serverPublic]);
+  const info = Buffer.concat([
+    enc.encode('udpipe v1 keys'),
+    u32(t.clientConnId),
+    t.clientNonce,
+    t.cookie,
+    u32(serverConnId),
+    clientPublic,
+    serverPublic,
+  ]);
   const okm = new Uint8Array(hkdfSync('sha256', shared, tokenKey, info, 96 + RESET_TOKEN_SIZE));
   return { clientToServer: okm.slice(0, 32), serverToClient: okm.slice(32, 64), resume: okm.slice(64, 96), resetMask: okm.slice(96) };
 }
@@ -148,7 +170,12 @@ export function connectionCipher(side: 'client' | 'server', keys: ConnectionKeys
  * servers with one token on two ports cannot be used to learn each other's tokens.
  */
 export function deriveResetKey(secret: string | Uint8Array, port = 0): Uint8Array {
-  return hmac(enc.encode('udpipe v1 reset key'), '', typeof secret === 'string' ? enc.encode(secret) : secret, new Uint8Array([port >> 8, port & 0xff]));
+  return hmac(
+    enc.encode('udpipe v1 reset key'),
+    '',
+    typeof secret === 'string' ? enc.encode(secret) : secret,
+    new Uint8Array([port >> 8, port & 0xff]),
+  );
 }
 
 /** The reset token of a server connection id: the same after a restart, so the server need not remember it. */

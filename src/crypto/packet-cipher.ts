@@ -49,7 +49,11 @@ export class HmacPacketCipher implements PacketCipher {
   // otherwise a packet captured 2^31 packets ago would expand to a new number and pass
   // both its tag and the replay window.
   private tag(key: KeyObject, pn: number, bytes: Uint8Array): Buffer {
-    return createHmac('sha256', key).update(writePn(this.pn, 0, pn)).update(bytes).digest().subarray(0, TAG_SIZE);
+    return createHmac('sha256', key)
+      .update(writePn(this.pn, 0, pn))
+      .update(bytes)
+      .digest()
+      .subarray(0, TAG_SIZE);
   }
 
   seal(packet: Uint8Array, len: number, pn: number): void {

@@ -60,7 +60,6 @@ export function parseClassicRedirect(bytes: Uint8Array): { address: string; port
   return port >= 1 && port <= 65535 ? { address: m[1]!, port } : undefined;
 }
 
-
 export interface ClassicConfig {
   pingIntervalMs: number;
   stallTimeoutMs: number;
@@ -115,7 +114,15 @@ export class ClassicLink {
   private outBytes = 0;
   /** The link has ended and its linger is over: its socket may go. */
   finished = false;
-  private readonly counters = { datagramsSent: 0, datagramsReceived: 0, bytesSent: 0, bytesReceived: 0, messagesSent: 0, messagesReceived: 0, malformed: 0 };
+  private readonly counters = {
+    datagramsSent: 0,
+    datagramsReceived: 0,
+    bytesSent: 0,
+    bytesReceived: 0,
+    messagesSent: 0,
+    messagesReceived: 0,
+    malformed: 0,
+  };
 
   constructor(
     readonly role: 'client' | 'server',
@@ -526,7 +533,11 @@ export class ClassicClient {
     if (this.timers.due('deadline', now)) {
       this.timers.clear('deadline');
       if (this._state === 'handshake') {
-        this.events.push({ type: 'failed', code: 'ERR_HANDSHAKE_TIMEOUT', message: `no answer from the classic server at ${this.server.address}:${this.server.port}` });
+        this.events.push({
+          type: 'failed',
+          code: 'ERR_HANDSHAKE_TIMEOUT',
+          message: `no answer from the classic server at ${this.server.address}:${this.server.port}`,
+        });
         this.closing = true;
         this.link?.close(now);
         this.finish();

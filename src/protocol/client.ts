@@ -176,7 +176,7 @@ export class ClientEndpoint {
   private freshIds(): { connId: number; nonce: Uint8Array; key: EphemeralKey } {
     const b = this.randomBytes(4);
     return {
-      connId: (((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0) || 1,
+      connId: ((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0 || 1,
       nonce: this.randomBytes(NONCE_SIZE),
       // Encrypted or not: the exchange makes the packet keys and the session's secret.
       key: new EphemeralKey(this.randomBytes(32)),
@@ -519,8 +519,10 @@ export class ClientEndpoint {
   handleTimeout(now: number): void {
     this.budget.now = now;
     if (this.timers.due('deadline', now)) {
-      if (this.lastRefusedFull) this.fail('ERR_SERVER_FULL', 'the server is full (maxClients connected) and stayed full until the connect timeout');
-      else this.fail('ERR_HANDSHAKE_TIMEOUT', 'no connection before the connect timeout: is the server running, reachable, and on this port?');
+      if (this.lastRefusedFull)
+        this.fail('ERR_SERVER_FULL', 'the server is full (maxClients connected) and stayed full until the connect timeout');
+      else
+        this.fail('ERR_HANDSHAKE_TIMEOUT', 'no connection before the connect timeout: is the server running, reachable, and on this port?');
       return;
     }
     if (this.timers.due('reconnect', now)) {

@@ -229,7 +229,22 @@ export class Connection {
   private refusedInPacket = false;
   /** Packets we did not acknowledge because we refused a unit in them: told to the peer in REFUSED frames, before the ACK. */
   private readonly refusedToReport: number[] = [];
-  private counters = { oversized: 0, superseded: 0, stale: 0, refused: 0, refusedByPeer: 0, datagramsSent: 0, datagramsReceived: 0, bytesSent: 0, bytesReceived: 0, messagesSent: 0, messagesReceived: 0, malformed: 0, duplicates: 0, ackElicitingSent: 0 };
+  private counters = {
+    oversized: 0,
+    superseded: 0,
+    stale: 0,
+    refused: 0,
+    refusedByPeer: 0,
+    datagramsSent: 0,
+    datagramsReceived: 0,
+    bytesSent: 0,
+    bytesReceived: 0,
+    messagesSent: 0,
+    messagesReceived: 0,
+    malformed: 0,
+    duplicates: 0,
+    ackElicitingSent: 0,
+  };
 
   private readonly lossCallbacks: LossCallbacks = {
     acked: (p: SentPacket) => {
@@ -260,7 +275,10 @@ export class Connection {
     this.emit = init.emit;
     // Tests start near 2^32 to cross the wire's wraparound; the receiver expands its first
     // packet number from nothing, so the start must be below 2^32.
-    if (init.initialPacketNumber !== undefined && !(Number.isInteger(init.initialPacketNumber) && init.initialPacketNumber >= 0 && init.initialPacketNumber < 2 ** 32)) {
+    if (
+      init.initialPacketNumber !== undefined &&
+      !(Number.isInteger(init.initialPacketNumber) && init.initialPacketNumber >= 0 && init.initialPacketNumber < 2 ** 32)
+    ) {
       throw new Error(`initialPacketNumber ${init.initialPacketNumber} must be in [0, 2^32)`);
     }
     this.nextPn = init.initialPacketNumber ?? 0;
@@ -273,10 +291,15 @@ export class Connection {
     this.recovery = new LossRecovery(this.cfg.initialRttMs, this.cfg.maxAckDelayMs, Math.max(this.cfg.pingIntervalMs, 200));
     this.cc = new NewReno(BASE_DATAGRAM_SIZE);
     this.pacer = new Pacer(BASE_DATAGRAM_SIZE, init.now);
-    this.pmtu = new PathMtu(init.peerAddress === undefined ? BASE_DATAGRAM_SIZE : datagramCeiling(init.peerAddress, this.cfg.maxDatagramSize), init.now);
+    this.pmtu = new PathMtu(
+      init.peerAddress === undefined ? BASE_DATAGRAM_SIZE : datagramCeiling(init.peerAddress, this.cfg.maxDatagramSize),
+      init.now,
+    );
     this.unitRoom = init.peerAddress !== undefined && isLoopback(init.peerAddress) ? Infinity : BASE_DATAGRAM_SIZE - PACKET_OVERHEAD;
     this.sender = new ReliableSender(init.initialSeq ?? 0);
-    this.receiver = new StreamReceiver(init.initialSeq ?? 0, this.budget, this.inbound.state, (u) => (u.last === undefined ? undefined : this.inbound.assemblers.get(u.channel)));
+    this.receiver = new StreamReceiver(init.initialSeq ?? 0, this.budget, this.inbound.state, (u) =>
+      u.last === undefined ? undefined : this.inbound.assemblers.get(u.channel),
+    );
     this.lastReceivedAt = init.now;
     this.lastNow = init.now;
     this.armKeepalive(init.now);
@@ -425,7 +448,8 @@ export class Connection {
         const c = this.unreliableCursor;
         for (; c.next < count; c.next++) {
           const part = { id: c.id, index: c.next, count };
-          if (!add({ type: 'unreliable', channel: m.channel, data: u.subarray(c.next * PART_SIZE, (c.next + 1) * PART_SIZE), part })) return;
+          if (!add({ type: 'unreliable', channel: m.channel, data: u.subarray(c.next * PART_SIZE, (c.next + 1) * PART_SIZE), part }))
+            return;
         }
         this.unreliableCursor = undefined;
         this.counters.messagesSent++;
@@ -580,7 +604,11 @@ export class Connection {
         return;
       }
       case 'reliable': {
-        const r = this.receiver.receive(f.seq, { data: f.data, last: f.last, channel: f.channel, unordered: f.unordered === true, delta: f.delta }, this.deliverUnit);
+        const r = this.receiver.receive(
+          f.seq,
+          { data: f.data, last: f.last, channel: f.channel, unordered: f.unordered === true, delta: f.delta },
+          this.deliverUnit,
+        );
         if (r === 'refused' || r === 'out-of-window') {
           this.refusedInPacket = true;
           this.counters.refused++;
@@ -835,7 +863,14 @@ export class Connection {
     if (probe) return probe;
     const dataOk = this.canSendData(now);
     const hasData = dataOk && (this.sender.ready() || this.unreliable.length > 0);
-    const hasControl = this.refusedToReport.length > 0 || this.pongsToSend.length > 0 || this.pingToSend !== undefined || this.closeToSend || this.closedToSend || this.pathResponses.length > 0 || this.pathCheck?.toSend === true;
+    const hasControl =
+      this.refusedToReport.length > 0 ||
+      this.pongsToSend.length > 0 ||
+      this.pingToSend !== undefined ||
+      this.closeToSend ||
+      this.closedToSend ||
+      this.pathResponses.length > 0 ||
+      this.pathCheck?.toSend === true;
     if (!hasData && !hasControl && !this.acks.due) return null;
 
     const frames: Frame[] = [];
@@ -858,7 +893,8 @@ export class Connection {
     // Before the ACK: the peer must hear that a packet was refused before an ACK of later
     // ones makes it declare that packet lost.
     const refused: number[] = [];
-    while (this.refusedToReport.length > 0 && add({ type: 'refused', pn: this.refusedToReport[0]! })) refused.push(this.refusedToReport.shift()!);
+    while (this.refusedToReport.length > 0 && add({ type: 'refused', pn: this.refusedToReport[0]! }))
+      refused.push(this.refusedToReport.shift()!);
     // Built first and marked sent only if it fits (room can be small on a path on trial).
     const ack = this.acks.pending ? this.acks.peekFrame(now) : undefined;
     if (ack && add(ack)) this.acks.markSent();
@@ -903,7 +939,14 @@ export class Connection {
     return this.finishPacket(frames, messages, ackEliciting, now, false, refused);
   }
 
-  private finishPacket(frames: Frame[], messages: OutMessage[], ackEliciting: boolean, now: number, probe: boolean, refused?: number[]): Uint8Array {
+  private finishPacket(
+    frames: Frame[],
+    messages: OutMessage[],
+    ackEliciting: boolean,
+    now: number,
+    probe: boolean,
+    refused?: number[],
+  ): Uint8Array {
     const pn = this.nextPn++;
     let size = PACKET_OVERHEAD;
     for (const f of frames) size += frameSize(f);

@@ -128,7 +128,19 @@ const RESETS_PER_SECOND = 64;
 export class ServerEndpoint {
   /** Reassembly memory shared by every connection (src/reliability/budget.ts). */
   readonly budget: ReassemblyBudget;
-  readonly counters: ServerCounters = { datagramsReceived: 0, datagramsSent: 0, bytesReceived: 0, bytesSent: 0, malformed: 0, handshakesAccepted: 0, handshakesRefused: 0, handshakesAbandoned: 0, handshakesRateLimited: 0, resumesRefused: 0, resetsSent: 0 };
+  readonly counters: ServerCounters = {
+    datagramsReceived: 0,
+    datagramsSent: 0,
+    bytesReceived: 0,
+    bytesSent: 0,
+    malformed: 0,
+    handshakesAccepted: 0,
+    handshakesRefused: 0,
+    handshakesAbandoned: 0,
+    handshakesRateLimited: 0,
+    resumesRefused: 0,
+    resetsSent: 0,
+  };
   private readonly peers = new Map<number, Peer>();
   private readonly byHandshake = new Map<string, number>();
   private readonly cookies: CookieJar;
@@ -164,7 +176,11 @@ export class ServerEndpoint {
     // Past the limit, the turn to grow never takes the budget over its documented bound:
     // one message and its reorder buffer, plus the shares.
     const share = sessionShare(cfg.maxReassemblyBytes, cfg.maxClients);
-    this.budget = new ReassemblyBudget(cfg.maxReassemblyBytes, share, cfg.maxMessageSize + BUFFER_LIMIT + 2 * Math.max(16, cfg.maxClients) * share);
+    this.budget = new ReassemblyBudget(
+      cfg.maxReassemblyBytes,
+      share,
+      cfg.maxMessageSize + BUFFER_LIMIT + 2 * Math.max(16, cfg.maxClients) * share,
+    );
     this.sessions.share(this.budget);
     this.lastNow = now;
   }
@@ -203,7 +219,17 @@ export class ServerEndpoint {
    * How much per-peer state the server holds: entries in each of its tables. For tests
    * and stats: a HELLO must leave all of them unchanged (docs/PROTOCOL.md, section 3).
    */
-  stateSize(): { peers: number; handshakes: number; usedHandshakes: number; parked: number; deadlines: number; addresses: number; rateLimited: number; queuedReplies: number; events: number } {
+  stateSize(): {
+    peers: number;
+    handshakes: number;
+    usedHandshakes: number;
+    parked: number;
+    deadlines: number;
+    addresses: number;
+    rateLimited: number;
+    queuedReplies: number;
+    events: number;
+  } {
     return {
       peers: this.peers.size,
       handshakes: this.byHandshake.size,
@@ -366,7 +392,10 @@ export class ServerEndpoint {
       this.reap(previous);
     }
     const fromAddress = (this.perAddress.get(from.address) ?? 0) + (this.reserved.perAddress.get(from.address) ?? 0);
-    if (this.peers.size + this.reserved.total >= this.cfg.maxClients || fromAddress >= (this.cfg.maxClientsPerAddress ?? this.cfg.maxClients)) {
+    if (
+      this.peers.size + this.reserved.total >= this.cfg.maxClients ||
+      fromAddress >= (this.cfg.maxClientsPerAddress ?? this.cfg.maxClients)
+    ) {
       this.events.push({ type: 'max-clients', address: { ...from } });
       refuse(ReasonCode.ServerFull, true);
       return;
@@ -416,7 +445,19 @@ export class ServerEndpoint {
     });
     for (const u of outbound) conn.sendUnit(u);
     this.countAddress(from.address, 1);
-    this.peers.set(connId, { conn, address: { address: from.address, port: from.port }, validated: { address: from.address, port: from.port }, handshakeKey: hsKey, accept, sessionKey, auth, inbound, sendBase, confirmed: false, held: [] });
+    this.peers.set(connId, {
+      conn,
+      address: { address: from.address, port: from.port },
+      validated: { address: from.address, port: from.port },
+      handshakeKey: hsKey,
+      accept,
+      sessionKey,
+      auth,
+      inbound,
+      sendBase,
+      confirmed: false,
+      held: [],
+    });
     this.sessions.bind(sessionKey, connId);
     this.byHandshake.set(hsKey, connId);
     this.counters.handshakesAccepted++;
@@ -435,7 +476,11 @@ export class ServerEndpoint {
       // The client closing is the end of its session; anything else may be resumed.
       if (!event.byPeer && event.reason !== 'shutdown') {
         const left = p.conn.takeUnfinished();
-        this.sessions.park(p.sessionKey, { auth: p.auth, inbound: p.inbound, outbound: left.reliable, outboundBase: p.sendBase + left.firstIndex }, this.lastNow);
+        this.sessions.park(
+          p.sessionKey,
+          { auth: p.auth, inbound: p.inbound, outbound: left.reliable, outboundBase: p.sendBase + left.firstIndex },
+          this.lastNow,
+        );
       } else releaseInbound(p.inbound);
     }
     if (p && !p.confirmed) {

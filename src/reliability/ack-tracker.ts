@@ -74,7 +74,11 @@ export class AckTracker {
   /** The ACK frame that would go now, leaving what is owed as it is (see markSent). */
   peekFrame(now: number): Frame | undefined {
     if (this.received.ranges.length === 0) return undefined;
-    return { type: 'ack', delayUs: Math.max(0, Math.round((now - this.largestAt) * 1000)), ranges: this.received.newest(MAX_ACK_RANGES_SENT) };
+    return {
+      type: 'ack',
+      delayUs: Math.max(0, Math.round((now - this.largestAt) * 1000)),
+      ranges: this.received.newest(MAX_ACK_RANGES_SENT),
+    };
   }
 
   /** The frame from peekFrame went out: nothing is owed any more. */

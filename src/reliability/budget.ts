@@ -79,7 +79,8 @@ export class ReassemblyBudget implements Budget {
    */
   take(n: number, builder?: object, lossy = false, small = false, session?: SessionBudget): boolean {
     const over = (): boolean => this.used + n > this.limit;
-    const shared = (): boolean => small && session !== undefined && session.held + n <= this.sessionShare && this.used + n <= this.limit + this.maxOver;
+    const shared = (): boolean =>
+      small && session !== undefined && session.held + n <= this.sessionShare && this.used + n <= this.limit + this.maxOver;
     if (builder !== undefined) this.asked(builder);
     if (over() && !shared() && (lossy || !this.reclaim?.(this.used + n - this.limit) || over()) && !this.mayPass(builder, n)) {
       this.refused++;

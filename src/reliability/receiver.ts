@@ -138,7 +138,12 @@ export class StreamReceiver {
       // buffer's own caps): refused, it would hold up the one message promised to finish.
       const cost = u.data.length + 2 * UNIT_OVERHEAD_BYTES;
       const builder = u.last === undefined ? undefined : this.builderOf(u);
-      if (this.bufferedData + u.data.length > BUFFER_DATA_LIMIT || this.bufferedBytes + cost > BUFFER_LIMIT || !this.budget.take(cost, builder, false, u.last === undefined)) return 'refused';
+      if (
+        this.bufferedData + u.data.length > BUFFER_DATA_LIMIT ||
+        this.bufferedBytes + cost > BUFFER_LIMIT ||
+        !this.budget.take(cost, builder, false, u.last === undefined)
+      )
+        return 'refused';
       this.held.set(idx, u);
       this.waiting.set(pred, idx);
       this.bufferedBytes += cost;

@@ -80,7 +80,8 @@ export interface WholeMessage {
 export function splitMessage(data: Uint8Array, maxWhole: number, partSize: number, channel = 0, unordered = false): Unit[] {
   if (data.length <= maxWhole) return [{ data, last: undefined, channel, unordered, first: true }];
   const units: Unit[] = [];
-  for (let at = 0; at < data.length; at += partSize) units.push({ data: data.subarray(at, at + partSize), last: at + partSize >= data.length, channel, unordered: false, first: at === 0 });
+  for (let at = 0; at < data.length; at += partSize)
+    units.push({ data: data.subarray(at, at + partSize), last: at + partSize >= data.length, channel, unordered: false, first: at === 0 });
   return units;
 }
 
@@ -185,7 +186,13 @@ export class ReliableSender {
     return this.add(data, last, channel, false, record);
   }
 
-  private add(data: Uint8Array, last: boolean | undefined, channel: number, unordered: boolean, record: MessageRecord | undefined): OutMessage {
+  private add(
+    data: Uint8Array,
+    last: boolean | undefined,
+    channel: number,
+    unordered: boolean,
+    record: MessageRecord | undefined,
+  ): OutMessage {
     const index = this.nextIndex++;
     let delta = 0;
     if (!unordered) {
@@ -193,7 +200,21 @@ export class ReliableSender {
       if (prev !== undefined) delta = index - prev;
       this.lastOrdered.set(channel, index);
     }
-    const m: OutMessage = { channel, index, seq: (this.initialSeq + index) & 0xffff, start: this.streamPos, data, last, unordered, delta, message: record, acked: false, queued: true, sendCount: 0, refusals: 0 };
+    const m: OutMessage = {
+      channel,
+      index,
+      seq: (this.initialSeq + index) & 0xffff,
+      start: this.streamPos,
+      data,
+      last,
+      unordered,
+      delta,
+      message: record,
+      acked: false,
+      queued: true,
+      sendCount: 0,
+      refusals: 0,
+    };
     this.streamPos += data.length;
     this.bytes += data.length;
     this.unacked.push(m);
@@ -326,7 +347,6 @@ export class ReliableSender {
     for (let u = this.unacked.peek(); u?.acked; u = this.unacked.peek()) this.bytes -= this.unacked.shift()!.data.length;
   }
 
-
   /** A packet carrying m was lost: send it again unless already acknowledged or queued. */
   onLost(m: OutMessage): void {
     if (m.acked || m.queued) return;
@@ -420,7 +440,14 @@ export class ReliableSender {
         } else {
           const message = m.record && wholeOf(m.record); // its cut parts may all be acknowledged already
           for (let at = m.at; at < m.data.length; at += PART_SIZE) {
-            units.push({ data: m.data.subarray(at, at + PART_SIZE), last: at + PART_SIZE >= m.data.length, channel, unordered: false, first: false, message });
+            units.push({
+              data: m.data.subarray(at, at + PART_SIZE),
+              last: at + PART_SIZE >= m.data.length,
+              channel,
+              unordered: false,
+              first: false,
+              message,
+            });
           }
         }
       }

@@ -64,7 +64,10 @@ export class UnreliableAssembler {
     while (this.bytes > this.maxPendingBytes && this.pending.size > 0) this.evictOldest();
     if (!this.pending.has(id) || m.parts.size < m.count) return undefined;
     this.remove(id, m);
-    return concat(Array.from({ length: m.count }, (_, i) => m.parts.get(i)!), m.bytes);
+    return concat(
+      Array.from({ length: m.count }, (_, i) => m.parts.get(i)!),
+      m.bytes,
+    );
   }
 
   /** Gives up unfinished messages older than MAX_AGE_MS (also called on the connection's timer ticks). */

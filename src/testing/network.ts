@@ -87,7 +87,19 @@ export class SimNetwork {
   readonly captured: CapturedDatagram[] = [];
   /** Exceptions thrown by code run from the network's events; rethrown at the end of the run. */
   readonly errors: unknown[] = [];
-  readonly stats = { sent: 0, delivered: 0, dropped: 0, droppedBurst: 0, droppedPartition: 0, duplicated: 0, corrupted: 0, reordered: 0, unreachable: 0, bytesSent: 0, bytesDelivered: 0 };
+  readonly stats = {
+    sent: 0,
+    delivered: 0,
+    dropped: 0,
+    droppedBurst: 0,
+    droppedPartition: 0,
+    duplicated: 0,
+    corrupted: 0,
+    reordered: 0,
+    unreachable: 0,
+    bytesSent: 0,
+    bytesDelivered: 0,
+  };
 
   constructor(private readonly opts: SimNetworkOptions) {
     this.rng = new Rng(opts.seed);
@@ -212,7 +224,9 @@ export class SimNetwork {
     if (this.errors.length === 0) return;
     const first = this.errors.splice(0);
     const err = first[0];
-    throw new Error(`simulation (seed ${this.seed}) raised: ${err instanceof Error ? err.stack ?? err.message : String(err)}`, { cause: err });
+    throw new Error(`simulation (seed ${this.seed}) raised: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`, {
+      cause: err,
+    });
   }
 
   private schedule(t: number, fn: () => void): Event {
@@ -305,7 +319,12 @@ export class SimNetwork {
   }
 
   private partitioned(a: string, b: string): boolean {
-    return this.partitions.some((p) => this.t >= p.from && this.t < p.to && ((p.b === undefined && (p.a === a || p.a === b)) || (p.a === a && p.b === b) || (p.a === b && p.b === a)));
+    return this.partitions.some(
+      (p) =>
+        this.t >= p.from &&
+        this.t < p.to &&
+        ((p.b === undefined && (p.a === a || p.a === b)) || (p.a === a && p.b === b) || (p.a === b && p.b === a)),
+    );
   }
 
   private record(from: Address, to: Address, bytes: Uint8Array, fate: Fate): void {

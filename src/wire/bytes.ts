@@ -16,7 +16,8 @@ export class ByteReader {
     private readonly end = bytes.length,
   ) {
     // A programming error, not bad input: the caller chose these bounds.
-    if (!(start >= 0 && start <= end && end <= bytes.length)) throw new RangeError(`ByteReader bounds ${start}..${end} outside 0..${bytes.length}`);
+    if (!(start >= 0 && start <= end && end <= bytes.length))
+      throw new RangeError(`ByteReader bounds ${start}..${end} outside 0..${bytes.length}`);
     this.pos = start;
   }
 

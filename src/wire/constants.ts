@@ -127,7 +127,17 @@ export type Reason =
   | 'session-mismatch'
   | 'reset';
 
-const REASONS: readonly Reason[] = ['normal', 'timeout', 'bad-token', 'server-full', 'protocol-error', 'shutdown', 'encryption-mismatch', 'session-mismatch', 'reset'];
+const REASONS: readonly Reason[] = [
+  'normal',
+  'timeout',
+  'bad-token',
+  'server-full',
+  'protocol-error',
+  'shutdown',
+  'encryption-mismatch',
+  'session-mismatch',
+  'reset',
+];
 
 export function reasonFromCode(code: number): Reason {
   return REASONS[code] ?? 'protocol-error';

@@ -117,7 +117,11 @@ export function writeFrame(w: ByteWriter, f: Frame): void {
       // count, first range length, then (gap, length) pairs going down.
       const first = f.ranges[0];
       if (!first) throw new Error('ack frame needs at least one range');
-      w.u8(FrameType.Ack).varint(first.hi).varint(f.delayUs).varint(f.ranges.length - 1).varint(first.hi - first.lo);
+      w.u8(FrameType.Ack)
+        .varint(first.hi)
+        .varint(f.delayUs)
+        .varint(f.ranges.length - 1)
+        .varint(first.hi - first.lo);
       for (let i = 1; i < f.ranges.length; i++) {
         const prev = f.ranges[i - 1]!;
         const r = f.ranges[i]!;
@@ -128,7 +132,12 @@ export function writeFrame(w: ByteWriter, f: Frame): void {
     case 'reliable':
       if (f.unordered) w.u8(FrameType.ReliableUnordered).u8(f.channel).u16(f.seq);
       else if (f.last === undefined) w.u8(FrameType.Reliable).u8(f.channel).u16(f.seq).varint(f.delta);
-      else w.u8(FrameType.ReliablePart).u8(f.channel).u16(f.seq).u8(f.last ? 1 : 0).varint(f.delta);
+      else
+        w.u8(FrameType.ReliablePart)
+          .u8(f.channel)
+          .u16(f.seq)
+          .u8(f.last ? 1 : 0)
+          .varint(f.delta);
       w.varint(f.data.length).raw(f.data);
       return;
     case 'unreliable':

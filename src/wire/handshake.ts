@@ -124,7 +124,10 @@ function fixed(b: Uint8Array, size: number, what: string): Uint8Array {
 export function encodeHandshake(p: HandshakePacket): Uint8Array {
   const out = new Uint8Array(handshakeSize(p.type));
   const w = new ByteWriter(out);
-  w.u8(VERSION_BYTE).u8(TYPE_BYTE[p.type]).u32(p.clientConnId).raw(fixed(p.clientNonce, NONCE_SIZE, 'nonce'));
+  w.u8(VERSION_BYTE)
+    .u8(TYPE_BYTE[p.type])
+    .u32(p.clientConnId)
+    .raw(fixed(p.clientNonce, NONCE_SIZE, 'nonce'));
   switch (p.type) {
     case 'hello':
       w.zeros(BODY_SIZE.hello - 4 - NONCE_SIZE);

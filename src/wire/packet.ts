@@ -1,13 +1,5 @@
 import { ByteReader, type ByteWriter } from './bytes.js';
-import {
-  DATA_HEADER_SIZE,
-  PacketType,
-  RESET_SIZE,
-  TAG_SIZE,
-  VERSION_BYTE,
-  VERSION_FAMILY,
-  VERSION_FAMILY_MASK,
-} from './constants.js';
+import { DATA_HEADER_SIZE, PacketType, RESET_SIZE, TAG_SIZE, VERSION_BYTE, VERSION_FAMILY, VERSION_FAMILY_MASK } from './constants.js';
 import { WireFormatError } from './errors.js';
 import { decodeFrames, describeFrame } from './frames.js';
 import { decodeHandshake, type HandshakePacket } from './handshake.js';
@@ -41,9 +33,7 @@ export function decodeDatagram(bytes: Uint8Array): Datagram {
   if (bytes.length < 2) throw new WireFormatError(`datagram of ${bytes.length} bytes`);
   if (bytes[0] !== VERSION_BYTE) {
     throw new WireFormatError(
-      isUdpipeDatagram(bytes)
-        ? `unsupported udpipe version byte 0x${bytes[0]!.toString(16)}`
-        : 'not a udpipe datagram',
+      isUdpipeDatagram(bytes) ? `unsupported udpipe version byte 0x${bytes[0]!.toString(16)}` : 'not a udpipe datagram',
     );
   }
   if (bytes[1] === PacketType.Data) {
@@ -70,7 +60,10 @@ export function encodeReset(token: Uint8Array): Uint8Array {
 
 /** Writes the DATA header; the frames follow at DATA_HEADER_SIZE, the tag at the end. */
 export function writeDataHeader(w: ByteWriter, connId: number, pn: number): void {
-  w.u8(VERSION_BYTE).u8(PacketType.Data).u32(connId).u32(pn >>> 0);
+  w.u8(VERSION_BYTE)
+    .u8(PacketType.Data)
+    .u32(connId)
+    .u32(pn >>> 0);
 }
 
 function hex(b: Uint8Array, n = 4): string {
@@ -92,7 +85,9 @@ export function describeDatagram(bytes: Uint8Array, encrypted = false): string {
         let frames = 'encrypted';
         if (!encrypted) {
           try {
-            frames = decodeFrames(bytes, DATA_HEADER_SIZE, bytes.length - TAG_SIZE).map(describeFrame).join(', ');
+            frames = decodeFrames(bytes, DATA_HEADER_SIZE, bytes.length - TAG_SIZE)
+              .map(describeFrame)
+              .join(', ');
           } catch (e) {
             frames = `malformed frames: ${(e as Error).message}`;
           }

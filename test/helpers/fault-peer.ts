@@ -56,12 +56,14 @@ class SmallChecker {
     const seq = msg.length === SMALL ? msg.readUInt32BE(4) : -1;
     if (info.delivery !== 'reliable') this.error = `small message ${seq} delivered as ${info.delivery}`;
     else if (this.end !== undefined) this.error = `message after END (${msg.length} bytes)`;
-    else if (kind !== 'SMAL' && kind !== 'END!') this.error = `malformed small message (${msg.length} bytes: ${msg.subarray(0, 8).toString('hex')})`;
+    else if (kind !== 'SMAL' && kind !== 'END!')
+      this.error = `malformed small message (${msg.length} bytes: ${msg.subarray(0, 8).toString('hex')})`;
     else if (!msg.equals(small(kind, seq))) this.error = `small message ${seq} altered: ${msg.toString('hex')}`;
     else if (kind === 'END!') {
       if (seq !== this.next) this.error = `END says ${seq} small messages, ${this.next} arrived`;
       this.end = seq;
-    } else if (seq !== this.next) this.error = `small message ${seq} arrived where ${this.next} was expected (${seq < this.next ? 'duplicate or reordered' : 'gap'})`;
+    } else if (seq !== this.next)
+      this.error = `small message ${seq} arrived where ${this.next} was expected (${seq < this.next ? 'duplicate or reordered' : 'gap'})`;
     else this.next++;
   }
 }
@@ -76,7 +78,10 @@ class Bulk {
     const b = Buffer.allocUnsafe(MiB);
     const w = new Uint32Array(b.buffer, b.byteOffset, MiB / 4);
     const s = this.s;
-    let x = s[0]!, y = s[1]!, z = s[2]!, v = s[3]!;
+    let x = s[0]!,
+      y = s[1]!,
+      z = s[2]!,
+      v = s[3]!;
     for (let i = 0; i < w.length; i++) {
       const t = x ^ (x << 11);
       x = y;
@@ -191,7 +196,8 @@ async function main(cfg: Config): Promise<void> {
     let reverse: ReturnType<typeof ticker> | undefined;
     pipe.on('newMessage', (msg: Buffer, _sock: unknown, info: { reliable: boolean; channel: number; delivery: string }) => {
       if (info.channel === 1) return onSmall(msg, info);
-      if (info.channel !== 0 || info.delivery !== 'reliable' || msg.length !== MiB) bulkError ??= `bulk message ${count}: ${msg.length} bytes on channel ${info.channel} as ${info.delivery}`;
+      if (info.channel !== 0 || info.delivery !== 'reliable' || msg.length !== MiB)
+        bulkError ??= `bulk message ${count}: ${msg.length} bytes on channel ${info.channel} as ${info.delivery}`;
       if (first === 0) first = Date.now();
       hash.update(msg);
       bytes += msg.length;
@@ -206,7 +212,22 @@ async function main(cfg: Config): Promise<void> {
     out({ ev: 'listening' });
     await Promise.all([bulkEnd, smallEnd]);
     await reverse?.stop();
-    out({ ev: 'result', sha: hash.digest('hex'), bytes, count, ms: last - first, last, smallReceived: checker.next, smallEnd: checker.end, smallError: checker.error, bulkError, smallSent: reverse?.sent, events, stats: statsOf(), peer: pipe.clients[0] ? { address: pipe.clients[0].address, port: pipe.clients[0].port } : undefined });
+    out({
+      ev: 'result',
+      sha: hash.digest('hex'),
+      bytes,
+      count,
+      ms: last - first,
+      last,
+      smallReceived: checker.next,
+      smallEnd: checker.end,
+      smallError: checker.error,
+      bulkError,
+      smallSent: reverse?.sent,
+      events,
+      stats: statsOf(),
+      peer: pipe.clients[0] ? { address: pipe.clients[0].address, port: pipe.clients[0].port } : undefined,
+    });
     await waitLine('quit');
     await pipe.close();
     out({ ev: 'closed' });

@@ -59,7 +59,10 @@ export function link(budget?: ReassemblyBudget, patch: Partial<ConnectionConfig>
       const until = l.now + ms;
       for (; l.now < until; l.now++) {
         const now = l.now;
-        for (const [x, y] of [[a, b], [b, a]] as const) {
+        for (const [x, y] of [
+          [a, b],
+          [b, a],
+        ] as const) {
           if (x.conn.nextDeadline() <= now) x.conn.handleTimeout(now);
           for (let d = x.conn.pollTransmit(now); d; d = x.conn.pollTransmit(now)) {
             x.sent += d.length;

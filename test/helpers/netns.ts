@@ -18,7 +18,8 @@ function run(cmd: string, args: string[], input?: string): { status: number; std
 
 function must(cmd: string, args: string[], input?: string): string {
   const r = run(cmd, args, input);
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr.trim()}${input ? `\ninput:\n${input}` : ''}`);
+  if (r.status !== 0)
+    throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr.trim()}${input ? `\ninput:\n${input}` : ''}`);
   return r.stdout;
 }
 

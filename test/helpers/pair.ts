@@ -45,13 +45,35 @@ export class Pair {
 
   /** A server with this pair's token, as a fresh process would start it (`patch` on top). */
   newServer(patch: Partial<ServerConfig> = {}): ServerEndpoint {
-    const cfg: ServerConfig = { ...CONN, tokenKey: KEY, maxClients: 8, maxClientsPerAddress: 8, sessionLingerMs: 30_000, encrypt: this.encrypt, handshakesPerSecond: 0, ...patch };
+    const cfg: ServerConfig = {
+      ...CONN,
+      tokenKey: KEY,
+      maxClients: 8,
+      maxClientsPerAddress: 8,
+      sessionLingerMs: 30_000,
+      encrypt: this.encrypt,
+      handshakesPerSecond: 0,
+      ...patch,
+    };
     return new ServerEndpoint(cfg, (n) => this.rng.bytes(n), this.now);
   }
 
   client(host: string, patch: Partial<ClientConfig> = {}): Client {
-    const cfg: ClientConfig = { ...CONN, tokenKey: KEY, encrypt: this.encrypt, handshakeRetryMs: 100, reconnect: { enabled: true, minDelayMs: 20, maxDelayMs: 200 }, ...patch };
-    const c: Client = { ep: new ClientEndpoint(cfg, (n) => this.rng.bytes(n)), at: { address: host, port: 40_000 + this.clients.length }, got: [], events: [], cut: false };
+    const cfg: ClientConfig = {
+      ...CONN,
+      tokenKey: KEY,
+      encrypt: this.encrypt,
+      handshakeRetryMs: 100,
+      reconnect: { enabled: true, minDelayMs: 20, maxDelayMs: 200 },
+      ...patch,
+    };
+    const c: Client = {
+      ep: new ClientEndpoint(cfg, (n) => this.rng.bytes(n)),
+      at: { address: host, port: 40_000 + this.clients.length },
+      got: [],
+      events: [],
+      cut: false,
+    };
     this.clients.push(c);
     return c;
   }
