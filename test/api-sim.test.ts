@@ -480,3 +480,19 @@ test('one client, two messages of 10 MiB on two channels with maxMessageSize 10 
   await net.advanceUntil(() => got.length === 2, 120_000);
   assert.deepEqual(got.sort(), [`0:${10 << 20}`, `1:${10 << 20}`]);
 });
+
+test('ten lost handshake datagrams in a row cost seconds, not most of a minute (default retry settings)', async (t) => {
+  const net = new SimNetwork({ seed: 77, conditions: { latencyMs: 5 } });
+  const server = new UDPipe({ transport: net.transport('127.0.1.1') });
+  await server.start(9000, '127.0.1.1');
+  const client = new UDPipe({ connectTimeoutMs: 120_000, transport: net.transport('127.0.2.1') });
+  net.dropNext('127.0.2.1', '127.0.1.1', 10);
+  let connectedAt = -1;
+  void client.connect('127.0.1.1', 9000).then(() => (connectedAt = net.now));
+  await net.advanceUntil(() => connectedAt >= 0, 120_000);
+  t.diagnostic(`connected after ${connectedAt} ms`);
+  assert.ok(connectedAt >= 0 && connectedAt < 10_000, `connected after ${connectedAt} ms (seed ${net.seed})`);
+  const closing = Promise.all([client.close(), server.close()]);
+  await net.advance(6000);
+  await closing;
+});

@@ -126,3 +126,18 @@ test('advance lets promise continuations run between events', async () => {
   await net.advance(2);
   assert.deepEqual(order, ['timer1', 'continuation', 'timer2']);
 });
+
+test('dropNext drops exactly the next n datagrams of one direction, whenever they are sent', async () => {
+  const net = new SimNetwork({ seed: 5, conditions: { latencyMs: 1 } });
+  const p = await pair(net);
+  net.dropNext('127.0.2.1', '127.0.1.1', 3);
+  net.dropNext('127.0.1.1', '127.0.2.1', 100); // the other direction: not these
+  for (let i = 0; i < 5; i++) {
+    p.send(new Uint8Array([i]));
+    net.run(50);
+  }
+  assert.deepEqual(
+    p.got.map((g) => g.bytes[0]),
+    [3, 4],
+  );
+});

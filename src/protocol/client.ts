@@ -60,6 +60,8 @@ export type FailureCode = 'ERR_HANDSHAKE_TIMEOUT' | 'ERR_BAD_TOKEN' | 'ERR_SERVE
 
 const NO_PROOF = new Uint8Array(PROOF_SIZE);
 
+/** Longest wait between two handshake datagrams of one attempt. */
+const HANDSHAKE_RETRY_CAP_MS = 1000;
 /** CONNECT retransmissions before starting over with a fresh HELLO (the cookie may have expired). */
 const CONNECT_TRIES = 4;
 
@@ -201,8 +203,14 @@ export class ClientEndpoint {
     }
     // An attempt goes on until it succeeds or the connect deadline passes (a fresh
     // nonce would only leave the server a half-open connection): retransmissions back
-    // off exponentially up to the reconnect cap, with jitter so a crowd spreads out.
-    const interval = Math.min(this.cfg.handshakeRetryMs * 2 ** Math.min(hs.retries, 30), this.cfg.reconnect.maxDelayMs);
+    // off exponentially, but only to HANDSHAKE_RETRY_CAP_MS (a HELLO costs the server
+    // nothing, and backing off to the reconnect cap made ten lost datagrams cost 58 s),
+    // with jitter so a crowd spreads out.
+    const interval = Math.min(
+      this.cfg.handshakeRetryMs * 2 ** Math.min(hs.retries, 30),
+      HANDSHAKE_RETRY_CAP_MS,
+      this.cfg.reconnect.maxDelayMs,
+    );
     hs.retries++;
     this.timers.set('handshake', now + interval * (0.75 + 0.5 * this.random()));
   }

@@ -83,6 +83,8 @@ export class SimNetwork {
   private readonly conditions = new Map<string, LinkConditions>();
   private readonly badState = new Map<string, boolean>();
   private readonly partitions: { a: string; b: string | undefined; from: number; to: number }[] = [];
+  /** Datagrams still to drop per directed link (dropNext). */
+  private readonly toDrop = new Map<string, number>();
   private readonly maxEvents: number;
   readonly captured: CapturedDatagram[] = [];
   /** Exceptions thrown by code run from the network's events; rethrown at the end of the run. */
@@ -133,6 +135,11 @@ export class SimNetwork {
   /** Cuts host a off from everyone during [fromMs, toMs). */
   partitionHost(a: string, fromMs: number, toMs: number): void {
     this.partitions.push({ a, b: undefined, from: fromMs, to: toMs });
+  }
+
+  /** Drops the next n datagrams sent from host `from` to host `to`, whenever they are sent. */
+  dropNext(from: string, to: string, n: number): void {
+    this.toDrop.set(`${from}>${to}`, n);
   }
 
   /**
@@ -342,6 +349,13 @@ export class SimNetwork {
       this.drop(from, to, bytes, 'mtu');
       return;
     }
+    const link = `${s.host}>${to.address}`;
+    const dropping = this.toDrop.get(link) ?? 0;
+    if (dropping > 0) {
+      this.toDrop.set(link, dropping - 1);
+      this.drop(from, to, bytes, 'lost');
+      return;
+    }
     if (this.partitioned(s.host, to.address)) {
       this.stats.droppedPartition++;
       this.drop(from, to, bytes, 'partition');
@@ -349,7 +363,6 @@ export class SimNetwork {
     }
     const rng = this.rng;
     if (c.burst) {
-      const link = `${s.host}>${to.address}`;
       const bad = this.badState.get(link) ?? false;
       const nowBad = bad ? rng.next() >= c.burst.exitProbability : rng.next() < c.burst.enterProbability;
       this.badState.set(link, nowBad);
