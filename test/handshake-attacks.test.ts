@@ -151,7 +151,7 @@ test('guard 14: a CONNECT replayed after its connection ended starts nothing and
   gone.ep.start(0, Infinity);
   p.run(200);
   gone.ep.close(p.now);
-  p.run(500);
+  p.run(1500); // the server lingers three probe timeouts after the CLOSE
   assert.equal(gone.ep.state, 'closed');
   assert.equal(p.server.stateSize().peers, 0);
   p.inject(connects[0]!, gone.at);

@@ -129,3 +129,27 @@ test('the pacer lets a burst of the bucket go, then one packet per refill', () =
   assert.ok(next > 0 && next < 2, `next at ${next} ms`);
   assert.equal(p.sendTime(window, srtt, next), next, 'the deadline it gave tests as due');
 });
+
+test("no path MTU probe goes ahead of a connection's first data: each side probes only once the peer acknowledged something", async () => {
+  const net = new SimNetwork({ seed: 12, conditions: { latencyMs: 2 }, capture: true });
+  const server = new UDPipe({ ...T, transport: net.transport('127.0.1.1') });
+  await server.start(9000, '127.0.1.1');
+  const client = new UDPipe({ ...T, transport: net.transport('127.0.2.1') });
+  let got = 0;
+  server.onNewMessage = () => got++;
+  void client.connect('127.0.1.1', 9000).then(() => client.send('first'));
+  await net.advanceUntil(() => got === 1, 2000);
+  await net.advance(500);
+  for (const host of ['127.0.1.1', '127.0.2.1']) {
+    const data = net.captured.filter((c) => c.from.address === host && c.bytes[1] === 0x10);
+    const firstProbe = data.findIndex((c) => c.bytes.length > 1232);
+    assert.ok(firstProbe > 0, `${host}: its first DATA datagram is not a probe (probe at ${firstProbe}, seed ${net.seed})`);
+    // Before it, this side had heard from the peer (an ACK came back): a probe lost to a
+    // small receive buffer then costs nothing but itself.
+    const heard = net.captured.some((c) => c.to.address === host && c.bytes[1] === 0x10 && c.t < data[firstProbe]!.t);
+    assert.ok(heard, `${host}: probed before the peer answered anything`);
+  }
+  const closing = Promise.all([client.close(), server.close()]);
+  await net.advance(6000);
+  await closing;
+});

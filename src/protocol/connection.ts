@@ -814,7 +814,10 @@ export class Connection {
    * its loss costs nothing to retransmit.
    */
   private pollProbe(now: number): Uint8Array | null {
-    if (this._state !== 'connected') return null;
+    // Not before the peer has acknowledged something: a connection's first datagrams are
+    // its data, and a probe of 64 KiB ahead of them, dropped by a small receive buffer
+    // with what followed it, held the first message back a probe timeout (~310 ms).
+    if (this._state !== 'connected' || this.recovery.largestAcked < 0) return null;
     const size = this.pmtu.probeSize(now);
     // Within the window, or alone in flight: the initial window is smaller than a
     // loopback probe, and waiting for the window to grow would mean a lossy path
