@@ -496,3 +496,32 @@ test('ten lost handshake datagrams in a row cost seconds, not most of a minute (
   await net.advance(6000);
   await closing;
 });
+
+test('an idle connection costs one PING and one PONG per ping interval, not two of each', async (t) => {
+  const net = new SimNetwork({ seed: 78, conditions: { latencyMs: 5 }, capture: true });
+  const opts = { pingIntervalMs: 1000, stallTimeoutMs: 3000, timeoutMs: 10_000 };
+  const server = new UDPipe({ ...opts, transport: net.transport('127.0.1.1') });
+  await server.start(9000, '127.0.1.1');
+  const client = new UDPipe({ ...opts, transport: net.transport('127.0.2.1') });
+  const events: string[] = [];
+  for (const [who, u] of [
+    ['server', server],
+    ['client', client],
+  ] as const) {
+    u.on('stalled', () => events.push(`${who} stalled`));
+    u.on('disconnect', () => events.push(`${who} disconnect`));
+  }
+  let up = false;
+  void client.connect('127.0.1.1', 9000).then(() => (up = true));
+  await net.advanceUntil(() => up, 2000);
+  await net.advance(2000);
+  const from = net.captured.length;
+  await net.advance(60_000);
+  const idle = net.captured.slice(from).filter((c) => c.bytes[1] === 0x10).length;
+  t.diagnostic(`${idle} datagrams in 60 s of idleness`);
+  assert.ok(idle <= 2 * 60 + 4, `${idle} datagrams in 60 s: more than one exchange per interval (seed ${net.seed})`);
+  assert.deepEqual(events, [], 'and nobody stalled');
+  const closing = Promise.all([client.close(), server.close()]);
+  await net.advance(6000);
+  await closing;
+});

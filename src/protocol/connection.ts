@@ -535,10 +535,13 @@ export class Connection {
     }
     this.armKeepalive(now);
     // PING on silence only: a side that just heard from its peer has no reason to ask
-    // whether the peer is there. The peer hears from us through our PONG (or our
-    // data), so each side still hears something every interval, with half the
-    // packets of both sides pinging on a fixed beat.
-    this.timers.set('ping', now + this.cfg.pingIntervalMs);
+    // whether the peer is there. The side that answers a PING waits half an interval
+    // longer before it would ask itself: so on an idle connection one side pings and
+    // the other answers, one exchange per interval (with both on the same beat their
+    // PINGs crossed, two exchanges per interval). Each side still hears from the other
+    // every interval: the PING one way, the PONG the other.
+    const answering = frames.some((f) => f.type === 'ping');
+    this.timers.set('ping', now + (answering ? 1.5 : 1) * this.cfg.pingIntervalMs);
     if (this._state === 'stalled') this.unstall(now);
 
     this.refusedInPacket = false;
