@@ -104,9 +104,11 @@ function track(pipe: UDPipe, side: Side, s: Scenario, onConnectionPeer?: (p: Pee
   pipe.onUnstalled = () => side.events.push('unstalled');
   pipe.onNewMessage = (msg, sock, info) => {
     if (!info.reliable) return;
-    const [, id, size] = String(msg).split(':');
-    // Large messages carry their intended length: a part lost or doubled would show.
+    const [from, id, size] = String(msg).split(':');
+    // Large messages carry their intended length: a part lost or doubled would show...
     assert.equal(msg.length, Number(size), `message ${id} arrived with ${msg.length} bytes, not ${size}`);
+    // ...and every byte is where it was sent: parts swapped or reversed would show too.
+    assert.ok(String(msg) === numbered(from!, Number(id), s), `message ${id} arrived with its bytes out of place`);
     const how = howToSend(Number(id), s);
     assert.equal(info.channel, how.channel, `message ${id} on its channel`);
     // A message larger than one packet keeps its channel's order even when sent unordered.
@@ -145,7 +147,8 @@ function checkEventGrammar(events: string[], who: string): void {
 }
 
 /**
- * Message i of a stream: "<side>:<i>:<length>:" padded to <length>. One in eight is
+ * Message i of a stream: "<side>:<i>:<length>:" padded to <length> with characters that
+ * depend on their position (so a part delivered out of place changes the text). One in eight is
  * large (up to 12 kB, so it travels in parts off loopback), one in forty huge (up to
  * 200 kB: parts on loopback too); the rest are small.
  */
@@ -161,8 +164,12 @@ function numbered(side: string, i: number, s: Scenario): string {
   let len = head.length + String(target).length + 1;
   len = Math.max(len, target);
   const prefix = `${head}${len}:`;
-  return prefix.padEnd(len, '.');
+  let out = prefix;
+  for (let p = prefix.length; p < len; p++) out += PAD[(p * 31 + i) % PAD.length];
+  return out;
 }
+
+const PAD = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_';
 
 async function runScenario(s: Scenario): Promise<void> {
   const [SERVER_HOST, CLIENT_HOST] = HOSTS[s.hosts];
