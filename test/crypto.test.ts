@@ -33,22 +33,24 @@ const t = {
   resumeProof: new Uint8Array(16).fill(8),
 };
 
+/** One change to each field of CONNECT that every proof covers (the resume proof is added where it counts). */
+const CONNECT_FIELD_CHANGES = [
+  { clientConnId: 9 },
+  { clientNonce: new Uint8Array(16) },
+  { cookie: new Uint8Array(16) },
+  { sessionId: new Uint8Array(16) },
+  { nextSendIndex: 50 },
+  { delivered: 60 },
+  { flags: 1 },
+  { publicKey: new Uint8Array(32) },
+];
+
 test('proofs depend on the token and on every field they cover; client and server proofs differ', () => {
   const k = deriveTokenKey('secret');
   const base = clientProof(k, t);
   assert.equal(base.length, 16);
   assert.ok(!equalBytes(base, clientProof(deriveTokenKey('secreT'), t)), 'another token');
-  for (const change of [
-    { clientConnId: 9 },
-    { clientNonce: new Uint8Array(16) },
-    { cookie: new Uint8Array(16) },
-    { sessionId: new Uint8Array(16) },
-    { nextSendIndex: 50 },
-    { delivered: 60 },
-    { flags: 1 },
-    { publicKey: new Uint8Array(32) },
-    { resumeProof: new Uint8Array(16) },
-  ]) {
+  for (const change of [...CONNECT_FIELD_CHANGES, { resumeProof: new Uint8Array(16) }]) {
     assert.ok(!equalBytes(base, clientProof(k, { ...t, ...change })), JSON.stringify(Object.keys(change)));
   }
   const a = {
@@ -80,16 +82,7 @@ test('resume proofs: keyed by the session secret, over every CONNECT field but t
   const zeroed = { ...t, resumeProof: new Uint8Array(16) };
   assert.deepEqual(resumeProof(secret, zeroed), base, 'does not cover itself');
   assert.ok(!equalBytes(base, resumeProof(new Uint8Array(32).fill(0x34), t)), 'another secret');
-  for (const change of [
-    { clientConnId: 9 },
-    { clientNonce: new Uint8Array(16) },
-    { cookie: new Uint8Array(16) },
-    { sessionId: new Uint8Array(16) },
-    { nextSendIndex: 50 },
-    { delivered: 60 },
-    { flags: 1 },
-    { publicKey: new Uint8Array(32) },
-  ]) {
+  for (const change of CONNECT_FIELD_CHANGES) {
     assert.ok(!equalBytes(base, resumeProof(secret, { ...t, ...change })), JSON.stringify(Object.keys(change)));
   }
 });

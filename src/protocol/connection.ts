@@ -535,13 +535,8 @@ export class Connection {
     }
     this.armKeepalive(now);
     // PING on silence only: a side that just heard from its peer has no reason to ask
-    // whether the peer is there. The side that answers a PING waits half an interval
-    // longer before it would ask itself: so on an idle connection one side pings and
-    // the other answers, one exchange per interval (with both on the same beat their
-    // PINGs crossed, two exchanges per interval). Each side still hears from the other
-    // every interval: the PING one way, the PONG the other.
-    const answering = frames.some((f) => f.type === 'ping');
-    this.timers.set('ping', now + (answering ? 1.5 : 1) * this.cfg.pingIntervalMs);
+    // whether the peer is there (a PING in the packet pushes this further, below).
+    this.timers.set('ping', now + this.cfg.pingIntervalMs);
     if (this._state === 'stalled') this.unstall(now);
 
     this.refusedInPacket = false;
@@ -597,6 +592,11 @@ export class Connection {
         return;
       case 'ping':
         if (this.pongsToSend.length < 4) this.pongsToSend.push(f.id);
+        // The side that answers waits half an interval longer before it would ask
+        // itself: on an idle connection one side pings and the other answers, one
+        // exchange per interval (on the same beat their PINGs crossed: two). Each side
+        // still hears from the other every interval, the PING one way, the PONG back.
+        this.timers.set('ping', now + 1.5 * this.cfg.pingIntervalMs);
         this.emit({ type: 'ping' });
         return;
       case 'pong': {

@@ -310,8 +310,15 @@ export class ServerEndpoint {
     }
   }
 
+  /** The default reset key, made once per token key (setToken replaces the token key). */
+  private derivedResetKey: { tokenKey: Uint8Array; key: Uint8Array } | undefined;
+
   private get resetKey(): Uint8Array {
-    return this.cfg.resetKey ?? deriveResetKey(this.cfg.tokenKey, this.cfg.resetPort);
+    if (this.cfg.resetKey) return this.cfg.resetKey;
+    if (this.derivedResetKey?.tokenKey !== this.cfg.tokenKey) {
+      this.derivedResetKey = { tokenKey: this.cfg.tokenKey, key: deriveResetKey(this.cfg.tokenKey, this.cfg.resetPort) };
+    }
+    return this.derivedResetKey.key;
   }
 
   /**

@@ -47,9 +47,10 @@ export class ReassemblyBudget implements Budget {
   refused = 0;
   /** Half-built reliable messages that may pass the limit in turn, oldest first (a Set keeps insertion order). */
   private readonly builders = new Set<object>();
-  /** Half-built messages that lost their turn by not asking to grow for IDLE_BUILDER_MS. */
-  private readonly idle = new Set<object>();
-  /** When each half-built message last asked to grow. */
+  /**
+   * When each half-built message last asked to grow. One here but not in `builders` lost
+   * its turn by not asking for IDLE_BUILDER_MS.
+   */
   private readonly askedAt = new Map<object, number>();
   /** The endpoint's clock, set by its owner before each event (the budget keeps no timers). */
   now = 0;
@@ -78,17 +79,22 @@ export class ReassemblyBudget implements Budget {
    * is the oldest half-built reliable message that may grow.
    */
   take(n: number, builder?: object, lossy = false, small = false, session?: SessionBudget): boolean {
-    const over = (): boolean => this.used + n > this.limit;
-    const shared = (): boolean =>
-      small && session !== undefined && session.held + n <= this.sessionShare && this.used + n <= this.limit + this.maxOver;
     if (builder !== undefined) this.asked(builder);
-    if (over() && !shared() && (lossy || !this.reclaim?.(this.used + n - this.limit) || over()) && !this.mayPass(builder, n)) {
+    if (this.used + n > this.limit && !this.mayExceed(n, builder, lossy, small, session)) {
       this.refused++;
       return false;
     }
     this.used += n;
     if (this.used > this.peak) this.peak = this.used;
     return true;
+  }
+
+  /** A request that does not fit under the limit: the rules of take(), in order. */
+  private mayExceed(n: number, builder: object | undefined, lossy: boolean, small: boolean, session: SessionBudget | undefined): boolean {
+    const withinCap = this.used + n <= this.limit + this.maxOver;
+    if (small && session !== undefined && session.held + n <= this.sessionShare && withinCap) return true;
+    if (!lossy && this.reclaim?.(this.used + n - this.limit) && this.used + n <= this.limit) return true;
+    return withinCap && this.mayPass(builder);
   }
 
   give(n: number): void {
@@ -103,7 +109,6 @@ export class ReassemblyBudget implements Budget {
 
   stopBuilding(builder: object): void {
     this.builders.delete(builder);
-    this.idle.delete(builder);
     this.askedAt.delete(builder);
   }
 
@@ -111,21 +116,20 @@ export class ReassemblyBudget implements Budget {
   private asked(builder: object): void {
     if (!this.askedAt.has(builder)) return;
     this.askedAt.set(builder, this.now);
-    if (this.idle.delete(builder)) this.builders.add(builder);
+    this.builders.add(builder); // a Set keeps the place of one already in it
   }
 
   /**
-   * The first half-built message that is still asking may pass the limit, by n, within
-   * maxOver. Older ones that stopped asking lose their turn on the way (each once per
-   * idle spell, so this costs amortised constant time).
+   * The first half-built message that is still asking may pass the limit. Older ones
+   * that stopped asking lose their turn on the way (each once per idle spell, so this
+   * costs amortised constant time).
    */
-  private mayPass(builder: object | undefined, n: number): boolean {
-    if (builder === undefined || this.used + n > this.limit + this.maxOver) return false;
+  private mayPass(builder: object | undefined): boolean {
+    if (builder === undefined) return false;
     for (const b of this.builders) {
       if (b === builder) return true;
       if (this.now - this.askedAt.get(b)! < IDLE_BUILDER_MS) return false;
       this.builders.delete(b);
-      this.idle.add(b);
     }
     return false;
   }
