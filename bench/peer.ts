@@ -132,8 +132,14 @@ async function main(): Promise<void> {
     }
     case 'udpipe':
     case 'udpipe-enc': {
-      // No handshake rate limit: the idle rows connect thousands of clients from one address.
-      const s = new UDPipe({ maxQueue: 1 << 16, maxClients: 20_000, handshakesPerSecond: 0, encrypt: impl === 'udpipe-enc' });
+      // No handshake rate limit or per-address cap: the idle rows connect thousands of clients from one address.
+      const s = new UDPipe({
+        maxQueue: 1 << 16,
+        maxClients: 20_000,
+        maxClientsPerAddress: 20_000,
+        handshakesPerSecond: 0,
+        encrypt: impl === 'udpipe-enc',
+      });
       server = s;
       s.onNewMessage = function (m, sock, info) {
         received += mode === 'bytes' ? m.length : 1;
