@@ -35,7 +35,7 @@ function store(budget: ReassemblyBudget): SessionStore {
   return s;
 }
 
-const parked = (inbound: InboundSession) => ({ auth: { secret: new Uint8Array(32) }, inbound, outbound: [], outboundBase: 0 });
+const parked = (inbound: InboundSession) => ({ resumeSecret: new Uint8Array(32), inbound, outbound: [], outboundBase: 0 });
 
 test('budget: a request that does not fit asks reclaim for the shortfall, and is taken once room is made', () => {
   const b = new ReassemblyBudget(100);

@@ -17,7 +17,7 @@ import { SessionStore } from '../src/protocol/sessions.js';
 import { decodeDatagram } from '../src/wire/packet.js';
 import { Rng } from '../src/testing/index.js';
 
-const AUTH = { secret: new Uint8Array(32) };
+const SECRET = new Uint8Array(32);
 
 const rng = new Rng(5);
 const randomBytes = (n: number) => rng.bytes(n);
@@ -173,10 +173,10 @@ test('sessions: a parked session can be resumed until its linger deadline, not a
     () => 10,
     () => 500,
   );
-  store.park('a', { auth: AUTH, inbound: newInbound(1), outbound: [], outboundBase: 0 }, 0);
+  store.park('a', { resumeSecret: SECRET, inbound: newInbound(1), outbound: [], outboundBase: 0 }, 0);
   store.handleTimeout(499);
   assert.ok(store.take('a'));
-  store.park('a', { auth: AUTH, inbound: newInbound(1), outbound: [], outboundBase: 0 }, 0);
+  store.park('a', { resumeSecret: SECRET, inbound: newInbound(1), outbound: [], outboundBase: 0 }, 0);
   assert.equal(store.nextDeadline(), 500);
   store.handleTimeout(500);
   assert.equal(store.take('a'), undefined);
@@ -187,7 +187,7 @@ test('sessions: the number parked is bounded; the oldest goes first', () => {
     () => 2,
     () => 500,
   );
-  for (const k of ['a', 'b', 'c']) store.park(k, { auth: AUTH, inbound: newInbound(0), outbound: [], outboundBase: 0 }, 0);
+  for (const k of ['a', 'b', 'c']) store.park(k, { resumeSecret: SECRET, inbound: newInbound(0), outbound: [], outboundBase: 0 }, 0);
   assert.equal(store.parkedCount, 2);
   assert.equal(store.take('a'), undefined);
   assert.ok(store.take('c'));

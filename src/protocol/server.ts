@@ -22,7 +22,7 @@ import type { ConnectionConfig, ConnectionEvent } from './config.js';
 import { Connection, newInbound, releaseInbound, type InboundSession } from './connection.js';
 import { DeadlineHeap } from './deadline-heap.js';
 import { RateLimiter, rateKey } from './rate-limiter.js';
-import { SessionStore, type SessionAuth } from './sessions.js';
+import { SessionStore } from './sessions.js';
 import { ReassemblyBudget } from '../reliability/budget.js';
 import { BUFFER_LIMIT } from '../reliability/receiver.js';
 import type { Unit } from '../reliability/sender.js';
@@ -89,8 +89,8 @@ interface Peer {
   handshakeKey: string;
   accept: Uint8Array;
   sessionKey: string;
-  /** Who may resume the session (sessions.ts). */
-  auth: SessionAuth;
+  /** The session's resumption secret, from the X25519 exchange of its first connection. */
+  resumeSecret: Uint8Array;
   /** The client's reliable stream in this session: what is done, half-built messages. */
   inbound: InboundSession;
   /** Session index of this connection's first reliable message to the client. */
@@ -374,8 +374,8 @@ export class ServerEndpoint {
     // the session id travels in clear, so knowing it and the token proves nothing).
     const sessionKey = hex(d.sessionId);
     const previous = this.sessions.liveConnection(sessionKey);
-    const known = previous === undefined ? this.sessions.peek(sessionKey)?.auth : this.peers.get(previous)?.auth;
-    if (known && !equalBytes(resumeProof(known.secret, d), d.resumeProof)) {
+    const known = previous === undefined ? this.sessions.peek(sessionKey)?.resumeSecret : this.peers.get(previous)?.resumeSecret;
+    if (known && !equalBytes(resumeProof(known, d), d.resumeProof)) {
       // Not its client, or one that never got the ACCEPT that began the session (so has
       // no secret): either way it must start a session of its own.
       this.counters.resumesRefused++;
@@ -414,7 +414,7 @@ export class ServerEndpoint {
     // Resume: the client resends from what we delivered; we resend from what it did.
     const parked = this.sessions.take(sessionKey);
     // A new session's resumption secret comes from this connection's exchange.
-    const auth: SessionAuth = parked?.auth ?? { secret: keys.resume };
+    const resumeSecret = parked?.resumeSecret ?? keys.resume;
     let inbound = newInbound(d.nextSendIndex);
     let sendBase = 0;
     let outbound: Unit[] = [];
@@ -459,7 +459,7 @@ export class ServerEndpoint {
       handshakeKey: hsKey,
       accept,
       sessionKey,
-      auth,
+      resumeSecret,
       inbound,
       sendBase,
       confirmed: false,
@@ -485,7 +485,7 @@ export class ServerEndpoint {
         const left = p.conn.takeUnfinished();
         this.sessions.park(
           p.sessionKey,
-          { auth: p.auth, inbound: p.inbound, outbound: left.reliable, outboundBase: p.sendBase + left.firstIndex },
+          { resumeSecret: p.resumeSecret, inbound: p.inbound, outbound: left.reliable, outboundBase: p.sendBase + left.firstIndex },
           this.lastNow,
         );
       } else releaseInbound(p.inbound);

@@ -3,15 +3,10 @@ import type { Unit } from '../reliability/sender.js';
 import type { InboundSession } from './connection.js';
 import { DeadlineHeap } from './deadline-heap.js';
 
-/** Who may continue a session (docs/PROTOCOL.md, section 10). */
-export interface SessionAuth {
-  /** The resumption secret, from the X25519 exchange of the session's first connection. */
-  readonly secret: Uint8Array;
-}
-
 /** What the server keeps of a session whose connection ended, until the client comes back. */
 export interface ParkedSession {
-  auth: SessionAuth;
+  /** The session's resumption secret: only its client can continue it (docs/PROTOCOL.md, section 10). */
+  resumeSecret: Uint8Array;
   /** The client's reliable stream: units done (its `delivered` goes in ACCEPT), half-built messages. */
   inbound: InboundSession;
   /** Reliable units (messages or parts) to the client not known delivered, in order... */
