@@ -35,7 +35,13 @@ function store(budget: ReassemblyBudget): SessionStore {
   return s;
 }
 
-const parked = (inbound: InboundSession) => ({ resumeSecret: new Uint8Array(32), inbound, outbound: [], outboundBase: 0 });
+const parked = (inbound: InboundSession) => ({
+  resumeSecret: new Uint8Array(32),
+  inbound,
+  outbound: [],
+  outboundBase: 0,
+  owesDrain: false,
+});
 
 test('budget: a request that does not fit asks reclaim for the shortfall, and is taken once room is made', () => {
   const b = new ReassemblyBudget(100);

@@ -173,10 +173,10 @@ test('sessions: a parked session can be resumed until its linger deadline, not a
     () => 10,
     () => 500,
   );
-  store.park('a', { resumeSecret: SECRET, inbound: newInbound(1), outbound: [], outboundBase: 0 }, 0);
+  store.park('a', { resumeSecret: SECRET, inbound: newInbound(1), outbound: [], outboundBase: 0, owesDrain: false }, 0);
   store.handleTimeout(499);
   assert.ok(store.take('a'));
-  store.park('a', { resumeSecret: SECRET, inbound: newInbound(1), outbound: [], outboundBase: 0 }, 0);
+  store.park('a', { resumeSecret: SECRET, inbound: newInbound(1), outbound: [], outboundBase: 0, owesDrain: false }, 0);
   assert.equal(store.nextDeadline(), 500);
   store.handleTimeout(500);
   assert.equal(store.take('a'), undefined);
@@ -187,7 +187,8 @@ test('sessions: the number parked is bounded; the oldest goes first', () => {
     () => 2,
     () => 500,
   );
-  for (const k of ['a', 'b', 'c']) store.park(k, { resumeSecret: SECRET, inbound: newInbound(0), outbound: [], outboundBase: 0 }, 0);
+  for (const k of ['a', 'b', 'c'])
+    store.park(k, { resumeSecret: SECRET, inbound: newInbound(0), outbound: [], outboundBase: 0, owesDrain: false }, 0);
   assert.equal(store.parkedCount, 2);
   assert.equal(store.take('a'), undefined);
   assert.ok(store.take('c'));

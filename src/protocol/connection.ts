@@ -330,6 +330,11 @@ export class Connection {
     return this.backpressured;
   }
 
+  /** Takes over a 'drain' that the session's previous connection owed: raised once this one's queue is below both marks. */
+  oweDrain(): void {
+    this.backpressured = true;
+  }
+
   /** Below both high-water marks (maxQueue units, highWaterMark bytes): send() returns true. */
   get belowHighWater(): boolean {
     return this.queueLength < this.cfg.maxQueue && this.queuedBytes < this.cfg.highWaterMark;

@@ -451,6 +451,10 @@ export class ServerEndpoint {
       inbound,
     });
     for (const u of outbound) conn.sendUnit(u);
+    // A send() that returned false on the session's last connection gets its 'drain'
+    // from this one (found by the fault suite: a program waiting for it waited for ever
+    // when the client's reconnect acknowledged everything that had been queued).
+    if (parked?.owesDrain) conn.oweDrain();
     this.countAddress(from.address, 1);
     this.peers.set(connId, {
       conn,
@@ -485,7 +489,13 @@ export class ServerEndpoint {
         const left = p.conn.takeUnfinished();
         this.sessions.park(
           p.sessionKey,
-          { resumeSecret: p.resumeSecret, inbound: p.inbound, outbound: left.reliable, outboundBase: p.sendBase + left.firstIndex },
+          {
+            resumeSecret: p.resumeSecret,
+            inbound: p.inbound,
+            outbound: left.reliable,
+            outboundBase: p.sendBase + left.firstIndex,
+            owesDrain: p.conn.owesDrain,
+          },
           this.lastNow,
         );
       } else releaseInbound(p.inbound);

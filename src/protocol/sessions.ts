@@ -13,6 +13,8 @@ export interface ParkedSession {
   outbound: Unit[];
   /** ...and the session index of the first of them. */
   outboundBase: number;
+  /** A send() to this client returned false and its 'drain' had not come: the next connection owes it. */
+  owesDrain: boolean;
 }
 
 /**
