@@ -3,7 +3,8 @@
  * process, no sockets, no timers, zero latency. Prints microseconds of CPU per datagram
  * and per message (both sides' work, encrypt and decrypt included) for three patterns,
  * so a per-packet regression shows in review without the noise of the network.
- * `npm run bench:core`; compare runs on one machine (JIT and GC make single runs vary).
+ * `npm run bench:core`; compare runs on one machine, pinned (`taskset -c 1`); each pattern
+ * runs CORE_RUNS times (default 5) and the median is reported.
  */
 import { AeadPacketCipher, HmacPacketCipher, type PacketCipher } from '../src/crypto/packet-cipher.js';
 import { DEFAULT_CONNECTION_CONFIG } from '../src/protocol/config.js';
@@ -55,18 +56,38 @@ function pair(aead: boolean) {
   return { a, b, pump, count: () => ({ datagrams, delivered }) };
 }
 
+/** Runs of each pattern; the median is reported (this machine's speed varies by 1.5x from run to run). */
+const RUNS = Number(process.env.CORE_RUNS ?? 5);
+
+const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[xs.length >> 1]!;
+
+/** CORE_ONLY=text: only the patterns whose name contains it. */
+const ONLY = process.env.CORE_ONLY;
+
 function measure(name: string, aead: boolean, run: (p: ReturnType<typeof pair>) => void): void {
-  const p = pair(aead);
-  p.pump();
-  const before = p.count().datagrams;
-  const cpu = process.cpuUsage();
-  run(p);
-  const used = process.cpuUsage(cpu);
-  const datagrams = p.count().datagrams - before;
-  const total = used.user + used.system;
-  const messages = p.count().delivered;
-  const per = `${(total / datagrams).toFixed(1)} us per datagram, ${(total / messages).toFixed(2)} us per message`;
-  console.log(`${name}${aead ? ', encrypted' : ''}: ${per} (${datagrams} datagrams, ${messages} messages)`);
+  if (ONLY && !`${name}${aead ? ', encrypted' : ''}`.includes(ONLY)) return;
+  const perDatagram: number[] = [];
+  const perMessage: number[] = [];
+  let counts = '';
+  for (let r = 0; r < RUNS; r++) {
+    const p = pair(aead);
+    p.pump();
+    const before = p.count().datagrams;
+    const cpu = process.cpuUsage();
+    run(p);
+    const used = process.cpuUsage(cpu);
+    const datagrams = p.count().datagrams - before;
+    const total = used.user + used.system;
+    const messages = p.count().delivered;
+    perDatagram.push(total / datagrams);
+    perMessage.push(total / messages);
+    counts = `${datagrams} datagrams, ${messages} messages`;
+  }
+  const range = `${Math.min(...perDatagram).toFixed(1)}-${Math.max(...perDatagram).toFixed(1)}`;
+  console.log(
+    `${name}${aead ? ', encrypted' : ''}: ${median(perDatagram).toFixed(1)} us per datagram (range ${range}), ` +
+      `${median(perMessage).toFixed(2)} us per message; median of ${RUNS} runs of ${counts}`,
+  );
 }
 
 const small = new Uint8Array(32);

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import { test } from 'node:test';
 import {
   CookieJar,
@@ -11,6 +12,7 @@ import {
   resumeProof,
   serverProof,
 } from '../src/crypto/handshake-keys.js';
+import { PreparedHmacSha256, SMALL_MAC_LIMIT, tagEquals, writeTag } from '../src/crypto/hmac-sha256.js';
 import { EphemeralKey } from '../src/crypto/key-exchange.js';
 import { AeadPacketCipher, HmacPacketCipher } from '../src/crypto/packet-cipher.js';
 import { REPLAY_WINDOW, ReplayWindow } from '../src/reliability/replay-window.js';
@@ -131,6 +133,72 @@ test("packet integrity: a tag opens only with the other side's receive key; any 
     const q = p.slice();
     q[i >> 3]! ^= 1 << (i & 7);
     assert.ok(!server.open(q, 0), `bit ${i}`);
+  }
+});
+
+test('prepared HMAC-SHA256 matches RFC 4231 (test cases 1 to 4; the first 8 data bytes are its packet-number words)', () => {
+  const hex = (h: Int32Array) => {
+    const out = new Uint8Array(32);
+    writeTag(h, out, 0, 32);
+    return Buffer.from(out).toString('hex');
+  };
+  const cases: [Uint8Array, Uint8Array, string][] = [
+    [new Uint8Array(20).fill(0x0b), Buffer.from('Hi There'), 'b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7'],
+    [Buffer.from('Jefe'), Buffer.from('what do ya want for nothing?'), '5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843'],
+    [new Uint8Array(20).fill(0xaa), new Uint8Array(50).fill(0xdd), '773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe'],
+    [
+      Uint8Array.from({ length: 25 }, (_, i) => i + 1),
+      new Uint8Array(50).fill(0xcd),
+      '82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b',
+    ],
+  ];
+  for (const [key, data, want] of cases) {
+    const d = Buffer.from(data);
+    const rest = d.subarray(8);
+    assert.equal(hex(new PreparedHmacSha256(key).mac(d.readInt32BE(0), d.readInt32BE(4), rest, rest.length)), want);
+  }
+});
+
+test('prepared HMAC-SHA256 equals node:crypto at every length around the block edges, any packet number; tags compare exactly', () => {
+  const key = counterBytes(32);
+  const mac = new PreparedHmacSha256(key);
+  const data = counterBytes(300);
+  const pnBytes = Buffer.alloc(8);
+  for (let len = 0; len <= 300; len++) {
+    for (const pn of [0, 1, 2 ** 31, 2 ** 32 - 1, 2 ** 32 + 5, 2 ** 53 - 1]) {
+      pnBytes.writeUInt32BE(Math.floor(pn / 2 ** 32), 0);
+      pnBytes.writeUInt32BE(pn >>> 0, 4);
+      const want = createHmac('sha256', key).update(pnBytes).update(data.subarray(0, len)).digest();
+      const h = mac.mac(Math.floor(pn / 2 ** 32), pn | 0, data, len);
+      const out = new Uint8Array(32);
+      writeTag(h, out, 0, 32);
+      assert.deepEqual(Buffer.from(out), want, `length ${len}, pn ${pn}`);
+      assert.ok(tagEquals(h, want, 0, TAG_SIZE));
+      for (const bit of [0, 31, 64, 127]) {
+        const bad = Buffer.from(want);
+        bad[bit >> 3]! ^= 1 << (bit & 7);
+        assert.ok(!tagEquals(h, bad, 0, TAG_SIZE), `bit ${bit} of the tag`);
+      }
+    }
+  }
+});
+
+test('HMAC packets seal and open the same whichever implementation computes the tag (below and above SMALL_MAC_LIMIT)', () => {
+  const k1 = counterBytes(32);
+  const k2 = counterBytes(32);
+  const a = new HmacPacketCipher(k1, k2);
+  const b = new HmacPacketCipher(k2, k1);
+  for (const len of [DATA_HEADER_SIZE, SMALL_MAC_LIMIT - 1, SMALL_MAC_LIMIT, SMALL_MAC_LIMIT + 1, 1400]) {
+    const p = new Uint8Array(len + TAG_SIZE);
+    p.set(counterBytes(len));
+    a.seal(p, len, 77);
+    const pn = Buffer.alloc(8);
+    pn.writeUInt32BE(77, 4);
+    const want = createHmac('sha256', k1).update(pn).update(p.subarray(0, len)).digest().subarray(0, TAG_SIZE);
+    assert.deepEqual(Buffer.from(p.subarray(len)), want, `tag at length ${len}`);
+    assert.deepEqual(b.open(p, 77), p.subarray(DATA_HEADER_SIZE, len), `opens at length ${len}`);
+    p[len - 1]! ^= 1;
+    assert.equal(b.open(p, 77), undefined, `a flipped bit at length ${len}`);
   }
 });
 

@@ -1,5 +1,6 @@
 import { createCipheriv, createDecipheriv, createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { DATA_HEADER_SIZE, TAG_SIZE } from '../wire/constants.js';
+import { PreparedHmacSha256, SMALL_MAC_LIMIT, tagEquals, writeTag } from './hmac-sha256.js';
 
 /**
  * Protects each DATA packet of a connection, with per-direction keys. Two kinds:
@@ -27,9 +28,13 @@ function secretKey(k: Uint8Array): KeyObject {
   return createSecretKey(Buffer.from(k.buffer, k.byteOffset, k.byteLength));
 }
 
+function checkPn(pn: number): void {
+  if (!Number.isSafeInteger(pn) || pn < 0) throw new Error(`packet number ${pn} out of range`);
+}
+
 /** The full packet number, 8 bytes big-endian, into `into`. */
 function writePn(into: Buffer, at: number, pn: number): Buffer {
-  if (!Number.isSafeInteger(pn) || pn < 0) throw new Error(`packet number ${pn} out of range`);
+  checkPn(pn);
   into.writeUInt32BE(Math.floor(pn / 2 ** 32), at);
   into.writeUInt32BE(pn >>> 0, at + 4);
   return into;
@@ -38,11 +43,16 @@ function writePn(into: Buffer, at: number, pn: number): Buffer {
 export class HmacPacketCipher implements PacketCipher {
   private readonly sendKey: KeyObject;
   private readonly receiveKey: KeyObject;
+  /** The same keys with their HMAC state prepared once, for short packets (hmac-sha256.ts). */
+  private readonly sendMac: PreparedHmacSha256;
+  private readonly receiveMac: PreparedHmacSha256;
   private readonly pn = Buffer.alloc(8);
 
   constructor(sendKey: Uint8Array, receiveKey: Uint8Array) {
     this.sendKey = secretKey(sendKey);
     this.receiveKey = secretKey(receiveKey);
+    this.sendMac = new PreparedHmacSha256(sendKey);
+    this.receiveMac = new PreparedHmacSha256(receiveKey);
   }
 
   // The MAC covers the full 64-bit packet number, not only the 32 bits in the header:
@@ -57,13 +67,19 @@ export class HmacPacketCipher implements PacketCipher {
   }
 
   seal(packet: Uint8Array, len: number, pn: number): void {
-    packet.set(this.tag(this.sendKey, pn, packet.subarray(0, len)), len);
+    if (len <= SMALL_MAC_LIMIT) {
+      checkPn(pn);
+      writeTag(this.sendMac.mac(Math.floor(pn / 2 ** 32), pn | 0, packet, len), packet, len, TAG_SIZE);
+    } else packet.set(this.tag(this.sendKey, pn, packet.subarray(0, len)), len);
   }
 
   open(packet: Uint8Array, pn: number): Uint8Array | undefined {
     if (packet.length < DATA_HEADER_SIZE + TAG_SIZE) return undefined;
     const end = packet.length - TAG_SIZE;
-    if (!timingSafeEqual(this.tag(this.receiveKey, pn, packet.subarray(0, end)), packet.subarray(end))) return undefined;
+    if (end <= SMALL_MAC_LIMIT) {
+      checkPn(pn);
+      if (!tagEquals(this.receiveMac.mac(Math.floor(pn / 2 ** 32), pn | 0, packet, end), packet, end, TAG_SIZE)) return undefined;
+    } else if (!timingSafeEqual(this.tag(this.receiveKey, pn, packet.subarray(0, end)), packet.subarray(end))) return undefined;
     return packet.subarray(DATA_HEADER_SIZE, end);
   }
 }
