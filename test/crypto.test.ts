@@ -202,6 +202,22 @@ test('HMAC packets seal and open the same whichever implementation computes the 
   }
 });
 
+test('the DATA packet examples of docs/PROTOCOL.md section 4 are what both ciphers make, and they open', () => {
+  const frames = '0100000001'; // PING, id 1
+  const examples = [
+    { cipher: (k: Uint8Array) => new HmacPacketCipher(k, k), tail: '0100000001' + '4151d7699908ad4d38c974510f1ce794' },
+    { cipher: (k: Uint8Array) => new AeadPacketCipher(k, k), tail: '7b8c4a7534' + '8424bc88f461836f27573057a9feef36' },
+  ];
+  for (const { cipher, tail } of examples) {
+    const c = cipher(new Uint8Array(32));
+    const p = new Uint8Array(31);
+    p.set(Buffer.from(`c1101122334400000005${frames}`, 'hex'));
+    c.seal(p, 15, 5);
+    assert.equal(Buffer.from(p).toString('hex'), `c1101122334400000005${tail}`);
+    assert.equal(Buffer.from(c.open(p, 5)!).toString('hex'), frames);
+  }
+});
+
 test('cookies: the age limit counts from when the secrets rotate, not from when we were last asked', () => {
   const jar = new CookieJar(counterBytes, 0, 1000);
   const hello = { clientConnId: 1, clientNonce: new Uint8Array(16).fill(9) };
