@@ -441,12 +441,9 @@ export class ClientEndpoint {
     this.carryWhole = [];
     for (const m of this.carryUnreliable.splice(0)) this.conn.queueUnreliable(m);
     this.carriedBytes = 0;
-    // A send() that returned false while we were away is owed a 'drain': now, if the new
-    // connection took the queue without filling up (else the connection raises it later).
-    if (this.owesDrain && this.conn.belowHighWater) {
-      this.owesDrain = false;
-      this.events.push({ type: 'connection', event: { type: 'drain' } });
-    }
+    // A send() that returned false while we were away is owed a 'drain': the new
+    // connection raises it once below both marks, as the server's does for a resumed session.
+    if (this.owesDrain) this.conn.oweDrain();
     // Our first DATA packet confirms the handshake to the server; send one at once.
     this.conn.ping();
   }
