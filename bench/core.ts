@@ -8,7 +8,7 @@
  */
 import { AeadPacketCipher, HmacPacketCipher, type PacketCipher } from '../src/crypto/packet-cipher.js';
 import { DEFAULT_CONNECTION_CONFIG } from '../src/protocol/config.js';
-import { Connection } from '../src/protocol/connection.js';
+import { Connection } from '../src/protocol/connection/connection.js';
 import { decodeDatagram } from '../src/wire/packet.js';
 
 const K1 = new Uint8Array(32).fill(1);

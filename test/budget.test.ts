@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { newInbound, releaseInbound, type InboundSession } from '../src/protocol/connection.js';
+import { newInbound, releaseInbound, type InboundSession } from '../src/protocol/connection/connection.js';
 import { SessionStore } from '../src/protocol/sessions.js';
 import { IDLE_BUILDER_MS, ReassemblyBudget, SessionBudget, UNIT_OVERHEAD_BYTES } from '../src/reliability/budget.js';
 import { StreamReceiver } from '../src/reliability/receiver.js';

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { AeadPacketCipher, HmacPacketCipher } from '../src/crypto/packet-cipher.js';
 import { DEFAULT_CONNECTION_CONFIG, type ConnectionConfig, type ConnectionEvent } from '../src/protocol/config.js';
-import { Connection } from '../src/protocol/connection.js';
+import { Connection } from '../src/protocol/connection/connection.js';
 import { decodeDatagram } from '../src/wire/packet.js';
 import { decodeFrames } from '../src/wire/frames.js';
 import { DATA_HEADER_SIZE, TAG_SIZE } from '../src/wire/constants.js';
@@ -292,7 +292,7 @@ test('a hostile peer with the keys cannot make the receiver hold more than its c
   const { writeDataHeader } = await import('../src/wire/packet.js');
   const budget = new ReassemblyBudget(8 * 1024 * 1024);
   const events: ConnectionEvent[] = [];
-  const { newInbound, releaseInbound } = await import('../src/protocol/connection.js');
+  const { newInbound, releaseInbound } = await import('../src/protocol/connection/connection.js');
   const inbound = newInbound();
   const victim = new Connection({
     localConnId: 2,
@@ -341,7 +341,7 @@ test('one session cannot hold more than about two maxMessageSize of half-built m
   const { ByteWriter } = await import('../src/wire/bytes.js');
   const { writeFrame } = await import('../src/wire/frames.js');
   const { writeDataHeader } = await import('../src/wire/packet.js');
-  const { newInbound } = await import('../src/protocol/connection.js');
+  const { newInbound } = await import('../src/protocol/connection/connection.js');
   const MAX = 1 << 20;
   const budget = new ReassemblyBudget(8 * MAX);
   const peer = (id: number, events: ConnectionEvent[]) => {

@@ -14,7 +14,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { HmacPacketCipher } from '../src/crypto/packet-cipher.js';
 import { DEFAULT_CONNECTION_CONFIG, type ConnectionEvent } from '../src/protocol/config.js';
-import { Connection, newInbound, releaseInbound, type InboundSession } from '../src/protocol/connection.js';
+import { Connection, newInbound, releaseInbound, type InboundSession } from '../src/protocol/connection/connection.js';
 import { ReassemblyBudget } from '../src/reliability/budget.js';
 import { ByteWriter } from '../src/wire/bytes.js';
 import { type Frame, writeFrame } from '../src/wire/frames.js';

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { HmacPacketCipher } from '../src/crypto/packet-cipher.js';
 import { DEFAULT_CONNECTION_CONFIG, type ConnectionEvent } from '../src/protocol/config.js';
-import { Connection } from '../src/protocol/connection.js';
+import { Connection } from '../src/protocol/connection/connection.js';
 import { link, type End } from './helpers/link.js';
 import { ReassemblyBudget } from '../src/reliability/budget.js';
 import { ByteWriter } from '../src/wire/bytes.js';

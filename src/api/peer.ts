@@ -1,6 +1,6 @@
 import type { ClassicStats } from '../protocol/classic.js';
 import type { ConnectionState } from '../protocol/config.js';
-import type { ConnectionStats } from '../protocol/connection.js';
+import type { ConnectionStats } from '../protocol/connection/connection.js';
 import type { Address } from '../transport/types.js';
 
 export type PeerState = 'connecting' | ConnectionState;

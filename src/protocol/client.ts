@@ -18,7 +18,7 @@ import { WireFormatError } from '../wire/errors.js';
 import { encodeHandshake, type AcceptPacket, type ChallengePacket, type HandshakePacket } from '../wire/handshake.js';
 import { type Datagram, decodeDatagram } from '../wire/packet.js';
 import type { ConnectionConfig, ConnectionEvent } from './config.js';
-import { Connection, newInbound, releaseInbound, type UnreliableOut } from './connection.js';
+import { Connection, newInbound, releaseInbound, type UnreliableOut } from './connection/connection.js';
 import { TimerTable } from './timers.js';
 
 export interface ReconnectPolicy {

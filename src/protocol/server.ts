@@ -19,7 +19,7 @@ import { WireFormatError } from '../wire/errors.js';
 import { encodeHandshake, type ConnectPacket } from '../wire/handshake.js';
 import { type Datagram, decodeDatagram, encodeReset } from '../wire/packet.js';
 import type { ConnectionConfig, ConnectionEvent } from './config.js';
-import { Connection, newInbound, releaseInbound, type InboundSession } from './connection.js';
+import { Connection, newInbound, releaseInbound, type InboundSession } from './connection/connection.js';
 import { DeadlineHeap } from './deadline-heap.js';
 import { RateLimiter, rateKey } from './rate-limiter.js';
 import { SessionStore } from './sessions.js';

@@ -1,6 +1,6 @@
 import { type ReassemblyBudget, UNIT_OVERHEAD_BYTES } from '../reliability/budget.js';
 import type { Unit } from '../reliability/sender.js';
-import type { InboundSession } from './connection.js';
+import type { InboundSession } from './connection/connection.js';
 import { DeadlineHeap } from './deadline-heap.js';
 
 /** What the server keeps of a session whose connection ended, until the client comes back. */

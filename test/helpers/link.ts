@@ -5,7 +5,7 @@
  */
 import { HmacPacketCipher } from '../../src/crypto/packet-cipher.js';
 import { DEFAULT_CONNECTION_CONFIG, type ConnectionConfig, type ConnectionEvent } from '../../src/protocol/config.js';
-import { Connection } from '../../src/protocol/connection.js';
+import { Connection } from '../../src/protocol/connection/connection.js';
 import type { ReassemblyBudget } from '../../src/reliability/budget.js';
 import { DATA_HEADER_SIZE, TAG_SIZE } from '../../src/wire/constants.js';
 import { decodeFrames } from '../../src/wire/frames.js';

@@ -1,0 +1,121 @@
+import type { ConnectionConfig } from '../config.js';
+import type { PacketBuilder } from './packet-builder.js';
+
+/** Outstanding pings remembered for RTT on PONG. */
+const PINGS_REMEMBERED = 8;
+/** PONGs owed at once; more PINGs in one go are not answered one by one. */
+const PONGS_OWED = 4;
+
+/**
+ * Keep-alive, the seed's PING/PONG and its two silences: no packet for
+ * `stallTimeoutMs` makes the connection stalled, none for `timeoutMs` ends it. A side
+ * pings after `pingIntervalMs` without a packet; the side that answers a PING waits
+ * half an interval longer before it would ask itself, so an idle connection makes one
+ * exchange per interval (on the same beat the two sides' PINGs crossed: two).
+ */
+export class KeepAlive {
+  pingAt: number;
+  stallAt: number;
+  idleAt: number;
+  private lastReceivedAt: number;
+  /** The id of the PING to put in the next packet. */
+  private pingOwed: number | undefined;
+  private nextPingId = 1;
+  /** Ring of the last pings sent: id, time sent (id -1: free). */
+  private sent: Float64Array | undefined;
+  private sentCount = 0;
+  private pongs: number[] | undefined;
+
+  constructor(
+    private readonly cfg: ConnectionConfig,
+    now: number,
+  ) {
+    this.lastReceivedAt = now;
+    this.stallAt = now + cfg.stallTimeoutMs;
+    this.idleAt = now + cfg.timeoutMs;
+    this.pingAt = now + cfg.pingIntervalMs;
+  }
+
+  /** A packet arrived: both silences start again, and no PING is needed for an interval. */
+  heard(now: number): void {
+    this.lastReceivedAt = now;
+    this.stallAt = now + this.cfg.stallTimeoutMs;
+    this.idleAt = now + this.cfg.timeoutMs;
+    this.pingAt = now + this.cfg.pingIntervalMs;
+  }
+
+  /** The shared config changed (setTimeout): deadlines again from the last packet. */
+  retime(now: number): void {
+    if (this.stallAt !== Infinity) this.stallAt = this.lastReceivedAt + this.cfg.stallTimeoutMs;
+    this.idleAt = this.lastReceivedAt + this.cfg.timeoutMs;
+    this.pingAt = Math.min(this.pingAt, now + this.cfg.pingIntervalMs);
+  }
+
+  /** Back from a stall: ping within an interval at the latest. */
+  unstalled(now: number): void {
+    this.pingAt = Math.min(this.pingAt, now + this.cfg.pingIntervalMs);
+  }
+
+  /** The stall deadline passed: true once (the caller marks the connection stalled). */
+  takeStall(now: number): boolean {
+    if (this.stallAt > now) return false;
+    this.stallAt = Infinity;
+    return true;
+  }
+
+  /** The ping deadline passed: a PING is owed and the next one is an interval away. */
+  onTimeout(now: number): void {
+    if (this.pingAt > now) return;
+    this.pingAt = now + this.cfg.pingIntervalMs;
+    this.request();
+  }
+
+  /** A PING goes in the next packet (the seed's ping()). */
+  request(): void {
+    this.pingOwed = this.nextPingId++ >>> 0;
+  }
+
+  /** The peer pinged: answer, and leave the asking to it for a while. */
+  onPing(id: number, now: number): void {
+    this.pongs ??= [];
+    if (this.pongs.length < PONGS_OWED) this.pongs.push(id);
+    this.pingAt = now + 1.5 * this.cfg.pingIntervalMs;
+  }
+
+  /** The peer answered: the round trip in ms, or undefined for a PONG we did not ask for (or asked too long ago). */
+  onPong(id: number, now: number): number | undefined {
+    const s = this.sent;
+    if (!s) return undefined;
+    for (let i = 0; i < s.length; i += 2) {
+      if (s[i] !== id) continue;
+      s[i] = -1;
+      return now - s[i + 1]!;
+    }
+    return undefined;
+  }
+
+  get owesFrame(): boolean {
+    return this.pingOwed !== undefined || (this.pongs !== undefined && this.pongs.length > 0);
+  }
+
+  /** PONGs owed, then the PING owed, as far as they fit. */
+  fill(b: PacketBuilder, now: number): void {
+    const pongs = this.pongs;
+    while (pongs !== undefined && pongs.length > 0 && b.add({ type: 'pong', id: pongs[0]! })) pongs.shift();
+    if (this.pingOwed === undefined || !b.add({ type: 'ping', id: this.pingOwed })) return;
+    this.sent ??= new Float64Array(2 * PINGS_REMEMBERED).fill(-1);
+    const at = 2 * (this.sentCount++ % PINGS_REMEMBERED);
+    this.sent[at] = this.pingOwed;
+    this.sent[at + 1] = now;
+    this.pingOwed = undefined;
+  }
+
+  deadline(): number {
+    return Math.min(this.pingAt, this.stallAt, this.idleAt);
+  }
+
+  /** The connection ended: no more deadlines. */
+  stop(): void {
+    this.pingAt = this.stallAt = this.idleAt = Infinity;
+  }
+}

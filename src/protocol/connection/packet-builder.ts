@@ -1,0 +1,67 @@
+import type { PacketCipher } from '../../crypto/packet-cipher.js';
+import { ByteWriter } from '../../wire/bytes.js';
+import { DATA_HEADER_SIZE, TAG_SIZE } from '../../wire/constants.js';
+import { type Frame, frameSize, isAckEliciting, writeFrame } from '../../wire/frames.js';
+import { writeDataHeader } from '../../wire/packet.js';
+
+/** Bytes of a DATA packet that are not frames. */
+export const PACKET_OVERHEAD = DATA_HEADER_SIZE + TAG_SIZE;
+
+/**
+ * The packet being built: frames go in while they fit the room left, then `seal` writes
+ * the header and frames and protects the packet. One builder per connection, reused for
+ * every packet, so filling a packet makes no closure and no array.
+ */
+export class PacketBuilder {
+  private readonly frames: Frame[] = [];
+  /** Frame bytes that still fit. */
+  room = 0;
+  /** Bytes of frames added. */
+  private used = 0;
+  /** A frame that obliges the peer to acknowledge the packet went in. */
+  ackEliciting = false;
+  /** A message (reliable or unreliable) went in: the pacer counts the packet. */
+  carriesData = false;
+
+  /** Starts a packet with `room` bytes for frames. */
+  reset(room: number): void {
+    this.frames.length = 0;
+    this.room = room;
+    this.used = 0;
+    this.ackEliciting = false;
+    this.carriesData = false;
+  }
+
+  get empty(): boolean {
+    return this.frames.length === 0;
+  }
+
+  /** Adds `f` if it fits; false leaves the packet as it was. */
+  add(f: Frame): boolean {
+    const n = frameSize(f);
+    if (n > this.room) return false;
+    this.frames.push(f);
+    this.room -= n;
+    this.used += n;
+    if (isAckEliciting(f)) this.ackEliciting = true;
+    if (f.type === 'reliable' || f.type === 'unreliable') this.carriesData = true;
+    return true;
+  }
+
+  /** Adds `f` whatever its size: a unit cut for a larger path MTU than the path has now goes alone, oversized. */
+  force(f: Frame): void {
+    this.room = frameSize(f);
+    this.add(f);
+  }
+
+  /** The packet: header, frames, then the tag (or the encryption) of `cipher` for packet number `pn`. */
+  seal(cipher: PacketCipher, remoteConnId: number, pn: number): Uint8Array {
+    const out = new Uint8Array(PACKET_OVERHEAD + this.used);
+    const w = new ByteWriter(out);
+    writeDataHeader(w, remoteConnId, pn);
+    for (const f of this.frames) writeFrame(w, f);
+    cipher.seal(out, w.offset, pn);
+    this.frames.length = 0;
+    return out;
+  }
+}
