@@ -174,7 +174,7 @@ test('charges balance exactly: a completed message, a connection that ends and i
   // Unit 0 comes: channel 0's message of parts and the whole message behind it complete.
   v.inject([{ type: 'reliable', channel: 0, seq: 0, delta: 0, data: part, last: false }]);
   assert.equal(v.events.filter((e) => e.type === 'message').length, 4);
-  assert.equal(v.inbound.state.above.size, 0, 'units 0..6 all done in order now');
+  assert.equal(v.inbound.state.above?.size ?? 0, 0, 'units 0..6 all done in order now');
   // Left: the unreliable part, given back when the connection ends.
   v.conn.abort('protocol-error');
   releaseInbound(v.inbound);

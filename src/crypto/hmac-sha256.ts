@@ -70,37 +70,44 @@ function compress(h: Int32Array): void {
   h[7] = (h[7]! + x) | 0;
 }
 
-/** The state after one block of key XOR pad (keys of at most 64 bytes, as ours are). */
-function padded(key: Uint8Array, pad: number): Int32Array {
+/** The working state, shared: every mac() fills it and the caller reads it before the next. */
+const H = new Int32Array(8);
+
+/** The state after one block of key XOR pad (keys of at most 64 bytes, as ours are), into prepared[at, at + 8). */
+function padded(key: Uint8Array, pad: number, prepared: Int32Array, at: number): void {
   if (key.length > 64) throw new Error('HMAC keys here are at most 64 bytes');
   for (let i = 0; i < 16; i++) {
     let v = 0;
     for (let j = 0; j < 4; j++) v = (v << 8) | ((key[i * 4 + j] ?? 0) ^ pad);
     W[i] = v;
   }
-  const h = IV.slice();
-  compress(h);
-  return h;
+  H.set(IV);
+  compress(H);
+  prepared.set(H, at);
 }
 
+/**
+ * One key's HMAC state: the inner and outer hashes after their key blocks, 64 bytes in
+ * one array (a connection holds two of these, so an idle one keeps them small).
+ */
 export class PreparedHmacSha256 {
-  private readonly inner: Int32Array;
-  private readonly outer: Int32Array;
-  /** The result of the latest mac(): eight big-endian words. */
-  private readonly h = new Int32Array(8);
+  /** Words 0-7: the inner hash after key ^ ipad; 8-15: the outer after key ^ opad. */
+  private readonly prepared = new Int32Array(16);
 
   constructor(key: Uint8Array) {
-    this.inner = padded(key, 0x36);
-    this.outer = padded(key, 0x5c);
+    padded(key, 0x36, this.prepared, 0);
+    padded(key, 0x5c, this.prepared, 8);
   }
 
   /**
    * HMAC over the 8-byte big-endian packet number (pnHi, pnLo) then bytes[0, len);
-   * returns the 32-byte result as eight words, valid until the next call.
+   * returns the 32-byte result as eight words in a shared array, valid until the next
+   * call of any key's mac().
    */
   mac(pnHi: number, pnLo: number, bytes: Uint8Array, len: number): Int32Array {
-    const h = this.h;
-    h.set(this.inner);
+    const h = H;
+    const prepared = this.prepared;
+    for (let i = 0; i < 8; i++) h[i] = prepared[i]!;
     const msgLen = 8 + len;
     // The message, 0x80, zeros, and its length in bits (64-bit), in whole blocks.
     const blocks = (msgLen + 9 + 63) >>> 6;
@@ -130,7 +137,7 @@ export class PreparedHmacSha256 {
     W[8] = 0x80000000 | 0;
     W.fill(0, 9, 15);
     W[15] = (64 + 32) * 8;
-    h.set(this.outer);
+    for (let i = 0; i < 8; i++) h[i] = prepared[8 + i]!;
     compress(h);
     return h;
   }

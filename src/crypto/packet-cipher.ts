@@ -32,6 +32,9 @@ function checkPn(pn: number): void {
   if (!Number.isSafeInteger(pn) || pn < 0) throw new Error(`packet number ${pn} out of range`);
 }
 
+/** Scratch for the packet number a long packet's HMAC starts with (written and read within one call). */
+const PN = Buffer.alloc(8);
+
 /** The full packet number, 8 bytes big-endian, into `into`. */
 function writePn(into: Buffer, at: number, pn: number): Buffer {
   checkPn(pn);
@@ -41,16 +44,19 @@ function writePn(into: Buffer, at: number, pn: number): Buffer {
 }
 
 export class HmacPacketCipher implements PacketCipher {
-  private readonly sendKey: KeyObject;
-  private readonly receiveKey: KeyObject;
+  /**
+   * The keys (send, then receive), for node:crypto on long packets. Bytes rather than
+   * KeyObjects: those cost about 1 kB each, and createHmac is as fast with either.
+   */
+  private readonly keys = Buffer.alloc(64);
   /** The same keys with their HMAC state prepared once, for short packets (hmac-sha256.ts). */
   private readonly sendMac: PreparedHmacSha256;
   private readonly receiveMac: PreparedHmacSha256;
-  private readonly pn = Buffer.alloc(8);
 
   constructor(sendKey: Uint8Array, receiveKey: Uint8Array) {
-    this.sendKey = secretKey(sendKey);
-    this.receiveKey = secretKey(receiveKey);
+    if (sendKey.length !== 32 || receiveKey.length !== 32) throw new Error('HMAC-SHA256 packet keys are 32 bytes');
+    this.keys.set(sendKey, 0);
+    this.keys.set(receiveKey, 32);
     this.sendMac = new PreparedHmacSha256(sendKey);
     this.receiveMac = new PreparedHmacSha256(receiveKey);
   }
@@ -58,9 +64,9 @@ export class HmacPacketCipher implements PacketCipher {
   // The MAC covers the full 64-bit packet number, not only the 32 bits in the header:
   // otherwise a packet captured 2^31 packets ago would expand to a new number and pass
   // both its tag and the replay window.
-  private tag(key: KeyObject, pn: number, bytes: Uint8Array): Buffer {
+  private tag(key: Buffer, pn: number, bytes: Uint8Array): Buffer {
     return createHmac('sha256', key)
-      .update(writePn(this.pn, 0, pn))
+      .update(writePn(PN, 0, pn))
       .update(bytes)
       .digest()
       .subarray(0, TAG_SIZE);
@@ -70,7 +76,9 @@ export class HmacPacketCipher implements PacketCipher {
     if (len <= SMALL_MAC_LIMIT) {
       checkPn(pn);
       writeTag(this.sendMac.mac(Math.floor(pn / 2 ** 32), pn | 0, packet, len), packet, len, TAG_SIZE);
-    } else packet.set(this.tag(this.sendKey, pn, packet.subarray(0, len)), len);
+    } else {
+      packet.set(this.tag(this.keys.subarray(0, 32), pn, packet.subarray(0, len)), len);
+    }
   }
 
   open(packet: Uint8Array, pn: number): Uint8Array | undefined {
@@ -79,7 +87,9 @@ export class HmacPacketCipher implements PacketCipher {
     if (end <= SMALL_MAC_LIMIT) {
       checkPn(pn);
       if (!tagEquals(this.receiveMac.mac(Math.floor(pn / 2 ** 32), pn | 0, packet, end), packet, end, TAG_SIZE)) return undefined;
-    } else if (!timingSafeEqual(this.tag(this.receiveKey, pn, packet.subarray(0, end)), packet.subarray(end))) return undefined;
+    } else {
+      if (!timingSafeEqual(this.tag(this.keys.subarray(32, 64), pn, packet.subarray(0, end)), packet.subarray(end))) return undefined;
+    }
     return packet.subarray(DATA_HEADER_SIZE, end);
   }
 }

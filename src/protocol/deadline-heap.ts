@@ -1,91 +1,149 @@
 /**
- * Min-heap of (deadline, item) with lazy deletion: when an item's deadline changes we
- * push a new entry and let the stale one be skipped when it surfaces. Lets a server
- * with thousands of idle connections find the next due one in O(log n) instead of
- * scanning them all after every datagram.
+ * Min-heap of items by deadline, indexed: each item has a slot holding its deadline and
+ * its place in the heap, so moving a deadline sifts the one entry where it is. A server
+ * moves a connection's deadline after nearly every datagram; this way that allocates
+ * nothing and leaves no stale entries behind (the heap holds exactly one entry per item
+ * with a deadline), and the next due of thousands of idle connections is found in
+ * O(log n) instead of by scanning them all.
+ *
+ * Memory: 16 bytes per slot in typed arrays plus a Map entry per item. The arrays grow
+ * by doubling and keep their size (a server that once held 100,000 connections keeps
+ * 1.6 MB of them).
  */
 export class DeadlineHeap<T> {
-  private readonly heap: { at: number; item: T }[] = [];
-  private readonly current = new Map<T, number>();
+  /** Heap order, by slot: heap[0] is due first. */
+  private heap = new Int32Array(16);
+  private count = 0;
+  /** Per slot: the deadline, and where the slot is in `heap`. */
+  private at = new Float64Array(16);
+  private place = new Int32Array(16);
+  /** Per slot: its item (undefined: the slot is free). */
+  private readonly items: (T | undefined)[] = [];
+  private readonly slotOf = new Map<T, number>();
+  private readonly freeSlots: number[] = [];
 
   /** Sets (or moves) item's deadline; Infinity removes it. */
   set(item: T, at: number): void {
-    const prev = this.current.get(item);
-    if (prev === at) return;
+    const s = this.slotOf.get(item);
     if (at === Infinity) {
-      this.current.delete(item);
+      if (s !== undefined) this.remove(s);
       return;
     }
-    this.current.set(item, at);
-    this.push({ at, item });
-    // Stale entries are skipped lazily; rebuild if they come to dominate.
-    if (this.heap.length > 64 && this.heap.length > 4 * this.current.size) this.rebuild();
+    if (s === undefined) {
+      const slot = this.claim(item);
+      this.at[slot] = at;
+      const i = this.count++;
+      this.heap[i] = slot;
+      this.place[slot] = i;
+      this.up(i);
+      return;
+    }
+    const prev = this.at[s]!;
+    if (prev === at) return;
+    this.at[s] = at;
+    if (at < prev) this.up(this.place[s]!);
+    else this.down(this.place[s]!);
   }
 
   /** Items with a deadline. */
   get size(): number {
-    return this.current.size;
+    return this.count;
   }
 
   delete(item: T): void {
-    this.current.delete(item);
+    const s = this.slotOf.get(item);
+    if (s !== undefined) this.remove(s);
   }
 
+  /** The earliest deadline (Infinity: none). */
   peek(): number {
-    this.dropStale();
-    return this.heap[0]?.at ?? Infinity;
+    return this.count === 0 ? Infinity : this.at[this.heap[0]!]!;
   }
 
-  /** Removes and returns every item due at `now`. */
+  /** Removes and returns every item due at `now`, earliest first. */
   popDue(now: number): T[] {
     const due: T[] = [];
-    for (;;) {
-      this.dropStale();
-      const top = this.heap[0];
-      if (!top || top.at > now) return due;
-      this.pop();
-      this.current.delete(top.item);
-      due.push(top.item);
+    while (this.count > 0) {
+      const s = this.heap[0]!;
+      if (this.at[s]! > now) break;
+      due.push(this.items[s] as T);
+      this.remove(s);
     }
+    return due;
   }
 
-  private dropStale(): void {
-    for (let top = this.heap[0]; top && this.current.get(top.item) !== top.at; top = this.heap[0]) this.pop();
+  private claim(item: T): number {
+    let s = this.freeSlots.pop();
+    if (s === undefined) {
+      s = this.items.length;
+      this.items.push(undefined);
+      if (s >= this.at.length) this.grow();
+    }
+    this.items[s] = item;
+    this.slotOf.set(item, s);
+    return s;
   }
 
-  private rebuild(): void {
-    const entries = [...this.current].map(([item, at]) => ({ at, item }));
-    this.heap.length = 0;
-    for (const e of entries) this.push(e);
+  private remove(s: number): void {
+    const i = this.place[s]!;
+    const last = this.heap[--this.count]!;
+    if (i !== this.count) {
+      this.heap[i] = last;
+      this.place[last] = i;
+      this.down(i);
+      this.up(this.place[last]!);
+    }
+    this.slotOf.delete(this.items[s] as T);
+    this.items[s] = undefined;
+    this.freeSlots.push(s);
   }
 
-  private push(e: { at: number; item: T }): void {
+  private grow(): void {
+    const n = this.at.length * 2;
+    const heap = new Int32Array(n);
+    heap.set(this.heap);
+    this.heap = heap;
+    const at = new Float64Array(n);
+    at.set(this.at);
+    this.at = at;
+    const place = new Int32Array(n);
+    place.set(this.place);
+    this.place = place;
+  }
+
+  private up(i: number): void {
     const h = this.heap;
-    h.push(e);
-    let i = h.length - 1;
+    const s = h[i]!;
+    const at = this.at[s]!;
     while (i > 0) {
       const p = (i - 1) >> 1;
-      if (h[p]!.at <= e.at) break;
-      h[i] = h[p]!;
+      const ps = h[p]!;
+      if (this.at[ps]! <= at) break;
+      h[i] = ps;
+      this.place[ps] = i;
       i = p;
     }
-    h[i] = e;
+    h[i] = s;
+    this.place[s] = i;
   }
 
-  private pop(): void {
+  private down(i: number): void {
     const h = this.heap;
-    const last = h.pop();
-    if (!last || h.length === 0) return;
-    let i = 0;
+    const n = this.count;
+    const s = h[i]!;
+    const at = this.at[s]!;
     for (;;) {
       const l = 2 * i + 1;
-      if (l >= h.length) break;
+      if (l >= n) break;
       const r = l + 1;
-      const c = r < h.length && h[r]!.at < h[l]!.at ? r : l;
-      if (h[c]!.at >= last.at) break;
-      h[i] = h[c]!;
+      const c = r < n && this.at[h[r]!]! < this.at[h[l]!]! ? r : l;
+      const cs = h[c]!;
+      if (this.at[cs]! >= at) break;
+      h[i] = cs;
+      this.place[cs] = i;
       i = c;
     }
-    h[i] = last;
+    h[i] = s;
+    this.place[s] = i;
   }
 }

@@ -87,7 +87,8 @@ interface Peer {
   validated: Address;
   /** Key of the handshake that made it, so a retransmitted CONNECT gets the same ACCEPT. */
   handshakeKey: string;
-  accept: Uint8Array;
+  /** Our ACCEPT, said again to a retransmitted CONNECT until the client's first DATA confirms it got it. */
+  accept: Uint8Array | undefined;
   sessionKey: string;
   /** The session's resumption secret, from the X25519 exchange of its first connection. */
   resumeSecret: Uint8Array;
@@ -101,7 +102,7 @@ interface Peer {
    */
   confirmed: boolean;
   /** Events raised while unconfirmed, released with 'accepted'. */
-  held: ConnectionEvent[];
+  held: ConnectionEvent[] | undefined;
 }
 
 /** Handshake replies waiting for the driver; beyond this they are dropped (a flood gets no more answers). */
@@ -338,23 +339,19 @@ export class ServerEndpoint {
       this.counters.malformed++;
       return; // no reply: an unproven address gets nothing
     }
-    const hsKey = `${from.address}|${from.port}|${d.clientConnId}|${hex(d.clientNonce)}`;
+    // Joined, not concatenated: a flat string, where a template would keep a rope of parts for the connection's life.
+    const hsKey = [from.address, from.port, d.clientConnId, hex(d.clientNonce)].join('|');
     const existing = this.byHandshake.get(hsKey);
     if (existing !== undefined) {
       const peer = this.peers.get(existing);
-      if (peer) this.reply(peer.accept, from); // our ACCEPT was lost: say it again
+      if (peer?.accept) this.reply(peer.accept, from); // our ACCEPT was lost: say it again
       return;
     }
     const used = this.usedHandshakes.get(hsKey);
     if (used !== undefined && used > now) return; // a late copy of a finished handshake
-    const refuse = (reason: ReasonCode, authenticated: boolean): void => {
-      this.counters.handshakesRefused++;
-      const proof = authenticated ? refuseProof(this.cfg.tokenKey, d, reason) : new Uint8Array(PROOF_SIZE);
-      this.reply(encodeHandshake({ type: 'refuse', clientConnId: d.clientConnId, clientNonce: d.clientNonce, reason, proof }), from);
-    };
     if (!equalBytes(clientProof(this.cfg.tokenKey, d), d.proof)) {
       this.events.push({ type: 'bad-token', address: { ...from } });
-      refuse(ReasonCode.BadToken, false);
+      this.refuse(d, from, ReasonCode.BadToken, false);
       return;
     }
     // After the proof: someone without the token who shares the address (a NAT, a
@@ -367,7 +364,7 @@ export class ServerEndpoint {
     const encrypt = (d.flags & HandshakeFlag.Encrypt) !== 0;
     if (encrypt !== this.cfg.encrypt) {
       this.events.push({ type: 'encryption-mismatch', address: { ...from }, clientEncrypts: encrypt });
-      refuse(ReasonCode.EncryptionMismatch, true);
+      this.refuse(d, from, ReasonCode.EncryptionMismatch, true);
       return;
     }
     // A session we have is continued only for its own client (finding 3 of issue 10:
@@ -380,7 +377,7 @@ export class ServerEndpoint {
       // no secret): either way it must start a session of its own.
       this.counters.resumesRefused++;
       this.events.push({ type: 'session-mismatch', address: { ...from } });
-      refuse(ReasonCode.SessionMismatch, true);
+      this.refuse(d, from, ReasonCode.SessionMismatch, true);
       return;
     }
     // The key exchange before anything changes: a public key that gives no shared
@@ -404,7 +401,7 @@ export class ServerEndpoint {
       fromAddress >= (this.cfg.maxClientsPerAddress ?? this.cfg.maxClients)
     ) {
       this.events.push({ type: 'max-clients', address: { ...from } });
-      refuse(ReasonCode.ServerFull, true);
+      this.refuse(d, from, ReasonCode.ServerFull, true);
       return;
     }
     const connId = this.newConnId();
@@ -445,7 +442,7 @@ export class ServerEndpoint {
       cipher,
       config: this.cfg,
       now,
-      emit: (event) => this.onConnectionEvent(connId, event),
+      emit: this.emitterFor(connId),
       peerAddress: from.address,
       budget: this.budget,
       inbound,
@@ -456,10 +453,12 @@ export class ServerEndpoint {
     // when the client's reconnect acknowledged everything that had been queued).
     if (parked?.owesDrain) conn.oweDrain();
     this.countAddress(from.address, 1);
+    const address = { address: from.address, port: from.port };
     this.peers.set(connId, {
       conn,
-      address: { address: from.address, port: from.port },
-      validated: { address: from.address, port: from.port },
+      address,
+      validated: address, // replaced, never changed in place, so the two may share
+
       handshakeKey: hsKey,
       accept,
       sessionKey,
@@ -467,13 +466,27 @@ export class ServerEndpoint {
       inbound,
       sendBase,
       confirmed: false,
-      held: [],
+      held: undefined,
     });
     this.sessions.bind(sessionKey, connId);
     this.byHandshake.set(hsKey, connId);
     this.counters.handshakesAccepted++;
     this.reply(accept, from);
     this.touch(connId);
+  }
+
+  private refuse(d: ConnectPacket, from: Address, reason: ReasonCode, authenticated: boolean): void {
+    this.counters.handshakesRefused++;
+    const proof = authenticated ? refuseProof(this.cfg.tokenKey, d, reason) : new Uint8Array(PROOF_SIZE);
+    this.reply(encodeHandshake({ type: 'refuse', clientConnId: d.clientConnId, clientNonce: d.clientNonce, reason, proof }), from);
+  }
+
+  /**
+   * A connection's event callback, made here and not in onConnect: a closure made there
+   * would share onConnect's scope and keep the decoded CONNECT alive with the connection.
+   */
+  private emitterFor(connId: number): (event: ConnectionEvent) => void {
+    return (event) => this.onConnectionEvent(connId, event);
   }
 
   private onConnectionEvent(connId: number, event: ConnectionEvent): void {
@@ -501,6 +514,7 @@ export class ServerEndpoint {
       } else releaseInbound(p.inbound);
     }
     if (p && !p.confirmed) {
+      p.held ??= [];
       p.held.push(event);
       return;
     }
@@ -544,13 +558,15 @@ export class ServerEndpoint {
   /** The client's first DATA packet: returns true when it came from elsewhere and started a move. */
   private confirm(connId: number, peer: Peer, from: Address, received: number, now: number): boolean {
     peer.confirmed = true;
+    peer.accept = undefined;
     // Confirmed from another address than the handshake's (the cookie proved that one):
     // a move like any other, validated before it is trusted.
     const moved = from.address !== peer.address.address || from.port !== peer.address.port;
     if (moved) this.moved(peer, from, received, now);
     // The program meets it where it is proven to be; a validated move is announced later.
     this.events.push({ type: 'accepted', connId, address: { ...peer.validated } });
-    for (const event of peer.held.splice(0)) this.events.push({ type: 'connection', connId, event });
+    for (const event of peer.held ?? []) this.events.push({ type: 'connection', connId, event });
+    peer.held = undefined;
     return moved;
   }
 
@@ -649,8 +665,9 @@ export function sessionShare(limit: number, maxClients: number): number {
   return Math.floor(limit / (4 * Math.max(16, maxClients)));
 }
 
+const HEX_BYTES = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+
+/** Lower-case hex, as one flat string (these are kept as map keys for a connection's life). */
 function hex(b: Uint8Array): string {
-  let s = '';
-  for (const x of b) s += x.toString(16).padStart(2, '0');
-  return s;
+  return Array.from(b, (x) => HEX_BYTES[x]!).join('');
 }

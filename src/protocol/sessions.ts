@@ -76,8 +76,8 @@ export class SessionStore {
     this.forget(key);
     this.parked.set(key, s);
     this.expiry.set(key, now + this.lingerMs());
-    let bytes = s.inbound.state.above.size * UNIT_OVERHEAD_BYTES;
-    for (const a of s.inbound.assemblers.values()) {
+    let bytes = (s.inbound.state.above?.size ?? 0) * UNIT_OVERHEAD_BYTES;
+    for (const a of s.inbound.assemblers?.values() ?? []) {
       this.budget?.stopBuilding(a);
       bytes += a.held;
     }
@@ -98,7 +98,7 @@ export class SessionStore {
     const s = this.parked.get(key);
     if (s) {
       this.forget(key);
-      for (const a of s.inbound.assemblers.values()) if (a.building) this.budget?.startBuilding(a);
+      for (const a of s.inbound.assemblers?.values() ?? []) if (a.building) this.budget?.startBuilding(a);
     }
     return s;
   }

@@ -48,7 +48,7 @@ export class LossRecovery {
   /** When the largest acknowledged packet was sent, before the ACK being processed. */
   private largestAckedSentAt = -Infinity;
   /** Send times of the packets the ACK being processed acknowledged. */
-  private ackedNow: number[] = [];
+  private readonly ackedNow: number[] = [];
   persistentCongestions = 0;
   private lossTime = Infinity;
 
@@ -80,7 +80,7 @@ export class LossRecovery {
     const largest = ranges[0]?.hi ?? -1;
     if (largest > this.largestSent) return false;
     let newlyAckedLargest: SentPacket | undefined;
-    this.ackedNow = [];
+    this.ackedNow.length = 0;
     for (const p of this.sent.values()) {
       if (p.pn > largest) break;
       if (!inRanges(ranges, p.pn)) continue;
@@ -99,7 +99,7 @@ export class LossRecovery {
     if (newlyAckedLargest.pn === largest) this.rtt.update(now - newlyAckedLargest.sentAt, ackDelayMs);
     this.ptoCount = 0;
     this.detectLosses(now, cb, priorLargestAckedSentAt);
-    this.ackedNow = [];
+    this.ackedNow.length = 0;
     return true;
   }
 

@@ -56,19 +56,20 @@ export type Deliver = (u: InUnit, precharged: boolean) => boolean;
  */
 export interface ReceiveState {
   delivered: number;
-  readonly above: Set<number>;
+  /** Made on first use (most sessions never receive out of order). */
+  above: Set<number> | undefined;
   /** Where each entry of `above` is charged UNIT_OVERHEAD_BYTES (set by the first receiver). */
   budget?: Budget;
 }
 
 /** The session ends for good: the charges for its `above` entries go back. */
 export function releaseReceiveState(s: ReceiveState): void {
-  s.budget?.give(s.above.size * UNIT_OVERHEAD_BYTES);
-  s.above.clear();
+  s.budget?.give((s.above?.size ?? 0) * UNIT_OVERHEAD_BYTES);
+  s.above = undefined;
 }
 
 export function newReceiveState(delivered = 0): ReceiveState {
-  return { delivered, above: new Set() };
+  return { delivered, above: undefined };
 }
 
 /**
@@ -83,9 +84,10 @@ export class StreamReceiver {
   private next = 0;
   private nextSeq: number;
   private readonly base: number;
-  private readonly held = new Map<number, InUnit>();
+  // Both made on first use, together: most connections never hold a unit back.
+  private held: Map<number, InUnit> | undefined;
   /** Unit waiting for each unit (by local index): the next of the same channel. */
-  private readonly waiting = new Map<number, number>();
+  private waiting: Map<number, number> | undefined;
   /** Charged for the reorder buffer (payload and overheads), and its payload alone. */
   private bufferedBytes = 0;
   private bufferedData = 0;
@@ -109,14 +111,13 @@ export class StreamReceiver {
   /** Returns what the reorder buffer holds to the budget (the connection ended). */
   release(): void {
     this.budget.give(this.bufferedBytes);
-    this.held.clear();
-    this.waiting.clear();
+    this.held = this.waiting = undefined;
     this.bufferedBytes = 0;
     this.bufferedData = 0;
   }
 
   get buffered(): number {
-    return this.held.size;
+    return this.held?.size ?? 0;
   }
 
   /** Offers a received unit; what it completes or unblocks goes to `deliver`. */
@@ -126,11 +127,12 @@ export class StreamReceiver {
     if (d >= RECEIVE_WINDOW) return 'out-of-window';
     const idx = this.next + d;
     // Held already, done already, or delivered on an earlier connection of the session.
-    if (this.held.has(idx) || this.state.above.has(this.base + idx)) return 'duplicate';
+    const above = this.state.above;
+    if (this.held?.has(idx) || above?.has(this.base + idx)) return 'duplicate';
     const pred = u.unordered || u.delta === 0 || u.delta > idx ? -1 : idx - u.delta;
-    if (pred >= this.next && !this.state.above.has(this.base + pred)) {
+    if (pred >= this.next && !above?.has(this.base + pred)) {
       // Its channel's previous unit is not done: wait for it.
-      if (this.waiting.has(pred)) return 'duplicate'; // two units claiming one place: a broken peer
+      if (this.waiting?.has(pred)) return 'duplicate'; // two units claiming one place: a broken peer
       // Charged its bytes and twice the overhead: one passes on with the unit when its
       // turn comes (Deliver's precharged), the other pays for its entry in `above` if it
       // is done out of order then, and is given back if not. A part of the endpoint's
@@ -144,6 +146,8 @@ export class StreamReceiver {
         !this.budget.take(cost, builder, false, u.last === undefined)
       )
         return 'refused';
+      this.held ??= new Map();
+      this.waiting ??= new Map();
       this.held.set(idx, u);
       this.waiting.set(pred, idx);
       this.bufferedBytes += cost;
@@ -160,11 +164,11 @@ export class StreamReceiver {
     // Done, and so may be the chain of units waiting behind it.
     for (let i: number | undefined = idx, charged = early; i !== undefined; charged = true) {
       this.markDone(i, charged);
-      const s = this.waiting.get(i);
+      const s: number | undefined = this.waiting?.get(i);
       if (s === undefined) break;
-      this.waiting.delete(i);
-      const w = this.held.get(s)!;
-      this.held.delete(s);
+      this.waiting!.delete(i);
+      const w = this.held!.get(s)!;
+      this.held!.delete(s);
       this.bufferedBytes -= w.data.length + 2 * UNIT_OVERHEAD_BYTES;
       this.bufferedData -= w.data.length;
       // Already charged: the consumer takes the charge (bytes + UNIT_OVERHEAD_BYTES) over
@@ -177,18 +181,20 @@ export class StreamReceiver {
 
   /** charged: UNIT_OVERHEAD_BYTES is charged for the unit's entry in `above`, should it need one. */
   private markDone(idx: number, charged: boolean): void {
-    const above = this.state.above;
+    const state = this.state;
     if (idx !== this.next) {
-      above.add(this.base + idx);
+      state.above ??= new Set();
+      state.above.add(this.base + idx);
       return;
     }
     if (charged) this.budget.give(UNIT_OVERHEAD_BYTES);
     for (;;) {
       this.next++;
       this.nextSeq = seqAdd(this.nextSeq, 1);
-      if (!above.delete(this.base + this.next)) break;
+      if (!state.above?.delete(this.base + this.next)) break;
       this.budget.give(UNIT_OVERHEAD_BYTES);
     }
+    if (state.above?.size === 0) state.above = undefined;
     this.state.delivered = this.base + this.next;
   }
 }

@@ -129,8 +129,10 @@ export class ReliableSender {
   private deferred: { m: OutMessage; at: number }[] = [];
   /** When the first deferred unit is due (Infinity: none). */
   deferredUntil = Infinity;
+  // The maps below are made on first use: most connections of a server are idle most of
+  // the time, and an empty Map costs about 180 bytes.
   /** Messages not yet cut into units, per channel; `turns` lists channels that have some, in turn order. */
-  private readonly staged = new Map<number, Deque<Staged>>();
+  private staged: Map<number, Deque<Staged>> | undefined;
   private turns: number[] = [];
   /** baseUnits of what is staged and not yet cut. */
   private stagedUnits = 0;
@@ -138,9 +140,9 @@ export class ReliableSender {
   /** Byte offset in the stream after the last unit cut. */
   private streamPos = 0;
   /** Index of the last ordered unit cut on each channel (for delta). */
-  private readonly lastOrdered = new Map<number, number>();
+  private lastOrdered: Map<number, number> | undefined;
   /** The message each channel is in the middle of (parts carried over from another connection). */
-  private readonly openRecord = new Map<number, MessageRecord>();
+  private openRecord: Map<number, MessageRecord> | undefined;
   /** Bytes held: unacknowledged units plus staged messages. */
   bytes = 0;
   retransmissions = 0;
@@ -170,18 +172,21 @@ export class ReliableSender {
    */
   enqueue(data: Uint8Array, last?: boolean, channel = 0, unordered = false, first = true, message?: Uint8Array): OutMessage {
     if (last === undefined) return this.add(data, last, channel, unordered, undefined);
-    let record = first ? undefined : this.openRecord.get(channel);
+    let record = first ? undefined : this.openRecord?.get(channel);
     if (!record) {
       record = this.newRecord(channel, message);
       // A message whose first part is here can be rebuilt whole; one cut off at its head cannot.
       if (first) record.parts = [];
       else record.headless = true;
-      if (last === false) this.openRecord.set(channel, record);
+      if (last === false) {
+        this.openRecord ??= new Map();
+        this.openRecord.set(channel, record);
+      }
     }
     record.parts?.push(data);
     if (last === true) {
       record.complete = true;
-      this.openRecord.delete(channel);
+      this.openRecord?.delete(channel);
     }
     return this.add(data, last, channel, false, record);
   }
@@ -196,9 +201,11 @@ export class ReliableSender {
     const index = this.nextIndex++;
     let delta = 0;
     if (!unordered) {
-      const prev = this.lastOrdered.get(channel);
+      this.lastOrdered ??= new Map();
+      const lastOrdered = this.lastOrdered;
+      const prev = lastOrdered.get(channel);
       if (prev !== undefined) delta = index - prev;
-      this.lastOrdered.set(channel, index);
+      lastOrdered.set(channel, index);
     }
     const m: OutMessage = {
       channel,
@@ -224,10 +231,12 @@ export class ReliableSender {
 
   /** Queues a message on a channel, to be cut into units when packets are built. */
   enqueueMessage(data: Uint8Array, channel = 0, unordered = false): void {
-    let q = this.staged.get(channel);
+    this.staged ??= new Map();
+    const staged = this.staged;
+    let q = staged.get(channel);
     if (!q) {
       q = new Deque<Staged>();
-      this.staged.set(channel, q);
+      staged.set(channel, q);
     }
     if (q.length === 0) this.turns.push(channel);
     const units = baseUnits(data.length);
@@ -235,6 +244,11 @@ export class ReliableSender {
     this.stagedUnits += units;
     this.stagedMessages++;
     this.bytes += data.length;
+  }
+
+  /** The staged queue of a channel listed in `turns` (which only lists channels that have one). */
+  private stagedOn(channel: number): Deque<Staged> {
+    return this.staged!.get(channel)!;
   }
 
   private skipAckedRetransmits(): OutMessage | undefined {
@@ -266,7 +280,7 @@ export class ReliableSender {
     const f = this.fresh.peek();
     if (f) return this.freshFits(f);
     if (this.turns.length === 0) return false;
-    const head = this.staged.get(this.turns[0]!)!.peek()!;
+    const head = this.stagedOn(this.turns[0]!).peek()!;
     return this.unacked.length === 0 || this.windowRoom() >= Math.min(MIN_PART, head.data.length - head.at);
   }
 
@@ -288,7 +302,7 @@ export class ReliableSender {
       // Next time, the next channel goes first (round robin), whether or not this one could.
       this.turns.push(this.turns.shift()!);
       if (m) {
-        if (this.staged.get(channel)!.length === 0) this.turns = this.turns.filter((c) => c !== channel);
+        if (this.stagedOn(channel).length === 0) this.turns = this.turns.filter((c) => c !== channel);
         return m;
       }
     }
@@ -296,7 +310,7 @@ export class ReliableSender {
   }
 
   private cutFrom(channel: number, room: number): OutMessage | undefined {
-    const q = this.staged.get(channel)!;
+    const q = this.stagedOn(channel);
     const m = q.peek()!;
     const remaining = m.data.length - m.at;
     const inFlight = this.unacked.length > 0;
@@ -429,11 +443,11 @@ export class ReliableSender {
       units.push({ data: m.data, last: m.last, channel: m.channel, unordered: m.unordered, first, message });
       if (!r) whole.push({ data: m.data, channel: m.channel, unordered: m.unordered });
     }
-    this.openRecord.clear();
+    this.openRecord = undefined;
     // Staged messages, channel by channel in their turn order; a message already partly
     // cut goes on in parts (its record, above, has it whole).
     for (const channel of this.turns) {
-      for (const m of this.staged.get(channel)!.clear()) {
+      for (const m of this.stagedOn(channel).clear()) {
         if (m.at === 0) {
           units.push(...splitMessage(m.data, MAX_RELIABLE_WHOLE, PART_SIZE, channel, m.unordered));
           whole.push({ data: m.data, channel, unordered: m.unordered });

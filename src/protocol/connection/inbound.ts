@@ -10,19 +10,20 @@ import type { ConnectionCounters } from './stats.js';
  */
 export interface InboundSession {
   state: ReceiveState;
-  assemblers: Map<number, ReliableAssembler>;
+  /** Each channel's half-built message, oldest first; undefined while there is none. */
+  assemblers: Map<number, ReliableAssembler> | undefined;
   /** What the session's stream holds, through which every charge for it goes (set by its first connection). */
   budget?: SessionBudget;
 }
 
 export function newInbound(delivered = 0): InboundSession {
-  return { state: newReceiveState(delivered), assemblers: new Map() };
+  return { state: newReceiveState(delivered), assemblers: undefined };
 }
 
 /** The session ends for good: its half-built messages and done-out-of-order units give their charges back to the budget. */
 export function releaseInbound(s: InboundSession): void {
-  for (const a of s.assemblers.values()) a.reset();
-  s.assemblers.clear();
+  for (const a of s.assemblers?.values() ?? []) a.reset();
+  s.assemblers = undefined;
   releaseReceiveState(s.state);
 }
 
@@ -44,14 +45,16 @@ export class ReliableDelivery {
 
   /** Takes a unit; false when it is refused for lack of memory (it comes again). */
   readonly unit = (u: InUnit, precharged: boolean): boolean => {
-    const assemblers = this.inbound.assemblers;
-    let a = assemblers.get(u.channel);
+    const inbound = this.inbound;
+    let a = inbound.assemblers?.get(u.channel);
     if (u.last === undefined && (u.unordered || !a)) {
       if (precharged) this.budget.give(u.data.length + UNIT_OVERHEAD_BYTES);
       if (u.data.length > this.maxMessageSize) this.counters.oversized++;
       else this.deliver(u.data, u.channel, u.unordered);
       return true;
     }
+    inbound.assemblers ??= new Map();
+    const assemblers = inbound.assemblers;
     if (!a) {
       a = new ReliableAssembler(this.maxMessageSize, this.budget);
       assemblers.set(u.channel, a);
@@ -61,6 +64,7 @@ export class ReliableDelivery {
     if (!a.building) {
       this.counters.oversized += a.rejected;
       assemblers.delete(u.channel);
+      if (assemblers.size === 0) inbound.assemblers = undefined;
     }
     if (m === 'refused') return false;
     if (m) this.deliver(m.data, u.channel, false);
@@ -69,11 +73,11 @@ export class ReliableDelivery {
 
   /** The half-built message of a unit's channel, if the unit is a part. */
   readonly assemblerOf = (u: InUnit): ReliableAssembler | undefined =>
-    u.last === undefined ? undefined : this.inbound.assemblers.get(u.channel);
+    u.last === undefined ? undefined : this.inbound.assemblers?.get(u.channel);
 
   /** A unit from the reorder buffer is charged already and always taken. */
   private overSessionCap(u: InUnit, a: ReliableAssembler, precharged: boolean): boolean {
-    const assemblers = this.inbound.assemblers;
+    const assemblers = this.inbound.assemblers!; // a's channel is in it
     const oldest = assemblers.values().next().value;
     if (precharged || u.last === undefined || a === oldest) return false;
     // The other channels share maxMessageSize among themselves; the oldest is not counted:
