@@ -497,19 +497,21 @@ test('ten lost handshake datagrams in a row cost seconds, not most of a minute (
   await closing;
 });
 
-test('an idle connection costs one PING and one PONG per ping interval, not two of each', async (t) => {
+test('an idle connection costs one PING and one PONG per ping interval, not two of each, and the client asks', async (t) => {
   const net = new SimNetwork({ seed: 78, conditions: { latencyMs: 5 }, capture: true });
   const opts = { pingIntervalMs: 1000, stallTimeoutMs: 3000, timeoutMs: 10_000 };
   const server = new UDPipe({ ...opts, transport: net.transport('127.0.1.1') });
   await server.start(9000, '127.0.1.1');
   const client = new UDPipe({ ...opts, transport: net.transport('127.0.2.1') });
   const events: string[] = [];
+  const pingsAnswered = { server: 0, client: 0 };
   for (const [who, u] of [
     ['server', server],
     ['client', client],
   ] as const) {
     u.on('stalled', () => events.push(`${who} stalled`));
     u.on('disconnect', () => events.push(`${who} disconnect`));
+    u.on('ping', () => pingsAnswered[who]++);
   }
   let up = false;
   void client.connect('127.0.1.1', 9000).then(() => (up = true));
@@ -521,6 +523,10 @@ test('an idle connection costs one PING and one PONG per ping interval, not two 
   t.diagnostic(`${idle} datagrams in 60 s of idleness`);
   assert.ok(idle <= 2 * 60 + 4, `${idle} datagrams in 60 s: more than one exchange per interval (seed ${net.seed})`);
   assert.deepEqual(events, [], 'and nobody stalled');
+  // The server answers, from the first PING on (its connection is the older one, so left
+  // to the clock it would ask first): an idle server's timers stay quiet.
+  assert.ok(pingsAnswered.server >= 60, `the server answered ${pingsAnswered.server} PINGs (seed ${net.seed})`);
+  assert.equal(pingsAnswered.client, 0, 'and asked none itself');
   const closing = Promise.all([client.close(), server.close()]);
   await net.advance(6000);
   await closing;

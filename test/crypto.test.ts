@@ -15,7 +15,7 @@ import {
 import { PreparedHmacSha256, SMALL_MAC_LIMIT, tagEquals, writeTag } from '../src/crypto/hmac-sha256.js';
 import { EphemeralKey } from '../src/crypto/key-exchange.js';
 import { AeadPacketCipher, HmacPacketCipher } from '../src/crypto/packet-cipher.js';
-import { REPLAY_WINDOW, ReplayWindow } from '../src/reliability/replay-window.js';
+import { REPLAY_WINDOW, ReplayWindow, SMALL_REPLAY_WINDOW } from '../src/reliability/replay-window.js';
 import { DATA_HEADER_SIZE, TAG_SIZE } from '../src/wire/constants.js';
 
 const counterBytes = (() => {
@@ -306,8 +306,9 @@ test('AEAD packets: frames unreadable on the wire, open only with the right key 
   assert.ok(!equalBytes(p.subarray(DATA_HEADER_SIZE), p2.subarray(DATA_HEADER_SIZE)));
 });
 
-test('replay window: each number once; forgets nothing inside 4096, refuses everything older', () => {
+test('replay window: each number once; forgets nothing inside its size, refuses everything older', () => {
   const w = new ReplayWindow();
+  assert.equal(w.windowSize, SMALL_REPLAY_WINDOW, 'a connection starts with the small window');
   assert.equal(w.rejects(0), false);
   w.record(0);
   assert.equal(w.rejects(0), true);
@@ -317,24 +318,55 @@ test('replay window: each number once; forgets nothing inside 4096, refuses ever
     assert.equal(w.rejects(pn), true, `${pn} again`);
   }
   assert.equal(w.rejects(1), false, '1 is still missing and in the window');
-  w.record(100 + REPLAY_WINDOW - 1);
+  w.record(100 + SMALL_REPLAY_WINDOW - 1);
   assert.equal(w.rejects(100), true);
-  assert.equal(w.rejects(99), true, 'too old: refused though never seen');
   assert.equal(w.rejects(101), false, 'slots reused by the move were cleared');
   w.record(10 * REPLAY_WINDOW);
   assert.equal(w.rejects(10 * REPLAY_WINDOW - 1), false, 'a jump past the whole window clears it');
-  // Model check against a set over random traffic.
+  assert.equal(w.windowSize, SMALL_REPLAY_WINDOW, 'no packet came from deeper than the small window');
+});
+
+test('replay window: a packet older than the small window grows it, and growing lets no replay through', () => {
+  const w = new ReplayWindow();
+  const L = 10_000;
+  for (const pn of [L - 3000, L - 200, L - 100]) w.record(pn);
+  w.record(L);
+  assert.equal(w.rejects(L - 300), true, 'older than the small window: refused');
+  assert.equal(w.windowSize, REPLAY_WINDOW, 'and the window grew');
+  assert.equal(w.rejects(L - 300), true, 'what the small window had forgotten stays refused');
+  assert.equal(w.rejects(L - 3000), true, 'seen before growing, refused after');
+  assert.equal(w.rejects(L - 200), true, 'seen within the small window: still taken');
+  assert.equal(w.rejects(L - 150), false, 'unseen within the small window: still open');
+  w.record(L + 1000);
+  assert.equal(w.rejects(L + 1000 - 900), false, 'deep reordering after growing: taken once');
+  w.record(L + 100);
+  assert.equal(w.rejects(L + 100), true);
+  assert.equal(w.rejects(L + 1000 - REPLAY_WINDOW), true, 'older than the large window: refused');
+});
+
+test('replay window against a set model over random traffic, through its growth', () => {
   const seen = new Set<number>();
   const m = new ReplayWindow();
+  let size = SMALL_REPLAY_WINDOW;
+  let forgottenUpTo = -1;
   let x = 7;
   for (let i = 0; i < 20_000; i++) {
     x = (x * 1103515245 + 12345) % 2 ** 31;
-    const pn = Math.max(0, m.largest + 50 - (x % 6000));
-    const expected = seen.has(pn) || pn <= m.largest - REPLAY_WINDOW;
+    // Mostly near the front; after a while, some from deep behind.
+    const depth = i < 5000 ? x % 300 : x % 6000;
+    const pn = Math.max(0, m.largest + 50 - depth);
+    const tooOld = pn <= m.largest - size;
+    const expected = seen.has(pn) || tooOld || pn <= forgottenUpTo;
+    if (tooOld && size < REPLAY_WINDOW && pn > m.largest - REPLAY_WINDOW) {
+      forgottenUpTo = m.largest - size;
+      size = REPLAY_WINDOW;
+    }
     assert.equal(m.rejects(pn), expected, `pn ${pn} at largest ${m.largest}`);
+    assert.equal(m.windowSize, size);
     if (!expected) {
       m.record(pn);
       seen.add(pn);
     }
   }
+  assert.equal(size, REPLAY_WINDOW, 'the run reached the growth');
 });

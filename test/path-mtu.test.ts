@@ -136,9 +136,16 @@ test("no path MTU probe goes ahead of a connection's first data: each side probe
   await server.start(9000, '127.0.1.1');
   const client = new UDPipe({ ...T, transport: net.transport('127.0.2.1') });
   let got = 0;
-  server.onNewMessage = () => got++;
+  // The server answers: a side that only answers PINGs sends nothing the peer
+  // acknowledges, so it has no reason to probe and does not.
+  server.onNewMessage = (_msg, sock) => {
+    got++;
+    server.send('reply', sock);
+  };
+  let replies = 0;
+  client.onNewMessage = () => replies++;
   void client.connect('127.0.1.1', 9000).then(() => client.send('first'));
-  await net.advanceUntil(() => got === 1, 2000);
+  await net.advanceUntil(() => got === 1 && replies === 1, 2000);
   await net.advance(500);
   for (const host of ['127.0.1.1', '127.0.2.1']) {
     const data = net.captured.filter((c) => c.from.address === host && c.bytes[1] === 0x10);

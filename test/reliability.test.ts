@@ -6,6 +6,7 @@ import { StreamReceiver, RECEIVE_WINDOW, RECEIVE_WINDOW_BYTES, newReceiveState }
 import { ReliableSender, type OutMessage } from '../src/reliability/sender.js';
 import { LossRecovery, type SentPacket } from '../src/reliability/loss-recovery.js';
 import { RttEstimator } from '../src/reliability/rtt.js';
+import { SentPackets } from '../src/reliability/sent-packets.js';
 import { DeadlineHeap } from '../src/protocol/deadline-heap.js';
 import { TimerTable } from '../src/protocol/timers.js';
 import { UnreliableAssembler } from '../src/reliability/unreliable-assembler.js';
@@ -336,6 +337,51 @@ test('DeadlineHeap: an entry moved into another subtree by a delete rises past l
   for (const at of [103, 104, 105, 106]) h.set(at, at);
   assert.deepEqual(h.popDue(50), [0, 1, 2, 3]);
   assert.equal(h.peek(), 100);
+});
+
+test('SentPackets keeps packets in order through removals anywhere, finds them by number, and empties to nothing', () => {
+  const op = fc.tuple(fc.constantFrom('push', 'push', 'remove', 'find', 'clear'), fc.nat(3000), fc.nat(40));
+  fc.assert(
+    fc.property(fc.array(op, { maxLength: 3000 }), (ops) => {
+      const list = new SentPackets();
+      const ref = new Map<number, SentPacket>(); // insertion order = pn order, as the list's
+      let pn = 0;
+      for (const [kind, n, gap] of ops) {
+        if (kind === 'push') {
+          pn += 1 + gap;
+          const p = { pn, size: 1, sentAt: 0, ackEliciting: true, probe: false, messages: [] } as unknown as SentPacket;
+          list.push(p);
+          ref.set(pn, p);
+        } else if (kind === 'remove' && ref.size > 0) {
+          const want = [...ref.keys()][n % ref.size]!;
+          const i = list.indexOf(want);
+          assert.ok(i >= 0);
+          assert.equal(list.at(i)!.pn, want);
+          list.remove(i);
+          ref.delete(want);
+          assert.equal(list.indexOf(want), -1, 'gone once removed');
+        } else if (kind === 'find') {
+          assert.equal(list.indexOf(n) >= 0, ref.has(n));
+        } else if (kind === 'clear') {
+          assert.deepEqual(
+            list.clear().map((p) => p.pn),
+            [...ref.keys()],
+          );
+          ref.clear();
+        }
+        assert.equal(list.size, ref.size);
+        const seen: number[] = [];
+        for (let i = list.start; i < list.end; i++) {
+          const p = list.at(i);
+          if (p) seen.push(p.pn);
+        }
+        assert.deepEqual(seen, [...ref.keys()]);
+        if (ref.size === 0) assert.equal(list.end, 0, 'an empty list holds no slots');
+        else assert.ok(list.at(list.start) !== undefined, 'the front is trimmed');
+      }
+    }),
+    { numRuns: 60 },
+  );
 });
 
 test('TimerTable: a timer is due at its deadline, not before', () => {

@@ -86,60 +86,68 @@ function padded(key: Uint8Array, pad: number, prepared: Int32Array, at: number):
   prepared.set(H, at);
 }
 
+/** Words a prepared key takes: the inner hash after key ^ ipad, then the outer after key ^ opad. */
+export const PREPARED_WORDS = 16;
+
+/** Prepares `key` into prepared[at, at + PREPARED_WORDS), for hmacPrepared. */
+export function prepareHmacKey(key: Uint8Array, prepared: Int32Array, at = 0): void {
+  padded(key, 0x36, prepared, at);
+  padded(key, 0x5c, prepared, at + 8);
+}
+
 /**
- * One key's HMAC state: the inner and outer hashes after their key blocks, 64 bytes in
- * one array (a connection holds two of these, so an idle one keeps them small).
+ * HMAC over the 8-byte big-endian packet number (pnHi, pnLo) then bytes[0, len), with
+ * the key prepared at prepared[at]; returns the 32-byte result as eight words in a
+ * shared array, valid until the next call.
  */
+export function hmacPrepared(prepared: Int32Array, at: number, pnHi: number, pnLo: number, bytes: Uint8Array, len: number): Int32Array {
+  const h = H;
+  for (let i = 0; i < 8; i++) h[i] = prepared[at + i]!;
+  const msgLen = 8 + len;
+  // The message, 0x80, zeros, and its length in bits (64-bit), in whole blocks.
+  const blocks = (msgLen + 9 + 63) >>> 6;
+  const full = len >>> 2;
+  for (let blk = 0; blk < blocks; blk++) {
+    const first = blk << 4;
+    for (let i = 0; i < 16; i++) {
+      const m = first + i - 2; // word index into bytes (-2, -1: the packet number)
+      if (m < 0) W[i] = m === -2 ? pnHi : pnLo;
+      else if (m < full) {
+        const p = m << 2;
+        W[i] = (bytes[p]! << 24) | (bytes[p + 1]! << 16) | (bytes[p + 2]! << 8) | bytes[p + 3]!;
+      } else {
+        let v = 0;
+        for (let p = m << 2, end = p + 4; p < end; p++) v = (v << 8) | (p < len ? bytes[p]! : p === len ? 0x80 : 0);
+        W[i] = v;
+      }
+    }
+    if (blk === blocks - 1) {
+      const bits = (64 + msgLen) * 8; // the key block counts too
+      W[14] = Math.floor(bits / 2 ** 32);
+      W[15] = bits >>> 0;
+    }
+    compress(h);
+  }
+  for (let i = 0; i < 8; i++) W[i] = h[i]!;
+  W[8] = 0x80000000 | 0;
+  W.fill(0, 9, 15);
+  W[15] = (64 + 32) * 8;
+  for (let i = 0; i < 8; i++) h[i] = prepared[at + 8 + i]!;
+  compress(h);
+  return h;
+}
+
+/** One key, prepared once (tests and bench/mac.ts; HmacPacketCipher keeps both its keys in one array). */
 export class PreparedHmacSha256 {
-  /** Words 0-7: the inner hash after key ^ ipad; 8-15: the outer after key ^ opad. */
-  private readonly prepared = new Int32Array(16);
+  private readonly prepared = new Int32Array(PREPARED_WORDS);
 
   constructor(key: Uint8Array) {
-    padded(key, 0x36, this.prepared, 0);
-    padded(key, 0x5c, this.prepared, 8);
+    prepareHmacKey(key, this.prepared);
   }
 
-  /**
-   * HMAC over the 8-byte big-endian packet number (pnHi, pnLo) then bytes[0, len);
-   * returns the 32-byte result as eight words in a shared array, valid until the next
-   * call of any key's mac().
-   */
+  /** hmacPrepared with this key. */
   mac(pnHi: number, pnLo: number, bytes: Uint8Array, len: number): Int32Array {
-    const h = H;
-    const prepared = this.prepared;
-    for (let i = 0; i < 8; i++) h[i] = prepared[i]!;
-    const msgLen = 8 + len;
-    // The message, 0x80, zeros, and its length in bits (64-bit), in whole blocks.
-    const blocks = (msgLen + 9 + 63) >>> 6;
-    const full = len >>> 2;
-    for (let blk = 0; blk < blocks; blk++) {
-      const first = blk << 4;
-      for (let i = 0; i < 16; i++) {
-        const m = first + i - 2; // word index into bytes (-2, -1: the packet number)
-        if (m < 0) W[i] = m === -2 ? pnHi : pnLo;
-        else if (m < full) {
-          const p = m << 2;
-          W[i] = (bytes[p]! << 24) | (bytes[p + 1]! << 16) | (bytes[p + 2]! << 8) | bytes[p + 3]!;
-        } else {
-          let v = 0;
-          for (let p = m << 2, end = p + 4; p < end; p++) v = (v << 8) | (p < len ? bytes[p]! : p === len ? 0x80 : 0);
-          W[i] = v;
-        }
-      }
-      if (blk === blocks - 1) {
-        const bits = (64 + msgLen) * 8; // the key block counts too
-        W[14] = Math.floor(bits / 2 ** 32);
-        W[15] = bits >>> 0;
-      }
-      compress(h);
-    }
-    for (let i = 0; i < 8; i++) W[i] = h[i]!;
-    W[8] = 0x80000000 | 0;
-    W.fill(0, 9, 15);
-    W[15] = (64 + 32) * 8;
-    for (let i = 0; i < 8; i++) h[i] = prepared[8 + i]!;
-    compress(h);
-    return h;
+    return hmacPrepared(this.prepared, 0, pnHi, pnLo, bytes, len);
   }
 }
 

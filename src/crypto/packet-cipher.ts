@@ -1,6 +1,6 @@
 import { createCipheriv, createDecipheriv, createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { DATA_HEADER_SIZE, TAG_SIZE } from '../wire/constants.js';
-import { PreparedHmacSha256, SMALL_MAC_LIMIT, tagEquals, writeTag } from './hmac-sha256.js';
+import { hmacPrepared, PREPARED_WORDS, prepareHmacKey, SMALL_MAC_LIMIT, tagEquals, writeTag } from './hmac-sha256.js';
 
 /**
  * Protects each DATA packet of a connection, with per-direction keys. Two kinds:
@@ -45,20 +45,27 @@ function writePn(into: Buffer, at: number, pn: number): Buffer {
 
 export class HmacPacketCipher implements PacketCipher {
   /**
-   * The keys (send, then receive), for node:crypto on long packets. Bytes rather than
-   * KeyObjects: those cost about 1 kB each, and createHmac is as fast with either.
+   * Both keys with their HMAC state prepared once, for short packets (hmac-sha256.ts):
+   * send at word 0, receive at PREPARED_WORDS.
    */
-  private readonly keys = Buffer.alloc(64);
-  /** The same keys with their HMAC state prepared once, for short packets (hmac-sha256.ts). */
-  private readonly sendMac: PreparedHmacSha256;
-  private readonly receiveMac: PreparedHmacSha256;
+  private readonly prepared: Int32Array;
+  /**
+   * The keys as bytes (send, then receive), for node:crypto on long packets: bytes
+   * rather than KeyObjects, which cost about 1 kB each while createHmac is as fast with
+   * either. One ArrayBuffer holds this and `prepared`, since each buffer costs more
+   * than these 192 bytes themselves.
+   */
+  private readonly keys: Buffer;
 
   constructor(sendKey: Uint8Array, receiveKey: Uint8Array) {
     if (sendKey.length !== 32 || receiveKey.length !== 32) throw new Error('HMAC-SHA256 packet keys are 32 bytes');
+    const store = new ArrayBuffer(2 * PREPARED_WORDS * 4 + 64);
+    this.prepared = new Int32Array(store, 0, 2 * PREPARED_WORDS);
+    this.keys = Buffer.from(store, 2 * PREPARED_WORDS * 4, 64);
     this.keys.set(sendKey, 0);
     this.keys.set(receiveKey, 32);
-    this.sendMac = new PreparedHmacSha256(sendKey);
-    this.receiveMac = new PreparedHmacSha256(receiveKey);
+    prepareHmacKey(sendKey, this.prepared, 0);
+    prepareHmacKey(receiveKey, this.prepared, PREPARED_WORDS);
   }
 
   // The MAC covers the full 64-bit packet number, not only the 32 bits in the header:
@@ -75,7 +82,7 @@ export class HmacPacketCipher implements PacketCipher {
   seal(packet: Uint8Array, len: number, pn: number): void {
     if (len <= SMALL_MAC_LIMIT) {
       checkPn(pn);
-      writeTag(this.sendMac.mac(Math.floor(pn / 2 ** 32), pn | 0, packet, len), packet, len, TAG_SIZE);
+      writeTag(hmacPrepared(this.prepared, 0, Math.floor(pn / 2 ** 32), pn | 0, packet, len), packet, len, TAG_SIZE);
     } else {
       packet.set(this.tag(this.keys.subarray(0, 32), pn, packet.subarray(0, len)), len);
     }
@@ -86,7 +93,8 @@ export class HmacPacketCipher implements PacketCipher {
     const end = packet.length - TAG_SIZE;
     if (end <= SMALL_MAC_LIMIT) {
       checkPn(pn);
-      if (!tagEquals(this.receiveMac.mac(Math.floor(pn / 2 ** 32), pn | 0, packet, end), packet, end, TAG_SIZE)) return undefined;
+      const h = hmacPrepared(this.prepared, PREPARED_WORDS, Math.floor(pn / 2 ** 32), pn | 0, packet, end);
+      if (!tagEquals(h, packet, end, TAG_SIZE)) return undefined;
     } else {
       if (!timingSafeEqual(this.tag(this.keys.subarray(32, 64), pn, packet.subarray(0, end)), packet.subarray(end))) return undefined;
     }

@@ -1,3 +1,4 @@
+import { SentPackets } from './sent-packets.js';
 import type { PnRange } from '../wire/frames.js';
 import { RttEstimator } from './rtt.js';
 import type { OutMessage } from './sender.js';
@@ -37,8 +38,8 @@ const PERSISTENT_CONGESTION_THRESHOLD = 3;
  */
 export class LossRecovery {
   readonly rtt: RttEstimator;
-  /** In flight, in ascending packet number order (Map keeps insertion order). */
-  private readonly sent = new Map<number, SentPacket>();
+  /** In flight, in ascending packet number order. */
+  private readonly sent = new SentPackets();
   largestAcked = -1;
   private largestSent = -1;
   bytesInFlight = 0;
@@ -67,7 +68,7 @@ export class LossRecovery {
   onSent(p: SentPacket): void {
     if (p.pn > this.largestSent) this.largestSent = p.pn;
     if (!p.ackEliciting) return; // only ack-eliciting packets are tracked (RFC 9002 2)
-    this.sent.set(p.pn, p);
+    this.sent.push(p);
     this.bytesInFlight += p.size;
     this.lastAckElicitingAt = p.sentAt;
   }
@@ -81,10 +82,13 @@ export class LossRecovery {
     if (largest > this.largestSent) return false;
     let newlyAckedLargest: SentPacket | undefined;
     this.ackedNow.length = 0;
-    for (const p of this.sent.values()) {
+    const sent = this.sent;
+    for (let i = sent.start; i < sent.end; i++) {
+      const p = sent.at(i);
+      if (!p) continue;
       if (p.pn > largest) break;
       if (!inRanges(ranges, p.pn)) continue;
-      this.sent.delete(p.pn);
+      sent.remove(i);
       this.bytesInFlight -= p.size;
       if (!newlyAckedLargest || p.pn > newlyAckedLargest.pn) newlyAckedLargest = p;
       this.ackedNow.push(p.sentAt);
@@ -113,13 +117,16 @@ export class LossRecovery {
     const delay = this.lossDelay();
     let first: SentPacket | undefined;
     let last: SentPacket | undefined;
-    for (const p of this.sent.values()) {
+    const sent = this.sent;
+    for (let i = sent.start; i < sent.end; i++) {
+      const p = sent.at(i);
+      if (!p) continue;
       if (p.pn > this.largestAcked) break;
       // One expression for both the test and the deadline: with `sentAt <= now - delay`
       // floating-point rounding could arm a deadline that never tests as due (livelock).
       const lossAt = p.sentAt + delay;
       if (this.largestAcked - p.pn >= PACKET_THRESHOLD || lossAt <= now) {
-        this.sent.delete(p.pn);
+        sent.remove(i);
         this.bytesInFlight -= p.size;
         if (!p.probe) {
           this.lostPackets++;
@@ -160,9 +167,10 @@ export class LossRecovery {
    * undefined when it is no longer in flight (acknowledged, or already declared lost).
    */
   onRefused(pn: number): SentPacket | undefined {
-    const p = this.sent.get(pn);
-    if (!p) return undefined;
-    this.sent.delete(pn);
+    const i = this.sent.indexOf(pn);
+    if (i < 0) return undefined;
+    const p = this.sent.at(i)!;
+    this.sent.remove(i);
     this.bytesInFlight -= p.size;
     // It arrived, as surely as an acknowledged packet: packets well before it that are
     // still unacknowledged are lost (the next ACK's loss detection sees it), and losses
@@ -198,8 +206,7 @@ export class LossRecovery {
 
   /** Drops all tracking (connection ends); returns what was in flight. */
   clear(): SentPacket[] {
-    const all = [...this.sent.values()];
-    this.sent.clear();
+    const all = this.sent.clear();
     this.bytesInFlight = 0;
     this.lossTime = Infinity;
     return all;

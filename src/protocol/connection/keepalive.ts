@@ -5,13 +5,17 @@ import type { PacketBuilder } from './packet-builder.js';
 const PINGS_REMEMBERED = 8;
 /** PONGs owed at once; more PINGs in one go are not answered one by one. */
 const PONGS_OWED = 4;
+/** Intervals the answering side waits before it would ask itself. */
+const ANSWERING_DELAY = 1.5;
 
 /**
  * Keep-alive, the seed's PING/PONG and its two silences: no packet for
  * `stallTimeoutMs` makes the connection stalled, none for `timeoutMs` ends it. A side
  * pings after `pingIntervalMs` without a packet; the side that answers a PING waits
  * half an interval longer before it would ask itself, so an idle connection makes one
- * exchange per interval (on the same beat the two sides' PINGs crossed: two).
+ * exchange per interval (on the same beat the two sides' PINGs crossed: two). The
+ * client's first packet carries a PING, so the server answers from the start and an
+ * idle server's timers stay quiet; either side asks when the other falls silent.
  */
 export class KeepAlive {
   pingAt: number;
@@ -36,12 +40,16 @@ export class KeepAlive {
     this.pingAt = now + cfg.pingIntervalMs;
   }
 
-  /** A packet arrived: both silences start again, and no PING is needed for an interval. */
+  /**
+   * A packet arrived: both silences start again, and no PING is needed for an interval
+   * (or longer, when answering a PING already put it further off: else any packet after
+   * a PING, an ACK or an MTU probe, would make the answering side ask too).
+   */
   heard(now: number): void {
     this.lastReceivedAt = now;
     this.stallAt = now + this.cfg.stallTimeoutMs;
     this.idleAt = now + this.cfg.timeoutMs;
-    this.pingAt = now + this.cfg.pingIntervalMs;
+    this.pingAt = Math.max(this.pingAt, now + this.cfg.pingIntervalMs);
   }
 
   /** The shared config changed (setTimeout): deadlines again from the last packet. */
@@ -79,7 +87,7 @@ export class KeepAlive {
   onPing(id: number, now: number): void {
     this.pongs ??= [];
     if (this.pongs.length < PONGS_OWED) this.pongs.push(id);
-    this.pingAt = now + 1.5 * this.cfg.pingIntervalMs;
+    this.pingAt = now + ANSWERING_DELAY * this.cfg.pingIntervalMs;
   }
 
   /** The peer answered: the round trip in ms, or undefined for a PONG we did not ask for (or asked too long ago). */
