@@ -413,7 +413,8 @@ export class SimNetwork {
     this.stats.delivered++;
     this.stats.bytesDelivered += bytes.length;
     this.record(from, to, bytes, 'delivered');
-    dest.hooks.onDatagram(bytes, from);
+    // A copy of its own for the receiver (SocketHooks.onDatagram), so `captured` keeps what was sent.
+    dest.hooks.onDatagram(this.opts.capture ? new Uint8Array(bytes) : bytes, from);
   }
 }
 

@@ -10,7 +10,11 @@ import type { Address } from '../protocol/address.js';
 export type { Address };
 
 export interface SocketHooks {
-  /** A datagram arrived. `bytes` may be reused by the caller after return: copy what you keep. */
+  /**
+   * A datagram arrived. `bytes` are the receiver's from now on: the transport never
+   * writes to them again (node:dgram gives each datagram its own buffer), so the core
+   * keeps slices of them without a copy.
+   */
   onDatagram(bytes: Uint8Array, from: Address): void;
   /** A socket error (for example ICMP port unreachable). Never fatal by itself. */
   onError(err: Error): void;
