@@ -336,6 +336,16 @@ async function main(): Promise<void> {
     targets.push(
       `| ${name} | ${ratio.toFixed(2)} | ${goal.toFixed(2)} | ${ratio >= goal ? 'met' : `missed by ${((1 - ratio / goal) * 100).toFixed(0)}%: ${why}`} |`,
     );
+  /** The core issue's targets (issue 11); `atMost` for a ceiling rather than a floor. */
+  const coreTargets: string[] = [];
+  const coreTarget = (name: string, measured: number, goal: number, why: string, atMost = false, unit = '') => {
+    const met = atMost ? measured <= goal : measured >= goal;
+    const off = atMost ? measured / goal - 1 : 1 - measured / goal;
+    const show = (x: number) => (unit ? `${f(x)}${unit}` : x.toFixed(2));
+    coreTargets.push(
+      `| ${name} | ${show(measured)} | ${atMost ? 'at most' : 'at least'} ${show(goal)} | ${met ? 'met' : `missed by ${(off * 100).toFixed(0)}%: ${why}`} |`,
+    );
+  };
   const lines = [
     `# udpipe benchmark, ${new Date().toISOString().slice(0, 10)}`,
     '',
@@ -377,6 +387,15 @@ async function main(): Promise<void> {
       0.7,
       'ChaCha20-Poly1305 per packet costs more than the HMAC',
     );
+    const perPacket = 'JavaScript per packet (frames, MAC, events, timers) on top of what node:dgram costs';
+    coreTarget('ping-pong round trips, udpipe / raw dgram', ping.udpipe!.perSecond / ping.dgram!.perSecond, 0.6, perPacket);
+    coreTarget(
+      'ping-pong p99, udpipe / raw dgram',
+      ping.udpipe!.p99us / ping.dgram!.p99us,
+      2,
+      'garbage collection pauses and timer wakeups',
+      true,
+    );
   }
 
   if (ONLY.has('blast')) {
@@ -406,6 +425,12 @@ async function main(): Promise<void> {
     const dg = rate(blasts[0]!.r);
     const ordered = rate(blasts.find((b) => b.name === 'udpipe reliable-ordered')!.r);
     target('32-byte reliable messages delivered, udpipe / raw dgram', ordered / dg, 2, 'packing did not make up for per-packet cost');
+    coreTarget(
+      '32-byte reliable messages delivered, udpipe / udx-native stream',
+      ordered / rate(blasts.find((b) => b.name === 'udx-native stream (reliable)')!.r),
+      1,
+      'a message costs objects and per-message bookkeeping; udx-native streams bytes in C',
+    );
     target(
       '32-byte reliable messages delivered, udpipe encrypted / unencrypted',
       rate(blasts.find((b) => b.name === 'udpipe reliable-ordered, encrypted')!.r) / ordered,
@@ -456,6 +481,18 @@ async function main(): Promise<void> {
       0.7,
       'ChaCha20-Poly1305 costs more per byte than the HMAC',
     );
+    coreTarget(
+      '64 MiB transfer, udpipe / TCP',
+      ours / mbps(moves[0]!.t),
+      0.5,
+      'per-datagram cost and two copies per byte, against a kernel byte stream',
+    );
+    coreTarget(
+      '64 MiB transfer, udpipe encrypted / unencrypted',
+      mbps(moves.find((m) => m.name === 'udpipe reliable, encrypted')!.t) / ours,
+      0.8,
+      'ChaCha20-Poly1305 costs more per byte than the HMAC',
+    );
     target(
       '64 MiB transfer at 2% loss / lossless, udpipe',
       mbps(moves.find((m) => m.name === 'udpipe reliable, 2% loss')!.t) / ours,
@@ -492,10 +529,40 @@ async function main(): Promise<void> {
           `| ${f(i.clients)} | ${i.connectSeconds.toFixed(1)} s | ${f(i.bytesPerConnection)} B | ${f(i.rssPerConnection)} B | ${i.cpuPercent.toFixed(1)}% of a core |`,
       ),
     );
+    const ten = idles.find((i) => i.clients >= 10_000);
+    if (ten) {
+      coreTarget(
+        '10,000 idle connections: server heap+external per connection',
+        ten.bytesPerConnection,
+        4096,
+        'some twenty objects per connection, each a few dozen bytes, and times kept as boxed doubles',
+        true,
+        ' B',
+      );
+      coreTarget(
+        '10,000 idle connections: server CPU, % of a core',
+        ten.cpuPercent,
+        15,
+        'about 37 us of CPU per PING/PONG exchange, of which node:dgram itself takes about a third',
+        true,
+      );
+    }
   }
 
   if (targets.length > 0) {
     lines.push('', '## Targets (from the throughput issue)', '', '| target | measured | goal | result |', '|---|---|---|---|', ...targets);
+  }
+  if (coreTargets.length > 0) {
+    lines.push(
+      '',
+      '## Targets (from the core issue, 11)',
+      '',
+      'Not measured yet: CPU per round trip per side against raw dgram, the game-tick scenario, 100,000 connections, the loss rows in network namespaces.',
+      '',
+      '| target | measured | goal | result |',
+      '|---|---|---|---|',
+      ...coreTargets,
+    );
   }
   const out = `${lines.join('\n')}\n`;
   console.log(out);
