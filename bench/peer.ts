@@ -8,7 +8,7 @@
  * Modes: "echo" sends back what it receives, "sink" counts messages (byte streams, TCP
  * and udx, count bytes), "bytes" counts bytes, "idle" holds connections (udpipe only).
  * It prints "ready <port>" when listening. On stdin it answers "count" with
- * "count <n>", "stats" with its CPU time and memory, "udx <port>" (a udx stream has no
+ * "count <n>", "cpu" with its CPU time in ms, "stats" with its CPU time and memory, "udx <port>" (a udx stream has no
  * handshake: the client tells us where it is) with "ok"; it exits when stdin closes.
  * Loopback only.
  */
@@ -37,7 +37,11 @@ process.stdin.on('data', (d) => {
     const [cmd, value] = input.slice(0, i).split(' ');
     input = input.slice(i + 1);
     if (cmd === 'count') process.stdout.write(`count ${received}\n`);
-    else if (cmd === 'stats') {
+    else if (cmd === 'cpu') {
+      // CPU time so far, without the collection that 'stats' makes first.
+      const c = process.cpuUsage();
+      process.stdout.write(`cpu ${(c.user + c.system) / 1000}\n`);
+    } else if (cmd === 'stats') {
       // A full collection first, so memory is what is live, not what awaits collection.
       (globalThis as { gc?: () => void }).gc?.();
       process.stdout.write(`${stats()}\n`);

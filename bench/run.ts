@@ -6,7 +6,9 @@
  * measured and as ratios; nothing here is a test.
  *
  * BENCH_SECONDS (default 2) sets the length of each timed row; BENCH_IDLE (default
- * "1000,10000") the idle-connection counts.
+ * "1000,10000") the idle-connection counts. BENCH_PEER_CPU=N runs every far end on CPU
+ * N (taskset); with `taskset -c M` on this process, that fixes the placement (the two
+ * sides on one vCPU or on two change ping-pong by up to 4x on a 2-vCPU machine).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
@@ -43,11 +45,11 @@ interface Peer {
 }
 
 async function startPeer(args: string[]): Promise<Peer> {
-  const child = spawn(
-    process.execPath,
-    [...(process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir=/tmp/prof'] : []), '--expose-gc', PEER, ...args],
-    { stdio: ['pipe', 'pipe', 'inherit'] },
-  );
+  const nodeArgs = [...(process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir=/tmp/prof'] : []), '--expose-gc', PEER, ...args];
+  const cpu = process.env.BENCH_PEER_CPU;
+  const child = cpu
+    ? spawn('taskset', ['-c', cpu, process.execPath, ...nodeArgs], { stdio: ['pipe', 'pipe', 'inherit'] })
+    : spawn(process.execPath, nodeArgs, { stdio: ['pipe', 'pipe', 'inherit'] });
   let buf = '';
   const waiters: ((line: string) => void)[] = [];
   child.stdout!.on('data', (d) => {
@@ -204,6 +206,9 @@ interface PingResult {
   perSecond: number;
   p50us: number;
   p99us: number;
+  /** CPU per round trip, microseconds: this process (the asking side), and the echoing peer. */
+  cpuNearUs: number;
+  cpuFarUs: number;
 }
 
 /** Sequential round trips of one 32-byte message for SECONDS. */
@@ -231,16 +236,28 @@ async function pingPong(impl: Impl): Promise<PingResult> {
     });
   const lat: number[] = [];
   for (let i = 0; i < 200; i++) await roundTrip(); // warm-up
+  const farCpu = async () => Number((await peer.ask('cpu')).split(' ')[1]) * 1000;
+  const far0 = await farCpu();
+  const near0 = process.cpuUsage();
   const end = performance.now() + SECONDS * 1000;
   while (performance.now() < end) {
     const t = performance.now();
     await roundTrip();
     lat.push((performance.now() - t) * 1000);
   }
+  const near = process.cpuUsage(near0);
+  const far = (await farCpu()) - far0;
   await c.close();
   peer.stop();
   lat.sort((a, b) => a - b);
-  return { perSecond: lat.length / SECONDS, p50us: pct(lat, 50), p99us: pct(lat, 99) };
+  const n = Math.max(1, lat.length);
+  return {
+    perSecond: lat.length / SECONDS,
+    p50us: pct(lat, 50),
+    p99us: pct(lat, 99),
+    cpuNearUs: (near.user + near.system) / n,
+    cpuFarUs: far / n,
+  };
 }
 
 /** 32-byte messages for SECONDS, as fast as the implementation lets us: how many arrived. */
@@ -322,7 +339,14 @@ async function idle(n: number): Promise<IdleResult> {
 }
 
 function meanPing(a: PingResult, b: PingResult): PingResult {
-  return { perSecond: (a.perSecond + b.perSecond) / 2, p50us: (a.p50us + b.p50us) / 2, p99us: (a.p99us + b.p99us) / 2 };
+  const mean = (k: keyof PingResult) => (a[k] + b[k]) / 2;
+  return {
+    perSecond: mean('perSecond'),
+    p50us: mean('p50us'),
+    p99us: mean('p99us'),
+    cpuNearUs: mean('cpuNearUs'),
+    cpuFarUs: mean('cpuFarUs'),
+  };
 }
 
 async function main(): Promise<void> {
@@ -349,7 +373,7 @@ async function main(): Promise<void> {
   const lines = [
     `# udpipe benchmark, ${new Date().toISOString().slice(0, 10)}`,
     '',
-    `Machine: ${machine}. Loopback; the far end in a second process (the lossy proxy in a third); ${SECONDS} s per timed row. Command: \`npm run bench\`.`,
+    `Machine: ${machine}. Loopback; the far end in a second process (the lossy proxy in a third); ${SECONDS} s per timed row. ${process.env.BENCH_PEER_CPU ? `Far ends pinned to CPU ${process.env.BENCH_PEER_CPU} (taskset).` : 'Processes not pinned.'} Command: \`npm run bench\`.`,
     '',
     'The lossless udpipe rows with and without encryption are each the mean of two runs made in opposite orders (a later row in one process runs on warmer code).',
   ];
@@ -368,11 +392,11 @@ async function main(): Promise<void> {
       '',
       '## Ping-pong, 32-byte messages, one at a time (reliable where the library has a choice)',
       '',
-      '| implementation | round trips/s | p50 | p99 | vs udx-native |',
-      '|---|---|---|---|---|',
+      '| implementation | round trips/s | p50 | p99 | vs udx-native | CPU per round trip, asking side / echoing side |',
+      '|---|---|---|---|---|---|',
       ...impls.map(
         (i) =>
-          `| ${i} | ${f(ping[i]!.perSecond)} | ${ping[i]!.p50us.toFixed(0)} us | ${ping[i]!.p99us.toFixed(0)} us | ${r(ping[i]!.perSecond, ping.udx!.perSecond)} |`,
+          `| ${i} | ${f(ping[i]!.perSecond)} | ${ping[i]!.p50us.toFixed(0)} us | ${ping[i]!.p99us.toFixed(0)} us | ${r(ping[i]!.perSecond, ping.udx!.perSecond)} | ${ping[i]!.cpuNearUs.toFixed(0)} us / ${ping[i]!.cpuFarUs.toFixed(0)} us |`,
       ),
     );
     target(
@@ -396,6 +420,9 @@ async function main(): Promise<void> {
       'garbage collection pauses and timer wakeups',
       true,
     );
+    // The asking side's CPU includes this script's own loop, the same for every row.
+    const cpuRatio = Math.max(ping.udpipe!.cpuNearUs / ping.dgram!.cpuNearUs, ping.udpipe!.cpuFarUs / ping.dgram!.cpuFarUs);
+    coreTarget('ping-pong CPU per round trip, udpipe / raw dgram (the worse side)', cpuRatio, 1.6, perPacket, true);
   }
 
   if (ONLY.has('blast')) {
@@ -557,7 +584,7 @@ async function main(): Promise<void> {
       '',
       '## Targets (from the core issue, 11)',
       '',
-      'Not measured yet: CPU per round trip per side against raw dgram, the game-tick scenario, 100,000 connections, the loss rows in network namespaces.',
+      'Not measured yet: the game-tick scenario, 100,000 connections, the loss rows in network namespaces.',
       '',
       '| target | measured | goal | result |',
       '|---|---|---|---|',

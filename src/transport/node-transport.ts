@@ -19,7 +19,16 @@ export class NodeTransport implements Transport {
   }
 
   setTimer(at: number, fn: () => void): TimerHandle {
-    const t = setTimeout(fn, Math.max(0, Math.ceil(at - performance.now())));
+    const wait = at - performance.now();
+    if (wait < 1) {
+      // setTimeout waits at least 1 ms: a deadline microseconds away (the pacer's next
+      // send, a loss timer just due) would cost a whole millisecond. setImmediate runs
+      // after the I/O already waiting; if it comes early, nothing is due and the
+      // driver arms again.
+      const t = setImmediate(fn);
+      return { cancel: () => clearImmediate(t) };
+    }
+    const t = setTimeout(fn, Math.ceil(wait));
     return { cancel: () => clearTimeout(t) };
   }
 
