@@ -13,7 +13,12 @@ export const PACKET_OVERHEAD = DATA_HEADER_SIZE + TAG_SIZE;
  * every packet, so filling a packet makes no closure and no array.
  */
 export class PacketBuilder {
-  private readonly frames: Frame[] = [];
+  /**
+   * The frames of the packet, frames[0, count): the array keeps its storage from packet
+   * to packet (setting its length to 0 would free it, to be grown again for the next).
+   */
+  private readonly frames: (Frame | undefined)[] = [];
+  private count = 0;
   /** Frame bytes that still fit. */
   room = 0;
   /** Bytes of frames added. */
@@ -25,7 +30,7 @@ export class PacketBuilder {
 
   /** Starts a packet with `room` bytes for frames. */
   reset(room: number): void {
-    this.frames.length = 0;
+    this.clear();
     this.room = room;
     this.used = 0;
     this.ackEliciting = false;
@@ -33,14 +38,14 @@ export class PacketBuilder {
   }
 
   get empty(): boolean {
-    return this.frames.length === 0;
+    return this.count === 0;
   }
 
   /** Adds `f` if it fits; false leaves the packet as it was. */
   add(f: Frame): boolean {
     const n = frameSize(f);
     if (n > this.room) return false;
-    this.frames.push(f);
+    this.frames[this.count++] = f;
     this.room -= n;
     this.used += n;
     if (isAckEliciting(f)) this.ackEliciting = true;
@@ -59,9 +64,15 @@ export class PacketBuilder {
     const out = new Uint8Array(PACKET_OVERHEAD + this.used);
     const w = new ByteWriter(out);
     writeDataHeader(w, remoteConnId, pn);
-    for (const f of this.frames) writeFrame(w, f);
+    for (let i = 0; i < this.count; i++) writeFrame(w, this.frames[i]!);
     cipher.seal(out, w.offset, pn);
-    this.frames.length = 0;
+    this.clear();
     return out;
+  }
+
+  /** Forgets the frames, without keeping what they carry alive. */
+  private clear(): void {
+    for (let i = 0; i < this.count; i++) this.frames[i] = undefined;
+    this.count = 0;
   }
 }
