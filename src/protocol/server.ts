@@ -103,6 +103,8 @@ interface Peer {
   confirmed: boolean;
   /** Events raised while unconfirmed, released with 'accepted'. */
   held: ConnectionEvent[] | undefined;
+  /** Listed in the server's `dirty`: its output may be pending. */
+  dirty: boolean;
 }
 
 /** Handshake replies waiting for the driver; beyond this they are dropped (a flood gets no more answers). */
@@ -146,7 +148,14 @@ export class ServerEndpoint {
   private readonly byHandshake = new Map<string, number>();
   private readonly cookies: CookieJar;
   private readonly outbox = new Deque<{ bytes: Uint8Array; to: Address }>();
-  private readonly dirty = new Set<number>();
+  /**
+   * Connections whose output may be pending, in the order touched, each listed once
+   * (Peer.dirty): dirty[dirtyHead, dirtyCount). An array that keeps its storage, where a
+   * Set made a new table when its last entry went, about once per datagram.
+   */
+  private readonly dirty: number[] = [];
+  private dirtyHead = 0;
+  private dirtyCount = 0;
   private readonly deadlines = new DeadlineHeap<number>();
   private readonly events = new Deque<ServerEvent>();
   private readonly usedHandshakes = new Map<string, number>();
@@ -260,7 +269,10 @@ export class ServerEndpoint {
   touch(connId: number): void {
     const p = this.peers.get(connId);
     if (!p) return;
-    this.dirty.add(connId);
+    if (!p.dirty) {
+      p.dirty = true;
+      this.dirty[this.dirtyCount++] = connId;
+    }
     this.deadlines.set(connId, p.conn.nextDeadline());
   }
 
@@ -467,6 +479,7 @@ export class ServerEndpoint {
       sendBase,
       confirmed: false,
       held: undefined,
+      dirty: false,
     });
     this.sessions.bind(sessionKey, connId);
     this.byHandshake.set(hsKey, connId);
@@ -598,7 +611,6 @@ export class ServerEndpoint {
     this.usedHandshakes.set(p.handshakeKey, this.lastNow + USED_HANDSHAKE_MS);
     if (this.usedHandshakes.size > MAX_USED_HANDSHAKES) this.usedHandshakes.delete(this.usedHandshakes.keys().next().value!);
     this.deadlines.delete(connId);
-    this.dirty.delete(connId);
     if (p.confirmed) this.events.push({ type: 'removed', connId });
     else this.counters.handshakesAbandoned++;
   }
@@ -627,18 +639,21 @@ export class ServerEndpoint {
   }
 
   private pollConnections(now: number): { bytes: Uint8Array; to: Address } | null {
-    for (const id of this.dirty) {
+    while (this.dirtyHead < this.dirtyCount) {
+      const id = this.dirty[this.dirtyHead]!;
       const p = this.peers.get(id);
-      const bytes = p?.conn.pollTransmit(now);
-      if (p && bytes) {
+      // Not dirty: a stale entry (its connection was reaped; one with the same id came later).
+      if (p?.dirty) {
+        const bytes = p.conn.pollTransmit(now);
+        // A paced connection with nothing to send now has a new deadline for when it may.
         this.deadlines.set(id, p.conn.nextDeadline());
-        return { bytes, to: p.address };
+        if (bytes) return { bytes, to: p.address };
+        p.dirty = false;
       }
-      // Nothing to send now; a paced connection has a new deadline for when it may.
-      if (p) this.deadlines.set(id, p.conn.nextDeadline());
-      this.dirty.delete(id);
+      this.dirtyHead++;
       this.reap(id);
     }
+    this.dirtyHead = this.dirtyCount = 0;
     return null;
   }
 
