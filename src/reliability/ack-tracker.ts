@@ -1,4 +1,4 @@
-import type { Frame } from '../wire/frames.js';
+import type { Frame, PnRange } from '../wire/frames.js';
 import { RangeSet } from './range-set.js';
 
 /** Acknowledge at once after this many ack-eliciting packets (RFC 9000 13.2.2 suggests 2). */
@@ -19,6 +19,8 @@ export class AckTracker {
   private largestAt = 0;
   /** When a delayed ACK falls due (Infinity: none owed). */
   deadline = Infinity;
+  /** The ACK frame peekFrame fills, reused: a connection writes it into its packet at once. */
+  private readonly frame: { type: 'ack'; delayUs: number; ranges: PnRange[] } = { type: 'ack', delayUs: 0, ranges: [] };
 
   constructor(private readonly maxAckDelayMs: number) {}
 
@@ -71,14 +73,27 @@ export class AckTracker {
     return f;
   }
 
-  /** The ACK frame that would go now, leaving what is owed as it is (see markSent). */
+  /**
+   * The ACK frame that would go now, leaving what is owed as it is (see markSent). The
+   * same object every time, valid until the next call or the next packet received:
+   * write it into a packet before either (a frame and its ranges per packet were the
+   * largest allocation of an idle connection's keep-alive).
+   */
   peekFrame(now: number): Frame | undefined {
-    if (this.received.ranges.length === 0) return undefined;
-    return {
-      type: 'ack',
-      delayUs: Math.max(0, Math.round((now - this.largestAt) * 1000)),
-      ranges: this.received.newest(MAX_ACK_RANGES_SENT),
-    };
+    const rs = this.received.ranges;
+    if (rs.length === 0) return undefined;
+    const f = this.frame;
+    f.delayUs = Math.max(0, Math.round((now - this.largestAt) * 1000));
+    const n = Math.min(rs.length, MAX_ACK_RANGES_SENT);
+    for (let i = 0; i < n; i++) {
+      const r = f.ranges[i];
+      if (r) {
+        r.lo = rs[i]!.lo;
+        r.hi = rs[i]!.hi;
+      } else f.ranges.push({ lo: rs[i]!.lo, hi: rs[i]!.hi });
+    }
+    f.ranges.length = n;
+    return f;
   }
 
   /** The frame from peekFrame went out: nothing is owed any more. */

@@ -53,9 +53,4 @@ export class RangeSet {
     }
     return true;
   }
-
-  /** The newest `max` ranges, for an ACK frame. */
-  newest(max: number): PnRange[] {
-    return this.ranges.slice(0, max).map((r) => ({ lo: r.lo, hi: r.hi }));
-  }
 }
