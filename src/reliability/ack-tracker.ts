@@ -20,7 +20,12 @@ export class AckTracker {
   /** When a delayed ACK falls due (Infinity: none owed). */
   deadline = Infinity;
   /** The ACK frame peekFrame fills, reused: a connection writes it into its packet at once. */
-  private readonly frame: { type: 'ack'; delayUs: number; ranges: PnRange[] } = { type: 'ack', delayUs: 0, ranges: [] };
+  private readonly frame: { type: 'ack'; delayUs: number; ranges: PnRange[] } = {
+    type: 'ack',
+    delayUs: 0,
+    // Room for one range (the usual case) from the start: an array grown by push takes room for 17.
+    ranges: [{ lo: 0, hi: 0 }],
+  };
 
   constructor(private readonly maxAckDelayMs: number) {}
 

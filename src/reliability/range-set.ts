@@ -7,7 +7,8 @@ import type { PnRange } from '../wire/frames.js';
  * very old or replayed packet number is treated as a duplicate.
  */
 export class RangeSet {
-  readonly ranges: PnRange[] = [];
+  /** Replaced by a one-element literal on the first add: an array grown by splice or push takes room for 17 ranges. */
+  ranges: PnRange[] = [];
   /** Every number <= floor is considered present (forgotten but seen). */
   floor = -1;
 
@@ -30,6 +31,10 @@ export class RangeSet {
   add(n: number): boolean {
     if (this.has(n)) return false;
     const rs = this.ranges;
+    if (rs.length === 0) {
+      this.ranges = [{ lo: n, hi: n }];
+      return true;
+    }
     let i = 0;
     while (i < rs.length && rs[i]!.lo > n) i++;
     // rs[i] is the first range with lo <= n (so n > its hi, since n is absent); rs[i-1] is above n.

@@ -85,8 +85,9 @@ export class KeepAlive {
 
   /** The peer pinged: answer, and leave the asking to it for a while. */
   onPing(id: number, now: number): void {
-    this.pongs ??= [];
-    if (this.pongs.length < PONGS_OWED) this.pongs.push(id);
+    // A literal of one: an array grown by push takes room for 17 (152 bytes), kept for good.
+    if (this.pongs === undefined) this.pongs = [id];
+    else if (this.pongs.length < PONGS_OWED) this.pongs.push(id);
     this.pingAt = now + ANSWERING_DELAY * this.cfg.pingIntervalMs;
   }
 
@@ -110,6 +111,7 @@ export class KeepAlive {
   fill(b: PacketBuilder, now: number): void {
     const pongs = this.pongs;
     while (pongs !== undefined && pongs.length > 0 && b.add({ type: 'pong', id: pongs[0]! })) pongs.shift();
+    if (pongs?.length === 0) this.pongs = undefined;
     if (this.pingOwed === undefined || !b.add({ type: 'ping', id: this.pingOwed })) return;
     this.sent ??= new Float64Array(2 * PINGS_REMEMBERED).fill(-1);
     const at = 2 * (this.sentCount++ % PINGS_REMEMBERED);
