@@ -83,9 +83,7 @@ export class HmacPacketCipher implements PacketCipher {
     if (len <= SMALL_MAC_LIMIT) {
       checkPn(pn);
       writeTag(hmacPrepared(this.prepared, 0, Math.floor(pn / 2 ** 32), pn | 0, packet, len), packet, len, TAG_SIZE);
-    } else {
-      packet.set(this.tag(this.keys.subarray(0, 32), pn, packet.subarray(0, len)), len);
-    }
+    } else packet.set(this.tag(this.keys.subarray(0, 32), pn, packet.subarray(0, len)), len);
   }
 
   open(packet: Uint8Array, pn: number): Uint8Array | undefined {
@@ -95,9 +93,7 @@ export class HmacPacketCipher implements PacketCipher {
       checkPn(pn);
       const h = hmacPrepared(this.prepared, PREPARED_WORDS, Math.floor(pn / 2 ** 32), pn | 0, packet, end);
       if (!tagEquals(h, packet, end, TAG_SIZE)) return undefined;
-    } else {
-      if (!timingSafeEqual(this.tag(this.keys.subarray(32, 64), pn, packet.subarray(0, end)), packet.subarray(end))) return undefined;
-    }
+    } else if (!timingSafeEqual(this.tag(this.keys.subarray(32, 64), pn, packet.subarray(0, end)), packet.subarray(end))) return undefined;
     return packet.subarray(DATA_HEADER_SIZE, end);
   }
 }

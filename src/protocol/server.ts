@@ -470,7 +470,6 @@ export class ServerEndpoint {
       conn,
       address,
       validated: address, // replaced, never changed in place, so the two may share
-
       handshakeKey: hsKey,
       accept,
       sessionKey,

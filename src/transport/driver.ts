@@ -165,8 +165,8 @@ export class Driver {
   private arm(): void {
     if (!this.autoStep || this.stopped) return;
     const at = this.target.nextDeadline();
-    if (at >= this.armedAt && at !== Infinity) return;
-    if (at === this.armedAt) return; // nothing armed, nothing due
+    // Keep the timer when nothing changed, or when it is set for earlier; cancel it only when nothing is due at all.
+    if (at === this.armedAt || (at > this.armedAt && at !== Infinity)) return;
     this.timer?.cancel();
     this.timer = undefined;
     this.armedAt = at;

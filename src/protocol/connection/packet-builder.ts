@@ -16,8 +16,10 @@ export class PacketBuilder {
   /**
    * The frames of the packet, frames[0, count): the array keeps its storage from packet
    * to packet (setting its length to 0 would free it, to be grown again for the next).
+   * It starts with room for four (an idle PONG and its ACK take two), not the 17 a
+   * first push would make.
    */
-  private readonly frames: (Frame | undefined)[] = [undefined, undefined, undefined, undefined]; // room for 4 (an idle PONG and ACK take 2), not push's 17
+  private readonly frames: (Frame | undefined)[] = [undefined, undefined, undefined, undefined];
   private count = 0;
   /** Frame bytes that still fit. */
   room = 0;
