@@ -383,9 +383,8 @@ test('a fresh packet raced from another address (on-path attacker): the server s
   const V = { address: '198.51.100.9', port: 7000 }; // the victim the attacker points us at
   let now = 1;
   // Give the server plenty to send, then let the attacker's copy of a fresh packet arrive first from V.
-  const conn = server.connection(server.connIds()[0]!)!;
-  for (let i = 0; i < 200; i++) conn.send(new Uint8Array(1000), true);
-  server.touch(server.connIds()[0]!);
+  const id = server.connIds()[0]!;
+  for (let i = 0; i < 200; i++) server.send(id, new Uint8Array(1000), true);
   const fresh = packet('c', now);
   server.handleDatagram(fresh, V, now);
   let toVictim = 0;

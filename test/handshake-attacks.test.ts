@@ -40,8 +40,7 @@ for (const encrypt of [true, false]) {
     // The victim goes quiet (a stall: its link is down); the server has 500 messages for it.
     victim.cut = true;
     const id = p.connIdAt(victim.at)!;
-    for (let i = 0; i < 500; i++) p.server.connection(id)!.send(Buffer.from(`secret ${i}`), true);
-    p.server.touch(id);
+    for (let i = 0; i < 500; i++) p.server.send(id, Buffer.from(`secret ${i}`), true);
     p.run(100);
     // The attacker knows the token and the session id, and makes a handshake of its own naming that session.
     const attacker = claimSession(p, '127.0.3.1', sessionId);

@@ -420,8 +420,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
       ok = link.send(bytes);
       this.classic!.kick(link);
     } else {
-      ok = link.send(bytes, how.reliable, how.channel, how.sequenced, how.unordered);
-      this.server!.touch(sock.id);
+      ok = this.server!.send(sock.id, bytes, how.reliable, how.channel, how.sequenced, how.unordered);
     }
     this.driver?.kick();
     return ok;
@@ -452,13 +451,10 @@ export class UDPipe extends EventEmitter implements PeerOwner {
   /** Pings now: client to server; server to `sock`, or to every client. */
   ping(sock?: Peer): void {
     if (this.role === 'client') {
-      this.client?.connection?.ping(this.driver?.now());
+      this.client?.ping(this.driver?.now());
     } else if (this.role === 'server' && this.server) {
-      const ids = sock ? (sock.protocol === 'classic' ? [] : [sock.id]) : this.server.connIds();
-      for (const id of ids) {
-        this.server.connection(id)?.ping();
-        this.server.touch(id);
-      }
+      if (!sock) this.server.ping();
+      else if (sock.protocol !== 'classic') this.server.ping(sock.id);
       for (const [peer, link] of this.classicByPeer) {
         if (sock && sock !== peer) continue;
         link.ping(this.driver!.now());

@@ -431,6 +431,11 @@ export class ClassicClient {
     this.timers.set('hello', now + interval);
   }
 
+  /** PINGs the server now, if connected (the seed's ping()). */
+  ping(now?: number): void {
+    this.link?.ping(now);
+  }
+
   /** Classic data has no reliability or channels: the other arguments are ignored. */
   send(data: Uint8Array, ..._ignored: unknown[]): boolean {
     // A link that is still connecting queues too, and flushes once CONNECTED arrives.

@@ -236,6 +236,11 @@ export class ClientEndpoint {
     return (((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0) / 2 ** 32;
   }
 
+  /** PINGs the server now, if connected (the seed's ping()). */
+  ping(_now?: number): void {
+    this.conn?.ping();
+  }
+
   send(data: Uint8Array, reliable: boolean, channel = 0, sequenced = false, unordered = false): boolean {
     if (this.conn && this.conn.state !== 'closed') return this.conn.send(data, reliable, channel, sequenced, unordered);
     if (reliable) {

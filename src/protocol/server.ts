@@ -19,7 +19,7 @@ import { WireFormatError } from '../wire/errors.js';
 import { encodeHandshake, type ConnectPacket } from '../wire/handshake.js';
 import { type Datagram, decodeDatagram, encodeReset } from '../wire/packet.js';
 import type { ConnectionConfig, ConnectionEvent } from './config.js';
-import { Connection, newInbound, releaseInbound, type InboundSession } from './connection/connection.js';
+import { Connection, type ConnectionView, newInbound, releaseInbound, type InboundSession } from './connection/connection.js';
 import { DeadlineHeap } from './deadline-heap.js';
 import { RateLimiter, rateKey } from './rate-limiter.js';
 import { SessionStore } from './sessions.js';
@@ -217,8 +217,30 @@ export class ServerEndpoint {
     }
   }
 
-  connection(connId: number): Connection | undefined {
+  /**
+   * One connection, to read (state, queue, stats). Changes go through the server's own
+   * methods (send, ping, close), so it sees the output and timers they make.
+   */
+  connection(connId: number): ConnectionView | undefined {
     return this.peers.get(connId)?.conn;
+  }
+
+  /** Queues a message on one connection (Connection.send); false past its high-water mark, as there. */
+  send(connId: number, data: Uint8Array, reliable: boolean, channel = 0, sequenced = false, unordered = false): boolean {
+    const p = this.peers.get(connId);
+    if (!p) return false;
+    const ok = p.conn.send(data, reliable, channel, sequenced, unordered);
+    this.touch(connId);
+    return ok;
+  }
+
+  /** PINGs one connection now, or every one (the seed's ping()). */
+  ping(connId?: number): void {
+    const ids = connId === undefined ? [...this.peers.keys()] : [connId];
+    for (const id of ids) {
+      this.peers.get(id)?.conn.ping();
+      this.touch(id);
+    }
   }
 
   connIds(): number[] {
@@ -265,8 +287,8 @@ export class ServerEndpoint {
     return n;
   }
 
-  /** Call after using connection(id) directly (send, ping, close) so its output and timers are seen. */
-  touch(connId: number): void {
+  /** Lists a connection whose output or deadline may have changed, so the next poll sees them. */
+  private touch(connId: number): void {
     const p = this.peers.get(connId);
     if (!p) return;
     if (!p.dirty) {

@@ -55,6 +55,9 @@ export interface ConnectionInit {
   inbound?: InboundSession;
 }
 
+/** What a connection's owner lets others read; changes go through the owner (ServerEndpoint.send, ping, close). */
+export type ConnectionView = Pick<Connection, 'state' | 'queueLength' | 'queuedBytes' | 'stats'>;
+
 /**
  * One established connection, sans-I/O: datagrams and time in (handleDatagram,
  * handleTimeout, send), datagrams, events and the next deadline out (pollTransmit,
