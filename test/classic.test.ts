@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { ClassicLink, parseClassicHello, parseClassicRedirect } from '../src/protocol/classic.js';
+import { ClassicLink } from '../src/protocol/classic.js';
+import { parseClassicHello, parseClassicRedirect } from '../src/wire/classic.js';
 import { UDPipe, UDPipeError, type Peer } from '../src/index.js';
 import { SimNetwork } from '../src/testing/index.js';
 import type { Address, DatagramSocket } from '../src/transport/types.js';

@@ -1,4 +1,5 @@
-import { ClassicLink, encodeClassicRedirect, CLASSIC_GO_AWAY, type ClassicConfig } from '../protocol/classic.js';
+import { ClassicLink, type ClassicConfig } from '../protocol/classic.js';
+import { CLASSIC_GO_AWAY, encodeClassicRedirect } from '../wire/classic.js';
 import type { ConnectionEvent } from '../protocol/config.js';
 import { Driver, type PumpTarget } from '../transport/driver.js';
 import type { Address, Transport } from '../transport/types.js';

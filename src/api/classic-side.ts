@@ -2,18 +2,13 @@ import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { deriveTokenKey, equalBytes } from '../crypto/handshake-keys.js';
 import { UDPipeError } from '../errors.js';
-import {
-  CLASSIC_MAX_DATAGRAM,
-  type ClassicConfig,
-  type ClassicLink,
-  isClassicControlWord,
-  parseClassicHello,
-} from '../protocol/classic.js';
+import type { ClassicConfig, ClassicLink } from '../protocol/classic.js';
 import type { ConnectionEvent } from '../protocol/config.js';
 import { RateLimiter } from '../protocol/rate-limiter.js';
 import type { ServerEndpoint } from '../protocol/server.js';
 import type { Driver } from '../transport/driver.js';
 import type { Address, Transport } from '../transport/types.js';
+import { CLASSIC_MAX_DATAGRAM, isClassicControlWord, parseClassicHello } from '../wire/classic.js';
 import { ClassicHost, type ClassicHostOwner } from './classic-host.js';
 import { fmt } from './format.js';
 import { Peer } from './peer.js';

@@ -1,5 +1,6 @@
 export * from './bytes.js';
 export * from './checksum.js';
+export * from './classic.js';
 export * from './constants.js';
 export * from './errors.js';
 export * from './frames.js';
