@@ -10,6 +10,7 @@ import { Connection } from '../src/protocol/connection/connection.js';
 import { decodeDatagram } from '../src/wire/packet.js';
 import { decodeFrames } from '../src/wire/frames.js';
 import { DATA_HEADER_SIZE, TAG_SIZE } from '../src/wire/constants.js';
+import { recordEvents } from './helpers/events.js';
 
 const K1 = new Uint8Array(32).fill(1);
 const K2 = new Uint8Array(32).fill(2);
@@ -22,14 +23,13 @@ interface End {
 function pair(cfg: Partial<ConnectionConfig> = {}, init: { pn?: number; seq?: number; aead?: boolean } = {}): { a: End; b: End } {
   const config = { ...DEFAULT_CONNECTION_CONFIG, ...cfg };
   const mk = (local: number, remote: number, send: Uint8Array, recv: Uint8Array): End => {
-    const events: ConnectionEvent[] = [];
+    const events = recordEvents(() => conn);
     const conn = new Connection({
       localConnId: local,
       remoteConnId: remote,
       cipher: init.aead ? new AeadPacketCipher(send, recv) : new HmacPacketCipher(send, recv),
       config,
       now: 0,
-      emit: (e) => events.push(e),
       initialPacketNumber: init.pn,
       initialSeq: init.seq,
     });
@@ -291,7 +291,7 @@ test('a hostile peer with the keys cannot make the receiver hold more than its c
   const { writeFrame } = await import('../src/wire/frames.js');
   const { writeDataHeader } = await import('../src/wire/packet.js');
   const budget = new ReassemblyBudget(8 * 1024 * 1024);
-  const events: ConnectionEvent[] = [];
+  const events = recordEvents(() => victim);
   const { newInbound, releaseInbound } = await import('../src/protocol/connection/connection.js');
   const inbound = newInbound();
   const victim = new Connection({
@@ -300,7 +300,6 @@ test('a hostile peer with the keys cannot make the receiver hold more than its c
     cipher: new HmacPacketCipher(K2, K1),
     config: { ...DEFAULT_CONNECTION_CONFIG, maxMessageSize: 1 << 20 },
     now: 0,
-    emit: (e) => events.push(e),
     budget,
     inbound,
   });
@@ -351,7 +350,6 @@ test('one session cannot hold more than about two maxMessageSize of half-built m
       cipher: new HmacPacketCipher(K2, K1),
       config: { ...DEFAULT_CONNECTION_CONFIG, maxMessageSize: MAX },
       now: 0,
-      emit: (e) => events.push(e),
       budget,
       inbound: newInbound(),
     });
@@ -365,6 +363,7 @@ test('one session cannot hold more than about two maxMessageSize of half-built m
       const packet = out.slice(0, w.offset + TAG_SIZE);
       c.seal(packet, w.offset, pn);
       conn.handleDatagram(packet, pn++, 1);
+      for (let e = conn.pollEvent(); e; e = conn.pollEvent()) events.push(e);
     };
   };
   // A hostile session opens a message on each of 40 channels, 60 kB at a time, in order, and never finishes one.

@@ -20,6 +20,7 @@ import { ByteWriter } from '../src/wire/bytes.js';
 import { type Frame, writeFrame } from '../src/wire/frames.js';
 import { writeDataHeader } from '../src/wire/packet.js';
 import { TAG_SIZE } from '../src/wire/constants.js';
+import { recordEvents } from './helpers/events.js';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -44,7 +45,7 @@ interface Victim {
 }
 
 function victim(id: number, budget: ReassemblyBudget): Victim {
-  const events: ConnectionEvent[] = [];
+  const events = recordEvents(() => conn);
   const inbound = newInbound();
   const conn = new Connection({
     localConnId: id,
@@ -52,7 +53,6 @@ function victim(id: number, budget: ReassemblyBudget): Victim {
     cipher: new HmacPacketCipher(K2, K1),
     config: DEFAULT_CONNECTION_CONFIG,
     now: 0,
-    emit: (e) => events.push(e),
     budget,
     inbound,
   });

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { HmacPacketCipher } from '../src/crypto/packet-cipher.js';
-import { DEFAULT_CONNECTION_CONFIG, type ConnectionEvent } from '../src/protocol/config.js';
+import { DEFAULT_CONNECTION_CONFIG } from '../src/protocol/config.js';
 import { Connection } from '../src/protocol/connection/connection.js';
 import { link, type End } from './helpers/link.js';
 import { ReassemblyBudget } from '../src/reliability/budget.js';
@@ -15,6 +15,7 @@ import { ByteWriter } from '../src/wire/bytes.js';
 import { DATA_HEADER_SIZE, TAG_SIZE } from '../src/wire/constants.js';
 import { decodeFrames, type Frame, writeFrame } from '../src/wire/frames.js';
 import { decodeDatagram, writeDataHeader } from '../src/wire/packet.js';
+import { recordEvents } from './helpers/events.js';
 
 const K1 = new Uint8Array(32).fill(1);
 const K2 = new Uint8Array(32).fill(2);
@@ -50,14 +51,13 @@ test('review: a receiver that refuses everything for lack of memory must not mak
 
 /** One connection and a hostile peer with its keys, driven by hand. */
 function hostile() {
-  const events: ConnectionEvent[] = [];
+  const events = recordEvents(() => conn);
   const conn = new Connection({
     localConnId: 1,
     remoteConnId: 2,
     cipher: new HmacPacketCipher(K1, K2),
     config: { ...DEFAULT_CONNECTION_CONFIG, maxAckDelayMs: 5 },
     now: 0,
-    emit: (e) => events.push(e),
   });
   const peer = new HmacPacketCipher(K2, K1);
   const out = new Uint8Array(1500);

@@ -134,7 +134,6 @@ test('connection: a lone ack-eliciting packet is acknowledged exactly maxAckDela
       cipher: new HmacPacketCipher(send, recv),
       config: DEFAULT_CONNECTION_CONFIG,
       now: 0,
-      emit: () => {},
     });
   const a = mk(k1, k2);
   const b = mk(k2, k1);
@@ -158,7 +157,6 @@ test('connection: close() gives up on a silent peer exactly at closeTimeoutMs', 
     cipher: new HmacPacketCipher(new Uint8Array(32), new Uint8Array(32)),
     config: { ...DEFAULT_CONNECTION_CONFIG, closeTimeoutMs: 700 },
     now: 0,
-    emit: () => {},
   });
   c.close(0);
   drain(() => c.pollTransmit(0));

@@ -414,10 +414,6 @@ export class ClientEndpoint {
       cipher: connectionCipher('client', keys, this.cfg.encrypt),
       config: this.cfg,
       now,
-      emit: (event) => {
-        if (event.type === 'drain') this.owesDrain = false;
-        this.events.push({ type: 'connection', event });
-      },
       initialPacketNumber: this.cfg.initialPacketNumber,
       ...(this.serverAddress === undefined ? {} : { peerAddress: this.serverAddress }),
       budget: this.budget,
@@ -484,8 +480,19 @@ export class ClientEndpoint {
     this.events.push({ type: 'closed' });
   }
 
-  /** Checks the connection after anything touched it: has it ended? */
+  /** Takes, in order, what the connection raised during the calls made into it. */
+  private drainConnection(): void {
+    const c = this.conn;
+    if (!c) return;
+    for (let event = c.pollEvent(); event; event = c.pollEvent()) {
+      if (event.type === 'drain') this.owesDrain = false;
+      this.events.push({ type: 'connection', event });
+    }
+  }
+
+  /** Checks the connection after anything touched it (its events first): has it ended? */
   private afterConnection(now: number): void {
+    this.drainConnection();
     const c = this.conn;
     if (c?.state !== 'closed') return;
     if (!c.finished) return; // still draining (answering the peer's CLOSE)
@@ -555,6 +562,7 @@ export class ClientEndpoint {
   }
 
   pollEvent(): ClientEvent | undefined {
+    this.drainConnection(); // what send(), ping() or close() made it raise
     return this.events.shift();
   }
 

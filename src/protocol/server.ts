@@ -291,6 +291,7 @@ export class ServerEndpoint {
   private touch(connId: number): void {
     const p = this.peers.get(connId);
     if (!p) return;
+    this.drain(connId, p.conn);
     if (!p.dirty) {
       p.dirty = true;
       this.dirty[this.dirtyCount++] = connId;
@@ -328,6 +329,7 @@ export class ServerEndpoint {
           return;
         }
         const result = peer.conn.handleDatagram(bytes, d.pnLow, now);
+        this.drain(d.connId, peer.conn);
         if (result === 'rejected') this.counters.malformed++;
         const movedByConfirm = result === 'ok' && !peer.confirmed && this.confirm(d.connId, peer, from, bytes.length, now);
         if (result === 'ok' && peer.conn.newestPacket && (peer.address.address !== from.address || peer.address.port !== from.port)) {
@@ -476,7 +478,6 @@ export class ServerEndpoint {
       cipher,
       config: this.cfg,
       now,
-      emit: this.emitterFor(connId),
       peerAddress: from.address,
       budget: this.budget,
       inbound,
@@ -516,11 +517,12 @@ export class ServerEndpoint {
   }
 
   /**
-   * A connection's event callback, made here and not in onConnect: a closure made there
-   * would share onConnect's scope and keep the decoded CONNECT alive with the connection.
+   * Takes what a connection raised during the call just made into it. Called after
+   * every such call, before anything else looks at the connection: an ended one is
+   * parked, a path result applies to the path it was about.
    */
-  private emitterFor(connId: number): (event: ConnectionEvent) => void {
-    return (event) => this.onConnectionEvent(connId, event);
+  private drain(connId: number, conn: Connection): void {
+    for (let e = conn.pollEvent(); e; e = conn.pollEvent()) this.onConnectionEvent(connId, e);
   }
 
   private onConnectionEvent(connId: number, event: ConnectionEvent): void {
@@ -666,6 +668,7 @@ export class ServerEndpoint {
       // Not dirty: a stale entry (its connection was reaped; one with the same id came later).
       if (p?.dirty) {
         const bytes = p.conn.pollTransmit(now);
+        this.drain(id, p.conn);
         // A paced connection with nothing to send now has a new deadline for when it may.
         this.deadlines.set(id, p.conn.nextDeadline());
         if (bytes) return { bytes, to: p.address };

@@ -10,6 +10,7 @@ import type { ReassemblyBudget } from '../../src/reliability/budget.js';
 import { DATA_HEADER_SIZE, TAG_SIZE } from '../../src/wire/constants.js';
 import { decodeFrames } from '../../src/wire/frames.js';
 import { decodeDatagram } from '../../src/wire/packet.js';
+import { recordEvents } from './events.js';
 
 const K1 = new Uint8Array(32).fill(1);
 const K2 = new Uint8Array(32).fill(2);
@@ -32,14 +33,13 @@ export interface Link {
 }
 
 function end(local: number, send: Uint8Array, recv: Uint8Array, config: ConnectionConfig, budget?: ReassemblyBudget): End {
-  const events: ConnectionEvent[] = [];
+  const events = recordEvents(() => conn);
   const conn = new Connection({
     localConnId: local,
     remoteConnId: 3 - local,
     cipher: new HmacPacketCipher(send, recv),
     config,
     now: 0,
-    emit: (e) => events.push(e),
     ...(budget ? { budget } : {}),
   });
   return { conn, events, frames: [], sent: 0 };

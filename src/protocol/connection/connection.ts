@@ -39,7 +39,6 @@ export interface ConnectionInit {
   cipher: PacketCipher;
   config: ConnectionConfig;
   now: number;
-  emit: (e: ConnectionEvent) => void;
   /** First packet number; tests start near 2^32 to cross the wire's wraparound. */
   initialPacketNumber?: number;
   /** First message sequence number in both directions (docs/PROTOCOL.md: both start at 0). */
@@ -61,7 +60,7 @@ export type ConnectionView = Pick<Connection, 'state' | 'queueLength' | 'queuedB
 /**
  * One established connection, sans-I/O: datagrams and time in (handleDatagram,
  * handleTimeout, send), datagrams, events and the next deadline out (pollTransmit,
- * emit, nextDeadline). Both the client and the server side use it; the endpoints own
+ * pollEvent, nextDeadline). The owner drains pollEvent after every call it makes. Both the client and the server side use it; the endpoints own
  * handshakes and addresses. State diagram: docs/PROTOCOL.md, "Connection states".
  *
  * It orchestrates named parts, each in its own file: keep-alive (keepalive.ts), the
@@ -76,7 +75,12 @@ export class Connection {
   private _state: ConnectionState = 'connected';
   private readonly cfg: ConnectionConfig;
   private readonly cipher: PacketCipher;
-  private readonly emit: (e: ConnectionEvent) => void;
+  /**
+   * Events not yet taken by pollEvent: events[eventsHead..]. Made on first use and
+   * emptied in place, so an idle connection holds at most a small array.
+   */
+  private events: ConnectionEvent[] | undefined;
+  private eventsHead = 0;
 
   private readonly keepalive: KeepAlive;
   private readonly closing = new CloseState();
@@ -147,7 +151,6 @@ export class Connection {
     this.remoteConnId = init.remoteConnId;
     this.cfg = init.config;
     this.cipher = init.cipher;
-    this.emit = init.emit;
     // Tests start near 2^32 to cross the wire's wraparound; the receiver expands its first
     // packet number from nothing, so the start must be below 2^32.
     if (
@@ -182,6 +185,21 @@ export class Connection {
   }
 
   private readonly deliverUnit: ReliableDelivery['unit'];
+
+  private emit(e: ConnectionEvent): void {
+    this.events ??= [];
+    this.events.push(e);
+  }
+
+  /** The next event the connection raised, in order; undefined when there is none. */
+  pollEvent(): ConnectionEvent | undefined {
+    const q = this.events;
+    if (q === undefined) return undefined;
+    if (this.eventsHead < q.length) return q[this.eventsHead++];
+    q.length = 0;
+    this.eventsHead = 0;
+    return undefined;
+  }
 
   get state(): ConnectionState {
     return this._state;
