@@ -22,6 +22,8 @@ export class ClientRole implements Role {
   private serverPeer: Peer | undefined;
   private serverAddr: Address | undefined;
   private _closed = false;
+  /** connect() failed before the handshake began (resolve, bind): the driver is stopped, nothing will happen. */
+  private failed = false;
   private connectWaiter: { resolve: (p: Peer) => void; reject: (e: Error) => void } | undefined;
   private readonly closeWaiters: (() => void)[] = [];
 
@@ -70,6 +72,7 @@ export class ClientRole implements Role {
       this.connectWaiter = undefined;
       this.driver.stop();
       this._closed = true;
+      this.failed = true;
       throw err;
     }
     if (client.state === 'closed') throw new UDPipeError('ERR_CLOSED', 'close() was called before the connection was made');
@@ -97,7 +100,7 @@ export class ClientRole implements Role {
 
   send(bytes: Uint8Array, how: SendHow, _sock: Peer | undefined): boolean {
     const client = this.client;
-    if (client.state === 'closed') throw new UDPipeError('ERR_CLOSED', 'this client is closed; create a new UDPipe to connect again');
+    this.checkOpen();
     if (this.classic) checkClassicMessage(bytes, 'the server');
     if (overHardLimit(this.host.connCfg, client.queueLength, client.queuedBytes)) {
       const peer = this.serverPeer ?? new Peer(this.host.owner, 0, this.serverAddr ?? { address: '', port: 0 });
@@ -108,7 +111,14 @@ export class ClientRole implements Role {
     return ok;
   }
 
+  /** send() and ping() on a client that is over are the program's mistake. */
+  private checkOpen(): void {
+    if (this.failed || this.client.state === 'closed')
+      throw new UDPipeError('ERR_CLOSED', 'this client is closed; create a new UDPipe to connect again');
+  }
+
   ping(_sock: Peer | undefined): void {
+    this.checkOpen();
     this.client.ping(this.driver.now());
     this.driver.kick();
   }
@@ -120,7 +130,7 @@ export class ClientRole implements Role {
   /** Graceful: queued messages are flushed first; no more reconnects. */
   close(_sock: Peer | undefined): Promise<void> {
     this._closed = true;
-    if (this.client.state === 'closed') return Promise.resolve();
+    if (this.failed || this.client.state === 'closed') return Promise.resolve();
     const done = new Promise<void>((resolve) => this.closeWaiters.push(resolve));
     this.client.close(this.driver.now());
     this.driver.pump(true);

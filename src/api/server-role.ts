@@ -19,10 +19,13 @@ export class ServerRole implements Role {
   private readonly peers = new Map<number, Peer>();
   private readonly classic: ClassicSide | undefined;
   private _closed = false;
+  /** The shutdown is complete: sockets stopped, close() resolved. */
+  private finished = false;
   private boundHost: string | undefined;
   /** Messages not queued (the 'dropped' event), all peers together. */
   private sendDropped = 0;
-  private queuedCache = { at: -1, bytes: 0 };
+  /** All peers' queued bytes, summed once per task (queuedTotal); undefined: sum again. */
+  private queuedSum: number | undefined;
   /** Addresses already warned about an encryption mismatch. */
   private readonly warnedMismatch = new Set<string>();
   private readonly closeWaiters: { connId: number | undefined; resolve: () => void }[] = [];
@@ -106,7 +109,7 @@ export class ServerRole implements Role {
     ) {
       return this.drop(sock, bytes, 'queue-full');
     }
-    this.queuedCache.bytes += bytes.length;
+    if (this.queuedSum !== undefined) this.queuedSum += bytes.length;
     const ok =
       sock.protocol === 'classic'
         ? (this.classic?.send(sock, bytes) ?? false)
@@ -122,17 +125,22 @@ export class ServerRole implements Role {
 
   /**
    * Bytes queued for every peer together, for maxQueuedBytes. Summed at most once per
-   * clock tick (sends within one tick add what they queue), so a burst of sends to many
-   * peers costs one pass.
+   * task (sends within it add what they queue), so a burst of sends to many peers
+   * costs one pass. Acknowledgements only shrink the queues, so the sum never
+   * undercounts. (It was keyed on the clock, whose fractional milliseconds differ from
+   * one call to the next: every send summed every peer, sendAll was quadratic.)
    */
   private queuedTotal(): number {
-    const now = this.driver.now();
-    if (this.queuedCache.at !== now) {
+    if (this.queuedSum === undefined) {
       let n = this.classic?.queuedBytes() ?? 0;
       for (const id of this.server.connIds()) n += this.server.connection(id)?.queuedBytes ?? 0;
-      this.queuedCache = { at: now, bytes: n };
+      this.queuedSum = n;
+      // Good until the program's current task ends (nothing is sent or acknowledged before).
+      queueMicrotask(() => {
+        this.queuedSum = undefined;
+      });
     }
-    return this.queuedCache.bytes;
+    return this.queuedSum;
   }
 
   ping(sock: Peer | undefined): void {
@@ -162,6 +170,7 @@ export class ServerRole implements Role {
       this.driver.pump(true);
       return done;
     }
+    if (this.finished) return Promise.resolve();
     this._closed = true;
     const done = new Promise<void>((resolve) => this.closeWaiters.push({ connId: undefined, resolve }));
     this.server.close(now, undefined, 'shutdown');
@@ -175,7 +184,8 @@ export class ServerRole implements Role {
   private maybeFinish(): void {
     // Wait for every connection, including ones whose client has not confirmed the
     // handshake yet (the program never saw those): each must get its CLOSE first.
-    if (!this._closed || this.peers.size > 0 || this.server.openConnections() > 0) return;
+    if (!this._closed || this.finished || this.peers.size > 0 || this.server.openConnections() > 0) return;
+    this.finished = true;
     this.classic?.stopAll(); // private sockets still lingering for a repeated CLOSE
     this.driver.stop();
     this.host.log('closed');

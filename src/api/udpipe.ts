@@ -39,7 +39,7 @@ export class UDPipe extends EventEmitter implements PeerOwner {
   private readonly connCfg: ConnectionConfig;
   private readonly host: RoleHost;
   private role: ServerRole | ClientRole | undefined;
-  /** close() before start() or connect(). */
+  /** close() before start() or connect() had a role, or before start() was listening. */
   private closedEarly = false;
 
   constructor(options?: UDPipeOptions) {
@@ -162,6 +162,11 @@ export class UDPipe extends EventEmitter implements PeerOwner {
       return local;
     } catch (err) {
       this.role = undefined;
+      if (role.closed) {
+        // close() came first: this UDPipe is done, as close() promised.
+        this.closedEarly = true;
+        throw new UDPipeError('ERR_CLOSED', 'close() was called before the server was listening', { cause: err });
+      }
       throw bindError(err, port, host);
     }
   }
