@@ -97,7 +97,7 @@ test('review: REFUSED frames naming odd packet numbers (huge, never sent, past 2
   const before = h.conn.stats();
   // Never sent, huge (2^53 - 1 and past it), negative-looking (2^32 - 1), the wire's maximum varint.
   for (const pn of [1_000_000, 2 ** 32 - 1, Number.MAX_SAFE_INTEGER]) {
-    assert.equal(h.inject([{ type: 'refused', pn }], now), 'ok');
+    assert.equal(h.inject([{ type: 'refused', pn }], now), 'newest');
   }
   // The largest 8-byte varint (2^62 - 1), past what the reader takes: a malformed packet, no throw.
   assert.doesNotThrow(() => h.inject([{ type: 'ping', id: 2 }], now, [0x0f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]));
@@ -107,7 +107,7 @@ test('review: REFUSED frames naming odd packet numbers (huge, never sent, past 2
   const first = sent.find((p) => p.frames.some((f) => f.type === 'reliable'))!;
   const frames: Frame[] = [];
   for (let i = 0; i < 200; i++) frames.push({ type: 'refused', pn: first.pn });
-  assert.equal(h.inject(frames, now), 'ok');
+  assert.equal(h.inject(frames, now), 'newest');
   assert.equal(h.conn.stats().refusedByPeer, before.refusedByPeer + 1);
   // Acknowledge everything, then refuse all of it: nothing happens.
   const hi = Math.max(...sent.map((p) => p.pn));

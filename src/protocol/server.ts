@@ -331,10 +331,11 @@ export class ServerEndpoint {
         const result = peer.conn.handleDatagram(bytes, d.pnLow, now);
         this.drain(d.connId, peer.conn);
         if (result === 'rejected') this.counters.malformed++;
-        const movedByConfirm = result === 'ok' && !peer.confirmed && this.confirm(d.connId, peer, from, bytes.length, now);
-        if (result === 'ok' && peer.conn.newestPacket && (peer.address.address !== from.address || peer.address.port !== from.port)) {
+        const ok = result === 'newest' || result === 'late';
+        const movedByConfirm = ok && !peer.confirmed && this.confirm(d.connId, peer, from, bytes.length, now);
+        if (result === 'newest' && (peer.address.address !== from.address || peer.address.port !== from.port)) {
           this.moved(peer, from, bytes.length, now);
-        } else if (result === 'ok' && !movedByConfirm && peer.address.address === from.address && peer.address.port === from.port) {
+        } else if (ok && !movedByConfirm && peer.address.address === from.address && peer.address.port === from.port) {
           peer.conn.creditPath(bytes.length); // only what comes from the address on trial counts
         }
         this.touch(d.connId);

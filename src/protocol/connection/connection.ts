@@ -108,12 +108,6 @@ export class Connection {
   private readonly acks: AckTracker;
   /** Packet numbers already taken: duplicates and replays are dropped (replay-window.ts). */
   private readonly replay = new ReplayWindow();
-  /**
-   * The last authenticated packet had the largest number so far. Only such a packet may
-   * move the connection to a new address: a late or reordered one from an old address
-   * must not move it back (RFC 9000 section 9.3 does the same).
-   */
-  newestPacket = false;
   /** The session's view of the endpoint's budget: reliable units. */
   private readonly budget: SessionBudget;
   private nextPn: number;
@@ -350,9 +344,12 @@ export class Connection {
    * A DATA packet for this connection. Drops it if the replay window has its number
    * already, then checks its tag (and decrypts it) before looking at anything else, and
    * only then records the number and processes the frames. Returns what happened, so
-   * the endpoint may count and, on 'ok', update the peer's address.
+   * the endpoint may count it and update the peer's address: 'newest' is an
+   * authenticated packet with the largest number so far, 'late' one behind it. Only the
+   * newest may move the connection to a new address: a late or reordered one from an
+   * old address must not move it back (RFC 9000 section 9.3 does the same).
    */
-  handleDatagram(bytes: Uint8Array, pnLow: number, now: number): 'ok' | 'rejected' | 'duplicate' {
+  handleDatagram(bytes: Uint8Array, pnLow: number, now: number): 'newest' | 'late' | 'rejected' | 'duplicate' {
     this.lastNow = now;
     const pn = expandPacketNumber(this.replay.largest, pnLow);
     if (this.replay.rejects(pn)) {
@@ -364,7 +361,7 @@ export class Connection {
       this.counters.malformed++;
       return 'rejected';
     }
-    this.newestPacket = pn > this.replay.largest;
+    const accepted = pn > this.replay.largest ? 'newest' : 'late';
     this.replay.record(pn);
     let frames: Frame[];
     try {
@@ -383,7 +380,7 @@ export class Connection {
       this.acks.onPacket(pn, ackEliciting, now);
       // Draining: only answer a repeated CLOSE.
       for (const f of frames) if (f.type === 'close') this.closing.answerAgain();
-      return 'ok';
+      return accepted;
     }
     // PING on silence only: a side that just heard from its peer has no reason to ask
     // whether the peer is there (a PING in the packet pushes this further, in onFrame).
@@ -400,7 +397,7 @@ export class Connection {
     // taken, arrive as duplicates and are dropped by sequence number).
     this.acks.onPacket(pn, ackEliciting, now, !this.refusedInPacket);
     if (this.refusedInPacket && this.refusedToReport.length < MAX_REFUSED_REPORTS) this.refusedToReport.push(pn);
-    return 'ok';
+    return accepted;
   }
 
   private onFrame(f: Frame, now: number): void {
