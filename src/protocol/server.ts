@@ -1,6 +1,4 @@
 import {
-  CookieJar,
-  clientProof,
   connectionCipher,
   connectionKeys,
   deriveResetKey,
@@ -21,7 +19,8 @@ import { type Datagram, decodeDatagram, encodeReset } from '../wire/packet.js';
 import type { ConnectionConfig, ConnectionEvent } from './config.js';
 import { Connection, type ConnectionView, newInbound, releaseInbound, type InboundSession } from './connection/connection.js';
 import { DeadlineHeap } from './deadline-heap.js';
-import { RateLimiter, rateKey } from './rate-limiter.js';
+import { Admission, hex } from './admission.js';
+import { RateLimiter } from './rate-limiter.js';
 import { SessionStore } from './sessions.js';
 import { ReassemblyBudget } from '../reliability/budget.js';
 import { BUFFER_LIMIT } from '../reliability/receiver.js';
@@ -110,12 +109,6 @@ interface Peer {
 /** Handshake replies waiting for the driver; beyond this they are dropped (a flood gets no more answers). */
 const MAX_OUTBOX = 1024;
 /**
- * Handshakes whose connection is gone are remembered this long (at least a cookie's
- * lifetime), so a late duplicate CONNECT cannot start a second connection.
- */
-const USED_HANDSHAKE_MS = 60_000;
-const MAX_USED_HANDSHAKES = 4096;
-/**
  * Stateless resets per second, all addresses together (burst twice that): each answers a
  * datagram larger than itself, so they cannot amplify, and the limit keeps a flood of
  * unknown connection ids from turning the server into a reflector at full rate.
@@ -145,8 +138,8 @@ export class ServerEndpoint {
     resetsSent: 0,
   };
   private readonly peers = new Map<number, Peer>();
-  private readonly byHandshake = new Map<string, number>();
-  private readonly cookies: CookieJar;
+  /** Who may connect: cookies, handshakes seen, rates and room per address (admission.ts). */
+  private readonly admission: Admission;
   private readonly outbox = new Deque<{ bytes: Uint8Array; to: Address }>();
   /**
    * Connections whose output may be pending, in the order touched, each listed once
@@ -158,11 +151,6 @@ export class ServerEndpoint {
   private dirtyCount = 0;
   private readonly deadlines = new DeadlineHeap<number>();
   private readonly events = new Deque<ServerEvent>();
-  private readonly usedHandshakes = new Map<string, number>();
-  /** Connections per IP address, for maxClientsPerAddress. */
-  private readonly perAddress = new Map<string, number>();
-  /** Handshakes per IP address (rate-limiter.ts); holds validated addresses only. */
-  private readonly limiter: RateLimiter;
   private readonly resets = new RateLimiter(RESETS_PER_SECOND, 2 * RESETS_PER_SECOND, 1);
   /** The latest time we were given; events raised inside a call carry it. */
   private lastNow: number;
@@ -178,8 +166,7 @@ export class ServerEndpoint {
     private readonly randomBytes: (n: number) => Uint8Array,
     now: number,
   ) {
-    this.cookies = new CookieJar(randomBytes, now);
-    this.limiter = new RateLimiter(cfg.handshakesPerSecond, 2 * cfg.handshakesPerSecond);
+    this.admission = new Admission(cfg, randomBytes, now);
     // Every session may hold a small share past the limit for whole messages, so a few
     // sessions' large messages cannot hold up everyone's small ones; all the shares
     // together (connected and parked sessions) come to at most half the limit.
@@ -196,15 +183,13 @@ export class ServerEndpoint {
   }
 
   /** Room taken by clients this endpoint does not hold (classic ones): counted against maxClients. */
-  private reserved: { total: number; perAddress: ReadonlyMap<string, number> } = { total: 0, perAddress: new Map() };
-
   reserve(total: number, perAddress: ReadonlyMap<string, number>): void {
-    this.reserved = { total, perAddress };
+    this.admission.reserve(total, perAddress);
   }
 
   /** Connections from one IP address, for a shared maxClientsPerAddress. */
   connectionsFrom(address: string): number {
-    return this.perAddress.get(address) ?? 0;
+    return this.admission.connectionsFrom(address);
   }
 
   /** Applies new settings to future connections (setToken, setTimeout, maxClients). */
@@ -262,14 +247,15 @@ export class ServerEndpoint {
     queuedReplies: number;
     events: number;
   } {
+    const a = this.admission.sizes();
     return {
       peers: this.peers.size,
-      handshakes: this.byHandshake.size,
-      usedHandshakes: this.usedHandshakes.size,
+      handshakes: a.handshakes,
+      usedHandshakes: a.usedHandshakes,
       parked: this.sessions.parkedCount,
       deadlines: this.deadlines.size,
-      addresses: this.perAddress.size,
-      rateLimited: this.limiter.size,
+      addresses: a.addresses,
+      rateLimited: a.rateLimited,
       queuedReplies: this.outbox.length,
       events: this.events.length,
     };
@@ -314,7 +300,7 @@ export class ServerEndpoint {
     }
     switch (d.type) {
       case 'hello': {
-        const cookie = this.cookies.make(from.address, from.port, d, now);
+        const cookie = this.admission.cookie(from, d, now);
         this.reply(encodeHandshake({ type: 'challenge', clientConnId: d.clientConnId, clientNonce: d.clientNonce, cookie }), from);
         return;
       }
@@ -372,38 +358,35 @@ export class ServerEndpoint {
   }
 
   private onConnect(d: ConnectPacket, from: Address, now: number): void {
-    if (!this.cookies.check(from.address, from.port, d, now)) {
-      this.counters.malformed++;
-      return; // no reply: an unproven address gets nothing
+    const verdict = this.admission.check(d, from, now);
+    switch (verdict.type) {
+      case 'ignore':
+        if (verdict.malformed) this.counters.malformed++; // no reply: an unproven address gets nothing
+        return;
+      case 'repeat': {
+        const accept = this.peers.get(verdict.connId)?.accept;
+        if (accept) this.reply(accept, from); // our ACCEPT was lost: say it again
+        return;
+      }
+      case 'bad-token':
+        this.events.push({ type: 'bad-token', address: { ...from } });
+        this.refuse(d, from, ReasonCode.BadToken, false);
+        return;
+      case 'rate-limited':
+        this.counters.handshakesRateLimited++;
+        return; // no reply; the client retries with backoff
+      case 'encryption-mismatch':
+        this.events.push({ type: 'encryption-mismatch', address: { ...from }, clientEncrypts: verdict.clientEncrypts });
+        this.refuse(d, from, ReasonCode.EncryptionMismatch, true);
+        return;
+      case 'go':
+        this.admit(d, from, now, verdict.handshakeKey, verdict.encrypt);
+        return;
     }
-    // Joined, not concatenated: a flat string, where a template would keep a rope of parts for the connection's life.
-    const hsKey = [from.address, from.port, d.clientConnId, hex(d.clientNonce)].join('|');
-    const existing = this.byHandshake.get(hsKey);
-    if (existing !== undefined) {
-      const peer = this.peers.get(existing);
-      if (peer?.accept) this.reply(peer.accept, from); // our ACCEPT was lost: say it again
-      return;
-    }
-    const used = this.usedHandshakes.get(hsKey);
-    if (used !== undefined && used > now) return; // a late copy of a finished handshake
-    if (!equalBytes(clientProof(this.cfg.tokenKey, d), d.proof)) {
-      this.events.push({ type: 'bad-token', address: { ...from } });
-      this.refuse(d, from, ReasonCode.BadToken, false);
-      return;
-    }
-    // After the proof: someone without the token who shares the address (a NAT, a
-    // campus network) cannot spend the bucket of those who have it. What comes next
-    // (key agreement, a connection) is what costs.
-    if (!this.limiter.take(rateKey(from.address), now)) {
-      this.counters.handshakesRateLimited++;
-      return; // no reply; the client retries with backoff
-    }
-    const encrypt = (d.flags & HandshakeFlag.Encrypt) !== 0;
-    if (encrypt !== this.cfg.encrypt) {
-      this.events.push({ type: 'encryption-mismatch', address: { ...from }, clientEncrypts: encrypt });
-      this.refuse(d, from, ReasonCode.EncryptionMismatch, true);
-      return;
-    }
+  }
+
+  /** A CONNECT past the admission checks: its session, the key agreement, the room, then the connection. */
+  private admit(d: ConnectPacket, from: Address, now: number, hsKey: string, encrypt: boolean): void {
     // A session we have is continued only for its own client (finding 3 of issue 10:
     // the session id travels in clear, so knowing it and the token proves nothing).
     const sessionKey = hex(d.sessionId);
@@ -432,11 +415,7 @@ export class ServerEndpoint {
       this.touch(previous);
       this.reap(previous);
     }
-    const fromAddress = (this.perAddress.get(from.address) ?? 0) + (this.reserved.perAddress.get(from.address) ?? 0);
-    if (
-      this.peers.size + this.reserved.total >= this.cfg.maxClients ||
-      fromAddress >= (this.cfg.maxClientsPerAddress ?? this.cfg.maxClients)
-    ) {
+    if (!this.admission.room(from.address, this.peers.size)) {
       this.events.push({ type: 'max-clients', address: { ...from } });
       this.refuse(d, from, ReasonCode.ServerFull, true);
       return;
@@ -488,7 +467,6 @@ export class ServerEndpoint {
     // from this one (found by the fault suite: a program waiting for it waited for ever
     // when the client's reconnect acknowledged everything that had been queued).
     if (parked?.owesDrain) conn.oweDrain();
-    this.countAddress(from.address, 1);
     const address = { address: from.address, port: from.port };
     this.peers.set(connId, {
       conn,
@@ -505,7 +483,7 @@ export class ServerEndpoint {
       dirty: false,
     });
     this.sessions.bind(sessionKey, connId);
-    this.byHandshake.set(hsKey, connId);
+    this.admission.admitted(hsKey, connId, from.address);
     this.counters.handshakesAccepted++;
     this.reply(accept, from);
     this.touch(connId);
@@ -567,8 +545,7 @@ export class ServerEndpoint {
    * validated address needs no check.
    */
   private moved(peer: Peer, from: Address, received: number, now: number): void {
-    this.countAddress(peer.address.address, -1);
-    this.countAddress(from.address, 1);
+    this.admission.moved(peer.address.address, from.address);
     peer.address = { address: from.address, port: from.port };
     peer.conn.pathChanged(from.address, now);
     if (from.address === peer.validated.address && from.port === peer.validated.port) {
@@ -586,8 +563,7 @@ export class ServerEndpoint {
       return;
     }
     // Nobody answered at the new address: back to the one we know.
-    this.countAddress(p.address.address, -1);
-    this.countAddress(p.validated.address, 1);
+    this.admission.moved(p.address.address, p.validated.address);
     p.address = { ...p.validated };
     p.conn.pathChanged(p.address.address, this.lastNow);
   }
@@ -607,12 +583,6 @@ export class ServerEndpoint {
     return moved;
   }
 
-  private countAddress(address: string, delta: number): void {
-    const n = (this.perAddress.get(address) ?? 0) + delta;
-    if (n > 0) this.perAddress.set(address, n);
-    else this.perAddress.delete(address);
-  }
-
   private newConnId(): number {
     for (;;) {
       const b = this.randomBytes(4);
@@ -630,10 +600,7 @@ export class ServerEndpoint {
     const p = this.peers.get(connId);
     if (!p?.conn.finished) return;
     this.peers.delete(connId);
-    this.countAddress(p.address.address, -1);
-    this.byHandshake.delete(p.handshakeKey);
-    this.usedHandshakes.set(p.handshakeKey, this.lastNow + USED_HANDSHAKE_MS);
-    if (this.usedHandshakes.size > MAX_USED_HANDSHAKES) this.usedHandshakes.delete(this.usedHandshakes.keys().next().value!);
+    this.admission.finished(p.handshakeKey, p.address.address, this.lastNow);
     this.deadlines.delete(connId);
     if (p.confirmed) this.events.push({ type: 'removed', connId });
     else this.counters.handshakesAbandoned++;
@@ -703,11 +670,4 @@ export class ServerEndpoint {
 /** The budget share of one session: a quarter of the limit over max(16, maxClients), parked sessions as many again. */
 export function sessionShare(limit: number, maxClients: number): number {
   return Math.floor(limit / (4 * Math.max(16, maxClients)));
-}
-
-const HEX_BYTES = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
-
-/** Lower-case hex, as one flat string (these are kept as map keys for a connection's life). */
-function hex(b: Uint8Array): string {
-  return Array.from(b, (x) => HEX_BYTES[x]!).join('');
 }
