@@ -76,8 +76,8 @@ export class Connection {
   private readonly cfg: ConnectionConfig;
   private readonly cipher: PacketCipher;
   /**
-   * Events not yet taken by pollEvent: events[eventsHead..]. Made on first use and
-   * emptied in place, so an idle connection holds at most a small array.
+   * Events not yet taken by pollEvent: events[eventsHead..]. Made when an event comes
+   * and dropped once drained, so an idle connection holds none between calls.
    */
   private events: ConnectionEvent[] | undefined;
   private eventsHead = 0;
@@ -181,8 +181,8 @@ export class Connection {
   private readonly deliverUnit: ReliableDelivery['unit'];
 
   private emit(e: ConnectionEvent): void {
-    this.events ??= [];
-    this.events.push(e);
+    if (this.events === undefined) this.events = [e];
+    else this.events.push(e);
   }
 
   /** The next event the connection raised, in order; undefined when there is none. */
@@ -190,7 +190,8 @@ export class Connection {
     const q = this.events;
     if (q === undefined) return undefined;
     if (this.eventsHead < q.length) return q[this.eventsHead++];
-    q.length = 0;
+    // Drained: the array goes (one that grew by push keeps room for 17 for good).
+    this.events = undefined;
     this.eventsHead = 0;
     return undefined;
   }
