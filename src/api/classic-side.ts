@@ -1,10 +1,9 @@
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
-import { deriveTokenKey, equalBytes } from '../crypto/handshake-keys.js';
 import { UDPipeError } from '../errors.js';
 import type { ClassicConfig, ClassicLink } from '../protocol/classic.js';
 import type { ConnectionEvent } from '../protocol/config.js';
-import { RateLimiter } from '../protocol/rate-limiter.js';
+import { ClassicAdmission, MAX_CLASSIC_PENDING } from '../protocol/classic-admission.js';
 import type { ServerEndpoint } from '../protocol/server.js';
 import type { Driver } from '../transport/driver.js';
 import type { Address, Transport } from '../transport/types.js';
@@ -13,9 +12,6 @@ import { ClassicHost, type ClassicHostOwner } from './classic-host.js';
 import { fmt } from './format.js';
 import { Peer } from './peer.js';
 import type { RoleHost } from './role.js';
-
-/** Classic clients that said HELLO but not yet CONNECT, at most (each holds a socket). */
-const MAX_CLASSIC_PENDING = 64;
 
 /** What the classic side needs from the server role it belongs to. */
 export interface ClassicSideOwner {
@@ -57,35 +53,28 @@ export function classicCarries(bytes: Uint8Array): boolean {
 }
 
 /**
- * A server's classic (Lua UDPIPE) clients: who is let in (the token, the room they share
- * with modern clients under maxClients and maxClientsPerAddress, the cap on pending
- * handshakes, the HELLO rate), their Peers, and the ClassicHost with their private sockets.
+ * A server's classic (Lua UDPIPE) clients: their Peers and the ClassicHost with their
+ * private sockets. Who is let in is decided by ClassicAdmission (src/protocol), sans-I/O.
  */
 export class ClassicSide implements ClassicHostOwner {
   private readonly sockets: ClassicHost;
   private readonly peerOf = new Map<ClassicLink, Peer>();
   /** Classic peers the program knows (until their connection ends), and their links. */
   private readonly linkOf = new Map<Peer, ClassicLink>();
-  /** Key of the token classic clients must send (classicToken, else token). */
-  private tokenKey: Uint8Array;
+  private readonly admission: ClassicAdmission;
   /** Ids of classic peers start above the 32-bit connection ids, so they never collide. */
   private nextId = 2 ** 32;
-  /** Classic HELLOs answered per second, all addresses together (see hello). */
-  private readonly limiter: RateLimiter;
-  /** onBadToken for classic HELLOs, per second (they may be forged). */
-  private readonly noticeLimiter: RateLimiter;
 
   constructor(private readonly role: ClassicSideOwner) {
     const o = role.host.opts;
-    this.tokenKey = deriveTokenKey(o.classicToken ?? o.token);
-    this.limiter = new RateLimiter(o.handshakesPerSecond, 2 * o.handshakesPerSecond);
-    this.noticeLimiter = new RateLimiter(o.handshakesPerSecond, 2 * o.handshakesPerSecond);
+    // The token classic clients must send: classicToken, else the token.
+    this.admission = new ClassicAdmission(o, role.server, o.classicToken ?? o.token);
     this.sockets = new ClassicHost(this);
   }
 
   /** A new token (setToken), when classic clients use the common one. */
   retoken(tokenKey: Uint8Array): void {
-    if (this.role.host.opts.classicToken === undefined) this.tokenKey = tokenKey;
+    if (this.role.host.opts.classicToken === undefined) this.admission.retoken(tokenKey);
   }
 
   /** Is this datagram on the public port a classic HELLO? ('H'; modern datagrams start with 0xC1.) */
@@ -166,61 +155,39 @@ export class ClassicSide implements ClassicHostOwner {
 
   /** A classic HELLO on the public port. */
   hello(bytes: Uint8Array, from: Address): void {
-    if (this.role.closed()) return;
-    const msg = Buffer.from(bytes).toString('latin1');
+    if (this.role.closed()) return; // shutting down: no new clients of either kind
     const host = this.role.host;
     const now = this.role.driver.now();
-    // Compared as MACs of fixed length: constant time whatever the lengths.
-    if (!equalBytes(deriveTokenKey(bytes.subarray(6)), this.tokenKey)) {
-      // No reply, as for a modern client whose proof fails. The callback is rate limited:
-      // unlike a modern one, this HELLO proves no address, so it may come from a flood.
-      if (this.noticeLimiter.take('bad-token', now)) {
-        host.log(`classic client ${fmt(from)}: bad token`);
-        host.fire('badToken', msg, from.address, from.port);
-      }
-      return;
-    }
-    if (!this.sockets.has(from)) {
-      if (!this.room(from.address)) {
+    const msg = () => Buffer.from(bytes).toString('latin1');
+    const verdict = this.admission.hello(bytes.subarray(6), from.address, this.sockets.has(from), () => this.sockets.pending, now);
+    switch (verdict.type) {
+      case 'bad-token':
+        // No reply, as for a modern client whose proof fails; the program hears of it at a bounded rate.
+        if (verdict.notify) {
+          host.log(`classic client ${fmt(from)}: bad token`);
+          host.fire('badToken', msg(), from.address, from.port);
+        }
+        return;
+      case 'full':
         host.log(`refused classic client ${fmt(from)}: no room (maxClients ${host.opts.maxClients})`);
-        host.fire('maxClients', msg, from.address, from.port);
+        host.fire('maxClients', msg(), from.address, from.port);
         return;
-      }
-      if (this.sockets.pending >= MAX_CLASSIC_PENDING) {
-        host.log(`classic HELLO from ${fmt(from)} dropped: ${MAX_CLASSIC_PENDING} classic handshakes pending`);
+      case 'dropped':
+        host.log(
+          `classic HELLO from ${fmt(from)} dropped: ${verdict.why === 'pending' ? `${MAX_CLASSIC_PENDING} classic handshakes pending` : 'over handshakesPerSecond'}`,
+        );
         return;
-      }
+      case 'accept':
+        this.sockets.hello(bytes, from);
+        this.updateReserve();
+        return;
     }
-    // A classic HELLO proves no address (its source may be forged), yet it opens a socket
-    // and its reply is larger than a short HELLO: a few pending at a time, and replies at
-    // a bounded rate, so forged ones neither crowd out real clients nor make a reflector.
-    if (!this.limiter.take('classic', now)) {
-      host.log(`classic HELLO from ${fmt(from)} dropped: over handshakesPerSecond`);
-      return;
-    }
-    this.sockets.hello(bytes, from);
-    this.updateReserve();
-  }
-
-  /**
-   * Room for one more classic client from `address`: connected modern and classic
-   * clients share maxClients (and maxClientsPerAddress). Pending classic handshakes do
-   * not count: a HELLO proves no address, so forged ones must not take modern clients'
-   * room (they have their own cap, MAX_CLASSIC_PENDING).
-   */
-  private room(address: string): boolean {
-    const o = this.role.host.opts;
-    const total = this.role.server.openConnections() + this.linkOf.size;
-    let fromAddress = this.role.server.connectionsFrom(address);
-    for (const p of this.linkOf.keys()) if (p.address === address) fromAddress++;
-    return total < o.maxClients && fromAddress < o.maxClientsPerAddress;
   }
 
   /** Tells the modern endpoint how much room connected classic clients take (pending ones take none). */
   private updateReserve(): void {
-    const perAddress = new Map<string, number>();
-    for (const p of this.linkOf.keys()) perAddress.set(p.address, (perAddress.get(p.address) ?? 0) + 1);
-    this.role.server.reserve(this.linkOf.size, perAddress);
+    const r = this.admission.reserved;
+    this.role.server.reserve(r.total, r.perAddress);
   }
 
   // ---- ClassicHostOwner: what the private sockets report ----------------------------
@@ -248,7 +215,7 @@ export class ClassicSide implements ClassicHostOwner {
   accepted(link: ClassicLink, client: Address, sc: Address, hello: Uint8Array): boolean {
     const host = this.role.host;
     // Room is checked again: modern clients may have taken it since the HELLO.
-    if (this.role.closed() || !this.room(client.address)) {
+    if (this.role.closed() || !this.admission.room(client.address)) {
       if (!this.role.closed()) host.fire('maxClients', Buffer.from(hello).toString('latin1'), client.address, client.port);
       this.updateReserve();
       return false;
@@ -256,6 +223,7 @@ export class ClassicSide implements ClassicHostOwner {
     const peer = new Peer(host.owner, this.nextId++, client, link, 'classic');
     this.peerOf.set(link, peer);
     this.linkOf.set(peer, link);
+    this.admission.joined(client.address);
     this.updateReserve();
     this.role.added(peer);
     host.log(`new classic client ${peer} on private port ${sc.port}`);
@@ -277,7 +245,7 @@ export class ClassicSide implements ClassicHostOwner {
     if (!peer) return;
     this.role.connectionEvent(peer, e);
     if (e.type === 'ended') {
-      this.linkOf.delete(peer);
+      if (this.linkOf.delete(peer)) this.admission.left(peer.address);
       this.updateReserve();
       this.role.changed();
     }
