@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { UDPipe, UDPipeError } from '../src/index.js';
 import { SimNetwork } from '../src/testing/index.js';
+import { Pair } from './helpers/pair.js';
 
 const code = (c: string) => (err: unknown) => err instanceof UDPipeError && err.code === c;
 
@@ -51,4 +52,18 @@ test('close() on a server that has closed already resolves at once, as often as 
   void pipe.close().then(count);
   await net.advanceUntil(() => settled === 3, 1000);
   assert.equal(settled, 3, 'every close() settled');
+});
+
+test('a client closed while it lingers after its server closed the connection reports closed once', () => {
+  const p = new Pair(21, false);
+  const c = p.client('127.0.2.1');
+  c.ep.start(0, Infinity);
+  p.run(200);
+  assert.equal(c.ep.state, 'connected');
+  p.server.close(p.now, p.connIdAt(c.at));
+  p.run(10); // the client answered CLOSED and drains
+  c.ep.close(p.now);
+  p.run(3000);
+  assert.equal(c.ep.state, 'closed');
+  assert.equal(c.events.filter((e) => e === 'closed').length, 1, `events: ${c.events.join(' ')}`);
 });

@@ -18,7 +18,7 @@ import { WireFormatError } from '../wire/errors.js';
 import { encodeHandshake, type AcceptPacket, type ChallengePacket, type HandshakePacket } from '../wire/handshake.js';
 import { type Datagram, decodeDatagram } from '../wire/packet.js';
 import type { ConnectionConfig, ConnectionEvent } from './config.js';
-import { Connection, newInbound, releaseInbound, type UnreliableOut } from './connection/connection.js';
+import { Connection, type ConnectionView, newInbound, releaseInbound, type UnreliableOut } from './connection/connection.js';
 import { TimerTable } from './timers.js';
 
 export interface ReconnectPolicy {
@@ -137,7 +137,8 @@ export class ClientEndpoint {
     return this._state;
   }
 
-  get connection(): Connection | undefined {
+  /** The current connection, to read; changes go through the client (send, ping, close). */
+  get connection(): ConnectionView | undefined {
     return this.conn;
   }
 
@@ -472,7 +473,12 @@ export class ClientEndpoint {
     this.finish();
   }
 
+  /**
+   * Ends the client, once: a close() while the last connection still drains ends it,
+   * and that connection finishing later must not end it again (it said closed twice).
+   */
   private finish(): void {
+    if (this._state === 'closed') return;
     releaseInbound(this.inbound);
     this.hs = undefined;
     this.timers.clearAll();

@@ -55,7 +55,7 @@ export interface ConnectionInit {
 }
 
 /** What a connection's owner lets others read; changes go through the owner (ServerEndpoint.send, ping, close). */
-export type ConnectionView = Pick<Connection, 'state' | 'queueLength' | 'queuedBytes' | 'stats'>;
+export type ConnectionView = Pick<Connection, 'state' | 'remoteConnId' | 'queueLength' | 'queuedBytes' | 'stats'>;
 
 /**
  * One established connection, sans-I/O: datagrams and time in (handleDatagram,
