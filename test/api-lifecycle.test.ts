@@ -17,7 +17,7 @@ test('close() while start() is binding: the start fails and the UDPipe stays clo
   const starting = pipe.start(9000);
   starting.catch(() => {});
   await pipe.close();
-  await assert.rejects(starting);
+  await assert.rejects(starting, code('ERR_CLOSED'));
   assert.throws(() => pipe.send('x'), code('ERR_CLOSED'));
   await assert.rejects(pipe.start(9000), code('ERR_CLOSED'));
   await assert.rejects(pipe.connect('127.0.1.2', 9000), code('ERR_CLOSED'));

@@ -169,11 +169,17 @@ test('classic and modern clients on one server: sendAll reaches both; maxClients
   await net.advance(50);
   assert.deepEqual(full, ['HELLO '], 'a third client, classic, is refused');
   assert.equal(third.got.length, 0);
+  // The classic client takes a modern one's room too.
+  const late = new UDPipe({ ...T, transport: net.transport('127.0.3.2') });
+  late.connect(S, PORT, 1).catch(() => {});
+  await net.advanceUntil(() => full.length >= 2, 2000);
+  assert.equal(full[1], 'CONNECT', 'a third client, modern, is refused too');
+  assert.equal(server.clients.length, 2);
   server.sendAll('to everyone');
   await net.advance(50);
   assert.deepEqual(gotModern, ['to everyone']);
   assert.ok(c.got.some((d) => d.text === 'to everyone'));
-  const closing = Promise.all([modern.close(), server.close()]);
+  const closing = Promise.all([modern.close(), late.close(), server.close()]);
   await net.advance(5000);
   await closing;
 });

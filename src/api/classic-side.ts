@@ -70,6 +70,7 @@ export class ClassicSide implements ClassicHostOwner {
     // The token classic clients must send: classicToken, else the token.
     this.admission = new ClassicAdmission(o, role.server, o.classicToken ?? o.token);
     this.sockets = new ClassicHost(this);
+    role.server.reserve(this.admission); // connected classic clients take room from modern ones
   }
 
   /** A new token (setToken), when classic clients use the common one. */
@@ -80,15 +81,6 @@ export class ClassicSide implements ClassicHostOwner {
   /** Is this datagram on the public port a classic HELLO? ('H'; modern datagrams start with 0xC1.) */
   isHello(bytes: Uint8Array): boolean {
     return bytes[0] === 0x48 && parseClassicHello(bytes) !== undefined;
-  }
-
-  /** Connected classic clients (they count against maxClients). */
-  get connected(): number {
-    return this.linkOf.size;
-  }
-
-  get peers(): IterableIterator<Peer> {
-    return this.linkOf.keys();
   }
 
   link(peer: Peer): ClassicLink | undefined {
@@ -179,15 +171,8 @@ export class ClassicSide implements ClassicHostOwner {
         return;
       case 'accept':
         this.sockets.hello(bytes, from);
-        this.updateReserve();
         return;
     }
-  }
-
-  /** Tells the modern endpoint how much room connected classic clients take (pending ones take none). */
-  private updateReserve(): void {
-    const r = this.admission.reserved;
-    this.role.server.reserve(r.total, r.perAddress);
   }
 
   // ---- ClassicHostOwner: what the private sockets report ----------------------------
@@ -217,14 +202,12 @@ export class ClassicSide implements ClassicHostOwner {
     // Room is checked again: modern clients may have taken it since the HELLO.
     if (this.role.closed() || !this.admission.room(client.address)) {
       if (!this.role.closed()) host.fire('maxClients', Buffer.from(hello).toString('latin1'), client.address, client.port);
-      this.updateReserve();
       return false;
     }
     const peer = new Peer(host.owner, this.nextId++, client, link, 'classic');
     this.peerOf.set(link, peer);
     this.linkOf.set(peer, link);
     this.admission.joined(client.address);
-    this.updateReserve();
     this.role.added(peer);
     host.log(`new classic client ${peer} on private port ${sc.port}`);
     host.fire(
@@ -246,14 +229,12 @@ export class ClassicSide implements ClassicHostOwner {
     this.role.connectionEvent(peer, e);
     if (e.type === 'ended') {
       if (this.linkOf.delete(peer)) this.admission.left(peer.address);
-      this.updateReserve();
       this.role.changed();
     }
   }
 
   released(link: ClassicLink): void {
     this.peerOf.delete(link);
-    this.updateReserve();
     this.role.changed();
   }
 

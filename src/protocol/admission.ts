@@ -20,6 +20,14 @@ export interface AdmissionConfig {
   handshakesPerSecond: number;
 }
 
+/** Room taken by clients the endpoint does not hold (classic ones), read live at each check. */
+export interface ReservedRoom {
+  readonly total: number;
+  readonly perAddress: ReadonlyMap<string, number>;
+}
+
+const NOTHING_RESERVED: ReservedRoom = { total: 0, perAddress: new Map() };
+
 /** What the first checks of a CONNECT decided (docs/PROTOCOL.md section 3, steps 1 to 6). */
 export type Verdict =
   /** No reply: the cookie failed (counted as malformed), or a late copy of a finished handshake. */
@@ -49,7 +57,7 @@ export class Admission {
   /** Connections per IP address, for maxClientsPerAddress. */
   private readonly perAddress = new Map<string, number>();
   /** Room taken by clients this endpoint does not hold (classic ones): counted against maxClients. */
-  private reserved: { total: number; perAddress: ReadonlyMap<string, number> } = { total: 0, perAddress: new Map() };
+  private reserved: ReservedRoom = NOTHING_RESERVED;
 
   constructor(
     private readonly cfg: AdmissionConfig,
@@ -110,8 +118,8 @@ export class Admission {
     this.countAddress(to, 1);
   }
 
-  reserve(total: number, perAddress: ReadonlyMap<string, number>): void {
-    this.reserved = { total, perAddress };
+  reserve(room: ReservedRoom): void {
+    this.reserved = room;
   }
 
   /** Connections from one IP address, for a shared maxClientsPerAddress. */

@@ -1,4 +1,5 @@
 import { deriveTokenKey, equalBytes } from '../crypto/handshake-keys.js';
+import type { ReservedRoom } from './admission.js';
 import { RateLimiter } from './rate-limiter.js';
 
 /** Classic clients that said HELLO but not yet CONNECT, at most (each holds a socket). */
@@ -34,15 +35,15 @@ export type ClassicVerdict =
  * rate. A classic HELLO proves no address (its source may be forged), so pending ones
  * take no room and have a cap of their own, and answers go out at a bounded rate.
  */
-export class ClassicAdmission {
+export class ClassicAdmission implements ReservedRoom {
   private tokenKey: Uint8Array;
   /** HELLOs answered per second, all addresses together. */
   private readonly limiter: RateLimiter;
   /** onBadToken for classic HELLOs, per second (they may be forged). */
   private readonly noticeLimiter: RateLimiter;
-  /** Connected classic clients per IP address. */
-  private readonly perAddress = new Map<string, number>();
-  private total = 0;
+  /** Connected classic clients per IP address, and in all: the room they take from modern clients. */
+  private readonly connectedFrom = new Map<string, number>();
+  private connected = 0;
 
   constructor(
     private readonly cfg: ClassicAdmissionConfig,
@@ -80,27 +81,31 @@ export class ClassicAdmission {
    * finishes its handshake: modern clients may have taken the room since its HELLO.
    */
   room(address: string): boolean {
-    const total = this.modern.openConnections() + this.total;
-    const fromAddress = this.modern.connectionsFrom(address) + (this.perAddress.get(address) ?? 0);
+    const total = this.modern.openConnections() + this.connected;
+    const fromAddress = this.modern.connectionsFrom(address) + (this.connectedFrom.get(address) ?? 0);
     return total < this.cfg.maxClients && fromAddress < this.cfg.maxClientsPerAddress;
   }
 
   /** A classic client finished its handshake and was let in. */
   joined(address: string): void {
-    this.total++;
-    this.perAddress.set(address, (this.perAddress.get(address) ?? 0) + 1);
+    this.connected++;
+    this.connectedFrom.set(address, (this.connectedFrom.get(address) ?? 0) + 1);
   }
 
   /** A connected classic client's connection ended. */
   left(address: string): void {
-    const n = (this.perAddress.get(address) ?? 0) - 1;
-    if (n > 0) this.perAddress.set(address, n);
-    else this.perAddress.delete(address);
-    this.total--;
+    const n = (this.connectedFrom.get(address) ?? 0) - 1;
+    if (n > 0) this.connectedFrom.set(address, n);
+    else this.connectedFrom.delete(address);
+    this.connected--;
   }
 
-  /** The room connected classic clients take, for the modern endpoint's own checks. */
-  get reserved(): { total: number; perAddress: ReadonlyMap<string, number> } {
-    return { total: this.total, perAddress: new Map(this.perAddress) };
+  // ReservedRoom: what the modern endpoint's own checks count (ServerEndpoint.reserve).
+  get total(): number {
+    return this.connected;
+  }
+
+  get perAddress(): ReadonlyMap<string, number> {
+    return this.connectedFrom;
   }
 }

@@ -19,7 +19,7 @@ import { type Datagram, decodeDatagram, encodeReset } from '../wire/packet.js';
 import type { ConnectionConfig, ConnectionEvent } from './config.js';
 import { Connection, type ConnectionView, newInbound, releaseInbound, type InboundSession } from './connection/connection.js';
 import { DeadlineHeap } from './deadline-heap.js';
-import { Admission, hex } from './admission.js';
+import { Admission, hex, type ReservedRoom } from './admission.js';
 import { RateLimiter } from './rate-limiter.js';
 import { SessionStore } from './sessions.js';
 import { ReassemblyBudget } from '../reliability/budget.js';
@@ -182,9 +182,9 @@ export class ServerEndpoint {
     this.lastNow = now;
   }
 
-  /** Room taken by clients this endpoint does not hold (classic ones): counted against maxClients. */
-  reserve(total: number, perAddress: ReadonlyMap<string, number>): void {
-    this.admission.reserve(total, perAddress);
+  /** Room taken by clients this endpoint does not hold (classic ones), counted against maxClients: read live, set once. */
+  reserve(room: ReservedRoom): void {
+    this.admission.reserve(room);
   }
 
   /** Connections from one IP address, for a shared maxClientsPerAddress. */

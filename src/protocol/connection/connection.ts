@@ -60,8 +60,8 @@ export type ConnectionView = Pick<Connection, 'state' | 'remoteConnId' | 'queueL
 /**
  * One established connection, sans-I/O: datagrams and time in (handleDatagram,
  * handleTimeout, send), datagrams, events and the next deadline out (pollTransmit,
- * pollEvent, nextDeadline). The owner drains pollEvent after every call it makes. Both the client and the server side use it; the endpoints own
- * handshakes and addresses. State diagram: docs/PROTOCOL.md, "Connection states".
+ * pollEvent, nextDeadline); the owner drains pollEvent after every call it makes.
+ * Both the client and the server side use it; the endpoints own handshakes and addresses. State diagram: docs/PROTOCOL.md, "Connection states".
  *
  * It orchestrates named parts, each in its own file: keep-alive (keepalive.ts), the
  * close state (close.ts), path validation (path.ts), unreliable messages (datagrams.ts),
