@@ -10,7 +10,7 @@
  * It prints "ready <port>" when listening. On stdin it answers "count" with
  * "count <n>", "cpu" with its CPU time in ms, "stats" with its CPU time and memory, "udx <port>" (a udx stream has no
  * handshake: the client tells us where it is) with "ok"; it exits when stdin closes.
- * Loopback only.
+ * Loopback, or inside a network namespace with BENCH_HOST set to its address.
  */
 import dgram from 'node:dgram';
 import net from 'node:net';
@@ -19,7 +19,8 @@ import { UDPipe } from '../src/index.js';
 import { Rng } from '../src/testing/index.js';
 
 const [impl, mode, arg] = process.argv.slice(2) as [string, string, string | undefined];
-const HOST = '127.0.0.1';
+/** BENCH_HOST: where to listen (bench/loss.ts runs the far end inside a network namespace). */
+const HOST = process.env.BENCH_HOST ?? '127.0.0.1';
 let received = 0;
 let udxSocket: UdxSocket | undefined;
 let server: UDPipe | undefined;
