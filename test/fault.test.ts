@@ -9,7 +9,7 @@
  * order, unaltered. Throughput and counters go out as diagnostics.
  *
  * Default: BULK_MIB MiB per scenario (the file takes about a minute). `npm run test:long`
- * (FAULT_LONG=1): 64 MiB each. Needs root, iproute2 and nftables; skipped without them,
+ * (FAULT_LONG=1): 64 MiB each. Needs root, iproute2 (ip, tc) and nftables; skipped without them,
  * except under CI=true, where that is a failure. Nothing outside the two namespaces is
  * touched; they are deleted after each scenario, also on failure, and leftovers of a
  * killed run (names udpf<pid>x<n>a/b) are deleted at the start.
@@ -18,9 +18,12 @@
  * checked so a rule that never matched fails the scenario instead of passing vacuously):
  * - loss: `numgen random mod 100 < N drop` in the input hook of both namespaces (dropped on
  *   arrival, so the sender never sees EPERM as it would from an output-hook drop);
- * - burst loss: `numgen inc mod 250 < 25 drop` (25 datagrams in a row of every 250, both
- *   ways), and separately time windows: all UDP dropped for 500 ms, three times, while the
- *   transfer runs (shorter than the stall timeout);
+ * - burst loss: `numgen inc mod 250 >= 225 drop` (25 datagrams in a row of every 250, both
+ *   ways), `numgen inc mod 100 >= 90` (10 of every 100: the bursts come last, so the
+ *   handshake passes), and separately time windows: all UDP dropped for 500 ms, three
+ *   times, while the transfer runs (shorter than the stall timeout);
+ * - a bottleneck: `tc qdisc ... tbf rate 40mbit burst 16kb latency 30ms` on the client's
+ *   veth end; its drop count (`tc -s qdisc`) shows whether the sender backed off;
  * - duplication: netdev family, egress hook of each veth end, `dup to` the same device;
  *   the copy passes the egress hook again, so the rule marks the packet first
  *   (`meta mark != 0x55 ... meta mark set 0x55 dup to`) or it would be copied again up to
@@ -198,6 +201,7 @@ interface Stats {
   conn?: Record<string, unknown>;
 }
 const statsOf = (l: Line): Stats => (l.stats ?? {}) as Stats;
+const congestionOf = (l: Line): Record<string, unknown> => (statsOf(l).conn?.congestion ?? {}) as Record<string, unknown>;
 const events = (l: Line): Record<string, number> => (l.events ?? {}) as Record<string, number>;
 
 const scenarios: Scenario[] = [
@@ -211,6 +215,41 @@ const scenarios: Scenario[] = [
     name: 'burst loss: 25 datagrams in a row of every 250, each way',
     before: (net) => bothInput(net, 'udpf_burst', () => ['meta l4proto udp numgen inc mod 250 >= 225 counter drop comment "burst"']),
     check: (_o, net) => assert.ok(totalCounted(net, 'burst') > 0, 'the burst rule dropped nothing'),
+  },
+  {
+    name: 'random loss 20% each way (taken for noise, not congestion)',
+    before: (net) => bothInput(net, 'udpf_loss', () => ['meta l4proto udp numgen random mod 100 < 20 counter drop comment "loss"']),
+    check: (o, net, t) => {
+      assert.ok(totalCounted(net, 'loss') > 0, 'the loss rule dropped nothing');
+      const cc = congestionOf(o.client);
+      t.diagnostic(`client congestion control: ${JSON.stringify(cc)}`);
+      assert.ok(num(cc.randomLossEvents) > 0, 'no loss was taken for noise: the window halved at every loss');
+    },
+  },
+  {
+    name: 'burst loss: 10% of datagrams, in bursts of 10, each way',
+    before: (net) => bothInput(net, 'udpf_burst', () => ['meta l4proto udp numgen inc mod 100 >= 90 counter drop comment "burst"']),
+    check: (o, net, t) => {
+      assert.ok(totalCounted(net, 'burst') > 0, 'the burst rule dropped nothing');
+      t.diagnostic(`client congestion control: ${JSON.stringify(congestionOf(o.client))}`);
+    },
+  },
+  {
+    // A token bucket of 40 Mbit/s with 30 ms of queue on the client's way out: real
+    // congestion. A sender that took its drops for noise would lose about what it sends
+    // above the rate; one that backs off loses a few datagrams per window overshoot.
+    name: 'bottleneck: 40 Mbit/s token bucket with a 30 ms queue on the client side (the sender backs off)',
+    before: (net) =>
+      net.tc(net.b.ns, ['qdisc', 'add', 'dev', net.b.dev, 'root', 'tbf', 'rate', '40mbit', 'burst', '16kb', 'latency', '30ms']),
+    check: (o, net, t) => {
+      const drops = net.qdiscDrops(net.b.ns, net.b.dev);
+      const cc = congestionOf(o.client);
+      const sent = num(statsOf(o.client).conn?.datagramsSent);
+      t.diagnostic(`bottleneck dropped ${drops} of ${sent} datagrams; client congestion control: ${JSON.stringify(cc)}`);
+      assert.ok(drops > 0, 'the bottleneck dropped nothing: it did not bind, so this tests nothing');
+      assert.ok(num(cc.congestionEvents) > 0, 'the client never reduced its window');
+      assert.ok(drops < 0.15 * sent, `the bottleneck dropped ${drops} of ${sent} datagrams: the sender did not back off`);
+    },
   },
   {
     name: 'burst loss: all dropped for 500 ms, three times, mid-transfer',

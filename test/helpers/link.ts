@@ -2,6 +2,8 @@
  * Two Connection objects back to back in virtual time, for the connection core's tests:
  * 1 ms steps, 5 ms of latency each way, nothing lost unless `drop` says so. Each end
  * records the frame types of every packet it receives; the wire is kept between runs.
+ * With `bottleneck`, what `a` sends passes a drop-tail queue drained at a fixed rate
+ * first, as at a router in front of a slower link.
  */
 import { HmacPacketCipher } from '../../src/crypto/packet-cipher.js';
 import { DEFAULT_CONNECTION_CONFIG, type ConnectionConfig, type ConnectionEvent } from '../../src/protocol/config.js';
@@ -24,10 +26,18 @@ export interface End {
   sent: number;
 }
 
+/** A FIFO in front of a link of `bytesPerMs`, holding at most `bufferBytes`; what does not fit is dropped. */
+export interface Bottleneck {
+  bytesPerMs: number;
+  bufferBytes: number;
+}
+
 export interface Link {
   a: End;
   b: End;
   now: number;
+  /** Datagrams from `a` the bottleneck's queue had no room for. */
+  queueDrops: number;
   /** Runs both ends for ms; drop(types, to) true loses that datagram. */
   run(ms: number, drop?: (types: string[], to: End) => boolean): void;
 }
@@ -46,15 +56,25 @@ function end(local: number, send: Uint8Array, recv: Uint8Array, config: Connecti
 }
 
 /** `b` receives with `budget` (default: unlimited); both ends share `patch` over the default config, with a 5 ms max ack delay. */
-export function link(budget?: ReassemblyBudget, patch: Partial<ConnectionConfig> = {}): Link {
+export function link(budget?: ReassemblyBudget, patch: Partial<ConnectionConfig> = {}, bottleneck?: Bottleneck): Link {
   const config = { ...DEFAULT_CONNECTION_CONFIG, maxAckDelayMs: 5, ...patch };
   const a = end(1, K1, K2, config);
   const b = end(2, K2, K1, config, budget);
   const wire: { at: number; to: End; bytes: Uint8Array }[] = [];
+  /** When the bottleneck's queue is empty again. */
+  let queueFreeAt = 0;
+  const arrival = (x: End, size: number, now: number): number | undefined => {
+    if (!bottleneck || x !== a) return now + 5;
+    const start = Math.max(now, queueFreeAt);
+    if ((start - now) * bottleneck.bytesPerMs + size > bottleneck.bufferBytes) return undefined;
+    queueFreeAt = start + size / bottleneck.bytesPerMs;
+    return queueFreeAt + 5;
+  };
   const l: Link = {
     a,
     b,
     now: 0,
+    queueDrops: 0,
     run(ms, drop = () => false) {
       const until = l.now + ms;
       for (; l.now < until; l.now++) {
@@ -66,7 +86,9 @@ export function link(budget?: ReassemblyBudget, patch: Partial<ConnectionConfig>
           if (x.conn.nextDeadline() <= now) x.conn.handleTimeout(now);
           for (let d = x.conn.pollTransmit(now); d; d = x.conn.pollTransmit(now)) {
             x.sent += d.length;
-            wire.push({ at: now + 5, to: y, bytes: d });
+            const at = arrival(x, d.length, now);
+            if (at === undefined) l.queueDrops++;
+            else wire.push({ at, to: y, bytes: d });
           }
         }
         for (let i = 0; i < wire.length; ) {

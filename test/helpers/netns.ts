@@ -29,6 +29,7 @@ export function unavailable(): string | undefined {
   if (typeof process.getuid === 'function' && process.getuid() !== 0) return 'not root (network namespaces and nftables need root)';
   if (run('ip', ['-V']).status !== 0) return '`ip` (iproute2) not installed (apt-get install iproute2)';
   if (run('nft', ['--version']).status !== 0) return '`nft` not installed (apt-get install nftables)';
+  if (run('tc', ['-V']).status !== 0) return '`tc` (iproute2) not installed (apt-get install iproute2)';
   if (run('ip', ['netns', 'list']).status !== 0) return '`ip netns` does not work here';
   return undefined;
 }
@@ -119,6 +120,17 @@ export class NetPair {
       if (m) n += Number(m[1]);
     }
     return n;
+  }
+
+  /** Runs `tc` inside a namespace (for a qdisc such as tbf, a bottleneck). */
+  tc(ns: string, args: string[]): void {
+    must('ip', ['netns', 'exec', ns, 'tc', ...args]);
+  }
+
+  /** Packets a device's root qdisc dropped (`tc -s qdisc show`'s "dropped"). */
+  qdiscDrops(ns: string, dev: string): number {
+    const out = must('ip', ['netns', 'exec', ns, 'tc', '-s', 'qdisc', 'show', 'dev', dev]);
+    return Number(/dropped (\d+)/.exec(out)?.[1] ?? 0);
   }
 
   addAltAddress(): void {

@@ -1,5 +1,5 @@
 import type { CongestionController } from '../../congestion/controller.js';
-import { NewReno } from '../../congestion/new-reno.js';
+import { Reno } from '../../congestion/reno.js';
 import { Pacer } from '../../congestion/pacer.js';
 import type { PacketCipher } from '../../crypto/packet-cipher.js';
 import { AckTracker } from '../../reliability/ack-tracker.js';
@@ -160,7 +160,7 @@ export class Connection {
     this.budget = inbound.budget ??= new Session(endpointBudget);
     this.datagrams = new Datagrams(this.cfg.maxMessageSize, endpointBudget, this.counters);
     this.recovery = new LossRecovery(this.cfg.initialRttMs, this.cfg.maxAckDelayMs, Math.max(this.cfg.pingIntervalMs, 200));
-    this.cc = new NewReno(BASE_DATAGRAM_SIZE);
+    this.cc = new Reno(BASE_DATAGRAM_SIZE, this.recovery.rtt);
     this.pacer = new Pacer(BASE_DATAGRAM_SIZE, init.now);
     this.pmtu = new PathMtu(
       init.peerAddress === undefined ? BASE_DATAGRAM_SIZE : datagramCeiling(init.peerAddress, this.cfg.maxDatagramSize),
