@@ -100,8 +100,28 @@ test('before any RTT sample a loss is congestion; persistent congestion collapse
   cc.onLoss(MSS, 1, 2);
   assert.equal(cc.window, w / 2);
   const other = reno(10).cc;
+  const before = other.window;
   other.onPersistentCongestion();
   assert.equal(other.window, 2 * MSS);
+  assert.equal(other.toJSON().ssthresh, before / 2, 'slow start ends at half the old window');
+});
+
+test('the queue threshold slides down as losses grow', () => {
+  // min 20 ms, 3 ms of queue: noise while losses are rare (under 5 ms), congestion at a 20% loss rate (under 2.5 ms).
+  const { cc } = reno(20, 23);
+  const w = cc.window;
+  cc.onLoss(MSS, 1, 2);
+  assert.equal(cc.window, w, 'rare losses: 3 ms of queue is noise');
+  const lossy = reno(20, 23).cc;
+  for (let i = 0; i < 200 && Number(lossy.toJSON().lossRate) < 0.2; i++) {
+    lossy.onAck(MSS, 0);
+    lossy.onLoss(MSS, 0, 0.5); // sent before the round the first loss started: no decision
+  }
+  const rate = Number(lossy.toJSON().lossRate);
+  assert.ok(rate >= 0.2 && rate < 0.4, `loss rate ${rate}`);
+  const lw = lossy.window;
+  lossy.onLoss(MSS, 10, 11);
+  assert.ok(lossy.window < lw, 'at a 20% loss rate the same queue is congestion');
 });
 
 // --- In the simulator: a bulk transfer through a bottleneck ---

@@ -249,6 +249,19 @@ describe('LossRecovery', () => {
     assert.equal(none, 0, 'a burst lost within a round trip is ordinary loss');
   });
 
+  test("the peer's reported ack delay counts for at most its max_ack_delay (RFC 9002 5.3): a peer cannot hide a queue", () => {
+    const lr = new LossRecovery(100, 10, 1000);
+    const cb = { acked: () => {}, lost: () => {} };
+    lr.onSent(pkt(0, 0));
+    lr.onAck([{ lo: 0, hi: 0 }], 0, 10, cb); // min 10 ms
+    // A queue builds: samples of 60 ms, each claimed as 50 ms of ack delay.
+    for (let i = 1; i <= 20; i++) {
+      lr.onSent(pkt(i, i * 100));
+      lr.onAck([{ lo: i, hi: i }], 50, i * 100 + 60, cb);
+    }
+    assert.ok(lr.rtt.smoothed > 45, `the smoothed RTT shows the queue less 10 ms at most: ${lr.rtt.smoothed}`);
+  });
+
   test('declares a packet lost three packets behind an acknowledged one (RFC 9002 6.1.1)', () => {
     const lr = new LossRecovery(100, 10, 1000);
     for (let i = 0; i < 5; i++) lr.onSent(pkt(i, 0));

@@ -84,6 +84,9 @@ export class Reno implements CongestionController {
   }
 
   onPersistentCongestion(): void {
+    // The losses may have been taken for noise (a blackhole shows no queue): slow start
+    // must still end where the old window's half was, as after any congestion.
+    this.ssthresh = Math.max(Math.min(this.ssthresh, this.window / 2), this.minWindow);
     this.window = this.minWindow;
   }
 

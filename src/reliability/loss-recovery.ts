@@ -100,7 +100,9 @@ export class LossRecovery {
       this.largestAcked = largest;
       if (newlyAckedLargest.pn === largest) this.largestAckedSentAt = newlyAckedLargest.sentAt;
     }
-    if (newlyAckedLargest.pn === largest) this.rtt.update(now - newlyAckedLargest.sentAt, ackDelayMs);
+    // RFC 9002 5.3: the peer's reported delay counts for at most its max_ack_delay, so a
+    // peer cannot talk a queue out of the smoothed RTT (which congestion control reads).
+    if (newlyAckedLargest.pn === largest) this.rtt.update(now - newlyAckedLargest.sentAt, Math.min(ackDelayMs, this.peerMaxAckDelayMs));
     this.ptoCount = 0;
     this.detectLosses(now, cb, priorLargestAckedSentAt);
     this.ackedNow.length = 0;
