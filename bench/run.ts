@@ -15,12 +15,13 @@ import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { UDPipe } from '../src/index.js';
 import { connect, type Impl, sleep, startPeer } from './clients.js';
+import { gametickCpuRatio, gametickSetup, gametickTable, measureGametick } from './gametick.js';
 import { LOSS_MIB, lossRate, lossTable, lossUnavailable, measureLoss, PATTERNS } from './loss.js';
 
 const HOST = '127.0.0.1';
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 2);
-/** BENCH_ONLY=ping,blast,transfer,idle,loss runs only those sections (the table shows what ran). */
-const SECTIONS = ['ping', 'blast', 'transfer', 'idle', 'loss'];
+/** BENCH_ONLY=ping,blast,transfer,idle,gametick,loss runs only those sections (the table shows what ran). */
+const SECTIONS = ['ping', 'blast', 'transfer', 'idle', 'gametick', 'loss'];
 const ONLY = new Set((process.env.BENCH_ONLY ?? SECTIONS.join(',')).split(','));
 const IDLE_COUNTS = (process.env.BENCH_IDLE ?? '1000,10000')
   .split(',')
@@ -433,6 +434,18 @@ async function main(): Promise<void> {
     }
   }
 
+  if (ONLY.has('gametick')) {
+    const results = await measureGametick((l) => console.error(l));
+    lines.push('', '## Game tick (`npm run bench:gametick`)', '', gametickSetup(), '', ...gametickTable(results));
+    coreTarget(
+      'game tick: server CPU, udpipe / raw dgram',
+      gametickCpuRatio(results),
+      2,
+      'the same datagrams as raw dgram now (ACKs of unreliable data ride along), but each costs about four times what node:dgram does: MAC, frames, timers, events',
+      true,
+    );
+  }
+
   if (ONLY.has('loss')) {
     const why = lossUnavailable();
     lines.push('', '## Loss in network namespaces (veth, nftables drops in both input hooks; `npm run bench:loss`)', '');
@@ -461,7 +474,7 @@ async function main(): Promise<void> {
       '',
       '## Targets (from the core issue, 11)',
       '',
-      'Not measured yet: the game-tick scenario, 100,000 connections.',
+      'Not measured yet: 100,000 connections.',
       '',
       '| target | measured | goal | result |',
       '|---|---|---|---|',

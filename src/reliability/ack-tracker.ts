@@ -5,12 +5,25 @@ import { RangeSet } from './range-set.js';
 const ACK_EVERY = 2;
 /** ACK frames name at most this many ranges (newest first). */
 const MAX_ACK_RANGES_SENT = 32;
+/**
+ * How long the ACK of a packet of unreliable data alone may wait for a ride on a packet
+ * of ours: a game loop's next tick at 10 Hz or faster. Nothing of such a packet is sent
+ * again, so its sender arms no probe timer for it and only its congestion window waits.
+ */
+export const LAZY_ACK_DELAY_MS = 100;
+
+/**
+ * What a packet asks of its ACK: none, within LAZY_ACK_DELAY_MS (it carried unreliable
+ * data and nothing else that elicits one), or within the max ack delay.
+ */
+export type AckUrgency = 'none' | 'lazy' | 'prompt';
 
 /**
  * The receiving side of acknowledgements: which packet numbers arrived (for ACK ranges;
  * duplicates are the replay window's business, replay-window.ts) and when an ACK is owed (RFC 9000 section 13.2): at once
  * after every second ack-eliciting packet or any out-of-order one, otherwise within the
- * max ack delay we promised the peer.
+ * max ack delay we promised the peer, or within LAZY_ACK_DELAY_MS when every packet
+ * owed one carried only unreliable data. Until then it rides on whatever we send.
  */
 export class AckTracker {
   private readonly received = new RangeSet(256);
@@ -34,15 +47,15 @@ export class AckTracker {
    * it, so its sender sends its reliable units again (the replay window still keeps a
    * copy from being processed twice).
    */
-  onPacket(pn: number, ackEliciting: boolean, now: number, acknowledge = true): void {
+  onPacket(pn: number, urgency: AckUrgency, now: number, acknowledge = true): void {
     if (!acknowledge) return;
     const largestBefore = this.received.largest;
     this.received.add(pn);
     if (pn > largestBefore) this.largestAt = now;
-    if (!ackEliciting) return;
+    if (urgency === 'none') return;
     this.elicitingUnacked++;
     if (this.elicitingUnacked >= ACK_EVERY || pn !== largestBefore + 1) this.urgent = true;
-    else if (this.deadline === Infinity) this.deadline = now + this.maxAckDelayMs;
+    else this.deadline = Math.min(this.deadline, now + (urgency === 'prompt' ? this.maxAckDelayMs : LAZY_ACK_DELAY_MS));
   }
 
   /**

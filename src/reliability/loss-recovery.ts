@@ -13,6 +13,12 @@ export interface SentPacket {
   readonly probe?: boolean;
   /** Packet numbers of the peer's this packet reported in REFUSED frames (sent again if it is lost). */
   readonly refused?: number[];
+  /**
+   * Ack-eliciting with unreliable data alone: the peer may hold its ACK for a ride (up
+   * to LAZY_ACK_DELAY_MS, ack-tracker.ts). Nothing in it is sent again, so it arms no
+   * probe timer, and an ACK of it that waited past the max ack delay gives no RTT sample.
+   */
+  readonly lazyAck?: boolean;
 }
 
 /** RFC 9002 constants. */
@@ -43,6 +49,8 @@ export class LossRecovery {
   largestAcked = -1;
   private largestSent = -1;
   bytesInFlight = 0;
+  /** Packets in flight whose ACK is due within the peer's max ack delay: they arm the probe timer. */
+  private promptInFlight = 0;
   ptoCount = 0;
   lostPackets = 0;
   private lastAckElicitingAt = -Infinity;
@@ -70,7 +78,15 @@ export class LossRecovery {
     if (!p.ackEliciting) return; // only ack-eliciting packets are tracked (RFC 9002 2)
     this.sent.push(p);
     this.bytesInFlight += p.size;
+    if (p.lazyAck) return;
+    this.promptInFlight++;
     this.lastAckElicitingAt = p.sentAt;
+  }
+
+  /** `p` left flight: acknowledged, lost or refused. */
+  private gone(p: SentPacket): void {
+    this.bytesInFlight -= p.size;
+    if (!p.lazyAck) this.promptInFlight--;
   }
 
   /**
@@ -89,7 +105,7 @@ export class LossRecovery {
       if (p.pn > largest) break;
       if (!inRanges(ranges, p.pn)) continue;
       sent.remove(i);
-      this.bytesInFlight -= p.size;
+      this.gone(p);
       if (!newlyAckedLargest || p.pn > newlyAckedLargest.pn) newlyAckedLargest = p;
       this.ackedNow.push(p.sentAt);
       cb.acked(p);
@@ -102,7 +118,11 @@ export class LossRecovery {
     }
     // RFC 9002 5.3: the peer's reported delay counts for at most its max_ack_delay, so a
     // peer cannot talk a queue out of the smoothed RTT (which congestion control reads).
-    if (newlyAckedLargest.pn === largest) this.rtt.update(now - newlyAckedLargest.sentAt, Math.min(ackDelayMs, this.peerMaxAckDelayMs));
+    // An ACK of unreliable data that waited longer for a ride would read the wait as
+    // path delay: no sample (the ones that rode at once, or came every second packet, remain).
+    const waited = newlyAckedLargest.lazyAck === true && ackDelayMs > this.peerMaxAckDelayMs;
+    if (newlyAckedLargest.pn === largest && !waited)
+      this.rtt.update(now - newlyAckedLargest.sentAt, Math.min(ackDelayMs, this.peerMaxAckDelayMs));
     this.ptoCount = 0;
     this.detectLosses(now, cb, priorLargestAckedSentAt);
     this.ackedNow.length = 0;
@@ -129,7 +149,7 @@ export class LossRecovery {
       const lossAt = p.sentAt + delay;
       if (this.largestAcked - p.pn >= PACKET_THRESHOLD || lossAt <= now) {
         sent.remove(i);
-        this.bytesInFlight -= p.size;
+        this.gone(p);
         if (!p.probe) {
           this.lostPackets++;
           first ??= p;
@@ -154,10 +174,10 @@ export class LossRecovery {
     }
   }
 
-  /** When the next loss or probe timer is due (Infinity when nothing is in flight). */
+  /** When the next loss or probe timer is due (Infinity when nothing that arms it is in flight). */
   deadline(): number {
     if (this.lossTime !== Infinity) return this.lossTime;
-    if (this.sent.size === 0) return Infinity;
+    if (this.promptInFlight === 0) return Infinity;
     const base = this.rtt.pto(GRANULARITY_MS, this.peerMaxAckDelayMs);
     return this.lastAckElicitingAt + Math.min(base * 2 ** this.ptoCount, Math.max(this.maxPtoMs, base));
   }
@@ -173,7 +193,7 @@ export class LossRecovery {
     if (i < 0) return undefined;
     const p = this.sent.at(i)!;
     this.sent.remove(i);
-    this.bytesInFlight -= p.size;
+    this.gone(p);
     // It arrived, as surely as an acknowledged packet: packets well before it that are
     // still unacknowledged are lost (the next ACK's loss detection sees it), and losses
     // around it are no persistent congestion.
@@ -193,7 +213,7 @@ export class LossRecovery {
       this.detectLosses(now, cb);
       return 'loss';
     }
-    if (this.sent.size > 0 && now >= this.deadline()) {
+    if (this.promptInFlight > 0 && now >= this.deadline()) {
       this.ptoCount++;
       this.lastAckElicitingAt = now;
       return 'probe';
@@ -210,6 +230,7 @@ export class LossRecovery {
   clear(): SentPacket[] {
     const all = this.sent.clear();
     this.bytesInFlight = 0;
+    this.promptInFlight = 0;
     this.lossTime = Infinity;
     return all;
   }

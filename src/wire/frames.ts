@@ -56,6 +56,15 @@ export function isAckEliciting(f: Frame): boolean {
   return f.type !== 'ack' && f.type !== 'padding' && f.type !== 'pong' && f.type !== 'closed';
 }
 
+/**
+ * Whether a frame wants its packet acknowledged within the max ack delay. Unreliable
+ * data does not: nothing of it is sent again, so its ACK may wait for a ride on the
+ * receiver's next packet (docs/PROTOCOL.md section 6, "When to acknowledge").
+ */
+export function wantsPromptAck(f: Frame): boolean {
+  return f.type !== 'unreliable' && isAckEliciting(f);
+}
+
 export function frameSize(f: Frame): number {
   switch (f.type) {
     case 'padding':

@@ -2,7 +2,7 @@ import type { CongestionController } from '../../congestion/controller.js';
 import { Reno } from '../../congestion/reno.js';
 import { Pacer } from '../../congestion/pacer.js';
 import type { PacketCipher } from '../../crypto/packet-cipher.js';
-import { AckTracker } from '../../reliability/ack-tracker.js';
+import { AckTracker, type AckUrgency } from '../../reliability/ack-tracker.js';
 import { type ReassemblyBudget, type SessionBudget, SessionBudget as Session, unlimitedBudget } from '../../reliability/budget.js';
 import { type LossCallbacks, LossRecovery, type SentPacket } from '../../reliability/loss-recovery.js';
 import { StreamReceiver } from '../../reliability/receiver.js';
@@ -11,7 +11,7 @@ import { type OutMessage, ReliableSender, type Unit, type WholeMessage } from '.
 import { expandPacketNumber } from '../../reliability/seq.js';
 import { BASE_DATAGRAM_SIZE, type Reason, reasonFromCode } from '../../wire/constants.js';
 import { WireFormatError } from '../../wire/errors.js';
-import { decodeFrames, type Frame, frameSize, isAckEliciting } from '../../wire/frames.js';
+import { decodeFrames, type Frame, frameSize, isAckEliciting, wantsPromptAck } from '../../wire/frames.js';
 import type { ConnectionConfig, ConnectionEvent, ConnectionState } from '../config.js';
 import { PathMtu, datagramCeiling, isLoopback } from '../path-mtu.js';
 import { CloseState } from './close.js';
@@ -375,10 +375,13 @@ export class Connection {
     }
     this.counters.datagramsReceived++;
     this.counters.bytesReceived += bytes.length;
-    let ackEliciting = false;
-    for (const f of frames) if (isAckEliciting(f)) ackEliciting = true;
+    let urgency: AckUrgency = 'none';
+    for (const f of frames) {
+      if (wantsPromptAck(f)) urgency = 'prompt';
+      else if (urgency === 'none' && isAckEliciting(f)) urgency = 'lazy';
+    }
     if (this._state === 'closed') {
-      this.acks.onPacket(pn, ackEliciting, now);
+      this.acks.onPacket(pn, urgency, now);
       // Draining: only answer a repeated CLOSE.
       for (const f of frames) if (f.type === 'close') this.closing.answerAgain();
       return accepted;
@@ -396,7 +399,7 @@ export class Connection {
     // A reliable unit refused for lack of memory: leave the packet unacknowledged, so
     // the peer declares it lost and sends its units again (the rest of it, already
     // taken, arrive as duplicates and are dropped by sequence number).
-    this.acks.onPacket(pn, ackEliciting, now, !this.refusedInPacket);
+    this.acks.onPacket(pn, urgency, now, !this.refusedInPacket);
     if (this.refusedInPacket && this.refusedToReport.length < MAX_REFUSED_REPORTS) this.refusedToReport.push(pn);
     return accepted;
   }
@@ -685,12 +688,13 @@ export class Connection {
     const b = this.packet;
     const pn = this.nextPn++;
     const { ackEliciting, carriesData } = b;
+    const lazyAck = ackEliciting && !b.promptAck;
     const out = b.seal(this.cipher, this.remoteConnId, pn);
     const size = out.length;
     this.recovery.onSent(
       refused
-        ? { pn, sentAt: now, size, ackEliciting, messages, probe, refused }
-        : { pn, sentAt: now, size, ackEliciting, messages, probe },
+        ? { pn, sentAt: now, size, ackEliciting, messages, probe, refused, lazyAck }
+        : { pn, sentAt: now, size, ackEliciting, messages, probe, lazyAck },
     );
     this.cc.onSent(size, now);
     if (!probe && carriesData) this.pacer.onSent(size);

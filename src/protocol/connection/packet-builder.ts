@@ -1,7 +1,7 @@
 import type { PacketCipher } from '../../crypto/packet-cipher.js';
 import { ByteWriter } from '../../wire/bytes.js';
 import { DATA_HEADER_SIZE, TAG_SIZE } from '../../wire/constants.js';
-import { type Frame, frameSize, isAckEliciting, writeFrame } from '../../wire/frames.js';
+import { type Frame, frameSize, isAckEliciting, wantsPromptAck, writeFrame } from '../../wire/frames.js';
 import { writeDataHeader } from '../../wire/packet.js';
 
 /** Bytes of a DATA packet that are not frames. */
@@ -27,6 +27,8 @@ export class PacketBuilder {
   private used = 0;
   /** A frame that obliges the peer to acknowledge the packet went in. */
   ackEliciting = false;
+  /** A frame other than unreliable data went in: the peer acknowledges within its max ack delay. */
+  promptAck = false;
   /** A message (reliable or unreliable) went in: the pacer counts the packet. */
   carriesData = false;
 
@@ -36,6 +38,7 @@ export class PacketBuilder {
     this.room = room;
     this.used = 0;
     this.ackEliciting = false;
+    this.promptAck = false;
     this.carriesData = false;
   }
 
@@ -51,6 +54,7 @@ export class PacketBuilder {
     this.room -= n;
     this.used += n;
     if (isAckEliciting(f)) this.ackEliciting = true;
+    if (wantsPromptAck(f)) this.promptAck = true;
     if (f.type === 'reliable' || f.type === 'unreliable') this.carriesData = true;
     return true;
   }
