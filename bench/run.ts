@@ -460,7 +460,7 @@ async function main(): Promise<void> {
       };
       const cause = (pattern: string) =>
         pattern.includes('bursts')
-          ? 'the sender is idle most of the time, not held by its window (about 800 datagrams/s at a 1.4 ms RTT and a 27 kB window); where the time goes is not found yet'
+          ? 'a burst drops ten ACKs in a row, every ACK of a flight of the small window the receiver-side queue allows, and the sender waits out doubling probe timeouts until ACKs of its probes get through'
           : 'losses that came with a queue (the receiver falls behind and its socket buffer fills) are congestion, and halve the window';
       for (const p of PATTERNS.slice(1)) coreTarget(`${p.name}: udpipe throughput / its clean rate`, ratio(p.name), p.goal, cause(p.name));
     }

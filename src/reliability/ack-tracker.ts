@@ -14,9 +14,12 @@ export const LAZY_ACK_DELAY_MS = 100;
 
 /**
  * What a packet asks of its ACK: none, within LAZY_ACK_DELAY_MS (it carried unreliable
- * data and nothing else that elicits one), or within the max ack delay.
+ * data and nothing else that elicits one), within the max ack delay, or at once ('now':
+ * it repeated only reliable units that had arrived, so the peer missed our ACK of them,
+ * and waiting for a second packet would leave its probe timer to fire again; a TCP
+ * receiver acknowledges a duplicate segment at once for the same reason, RFC 5681 4.2).
  */
-export type AckUrgency = 'none' | 'lazy' | 'prompt';
+export type AckUrgency = 'none' | 'lazy' | 'prompt' | 'now';
 
 /**
  * The receiving side of acknowledgements: which packet numbers arrived (for ACK ranges;
@@ -54,7 +57,7 @@ export class AckTracker {
     if (pn > largestBefore) this.largestAt = now;
     if (urgency === 'none') return;
     this.elicitingUnacked++;
-    if (this.elicitingUnacked >= ACK_EVERY || pn !== largestBefore + 1) this.urgent = true;
+    if (this.elicitingUnacked >= ACK_EVERY || pn !== largestBefore + 1 || urgency === 'now') this.urgent = true;
     else this.deadline = Math.min(this.deadline, now + (urgency === 'prompt' ? this.maxAckDelayMs : LAZY_ACK_DELAY_MS));
   }
 

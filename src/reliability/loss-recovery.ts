@@ -1,3 +1,4 @@
+import { LAZY_ACK_DELAY_MS } from './ack-tracker.js';
 import { SentPackets } from './sent-packets.js';
 import type { PnRange } from '../wire/frames.js';
 import { RttEstimator } from './rtt.js';
@@ -15,8 +16,8 @@ export interface SentPacket {
   readonly refused?: number[];
   /**
    * Ack-eliciting with unreliable data alone: the peer may hold its ACK for a ride (up
-   * to LAZY_ACK_DELAY_MS, ack-tracker.ts). Nothing in it is sent again, so it arms no
-   * probe timer, and an ACK of it that waited past the max ack delay gives no RTT sample.
+   * to LAZY_ACK_DELAY_MS, ack-tracker.ts), so its probe timer allows for that wait, and
+   * an ACK of it may take up to that much reported delay off its RTT sample.
    */
   readonly lazyAck?: boolean;
 }
@@ -49,8 +50,9 @@ export class LossRecovery {
   largestAcked = -1;
   private largestSent = -1;
   bytesInFlight = 0;
-  /** Packets in flight whose ACK is due within the peer's max ack delay: they arm the probe timer. */
+  /** Packets in flight whose ACK is due within the peer's max ack delay (the others are lazyAck). */
   private promptInFlight = 0;
+  private lastLazyAt = -Infinity;
   ptoCount = 0;
   lostPackets = 0;
   private lastAckElicitingAt = -Infinity;
@@ -78,7 +80,10 @@ export class LossRecovery {
     if (!p.ackEliciting) return; // only ack-eliciting packets are tracked (RFC 9002 2)
     this.sent.push(p);
     this.bytesInFlight += p.size;
-    if (p.lazyAck) return;
+    if (p.lazyAck) {
+      this.lastLazyAt = p.sentAt;
+      return;
+    }
     this.promptInFlight++;
     this.lastAckElicitingAt = p.sentAt;
   }
@@ -118,11 +123,12 @@ export class LossRecovery {
     }
     // RFC 9002 5.3: the peer's reported delay counts for at most its max_ack_delay, so a
     // peer cannot talk a queue out of the smoothed RTT (which congestion control reads).
-    // An ACK of unreliable data that waited longer for a ride would read the wait as
-    // path delay: no sample (the ones that rode at once, or came every second packet, remain).
-    const waited = newlyAckedLargest.lazyAck === true && ackDelayMs > this.peerMaxAckDelayMs;
-    if (newlyAckedLargest.pn === largest && !waited)
-      this.rtt.update(now - newlyAckedLargest.sentAt, Math.min(ackDelayMs, this.peerMaxAckDelayMs));
+    // An ACK of unreliable data alone may have waited up to LAZY_ACK_DELAY_MS for a ride:
+    // that much comes off (else the wait reads as queue), so on such a flow a lying peer
+    // can hide at most that much queue (docs/SECURITY.md).
+    const lazy = newlyAckedLargest.lazyAck === true;
+    const maxDelay = lazy ? Math.max(this.peerMaxAckDelayMs, LAZY_ACK_DELAY_MS) : this.peerMaxAckDelayMs;
+    if (newlyAckedLargest.pn === largest) this.rtt.update(now - newlyAckedLargest.sentAt, Math.min(ackDelayMs, maxDelay), lazy);
     this.ptoCount = 0;
     this.detectLosses(now, cb, priorLargestAckedSentAt);
     this.ackedNow.length = 0;
@@ -174,12 +180,23 @@ export class LossRecovery {
     }
   }
 
-  /** When the next loss or probe timer is due (Infinity when nothing that arms it is in flight). */
+  /** When the next loss or probe timer is due (Infinity when nothing is in flight). */
   deadline(): number {
     if (this.lossTime !== Infinity) return this.lossTime;
-    if (this.promptInFlight === 0) return Infinity;
-    const base = this.rtt.pto(GRANULARITY_MS, this.peerMaxAckDelayMs);
-    return this.lastAckElicitingAt + Math.min(base * 2 ** this.ptoCount, Math.max(this.maxPtoMs, base));
+    if (this.sent.size === 0) return Infinity;
+    // Packets of unreliable data alone are timed with the longer wait their ACK may take:
+    // they arm the timer too, or lost ones could fill the window with nothing to free it.
+    let at = Infinity;
+    if (this.promptInFlight > 0) at = this.lastAckElicitingAt + this.ptoAfter(this.peerMaxAckDelayMs);
+    if (this.sent.size > this.promptInFlight)
+      at = Math.min(at, this.lastLazyAt + this.ptoAfter(Math.max(this.peerMaxAckDelayMs, LAZY_ACK_DELAY_MS)));
+    return at;
+  }
+
+  /** The probe timeout for an ACK delay of `ackDelayMs`, backed off, capped. */
+  private ptoAfter(ackDelayMs: number): number {
+    const base = this.rtt.pto(GRANULARITY_MS, ackDelayMs);
+    return Math.min(base * 2 ** this.ptoCount, Math.max(this.maxPtoMs, base));
   }
 
   /**
@@ -213,9 +230,10 @@ export class LossRecovery {
       this.detectLosses(now, cb);
       return 'loss';
     }
-    if (this.promptInFlight > 0 && now >= this.deadline()) {
+    if (this.sent.size > 0 && now >= this.deadline()) {
       this.ptoCount++;
       this.lastAckElicitingAt = now;
+      this.lastLazyAt = now;
       return 'probe';
     }
     return 'none';

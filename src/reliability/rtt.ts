@@ -16,7 +16,13 @@ export class RttEstimator {
     this.variance = initialMs / 2;
   }
 
-  update(sampleMs: number, ackDelayMs: number): void {
+  /**
+   * A sample, with the ack delay to take off. `floorAtMin`: a delay that would take the
+   * sample below the minimum takes it to the minimum, instead of not being taken off at
+   * all (RFC 9002's rule, right for delays of a few ms; an ACK that waited 30 ms for a
+   * ride, measured against a minimum from a quicker one, would count the whole wait).
+   */
+  update(sampleMs: number, ackDelayMs: number, floorAtMin = false): void {
     this.latest = sampleMs;
     if (sampleMs < this.min) this.min = sampleMs;
     if (!this.hasSample) {
@@ -25,7 +31,8 @@ export class RttEstimator {
       this.variance = sampleMs / 2;
       return;
     }
-    const adjusted = sampleMs - ackDelayMs >= this.min ? sampleMs - ackDelayMs : sampleMs;
+    const less = sampleMs - ackDelayMs;
+    const adjusted = less >= this.min ? less : floorAtMin ? this.min : sampleMs;
     this.variance = 0.75 * this.variance + 0.25 * Math.abs(this.smoothed - adjusted);
     this.smoothed = 0.875 * this.smoothed + 0.125 * adjusted;
   }

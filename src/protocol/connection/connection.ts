@@ -57,6 +57,9 @@ export interface ConnectionInit {
 /** What a connection's owner lets others read; changes go through the owner (ServerEndpoint.send, ping, close). */
 export type ConnectionView = Pick<Connection, 'state' | 'remoteConnId' | 'queueLength' | 'queuedBytes' | 'stats'>;
 
+/** The reliable units of one packet: none, only ones that had arrived before, or some new. */
+type UnitsSeen = 'none' | 'repeats' | 'new';
+
 /**
  * One established connection, sans-I/O: datagrams and time in (handleDatagram,
  * handleTimeout, send), datagrams, events and the next deadline out (pollTransmit,
@@ -116,6 +119,8 @@ export class Connection {
   private backpressured = false;
   /** Set while a packet's frames are processed when a reliable unit could not be taken. */
   private refusedInPacket = false;
+  /** The reliable units of the packet being read: none, only ones that had arrived before, or some new. */
+  private unitsInPacket: UnitsSeen = 'none';
   /** Packets we did not acknowledge because we refused a unit in them: told to the peer in REFUSED frames, before the ACK. */
   private readonly refusedToReport: number[] = [];
   private lastNow: number;
@@ -392,10 +397,13 @@ export class Connection {
     if (this._state === 'stalled') this.unstall(now);
 
     this.refusedInPacket = false;
+    this.unitsInPacket = 'none';
     for (const f of frames) {
       this.onFrame(f, now);
       if ((this._state as ConnectionState) === 'closed') break;
     }
+    // (Read through the alias: the compiler cannot see onFrame change the field.)
+    if ((this.unitsInPacket as UnitsSeen) === 'repeats') urgency = 'now';
     // A reliable unit refused for lack of memory: leave the packet unacknowledged, so
     // the peer declares it lost and sends its units again (the rest of it, already
     // taken, arrive as duplicates and are dropped by sequence number).
@@ -434,6 +442,8 @@ export class Connection {
       case 'reliable': {
         const unit = { data: f.data, last: f.last, channel: f.channel, unordered: f.unordered === true, delta: f.delta };
         const r = this.receiver.receive(f.seq, unit, this.deliverUnit);
+        if (r !== 'duplicate') this.unitsInPacket = 'new';
+        else if (this.unitsInPacket === 'none') this.unitsInPacket = 'repeats';
         if (r === 'refused' || r === 'out-of-window') {
           this.refusedInPacket = true;
           this.counters.refused++;
