@@ -138,12 +138,16 @@ async function main(): Promise<void> {
     case 'udpipe':
     case 'udpipe-enc': {
       // No handshake rate limit or per-address cap: the idle rows connect thousands of clients from one address.
+      // BENCH_MAX_CLIENTS and BENCH_PING_MS: bench/many.ts's 100,000 connections.
+      const max = Number(process.env.BENCH_MAX_CLIENTS ?? 20_000);
+      const ping = process.env.BENCH_PING_MS ? Number(process.env.BENCH_PING_MS) : undefined;
       const s = new UDPipe({
         maxQueue: 1 << 16,
-        maxClients: 20_000,
-        maxClientsPerAddress: 20_000,
+        maxClients: max,
+        maxClientsPerAddress: max,
         handshakesPerSecond: 0,
         encrypt: impl === 'udpipe-enc',
+        ...(ping ? { pingIntervalMs: ping, stallTimeoutMs: 3 * ping, timeoutMs: 10 * ping } : {}),
       });
       server = s;
       s.onNewMessage = function (m, sock, info) {
