@@ -8,7 +8,7 @@ const MAX_ACK_RANGES_SENT = 32;
 /**
  * How long the ACK of a packet of unreliable data alone may wait for a ride on a packet
  * of ours: a game loop's next tick at 10 Hz or faster. Nothing of such a packet is sent
- * again, so its sender arms no probe timer for it and only its congestion window waits.
+ * again; its sender allows for this wait in its probe timer and RTT samples (loss-recovery.ts).
  */
 export const LAZY_ACK_DELAY_MS = 100;
 
