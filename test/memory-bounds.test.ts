@@ -40,8 +40,11 @@ interface Victim {
   conn: Connection;
   inbound: InboundSession;
   events: ConnectionEvent[];
-  /** Sends one authenticated datagram holding these frames, as a peer with the keys can. */
-  inject: (frames: Frame[]) => void;
+  /**
+   * Sends one authenticated datagram holding these frames, as a peer with the keys can;
+   * `asDgram` hands it over as node:dgram does, a Buffer of its own exactly its size.
+   */
+  inject: (frames: Frame[], asDgram?: boolean) => void;
 }
 
 function victim(id: number, budget: ReassemblyBudget): Victim {
@@ -59,11 +62,11 @@ function victim(id: number, budget: ReassemblyBudget): Victim {
   const attacker = new HmacPacketCipher(K1, K2);
   const out = new Uint8Array(66_000);
   let pn = 0;
-  const inject = (frames: Frame[]) => {
+  const inject = (frames: Frame[], asDgram = false) => {
     const w = new ByteWriter(out);
     writeDataHeader(w, id, pn);
     for (const f of frames) writeFrame(w, f);
-    const packet = out.slice(0, w.offset + TAG_SIZE);
+    const packet = asDgram ? Buffer.from(out.subarray(0, w.offset + TAG_SIZE)) : out.slice(0, w.offset + TAG_SIZE);
     attacker.seal(packet, w.offset, pn);
     conn.handleDatagram(packet, pn++, 1);
   };
@@ -135,6 +138,32 @@ test('one-byte units out of order from 40 connections: heap bounded by the budge
   }
   assert.equal(budget.used, used0, 'every charge given back');
   assert.ok(victims.every((v) => v.events.some((e) => e.type === 'message')));
+});
+
+test('a held unit keeps its own bytes, not its datagram: one-byte units in 60 kB Buffers, out of order, as parts, as unreliable parts', () => {
+  // node:dgram hands each datagram over as a Buffer of its own, and a Buffer's slice() is
+  // a view: a unit kept as a view of its datagram kept all 60 kB alive while the budget
+  // counted 1 + 256 bytes, so a peer could make a server hold ~200x its budget.
+  const LIMIT = 8 * MiB;
+  const budget = new ReassemblyBudget(LIMIT);
+  const v = victim(3, budget);
+  const one = new Uint8Array([7]);
+  const pad: Frame = { type: 'padding', length: 60_000 };
+  const heap0 = heap();
+  const N = 1500;
+  // The reorder buffer: units 1..N of channel 0 (unit 0 withheld); then parts of a
+  // message on channel 1, in order, never the last; then first halves of unreliable
+  // messages. Each one byte, each alone in a padded datagram.
+  for (let s = 1; s <= N; s++) v.inject([{ type: 'reliable', channel: 0, seq: s, delta: 1, data: one }, pad], true);
+  for (let s = N + 1; s <= 2 * N; s++)
+    v.inject([{ type: 'reliable', channel: 1, seq: s, delta: s === N + 1 ? 0 : 1, data: one, last: false }, pad], true);
+  for (let i = 0; i < N; i++) v.inject([{ type: 'unreliable', channel: 2, data: one, part: { id: i, index: 0, count: 2 } }, pad], true);
+  const grown = heap() - heap0;
+  console.log(`one-byte units in 60 kB datagrams: heap grew ${(grown / MiB).toFixed(1)} MiB, budget used ${budget.used}`);
+  assert.equal(v.conn.stats().malformed, 0);
+  assert.ok(budget.used > 3 * N * 256, `the units are held (budget used ${budget.used})`);
+  // 4,500 datagrams of 60 kB went by: held as views they would pin 270 MB.
+  assert.ok(grown <= budget.used + 4 * MiB, `heap grew ${grown} bytes for ${budget.used} charged`);
 });
 
 test('a message of exactly k parts is cut into k non-empty parts, the last marked', async () => {

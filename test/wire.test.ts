@@ -304,8 +304,9 @@ test('every truncation of a valid packet raises WireFormatError', () => {
 test('ACK frames that reach below zero or carry too many ranges are rejected', () => {
   const below = new Uint8Array([0x03, 5, 0, 0, 6]); // largest 5, first range 6 -> -1
   assert.throws(() => decodeFrames(below, 0, below.length), /below zero/);
-  const many = new ByteWriter(new Uint8Array(16)).u8(0x03).varint(1_000_000).varint(0).varint(MAX_ACK_RANGES).varint(0);
-  assert.throws(() => decodeFrames(many.bytes, 0, many.offset), /ranges/);
+  const bytes = new Uint8Array(16);
+  const many = new ByteWriter(bytes).u8(0x03).varint(1_000_000).varint(0).varint(MAX_ACK_RANGES).varint(0);
+  assert.throws(() => decodeFrames(bytes, 0, many.offset), /ranges/);
 });
 
 test('a RELIABLE_PART frame with unknown flag bits is rejected', () => {

@@ -26,8 +26,9 @@
  */
 /**
  * What each unit a peer makes us hold costs besides its payload, charged with it: a
- * received unit is a copy with its own ArrayBuffer, plus the object and collection
- * entries that hold it. Measured with test/memory-bounds.test.ts on Node 20 (heapUsed +
+ * held unit is a copy with its own ArrayBuffer, or a view pinning at most KEEP_SLACK
+ * bytes more (wire/bytes.ts, keepable), plus the object and collection entries that
+ * hold it. Measured with test/memory-bounds.test.ts on Node 20 (heapUsed +
  * arrayBuffers after gc, before this charge existed): a part held by ReliableAssembler
  * cost 192 bytes of heap (156 MiB for 850,000 empty parts), a unit in StreamReceiver's
  * reorder buffer 328 bytes (102.5 MiB for 327,640 one-byte units). A reorder-buffer unit

@@ -1,4 +1,5 @@
 import { type Budget, UNIT_OVERHEAD_BYTES, unlimitedSessionBudget } from './budget.js';
+import { keepable } from '../wire/bytes.js';
 import { seqAdd, seqDiff } from './seq.js';
 
 /**
@@ -148,6 +149,9 @@ export class StreamReceiver {
         return 'refused';
       this.held ??= new Map();
       this.waiting ??= new Map();
+      // The unit's bytes are a view of its datagram (wire/frames.ts): kept, they must not
+      // keep a whole datagram alive while the caps count the unit alone.
+      u.data = keepable(u.data);
       this.held.set(idx, u);
       this.waiting.set(pred, idx);
       this.bufferedBytes += cost;

@@ -1,4 +1,5 @@
 import { type Budget, UNIT_OVERHEAD_BYTES, unlimitedSessionBudget } from './budget.js';
+import { keepable } from '../wire/bytes.js';
 import { MIN_PART } from './sender.js';
 
 /** Joins parts into one new array. */
@@ -85,7 +86,9 @@ export class ReliableAssembler {
       }
       this.bytes += data.length;
       this.charged += cost;
-      this.parts.push(data);
+      // Kept until the last part: not as a view of a larger datagram (wire/bytes.ts,
+      // keepable). The last part is copied into the message at once.
+      this.parts.push(last ? data : keepable(data));
     }
     this.units++;
     if (!last) return undefined;

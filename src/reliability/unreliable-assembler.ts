@@ -1,4 +1,5 @@
 import { type ReassemblyBudget, UNIT_OVERHEAD_BYTES, unlimitedBudget } from './budget.js';
+import { keepable } from '../wire/bytes.js';
 import { concat } from './reliable-assembler.js';
 
 /**
@@ -57,7 +58,7 @@ export class UnreliableAssembler {
       this.remove(id, m);
       return undefined;
     }
-    m.parts.set(index, data);
+    m.parts.set(index, keepable(data)); // not as a view of a larger datagram (wire/bytes.ts)
     m.bytes += data.length;
     m.charged += cost;
     this.bytes += data.length;

@@ -90,10 +90,48 @@ export class ByteReader {
     return v;
   }
 
+  /**
+   * A copy of the next n bytes, owned by the caller. (Not `bytesView(n).slice()`: on a
+   * Buffer, as node:dgram delivers, slice() is a view, and a view keeps the whole
+   * datagram alive.)
+   */
+  bytesCopy(n: number, what = 'bytes'): Uint8Array {
+    return ownCopy(this.bytesView(n, what));
+  }
+
   /** Fails unless every byte was consumed: trailing garbage makes a packet malformed. */
   expectEnd(what: string): void {
     if (this.pos !== this.end) throw new WireFormatError(`${what}: ${this.end - this.pos} trailing bytes`);
   }
+}
+
+/**
+ * A copy of `b` in memory of its own, whatever `b` is: a Uint8Array's slice() copies, a
+ * Buffer's is a view. For bytes kept past the call that received them, so that what is
+ * kept pins no datagram and costs what the memory caps count.
+ */
+export function ownCopy(b: Uint8Array): Uint8Array {
+  const c = new Uint8Array(b.length);
+  c.set(b);
+  return c;
+}
+
+/**
+ * Bytes a view kept for later may pin beyond its own: far less than the 256 that
+ * UNIT_OVERHEAD_BYTES charges every unit held (reliability/budget.ts), and more than a
+ * DATA packet spends on its header, one frame's header and the tag.
+ */
+export const KEEP_SLACK = 64;
+
+/**
+ * `b` to keep past the call that received it: `b` itself when it is (nearly) all of its
+ * buffer, as a message part that filled a datagram is, else a copy. Kept either way, it
+ * pins at most KEEP_SLACK bytes besides its own, so the memory caps, which count its
+ * length, stay true (a view of a few bytes would keep its whole datagram, up to 64 KiB,
+ * alive).
+ */
+export function keepable(b: Uint8Array): Uint8Array {
+  return b.buffer.byteLength - b.length <= KEEP_SLACK ? b : ownCopy(b);
 }
 
 /** Size in bytes of the varint encoding of v. */
@@ -110,7 +148,14 @@ export function varintSize(v: number): number {
  */
 export class ByteWriter {
   private pos = 0;
-  constructor(readonly bytes: Uint8Array) {}
+  constructor(private bytes: Uint8Array) {}
+
+  /** Starts over at the beginning of `bytes`: one writer serves packet after packet. */
+  into(bytes: Uint8Array): this {
+    this.bytes = bytes;
+    this.pos = 0;
+    return this;
+  }
 
   get offset(): number {
     return this.pos;

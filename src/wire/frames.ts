@@ -217,13 +217,13 @@ function readFrame(r: ByteReader): Frame {
       const seq = r.u16('sequence');
       const delta = r.varint('delta');
       const len = r.varint('message length');
-      return { type: 'reliable', channel, seq, delta, data: r.bytesView(len, 'message').slice() };
+      return { type: 'reliable', channel, seq, delta, data: r.bytesView(len, 'message') };
     }
     case FrameType.ReliableUnordered: {
       const channel = r.u8('channel');
       const seq = r.u16('sequence');
       const len = r.varint('message length');
-      return { type: 'reliable', channel, seq, delta: 0, unordered: true, data: r.bytesView(len, 'message').slice() };
+      return { type: 'reliable', channel, seq, delta: 0, unordered: true, data: r.bytesView(len, 'message') };
     }
     case FrameType.ReliablePart: {
       const channel = r.u8('channel');
@@ -234,12 +234,12 @@ function readFrame(r: ByteReader): Frame {
       const len = r.varint('part length');
       // An empty part that is not the final one carries nothing yet costs the receiver a unit.
       if (len === 0 && flags === 0) throw new WireFormatError('empty reliable part that is not the final one');
-      return { type: 'reliable', channel, seq, delta, data: r.bytesView(len, 'part').slice(), last: flags === 1 };
+      return { type: 'reliable', channel, seq, delta, data: r.bytesView(len, 'part'), last: flags === 1 };
     }
     case FrameType.Unreliable: {
       const channel = r.u8('channel');
       const len = r.varint('message length');
-      return { type: 'unreliable', channel, data: r.bytesView(len, 'message').slice() };
+      return { type: 'unreliable', channel, data: r.bytesView(len, 'message') };
     }
     case FrameType.UnreliablePart: {
       const channel = r.u8('channel');
@@ -249,7 +249,7 @@ function readFrame(r: ByteReader): Frame {
       if (count < 2 || index >= count) throw new WireFormatError(`unreliable part ${index} of ${count}`);
       const len = r.varint('part length');
       if (len === 0) throw new WireFormatError('empty unreliable part');
-      return { type: 'unreliable', channel, data: r.bytesView(len, 'part').slice(), part: { id, index, count } };
+      return { type: 'unreliable', channel, data: r.bytesView(len, 'part'), part: { id, index, count } };
     }
     case FrameType.Close:
       return { type: 'close', reason: r.u8('close reason') };
@@ -258,23 +258,28 @@ function readFrame(r: ByteReader): Frame {
     case FrameType.MtuProbe:
       return { type: 'mtu-probe' };
     case FrameType.PathChallenge:
-      return { type: 'path-challenge', data: r.bytesView(PATH_DATA_SIZE, 'path challenge').slice() };
+      return { type: 'path-challenge', data: r.bytesCopy(PATH_DATA_SIZE, 'path challenge') };
     case FrameType.PathResponse:
-      return { type: 'path-response', data: r.bytesView(PATH_DATA_SIZE, 'path response').slice() };
+      return { type: 'path-response', data: r.bytesCopy(PATH_DATA_SIZE, 'path response') };
     case FrameType.Refused:
       return { type: 'refused', pn: r.varint('refused packet number') };
     case FrameType.UnreliableSequenced: {
       const channel = r.u8('channel');
       const seq = r.u16('sequence');
       const len = r.varint('message length');
-      return { type: 'unreliable', channel, data: r.bytesView(len, 'message').slice(), seq };
+      return { type: 'unreliable', channel, data: r.bytesView(len, 'message'), seq };
     }
     default:
       throw new WireFormatError(`unknown frame type 0x${t.toString(16)}`);
   }
 }
 
-/** Decodes all frames in bytes[start, end). A packet with no frame is malformed. */
+/**
+ * Decodes all frames in bytes[start, end). A packet with no frame is malformed. The
+ * data of message frames are views into `bytes`, not copies: a message delivered at once
+ * costs no copy, and whatever keeps one for later (the reorder buffer, the assemblers)
+ * copies it with ownCopy, so that it pins no datagram and costs what the caps count.
+ */
 export function decodeFrames(bytes: Uint8Array, start: number, end: number): Frame[] {
   const r = new ByteReader(bytes, start, end);
   const frames: Frame[] = [];

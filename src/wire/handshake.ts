@@ -189,25 +189,25 @@ export function decodeHandshake(bytes: Uint8Array): HandshakePacket {
   const crc = new ByteReader(bytes, end).u32('crc');
   if (crc !== crc32(bytes, 0, end)) throw new WireFormatError(`${type}: bad checksum`);
   const clientConnId = r.u32('client connection id');
-  const clientNonce = r.bytesView(NONCE_SIZE, 'nonce').slice();
+  const clientNonce = r.bytesCopy(NONCE_SIZE, 'nonce');
   switch (type) {
     case 'hello':
       return { type, clientConnId, clientNonce };
     case 'challenge':
-      return { type, clientConnId, clientNonce, cookie: r.bytesView(COOKIE_SIZE, 'cookie').slice() };
+      return { type, clientConnId, clientNonce, cookie: r.bytesCopy(COOKIE_SIZE, 'cookie') };
     case 'connect':
       return {
         type,
         clientConnId,
         clientNonce,
-        cookie: r.bytesView(COOKIE_SIZE, 'cookie').slice(),
-        sessionId: r.bytesView(SESSION_ID_SIZE, 'session id').slice(),
+        cookie: r.bytesCopy(COOKIE_SIZE, 'cookie'),
+        sessionId: r.bytesCopy(SESSION_ID_SIZE, 'session id'),
         nextSendIndex: r.u64('next send index'),
         delivered: r.u64('delivered count'),
         flags: flags(r, type),
-        publicKey: r.bytesView(PUBLIC_KEY_SIZE, 'public key').slice(),
-        resumeProof: r.bytesView(PROOF_SIZE, 'resume proof').slice(),
-        proof: r.bytesView(PROOF_SIZE, 'proof').slice(),
+        publicKey: r.bytesCopy(PUBLIC_KEY_SIZE, 'public key'),
+        resumeProof: r.bytesCopy(PROOF_SIZE, 'resume proof'),
+        proof: r.bytesCopy(PROOF_SIZE, 'proof'),
       };
     case 'accept': {
       const serverConnId = r.u32('server connection id');
@@ -221,12 +221,12 @@ export function decodeHandshake(bytes: Uint8Array): HandshakePacket {
         resumed,
         delivered: r.u64('delivered count'),
         flags: flags(r, type),
-        publicKey: r.bytesView(PUBLIC_KEY_SIZE, 'public key').slice(),
-        resetToken: r.bytesView(RESET_TOKEN_SIZE, 'reset token').slice(),
-        proof: r.bytesView(PROOF_SIZE, 'proof').slice(),
+        publicKey: r.bytesCopy(PUBLIC_KEY_SIZE, 'public key'),
+        resetToken: r.bytesCopy(RESET_TOKEN_SIZE, 'reset token'),
+        proof: r.bytesCopy(PROOF_SIZE, 'proof'),
       };
     }
     case 'refuse':
-      return { type, clientConnId, clientNonce, reason: r.u8('reason'), proof: r.bytesView(PROOF_SIZE, 'proof').slice() };
+      return { type, clientConnId, clientNonce, reason: r.u8('reason'), proof: r.bytesCopy(PROOF_SIZE, 'proof') };
   }
 }
