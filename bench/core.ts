@@ -4,7 +4,8 @@
  * and per message (both sides' work, encrypt and decrypt included) for three patterns,
  * so a per-packet regression shows in review without the noise of the network.
  * `npm run bench:core`; compare runs on one machine, pinned (`taskset -c 1`); each pattern
- * runs CORE_RUNS times (default 5) and the median is reported.
+ * runs CORE_RUNS times (default 5) and the median is reported; CORE_ONLY and CORE_CIPHER pick
+ * patterns (below).
  */
 import { AeadPacketCipher, HmacPacketCipher, type PacketCipher } from '../src/crypto/packet-cipher.js';
 import { DEFAULT_CONNECTION_CONFIG } from '../src/protocol/config.js';
@@ -51,7 +52,12 @@ function pair(aead: boolean) {
       }
     }
   };
-  return { a, b, pump, count: () => ({ datagrams, delivered }) };
+  /** Lets `ms` of virtual time pass (timers fire), then moves what that released. */
+  const wait = (ms: number) => {
+    now += ms;
+    pump();
+  };
+  return { a, b, pump, wait, count: () => ({ datagrams, delivered }) };
 }
 
 /** Runs of each pattern; the median is reported (this machine's speed varies by 1.5x from run to run). */
@@ -59,11 +65,13 @@ const RUNS = Number(process.env.CORE_RUNS ?? 5);
 
 const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[xs.length >> 1]!;
 
-/** CORE_ONLY=text: only the patterns whose name contains it. */
+/** CORE_ONLY=text: only the patterns whose name contains it; CORE_CIPHER=hmac|aead: only that protection. */
 const ONLY = process.env.CORE_ONLY;
+const CIPHER = process.env.CORE_CIPHER;
 
 function measure(name: string, aead: boolean, run: (p: ReturnType<typeof pair>) => void): void {
   if (ONLY && !`${name}${aead ? ', encrypted' : ''}`.includes(ONLY)) return;
+  if (CIPHER && CIPHER !== (aead ? 'aead' : 'hmac')) return;
   const perDatagram: number[] = [];
   const perMessage: number[] = [];
   let counts = '';
@@ -89,6 +97,8 @@ function measure(name: string, aead: boolean, run: (p: ReturnType<typeof pair>) 
 }
 
 const small = new Uint8Array(32);
+const input = new Uint8Array(64);
+const snapshot = new Uint8Array(256);
 for (const aead of [false, true]) {
   measure('ping-pong, 32 B reliable each way', aead, (p) => {
     for (let i = 0; i < 20_000; i++) {
@@ -102,6 +112,17 @@ for (const aead of [false, true]) {
     for (let i = 0; i < 2000; i++) {
       for (let k = 0; k < 100; k++) p.a.send(small, true);
       p.pump();
+    }
+  });
+  // bench/gametick.ts's pattern for one client, in virtual time: 30 ticks a second, a
+  // 64 B unreliable-sequenced input up and a 256 B snapshot down each, a 32 B reliable
+  // event down once a second.
+  measure('game tick, 30 Hz', aead, (p) => {
+    for (let tick = 0; tick < 20_000; tick++) {
+      p.b.send(input, false, 0, true);
+      p.a.send(snapshot, false, 0, true);
+      if (tick % 30 === 0) p.a.send(small, true, 1);
+      p.wait(33);
     }
   });
   measure('64 MiB in 1 MiB messages', aead, (p) => {

@@ -22,8 +22,14 @@ const K = new Int32Array([
 
 const IV = new Int32Array([0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]);
 
-/** Up to this many packet bytes the MAC is computed here; above, by node:crypto (measured crossover, bench/mac.ts). */
-export const SMALL_MAC_LIMIT = 192;
+/**
+ * Up to this many packet bytes the MAC is computed here; above, by node:crypto. Alone
+ * (bench/mac.ts) the two cross near 250 bytes, but in a connection's work node:crypto's
+ * object per call costs more than it does in a tight loop (allocation, GC): bench/core.ts's
+ * game tick, its snapshot packets MACed either way, measured 5.2-5.4 against 5.9-6.3 us
+ * per datagram at 290 bytes, even at about 370, and 6.4 against 5.7-5.9 at 480.
+ */
+export const SMALL_MAC_LIMIT = 352;
 
 /** The message schedule, shared: every call fills and uses it before returning. */
 const W = new Int32Array(64);

@@ -21,6 +21,7 @@ export class PacketBuilder {
    */
   private readonly frames: (Frame | undefined)[] = [undefined, undefined, undefined, undefined];
   private count = 0;
+  private readonly writer = new ByteWriter(new Uint8Array(0));
   /** Frame bytes that still fit. */
   room = 0;
   /** Bytes of frames added. */
@@ -65,12 +66,23 @@ export class PacketBuilder {
     this.add(f);
   }
 
-  /** The packet: header, frames, then the tag (or the encryption) of `cipher` for packet number `pn`. */
+  /**
+   * The packet: header, frames, then the tag (or the encryption) of `cipher` for packet
+   * number `pn`. Packets under 4 KiB are cut from Node's shared Buffer pool rather than
+   * given an ArrayBuffer each (an allocation and a GC-tracked backing store per packet
+   * otherwise); the pool's bytes are not zeroed, so every byte is written here, and a
+   * frame that wrote other than its frameSize() is a bug caught before anything is sent.
+   */
   seal(cipher: PacketCipher, remoteConnId: number, pn: number): Uint8Array {
-    const out = new Uint8Array(PACKET_OVERHEAD + this.used);
-    const w = new ByteWriter(out);
+    const size = PACKET_OVERHEAD + this.used;
+    // A plain Uint8Array over the pooled bytes, not the Buffer: Buffer's slice() is a view, and
+    // a caller that copies a packet with slice() (a test, a capture) must get a copy.
+    const pooled = Buffer.allocUnsafe(size);
+    const out = new Uint8Array(pooled.buffer, pooled.byteOffset, size);
+    const w = this.writer.into(out);
     writeDataHeader(w, remoteConnId, pn);
     for (let i = 0; i < this.count; i++) writeFrame(w, this.frames[i]!);
+    if (w.offset !== size - TAG_SIZE) throw new Error(`packet builder: frames wrote ${w.offset} bytes, sized ${size - TAG_SIZE}`);
     cipher.seal(out, w.offset, pn);
     this.clear();
     return out;
