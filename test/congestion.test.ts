@@ -28,13 +28,13 @@ test('slow start adds what is acknowledged; congestion avoidance adds about a da
   const { cc } = reno(10);
   const start = cc.window;
   assert.equal(start, 10 * MSS, 'the initial window of RFC 9002 7.2');
-  cc.onAck(MSS, 1);
+  cc.onAck(MSS, 1, 1, true);
   assert.equal(cc.window, start + MSS);
   // A congestion event ends slow start, then a whole window acknowledged adds one datagram.
   const queued = reno(10, 20).cc;
   queued.onLoss(MSS, 5, 6);
   const w = queued.window;
-  for (let acked = 0; acked < w; acked += MSS) queued.onAck(MSS, 7);
+  for (let acked = 0; acked < w; acked += MSS) queued.onAck(MSS, 7, 7, true);
   assert.ok(Math.abs(queued.window - (w + MSS)) < MSS * 0.1, `one datagram per window: ${w} -> ${queued.window}`);
 });
 
@@ -58,10 +58,10 @@ test('a loss on a path without a queue keeps the window and slow start', () => {
   assert.equal(cc.window, w, 'the window is kept');
   assert.equal(cc.toJSON().randomLossEvents, 1);
   assert.equal(cc.toJSON().ssthresh, -1, 'slow start goes on');
-  cc.onAck(MSS, 7);
+  cc.onAck(MSS, 7, 7, true);
   assert.equal(cc.window, w + MSS, 'and still doubles per round trip');
   // Packets of the round the loss started do not grow the window (as in recovery).
-  cc.onAck(MSS, 5.5);
+  cc.onAck(MSS, 5.5, 5.5, true);
   assert.equal(cc.window, w + MSS);
 });
 
@@ -84,7 +84,7 @@ test('heavy loss halves the window even without a queue (a policer, an overloade
   let now = 1;
   // Two of every three datagrams lost, each loss in a new round: the loss rate climbs past 40%.
   for (let i = 0; i < 200 && cc.toJSON().congestionEvents === 0; i++) {
-    cc.onAck(MSS, now - 0.5);
+    cc.onAck(MSS, now - 0.5, now - 0.5, true);
     cc.onLoss(MSS, now + 0.1, now + 0.2);
     cc.onLoss(MSS, now + 0.3, now + 0.4);
     now += 1;
@@ -114,7 +114,7 @@ test('the queue threshold slides down as losses grow', () => {
   assert.equal(cc.window, w, 'rare losses: 3 ms of queue is noise');
   const lossy = reno(20, 23).cc;
   for (let i = 0; i < 200 && Number(lossy.toJSON().lossRate) < 0.2; i++) {
-    lossy.onAck(MSS, 0);
+    lossy.onAck(MSS, 0, 0, true);
     lossy.onLoss(MSS, 0, 0.5); // sent before the round the first loss started: no decision
   }
   const rate = Number(lossy.toJSON().lossRate);
@@ -191,4 +191,35 @@ test('sim: a shallow buffer (a third of the RTT) shows a short queue; the sender
   // Taking every such loss for noise until the 40% bound ran at about 30% loss here.
   const lossRate = r.queueDrops / (r.queueDrops + r.bytes / 1000);
   assert.ok(lossRate < 0.22, `the queue dropped ${(lossRate * 100).toFixed(1)}%: ${where}`);
+});
+
+test('sim: an application-limited sender does not grow its window (RFC 9002 7.8), and one that fills it still does', () => {
+  // A game loop: 200 bytes every 20 ms, reliable, over a 10 ms round trip, for 60 s. It
+  // never has more than a packet in flight, so its ACKs say nothing about what the path
+  // could carry: growing on them left a window of megabytes that a later burst would be
+  // sent into the network at once with.
+  const l = link();
+  const msg = new Uint8Array(200);
+  for (let t = 0; t < 60_000; t += 20) {
+    l.a.conn.send(msg, true);
+    l.run(20);
+  }
+  const window = (l.a.conn.stats().congestion as { windowBytes: number }).windowBytes;
+  const initial = new Reno(MSS, new RttEstimator(100)).window;
+  assert.ok(window <= 2 * initial, `window ${window} after 60 s of one small packet at a time (initial ${initial})`);
+  // A bulk sender, window-limited, still grows.
+  const big = new Uint8Array(1 << 20);
+  for (let i = 0; i < 4; i++) l.a.conn.send(big, true);
+  l.run(300);
+  const grown = (l.a.conn.stats().congestion as { windowBytes: number }).windowBytes;
+  assert.ok(grown > 4 * window, `a window-limited sender grows: ${window} -> ${grown}`);
+});
+
+test('the window grows only on packets sent while the window bound them', () => {
+  const { cc } = reno(10);
+  const start = cc.window;
+  cc.onAck(MSS, 1, 2, false);
+  assert.equal(cc.window, start, 'a packet sent with most of the window unused adds nothing');
+  cc.onAck(MSS, 1, 2, true);
+  assert.equal(cc.window, start + MSS);
 });

@@ -7,8 +7,13 @@ export interface CongestionController {
   /** Bytes that may be in flight now. */
   readonly window: number;
   onSent(bytes: number, now: number): void;
-  /** A packet sent at `sentAt` was acknowledged. */
-  onAck(bytes: number, sentAt: number, now: number): void;
+  /**
+   * A packet sent at `sentAt` was acknowledged. `windowBound`: when it was sent, the bytes
+   * in flight with it were at least half the window; an ACK of a packet sent with most
+   * of the window unused (an application-limited sender) says nothing about what the
+   * path could carry, and must not grow the window (RFC 9002 7.8).
+   */
+  onAck(bytes: number, sentAt: number, now: number, windowBound: boolean): void;
   /** A packet sent at `sentAt` was declared lost. */
   onLoss(bytes: number, sentAt: number, now: number): void;
   /** The path MTU changed: windows are counted in datagrams of this size from now on. */

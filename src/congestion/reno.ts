@@ -63,9 +63,9 @@ export class Reno implements CongestionController {
     if (this.window < this.minWindow) this.window = this.minWindow;
   }
 
-  onAck(bytes: number, sentAt: number): void {
+  onAck(bytes: number, sentAt: number, _now: number, windowBound: boolean): void {
     this.lossRate -= this.lossRate * this.weight(bytes);
-    if (sentAt <= this.recoveryStart) return;
+    if (sentAt <= this.recoveryStart || !windowBound) return;
     if (this.window < this.ssthresh) this.window += bytes;
     else this.window += (this.maxDatagram * bytes) / this.window;
   }

@@ -20,6 +20,13 @@ export interface SentPacket {
    * an ACK of it may take up to that much reported delay off its RTT sample.
    */
   readonly lazyAck?: boolean;
+  /**
+   * The bytes in flight with it were at least half the congestion window: its ACK may
+   * grow the window (an application-limited sender's may not, RFC 9002 7.8; half, as
+   * Linux allows in slow start, since a paced or ACK-clocked sender keeps some of the
+   * window free).
+   */
+  readonly windowBound?: boolean;
 }
 
 /** RFC 9002 constants. */

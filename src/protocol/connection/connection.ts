@@ -131,7 +131,7 @@ export class Connection {
         this.pmtu.onProbeAcked(p.size, this.lastNow);
         this.pmtuChanged();
       }
-      this.cc.onAck(p.size, p.sentAt, this.lastNow);
+      this.cc.onAck(p.size, p.sentAt, this.lastNow, p.windowBound === true);
       for (const m of p.messages) this.sender.onAcked(m);
       if (p.refused) for (const pn of p.refused) this.acks.markReceived(pn);
     },
@@ -701,10 +701,11 @@ export class Connection {
     const lazyAck = ackEliciting && !b.promptAck;
     const out = b.seal(this.cipher, this.remoteConnId, pn);
     const size = out.length;
+    const windowBound = 2 * (this.recovery.bytesInFlight + size) >= this.cc.window;
     this.recovery.onSent(
       refused
-        ? { pn, sentAt: now, size, ackEliciting, messages, probe, refused, lazyAck }
-        : { pn, sentAt: now, size, ackEliciting, messages, probe, lazyAck },
+        ? { pn, sentAt: now, size, ackEliciting, messages, probe, refused, lazyAck, windowBound }
+        : { pn, sentAt: now, size, ackEliciting, messages, probe, lazyAck, windowBound },
     );
     this.cc.onSent(size, now);
     if (!probe && carriesData) this.pacer.onSent(size);
