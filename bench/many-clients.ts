@@ -32,7 +32,15 @@ for (let i = 0; i < n; i += 500) {
         ...(ping ? { pingIntervalMs: ping, stallTimeoutMs: 3 * ping, timeoutMs: 10 * ping } : {}),
       }),
   );
-  await Promise.all(batch.map((c) => c.connect('127.0.0.1', Number(port), 60)));
+  const results = await Promise.allSettled(batch.map((c) => c.connect('127.0.0.1', Number(port), 60)));
+  const failed = results.filter((r) => r.status === 'rejected');
+  if (failed.length > 0) {
+    const why = (failed[0] as PromiseRejectedResult).reason as Error;
+    console.error(
+      `${local}: ${failed.length} of the ${batch.length} clients from ${i} on failed after ${Math.round(performance.now() - t0)} ms: ${why.message}`,
+    );
+    process.exit(1);
+  }
   clients.push(...batch);
 }
 process.stdout.write(`ready ${n} ${Math.round(performance.now() - t0)}\n`);

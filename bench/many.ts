@@ -23,6 +23,7 @@ interface ServerStats {
   heapUsed: number;
   external: number;
   clients: number;
+  endpoint: Record<string, unknown>;
 }
 const stats = async (p: Peer): Promise<ServerStats> => JSON.parse((await p.ask('stats')).slice(6)) as ServerStats;
 
@@ -36,7 +37,20 @@ try {
   const starting = Array.from({ length: PROCS }, (_, i) =>
     startChild(CLIENTS, [String(server.port), String(Math.min(per, N - i * per)), `127.0.0.${10 + i}`], { env }),
   );
-  groups.push(...(await Promise.all(starting)));
+  // Progress on stderr while the clients connect, so that a run that does not finish says where it stood.
+  const progress = setInterval(async () => {
+    const s = await stats(server);
+    const e = s.endpoint as Record<string, number>;
+    const t = ((performance.now() - t0) / 1000).toFixed(0);
+    console.error(
+      `${t} s: ${s.clients} connected; server cpu ${((s.cpuMs - before.cpuMs) / 1000).toFixed(1)} s, in ${e.datagramsReceived} out ${e.datagramsSent}, accepted ${e.handshakesAccepted} abandoned ${e.handshakesAbandoned} malformed ${e.malformed}, unstepped drops ${e.droppedUnstepped}`,
+    );
+  }, 5000);
+  try {
+    groups.push(...(await Promise.all(starting)));
+  } finally {
+    clearInterval(progress);
+  }
   const connectSeconds = (performance.now() - t0) / 1000;
   const cpuAfterConnect = (await stats(server)).cpuMs - before.cpuMs;
   await sleep(PING + 2000); // every connection has had a keep-alive exchange

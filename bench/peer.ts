@@ -28,7 +28,7 @@ let server: UDPipe | undefined;
 function stats(): string {
   const cpu = process.cpuUsage();
   const m = process.memoryUsage();
-  return `stats ${JSON.stringify({ cpuMs: (cpu.user + cpu.system) / 1000, rss: m.rss, heapUsed: m.heapUsed, external: m.external, clients: server?.clients.length ?? 0, sent: server?.getSentPackets() ?? 0, received: server?.getReceivedPackets() ?? 0 })}`;
+  return `stats ${JSON.stringify({ cpuMs: (cpu.user + cpu.system) / 1000, rss: m.rss, heapUsed: m.heapUsed, external: m.external, clients: server?.clients.length ?? 0, sent: server?.getSentPackets() ?? 0, received: server?.getReceivedPackets() ?? 0, endpoint: server?.stats() })}`;
 }
 
 let input = '';
