@@ -70,24 +70,33 @@ test('PathMtu bisects after the ceiling fails three times and stops within 16 by
 
 test('a loopback connection finds its path MTU (9000 here) and a large message crosses intact', async () => {
   const net = new SimNetwork({ seed: 11, conditions: { latencyMs: 2, mtu: 9000 } });
-  const { client, got, pmtu, serverPmtu } = await pair(net, '127.0.1.1', '127.0.2.1');
-  await net.advance(20_000);
-  const c = pmtu()!;
-  const s = serverPmtu()!;
-  assert.ok(c.current <= 9000 && c.current > 9000 - 16, `client found ${c.current} (seed ${net.seed})`);
-  assert.ok(s.current <= 9000 && s.current > 9000 - 16, `server found ${s.current} (seed ${net.seed})`);
+  const { server, client, got, pmtu, serverPmtu } = await pair(net, '127.0.1.1', '127.0.2.1');
+  // Each side searches once it has more than a packet to send: a large message each way.
   const big = new Uint8Array(2_000_000).map((_, i) => (i * 7) & 0xff);
   client.send(big);
   await net.advanceUntil(() => got.length === 1, 20_000);
   assert.deepEqual(got, [sha(big)], `seed ${net.seed}`);
+  let back = 0;
+  client.onNewMessage = (m) => (back = m.length);
+  server.sendAll(new Uint8Array(200_000));
+  await net.advance(20_000);
+  assert.equal(back, 200_000, 'the reply arrived');
+  const c = pmtu()!;
+  const s = serverPmtu()!;
+  assert.ok(c.current <= 9000 && c.current > 9000 - 16, `client found ${c.current} (seed ${net.seed})`);
+  assert.ok(s.current <= 9000 && s.current > 9000 - 16, `server found ${s.current} (seed ${net.seed})`);
 });
 
 test('a path that shrinks under the connection (a black hole) falls back to 1232 bytes and loses nothing', async () => {
   // A LAN with jumbo frames, then a route through a tunnel with a 1300-byte MTU.
   const net = new SimNetwork({ seed: 12, conditions: { latencyMs: 2 } });
   const { client, got, pmtu } = await pair(net, '10.0.0.1', '10.0.0.2', { maxDatagramSize: 9000 });
-  await net.advance(1000);
+  // A first transfer finds the ceiling (a side searches once it has more than a packet to send).
+  const warmUp = new Uint8Array(100_000).fill(3);
+  client.send(warmUp);
+  await net.advanceUntil(() => got.length === 1, 5000);
   assert.equal(pmtu()!.current, 9000, 'ceiling reached at once');
+  got.length = 0;
   const msgs = [new Uint8Array(300_000).fill(1), new Uint8Array(300_000).fill(2)];
   client.send(msgs[0]!);
   await net.advance(5);
@@ -102,7 +111,8 @@ test('a path that shrinks under the connection (a black hole) falls back to 1232
 
 test('the search ceiling is an option, and a non-loopback peer is never probed past 1472 bytes', async () => {
   const net = new SimNetwork({ seed: 13, conditions: { latencyMs: 5 }, capture: true });
-  const { pmtu } = await pair(net, '10.0.0.1', '10.0.0.2');
+  const { client, pmtu } = await pair(net, '10.0.0.1', '10.0.0.2');
+  client.send(new Uint8Array(100_000));
   await net.advance(3000);
   assert.equal(pmtu()!.current, 1472);
   assert.ok(
@@ -110,7 +120,8 @@ test('the search ceiling is an option, and a non-loopback peer is never probed p
     'no datagram larger than the ceiling',
   );
   const net2 = new SimNetwork({ seed: 14, conditions: { latencyMs: 5 } });
-  const { pmtu: pmtu2 } = await pair(net2, '10.0.0.1', '10.0.0.2', { maxDatagramSize: 8000 });
+  const { client: client2, pmtu: pmtu2 } = await pair(net2, '10.0.0.1', '10.0.0.2', { maxDatagramSize: 8000 });
+  client2.send(new Uint8Array(100_000));
   await net2.advance(3000);
   assert.equal(pmtu2()!.current, 8000);
 });
@@ -138,13 +149,15 @@ test("no path MTU probe goes ahead of a connection's first data: each side probe
   let got = 0;
   // The server answers: a side that only answers PINGs sends nothing the peer
   // acknowledges, so it has no reason to probe and does not.
-  server.onNewMessage = (_msg, sock) => {
-    got++;
-    server.send('reply', sock);
-  };
   let replies = 0;
   client.onNewMessage = () => replies++;
-  void client.connect('127.0.1.1', 9000).then(() => client.send('first'));
+  // Messages of several packets each way: a side probes only with more than a packet's
+  // worth to send (the next test).
+  server.onNewMessage = (_msg, sock) => {
+    got++;
+    server.send(new Uint8Array(20_000), sock);
+  };
+  void client.connect('127.0.1.1', 9000).then(() => client.send(new Uint8Array(20_000)));
   await net.advanceUntil(() => got === 1 && replies === 1, 2000);
   await net.advance(500);
   for (const host of ['127.0.1.1', '127.0.2.1']) {
@@ -159,4 +172,52 @@ test("no path MTU probe goes ahead of a connection's first data: each side probe
   const closing = Promise.all([client.close(), server.close()]);
   await net.advance(6000);
   await closing;
+});
+
+test('idle connections and small messages never probe the path MTU; a transfer of many packets does', async () => {
+  // A probe is up to 64 KiB on loopback: 45,000 idle connections probing at once filled
+  // their clients' receive buffers and stalled their handshakes (bench:many at 100,000).
+  // A larger MTU only helps a sender with more than a packet to send.
+  const net = new SimNetwork({ seed: 13, conditions: { latencyMs: 2 } });
+  const { server, client, pmtu, serverPmtu } = await pair(net, '127.0.1.1', '127.0.2.1');
+  let sock: Peer | undefined;
+  server.onNewMessage = (m, s) => {
+    sock = s;
+    if (m.length < 1000) server.send(new Uint8Array(200), s);
+  };
+  await net.advance(10_000); // 100 keep-alive exchanges
+  for (let i = 0; i < 100; i++) {
+    client.send(new Uint8Array(200));
+    await net.advance(33);
+  }
+  assert.ok(sock, 'the messages arrived');
+  assert.equal(pmtu()?.probesSent, 0, `client: no probe while idle or sending small messages (seed ${net.seed})`);
+  assert.equal(serverPmtu()?.probesSent, 0, `server: no probe (seed ${net.seed})`);
+  client.send(new Uint8Array(500_000));
+  await net.advance(2000);
+  assert.ok((pmtu()?.probesSent ?? 0) > 0, 'a transfer of many packets probes');
+  assert.ok((pmtu()?.current ?? 0) > 1232, `and finds the larger MTU: ${JSON.stringify(pmtu())}`);
+  assert.equal(serverPmtu()?.probesSent, 0, 'the side with nothing large to send still does not probe');
+  const closing = Promise.all([client.close(), server.close()]);
+  await net.advance(6000);
+  await closing;
+});
+
+test('random loss, in bursts too, is not taken for a black hole: the path MTU stays where the search put it', async () => {
+  // About 10% of datagrams lost in bursts of about 10 (Gilbert-Elliott), and 5% at random.
+  for (const [seed, conditions] of [
+    [15, { latencyMs: 5, burst: { enterProbability: 0.011, exitProbability: 0.1 } }],
+    [16, { latencyMs: 5, loss: 0.05 }],
+  ] as const) {
+    const net = new SimNetwork({ seed, conditions });
+    const { client, got, pmtu } = await pair(net, '10.0.0.1', '10.0.0.2', { maxDatagramSize: 9000 });
+    const msgs = Array.from({ length: 4 }, (_, i) => new Uint8Array(500_000).fill(i));
+    for (const m of msgs) client.send(m);
+    await net.advanceUntil(() => got.length === 4, 60_000);
+    assert.deepEqual(got, msgs.map(sha), `all four, in order (seed ${seed})`);
+    const st = client.stats();
+    const lost = st.role === 'client' && st.connection && 'packetsLost' in st.connection ? st.connection.packetsLost : 0;
+    assert.ok(lost > 5, `datagrams were lost (${lost}), else this tests nothing (seed ${seed})`);
+    assert.equal(pmtu()!.current, 9000, `no fall back to the base size after ${lost} losses: ${JSON.stringify(pmtu())} (seed ${seed})`);
+  }
 });

@@ -41,6 +41,9 @@ export interface PmtuStats {
   probesLost: number;
 }
 
+/** Packets above the base size lost in a row, none acknowledged, that may mean a black hole (with PathMtu.onLargeLost's time). */
+const LARGE_LOSSES = 3;
+
 /**
  * Datagram packetization layer path MTU discovery (RFC 8899), sans-I/O. A connection
  * sends at `current` bytes at most; `current` starts at the base size, which every IPv6
@@ -50,9 +53,13 @@ export interface PmtuStats {
  * at once), then halves the interval between the largest size confirmed and the
  * smallest size that failed MAX_PROBES times.
  *
- * Black holes: when acknowledgements stop for several probe timeouts while we send
- * above the base size, the path may have shrunk (a route change, a tunnel); the
- * connection calls onBlackHole and goes back to the base size.
+ * Black holes: the path may shrink under a connection (a route change, a tunnel), and
+ * then packets above the base size are lost while smaller ones still get through. Two
+ * signs, and the connection calls onBlackHole on either and goes back to the base size:
+ * acknowledgements stop for several probe timeouts while we send above the base size,
+ * or (onLargeLost) packets above the base size keep being lost with none acknowledged
+ * for several probe timeouts while smaller ones are (ACKs, keep-alives), which the
+ * first sign misses since those reset the probe timer.
  */
 export class PathMtu {
   /** Largest datagram the connection may send now. */
@@ -64,6 +71,9 @@ export class PathMtu {
   private searchAt: number;
   probesSent = 0;
   probesLost = 0;
+  /** Packets above the base size declared lost since one was last acknowledged, and when that was. */
+  private largeLost = 0;
+  private largeAckedAt: number;
 
   constructor(
     private ceiling: number,
@@ -71,6 +81,24 @@ export class PathMtu {
   ) {
     this.hi = ceiling + 1;
     this.searchAt = now;
+    this.largeAckedAt = now;
+  }
+
+  /** A packet (not a probe) above the base size was acknowledged: the path carries them. */
+  onLargeAcked(now: number): void {
+    this.largeLost = 0;
+    this.largeAckedAt = now;
+  }
+
+  /**
+   * A packet (not a probe) of `size` was declared lost. True when that makes a black
+   * hole: LARGE_LOSSES of them lost and none acknowledged for `window` ms (a few probe
+   * timeouts). A burst of random loss does not: packets sent after it are acknowledged
+   * before it is declared lost, and each such ACK starts the count again.
+   */
+  onLargeLost(size: number, now: number, window: number): boolean {
+    if (size <= BASE_DATAGRAM_SIZE || this.current === BASE_DATAGRAM_SIZE) return false;
+    return ++this.largeLost >= LARGE_LOSSES && now - this.largeAckedAt >= window;
   }
 
   /** The size to probe now, or undefined: one probe at a time, none once the search is done. */
@@ -117,6 +145,7 @@ export class PathMtu {
   /** Packets above the base size stopped getting through: fall back, search again later. */
   onBlackHole(now: number): boolean {
     if (this.current === BASE_DATAGRAM_SIZE) return false;
+    this.largeLost = 0;
     this.current = this.lo = BASE_DATAGRAM_SIZE;
     this.hi = this.lo + 1; // search finished (at the base) until searchAt
     this.inFlight = undefined;
@@ -128,6 +157,8 @@ export class PathMtu {
   /** The peer moved to another address: what we knew of the old path says nothing of the new one. */
   reset(ceiling: number, now: number): void {
     this.ceiling = ceiling;
+    this.largeLost = 0;
+    this.largeAckedAt = now;
     this.current = this.lo = BASE_DATAGRAM_SIZE;
     this.hi = ceiling + 1;
     this.inFlight = undefined;

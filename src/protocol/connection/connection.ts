@@ -124,6 +124,8 @@ export class Connection {
   /** Packets we did not acknowledge because we refused a unit in them: told to the peer in REFUSED frames, before the ACK. */
   private readonly refusedToReport: number[] = [];
   private lastNow: number;
+  /** More than a packet's worth was once held for the peer: the path MTU search may run (pollProbe). */
+  private searchWanted = false;
 
   private readonly lossCallbacks: LossCallbacks = {
     acked: (p: SentPacket) => {
@@ -131,6 +133,7 @@ export class Connection {
         this.pmtu.onProbeAcked(p.size, this.lastNow);
         this.pmtuChanged();
       }
+      if (!p.probe && p.size > BASE_DATAGRAM_SIZE) this.pmtu.onLargeAcked(this.lastNow);
       this.cc.onAck(p.size, p.sentAt, this.lastNow, p.windowBound === true);
       for (const m of p.messages) this.sender.onAcked(m);
       if (p.refused) for (const pn of p.refused) this.acks.markReceived(pn);
@@ -139,6 +142,9 @@ export class Connection {
     lost: (p: SentPacket) => {
       // RFC 8899 / RFC 9000 14.4: a lost probe says the size is too big, nothing about congestion.
       if (p.probe) return this.pmtu.onProbeLost(p.size, this.lastNow);
+      // Large packets lost while small ones get through: the path shrank (path-mtu.ts).
+      if (this.pmtu.onLargeLost(p.size, this.lastNow, BLACK_HOLE_PTOS * this.ptoMs()) && this.pmtu.onBlackHole(this.lastNow))
+        this.pmtuChanged();
       this.cc.onLoss(p.size, p.sentAt, this.lastNow);
       for (const m of p.messages) this.sender.onLost(m);
       if (p.refused) for (const pn of p.refused) if (this.refusedToReport.length < MAX_REFUSED_REPORTS) this.refusedToReport.push(pn);
@@ -602,7 +608,19 @@ export class Connection {
     // Not before the peer has acknowledged something: a connection's first datagrams are
     // its data, and a probe of 64 KiB ahead of them, dropped by a small receive buffer
     // with what followed it, held the first message back a probe timeout (~310 ms).
-    if (this._state !== 'connected' || this.recovery.largestAcked < 0) return null;
+    if (this._state !== 'connected') return null;
+    // Nor before the connection has once held more than a packet's worth for the peer: a
+    // larger MTU only helps a sender with that much to send, and an idle connection or
+    // a game's small messages would pay probes of up to 64 KiB (on loopback) for
+    // nothing. 45,000 idle connections probing at once filled their clients' receive
+    // buffers and stalled the handshakes behind them (bench/many.ts at 100,000). Once
+    // asked for, the search goes on as before (a bulk sender's queue may be empty just
+    // when a probe could go alone).
+    if (!this.searchWanted) {
+      if (this.queuedBytes <= this.pmtu.current) return null;
+      this.searchWanted = true;
+    }
+    if (this.recovery.largestAcked < 0) return null;
     const size = this.pmtu.probeSize(now);
     // Within the window, or alone in flight: the initial window is smaller than a
     // loopback probe, and waiting for the window to grow would mean a lossy path
