@@ -1,9 +1,40 @@
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
+import { lookup as dnsLookup, type LookupOneOptions } from 'node:dns';
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Address, DatagramSocket, SocketHooks, TimerHandle, Transport } from './types.js';
+
+type LookupCallback = (err: NodeJS.ErrnoException | null, address: string, family: number) => void;
+
+/** Destinations a socket's literalLookup answers at once; forgotten all at once when full. */
+const MAX_KNOWN = 4096;
+
+/**
+ * A lookup for node:dgram that answers the IP literals this socket sent to before at
+ * once. dgram passes the address of every send() through the socket's lookup, and
+ * dns.lookup answers even a literal on the next tick: a tick and a closure per datagram.
+ * Anything else (the bind address, a name) goes to dns.lookup as before, so binding
+ * still reports its errors asynchronously.
+ */
+function literalLookup(known: Map<string, number>) {
+  // dgram passes the family as a number (4 or 6); the types allow dns.lookup's options too.
+  return (host: string, family: number | LookupOneOptions, cb: LookupCallback): void => {
+    const f = known.get(host);
+    if (f !== undefined) cb(null, host, f);
+    else if (typeof family === 'number') dnsLookup(host, family, cb);
+    else dnsLookup(host, family, cb);
+  };
+}
+
+/** Notes `address` as a literal literalLookup may answer, if it is one. */
+function remember(known: Map<string, number>, address: string): void {
+  const f = isIP(address);
+  if (f === 0) return;
+  if (known.size >= MAX_KNOWN) known.clear();
+  known.set(address, f);
+}
 
 /**
  * The real world: node:dgram, performance.now(), crypto randomness and one Node timer
@@ -58,7 +89,14 @@ export class NodeTransport implements Transport {
   private bindOne(port: number, host: string, hooks: SocketHooks): Promise<DatagramSocket> {
     const v6 = isIP(host) === 6;
     // Bigger kernel buffers absorb bursts; the kernel caps them at net.core.*mem_max.
-    const sock = dgram.createSocket({ type: v6 ? 'udp6' : 'udp4', ipv6Only: false, recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
+    const known = new Map<string, number>();
+    const sock = dgram.createSocket({
+      type: v6 ? 'udp6' : 'udp4',
+      ipv6Only: false,
+      recvBufferSize: 4 << 20,
+      sendBufferSize: 4 << 20,
+      lookup: literalLookup(known),
+    });
     return new Promise((resolve, reject) => {
       let bound = false;
       let closed = false;
@@ -86,7 +124,10 @@ export class NodeTransport implements Transport {
             // the socket's 'error' event, which goes to hooks.onError above. A connected
             // socket takes no address (and costs half as much per datagram).
             if (connected) sock.send(bytes);
-            else sock.send(bytes, to.port, to.address);
+            else {
+              if (!known.has(to.address)) remember(known, to.address);
+              sock.send(bytes, to.port, to.address);
+            }
           },
           connect(to: Address): Promise<void> {
             return new Promise((done) => {
