@@ -266,6 +266,7 @@ export class ClientEndpoint {
     return this.carried + (this.conn?.queueLength ?? 0);
   }
 
+  /** One datagram from the server. It is taken over: messages delivered from it may be views of its bytes, so the caller must not reuse them. */
   handleDatagram(bytes: Uint8Array, now: number): void {
     this.datagramsReceived++;
     this.budget.now = now;

@@ -285,6 +285,7 @@ export class ServerEndpoint {
     this.deadlines.set(connId, p.conn.nextDeadline());
   }
 
+  /** One datagram from `from`. It is taken over: messages delivered from it may be views of its bytes, so the caller must not reuse them. */
   handleDatagram(bytes: Uint8Array, from: Address, now: number): void {
     this.lastNow = now;
     this.budget.now = now;
