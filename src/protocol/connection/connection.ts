@@ -72,7 +72,7 @@ type UnitsSeen = 'none' | 'repeats' | 'new';
  * counters (stats.ts); and from src/reliability and src/congestion the reliable sender
  * and receiver, acknowledgements, loss recovery, congestion control and pacing.
  */
-export class Connection {
+export class Connection implements LossCallbacks {
   readonly localConnId: number;
   readonly remoteConnId: number;
   private _state: ConnectionState = 'connected';
@@ -126,30 +126,6 @@ export class Connection {
   private lastNow: number;
   /** More than a packet's worth was once held for the peer: the path MTU search may run (pollProbe). */
   private searchWanted = false;
-
-  private readonly lossCallbacks: LossCallbacks = {
-    acked: (p: SentPacket) => {
-      if (p.probe) {
-        this.pmtu.onProbeAcked(p.size, this.lastNow);
-        this.pmtuChanged();
-      }
-      if (!p.probe && p.size > BASE_DATAGRAM_SIZE) this.pmtu.onLargeAcked(this.lastNow);
-      this.cc.onAck(p.size, p.sentAt, this.lastNow, p.windowBound === true);
-      for (const m of p.messages) this.sender.onAcked(m);
-      if (p.refused) for (const pn of p.refused) this.acks.markReceived(pn);
-    },
-    persistentCongestion: () => this.cc.onPersistentCongestion(),
-    lost: (p: SentPacket) => {
-      // RFC 8899 / RFC 9000 14.4: a lost probe says the size is too big, nothing about congestion.
-      if (p.probe) return this.pmtu.onProbeLost(p.size, this.lastNow);
-      // Large packets lost while small ones get through: the path shrank (path-mtu.ts).
-      if (this.pmtu.onLargeLost(p.size, this.lastNow, BLACK_HOLE_PTOS * this.ptoMs()) && this.pmtu.onBlackHole(this.lastNow))
-        this.pmtuChanged();
-      this.cc.onLoss(p.size, p.sentAt, this.lastNow);
-      for (const m of p.messages) this.sender.onLost(m);
-      if (p.refused) for (const pn of p.refused) if (this.refusedToReport.length < MAX_REFUSED_REPORTS) this.refusedToReport.push(pn);
-    },
-  };
 
   constructor(init: ConnectionInit) {
     this.localConnId = init.localConnId;
@@ -424,7 +400,7 @@ export class Connection {
       case 'mtu-probe':
         return;
       case 'ack':
-        if (!this.recovery.onAck(f.ranges, f.delayUs / 1000, now, this.lossCallbacks)) this.counters.malformed++;
+        if (!this.recovery.onAck(f.ranges, f.delayUs / 1000, now, this)) this.counters.malformed++;
         this.afterAckOrLoss();
         return;
       case 'refused':
@@ -557,7 +533,7 @@ export class Connection {
     this.datagrams.expire(now);
     this.keepalive.onTimeout(now);
     if (this.recovery.deadline() <= now) {
-      if (this.recovery.onTimeout(now, this.lossCallbacks) === 'probe') {
+      if (this.recovery.onTimeout(now, this) === 'probe') {
         // RFC 9002 6.2.4: send probes even if the window is full.
         this.probes = 2;
         // Big packets may be what is not getting through: go back to the size every path carries.
@@ -566,6 +542,42 @@ export class Connection {
       }
       this.afterAckOrLoss();
     }
+  }
+
+  // ---- what loss recovery reports (LossCallbacks) -------------------------------
+  // Methods, not closures in a callbacks object: three closures and their context cost
+  // every connection about 230 bytes. Only LossRecovery calls them.
+
+  /** @internal LossCallbacks: a packet was acknowledged. */
+  acked(p: SentPacket): void {
+    if (p.probe) {
+      this.pmtu.onProbeAcked(p.size, this.lastNow);
+      this.pmtuChanged();
+    }
+    if (!p.probe && p.size > BASE_DATAGRAM_SIZE) this.pmtu.onLargeAcked(this.lastNow);
+    this.cc.onAck(p.size, p.sentAt, this.lastNow, p.windowBound === true);
+    for (const m of p.messages) this.sender.onAcked(m);
+    if (p.refused) for (const pn of p.refused) this.acks.markReceived(pn);
+  }
+
+  /** @internal LossCallbacks: a packet was declared lost. */
+  lost(p: SentPacket): void {
+    // RFC 8899 / RFC 9000 14.4: a lost probe says the size is too big, nothing about congestion.
+    if (p.probe) {
+      this.pmtu.onProbeLost(p.size, this.lastNow);
+      return;
+    }
+    // Large packets lost while small ones get through: the path shrank (path-mtu.ts).
+    if (this.pmtu.onLargeLost(p.size, this.lastNow, BLACK_HOLE_PTOS * this.ptoMs()) && this.pmtu.onBlackHole(this.lastNow))
+      this.pmtuChanged();
+    this.cc.onLoss(p.size, p.sentAt, this.lastNow);
+    for (const m of p.messages) this.sender.onLost(m);
+    if (p.refused) for (const pn of p.refused) if (this.refusedToReport.length < MAX_REFUSED_REPORTS) this.refusedToReport.push(pn);
+  }
+
+  /** @internal LossCallbacks: persistent congestion (RFC 9002 7.6). */
+  persistentCongestion(): void {
+    this.cc.onPersistentCongestion();
   }
 
   // ---- outputs ------------------------------------------------------------------
