@@ -267,3 +267,30 @@ test('finding 10, real heap: peers that withhold acknowledgements cost the serve
   await net.advance(10_000);
   await closing;
 });
+
+test('review: an idle connection does not keep its last sent packet (and the 8 KiB pool slab under it) alive', async () => {
+  const conns: Connection[] = [];
+  const slabs: WeakRef<ArrayBufferLike>[] = [];
+  for (let i = 0; i < 200; i++) {
+    const conn = new Connection({
+      localConnId: 1 + i,
+      remoteConnId: 1000 + i,
+      cipher: new HmacPacketCipher(K1, K2),
+      config: DEFAULT_CONNECTION_CONFIG,
+      now: 0,
+    });
+    conn.send(new Uint8Array(20), true);
+    const p = conn.pollTransmit(0);
+    assert.ok(p && p.buffer.byteLength === Buffer.poolSize, 'a packet cut from the pool');
+    slabs.push(new WeakRef(p.buffer));
+    conns.push(conn);
+    // Other traffic fills the rest of the slab, so each idle connection's packet sits in a slab of its own.
+    for (let k = 0; k < 3; k++) Buffer.allocUnsafe(3000);
+  }
+  await new Promise((r) => setImmediate(r));
+  gc();
+  gc();
+  const alive = slabs.filter((w) => w.deref() !== undefined).length;
+  assert.equal(conns.length, 200);
+  assert.ok(alive <= 2, `${alive} of 200 pool slabs (8 KiB each) still alive, held by idle connections' last packets`);
+});

@@ -221,3 +221,51 @@ test('random loss, in bursts too, is not taken for a black hole: the path MTU st
     assert.equal(pmtu()!.current, 9000, `no fall back to the base size after ${lost} losses: ${JSON.stringify(pmtu())} (seed ${seed})`);
   }
 });
+
+test('review: a 150 ms outage is not a path MTU black hole (game traffic: large unreliable, small reliable)', async () => {
+  // Everything is lost in an outage, and the first ACK after it may cover only a small
+  // packet while it declares the outage's large ones lost: no sign that large packets
+  // fail where small ones pass.
+  const fellBack: number[] = [];
+  for (let seed = 1; seed <= 10; seed++) {
+    const net = new SimNetwork({ seed, conditions: { latencyMs: 5 } });
+    const { client, got, pmtu } = await pair(net, '10.0.0.1', '10.0.0.2');
+    client.send(new Uint8Array(100_000)); // more than a packet: the search runs
+    await net.advanceUntil(() => got.length === 1, 5000);
+    await net.advance(500);
+    assert.equal(pmtu()!.current, 1472, `search done (seed ${seed})`);
+    let tick = 0;
+    const game = async (ms: number) => {
+      for (let t = 0; t < ms; t += 10, tick++) {
+        if (tick % 2 === 0) client.send(new Uint8Array(1400), undefined, { reliable: false });
+        if (tick % 5 === 0) client.send(new Uint8Array(40));
+        await net.advance(10);
+      }
+    };
+    await game(1000);
+    net.partition('10.0.0.1', '10.0.0.2', net.now, net.now + 150);
+    await game(1500);
+    if (pmtu()!.current !== 1472) fellBack.push(seed);
+  }
+  assert.deepEqual(fellBack, [], `seeds whose 150 ms outage dropped the path MTU to the base size: ${fellBack}`);
+});
+
+test('review: a path that shrinks to 1400 bytes is noticed while packets of 1233-1400 bytes still get through', async () => {
+  const net = new SimNetwork({ seed: 3, conditions: { latencyMs: 5 } });
+  const { client, got, pmtu } = await pair(net, '10.0.0.1', '10.0.0.2');
+  let arrived = 0;
+  client.send(new Uint8Array(100_000));
+  await net.advanceUntil(() => got.length === 1, 5000);
+  await net.advance(500);
+  assert.equal(pmtu()!.current, 1472, 'search done');
+  net.setConditions({ latencyMs: 5, mtu: 1400 }); // a tunnel comes up
+  const before = got.length;
+  // 200-byte unreliable messages, 6 then 7 per tick: 1250-byte packets (they pass) and 1454-byte ones (lost).
+  for (let i = 0; i < 500; i++) {
+    for (let k = 0; k < (i % 2 === 0 ? 6 : 7); k++) client.send(new Uint8Array(200), undefined, { reliable: false });
+    await net.advance(20);
+  }
+  arrived = got.length - before;
+  const sent = 250 * 13;
+  assert.ok(arrived > 0.9 * sent, `${arrived} of ${sent} messages arrived in 10 s; path MTU ${JSON.stringify(pmtu())} (seed ${net.seed})`);
+});

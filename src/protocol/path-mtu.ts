@@ -41,7 +41,7 @@ export interface PmtuStats {
   probesLost: number;
 }
 
-/** Packets above the base size lost in a row, none acknowledged, that may mean a black hole (with PathMtu.onLargeLost's time). */
+/** Packets above the base size lost with none as large acknowledged since, that may mean a black hole (PathMtu.onLost). */
 const LARGE_LOSSES = 3;
 
 /**
@@ -57,9 +57,11 @@ const LARGE_LOSSES = 3;
  * then packets above the base size are lost while smaller ones still get through. Two
  * signs, and the connection calls onBlackHole on either and goes back to the base size:
  * acknowledgements stop for several probe timeouts while we send above the base size,
- * or (onLargeLost) packets above the base size keep being lost with none acknowledged
- * for several probe timeouts while smaller ones are (ACKs, keep-alives), which the
- * first sign misses since those reset the probe timer.
+ * or (onLost) packets above the base size keep being lost, none as large is
+ * acknowledged for several probe timeouts, and a smaller packet sent after them is
+ * (an ACK, a keep-alive): the first sign misses that case, since those smaller packets
+ * reset the probe timer. An outage is neither: everything sent in it is lost, small
+ * packets too.
  */
 export class PathMtu {
   /** Largest datagram the connection may send now. */
@@ -71,8 +73,16 @@ export class PathMtu {
   private searchAt: number;
   probesSent = 0;
   probesLost = 0;
-  /** Packets above the base size declared lost since one was last acknowledged, and when that was. */
+  /**
+   * Since a packet at least as large as the smallest of them was last acknowledged (at
+   * `largeAckedAt`): how many packets above the base size were declared lost, the
+   * smallest of them, when the first of them was sent, and whether a smaller packet
+   * sent after that got through.
+   */
   private largeLost = 0;
+  private lostFloor = Infinity;
+  private firstLostSentAt = 0;
+  private smallerPassed = false;
   private largeAckedAt: number;
 
   constructor(
@@ -84,21 +94,38 @@ export class PathMtu {
     this.largeAckedAt = now;
   }
 
-  /** A packet (not a probe) above the base size was acknowledged: the path carries them. */
-  onLargeAcked(now: number): void {
-    this.largeLost = 0;
-    this.largeAckedAt = now;
+  /** A packet (not a probe) of `size`, sent at `sentAt`, was acknowledged. */
+  onAcked(size: number, sentAt: number, now: number): void {
+    if (size <= BASE_DATAGRAM_SIZE) {
+      if (this.largeLost > 0 && sentAt > this.firstLostSentAt) this.smallerPassed = true;
+    } else if (size >= this.lostFloor || this.largeLost === 0) this.forgetLosses(now);
+    else if (sentAt > this.firstLostSentAt) this.smallerPassed = true;
   }
 
   /**
-   * A packet (not a probe) of `size` was declared lost. True when that makes a black
-   * hole: LARGE_LOSSES of them lost and none acknowledged for `window` ms (a few probe
-   * timeouts). A burst of random loss does not: packets sent after it are acknowledged
-   * before it is declared lost, and each such ACK starts the count again.
+   * A packet (not a probe) of `size`, sent at `sentAt`, was declared lost. True when
+   * that makes a black hole: LARGE_LOSSES packets above the base size lost, none at
+   * least as large as the smallest of them acknowledged for `window` ms (a few probe
+   * timeouts), and a smaller one sent after the first of them acknowledged. Random loss,
+   * in bursts too, does not: packets as large sent after a burst are acknowledged before
+   * it is declared lost, and each such ACK starts the count again. Nor does an outage:
+   * the small packets sent in it are lost too (LossRecovery reports an ACK's packets
+   * before the losses it reveals, so an ACK that ends an outage counts no smaller packet).
    */
-  onLargeLost(size: number, now: number, window: number): boolean {
+  onLost(size: number, sentAt: number, now: number, window: number): boolean {
     if (size <= BASE_DATAGRAM_SIZE || this.current === BASE_DATAGRAM_SIZE) return false;
-    return ++this.largeLost >= LARGE_LOSSES && now - this.largeAckedAt >= window;
+    if (this.largeLost === 0) this.firstLostSentAt = sentAt;
+    else if (sentAt < this.firstLostSentAt) this.firstLostSentAt = sentAt;
+    if (size < this.lostFloor) this.lostFloor = size;
+    return ++this.largeLost >= LARGE_LOSSES && this.smallerPassed && now - this.largeAckedAt >= window;
+  }
+
+  /** What onLost counted is forgotten: packets that large get through (or the size changed). */
+  private forgetLosses(now: number): void {
+    this.largeLost = 0;
+    this.lostFloor = Infinity;
+    this.smallerPassed = false;
+    this.largeAckedAt = now;
   }
 
   /** The size to probe now, or undefined: one probe at a time, none once the search is done. */
@@ -125,6 +152,7 @@ export class PathMtu {
 
   onProbeAcked(size: number, now: number): void {
     if (this.inFlight === size) this.inFlight = undefined;
+    this.forgetLosses(now);
     this.failures = 0;
     if (size > this.lo) this.lo = size;
     if (this.hi <= this.lo) this.hi = this.lo + 1;
@@ -145,7 +173,7 @@ export class PathMtu {
   /** Packets above the base size stopped getting through: fall back, search again later. */
   onBlackHole(now: number): boolean {
     if (this.current === BASE_DATAGRAM_SIZE) return false;
-    this.largeLost = 0;
+    this.forgetLosses(now);
     this.current = this.lo = BASE_DATAGRAM_SIZE;
     this.hi = this.lo + 1; // search finished (at the base) until searchAt
     this.inFlight = undefined;
@@ -157,8 +185,7 @@ export class PathMtu {
   /** The peer moved to another address: what we knew of the old path says nothing of the new one. */
   reset(ceiling: number, now: number): void {
     this.ceiling = ceiling;
-    this.largeLost = 0;
-    this.largeAckedAt = now;
+    this.forgetLosses(now);
     this.current = this.lo = BASE_DATAGRAM_SIZE;
     this.hi = ceiling + 1;
     this.inFlight = undefined;

@@ -23,7 +23,11 @@ export interface SocketHooks {
 export interface DatagramSocket {
   /** The bound local address (port resolved if 0 was asked). */
   readonly local: Address;
-  /** Sends one datagram; failures are reported through SocketHooks.onError, never thrown. */
+  /**
+   * Sends one datagram; failures are reported through SocketHooks.onError, never thrown.
+   * `bytes` may be a view into a larger ArrayBuffer shared with other data (Node's Buffer
+   * pool): send exactly bytes[0, bytes.length), never `bytes.buffer` whole.
+   */
   send(bytes: Uint8Array, to: Address): void;
   /** Closes the socket; no hook is called afterwards. Idempotent. */
   close(): void;

@@ -554,7 +554,7 @@ export class Connection implements LossCallbacks {
       this.pmtu.onProbeAcked(p.size, this.lastNow);
       this.pmtuChanged();
     }
-    if (!p.probe && p.size > BASE_DATAGRAM_SIZE) this.pmtu.onLargeAcked(this.lastNow);
+    if (!p.probe) this.pmtu.onAcked(p.size, p.sentAt, this.lastNow);
     this.cc.onAck(p.size, p.sentAt, this.lastNow, p.windowBound === true);
     for (const m of p.messages) this.sender.onAcked(m);
     if (p.refused) for (const pn of p.refused) this.acks.markReceived(pn);
@@ -568,7 +568,7 @@ export class Connection implements LossCallbacks {
       return;
     }
     // Large packets lost while small ones get through: the path shrank (path-mtu.ts).
-    if (this.pmtu.onLargeLost(p.size, this.lastNow, BLACK_HOLE_PTOS * this.ptoMs()) && this.pmtu.onBlackHole(this.lastNow))
+    if (this.pmtu.onLost(p.size, p.sentAt, this.lastNow, BLACK_HOLE_PTOS * this.ptoMs()) && this.pmtu.onBlackHole(this.lastNow))
       this.pmtuChanged();
     this.cc.onLoss(p.size, p.sentAt, this.lastNow);
     for (const m of p.messages) this.sender.onLost(m);

@@ -4,6 +4,8 @@ import { DATA_HEADER_SIZE, TAG_SIZE } from '../../wire/constants.js';
 import { type Frame, frameSize, isAckEliciting, wantsPromptAck, writeFrame } from '../../wire/frames.js';
 import { writeDataHeader } from '../../wire/packet.js';
 
+const NO_BYTES = new Uint8Array(0);
+
 /** Bytes of a DATA packet that are not frames. */
 export const PACKET_OVERHEAD = DATA_HEADER_SIZE + TAG_SIZE;
 
@@ -21,7 +23,7 @@ export class PacketBuilder {
    */
   private readonly frames: (Frame | undefined)[] = [undefined, undefined, undefined, undefined];
   private count = 0;
-  private readonly writer = new ByteWriter(new Uint8Array(0));
+  private readonly writer = new ByteWriter(NO_BYTES);
   /** Frame bytes that still fit. */
   room = 0;
   /** Bytes of frames added. */
@@ -84,6 +86,7 @@ export class PacketBuilder {
     for (let i = 0; i < this.count; i++) writeFrame(w, this.frames[i]!);
     if (w.offset !== size - TAG_SIZE) throw new Error(`packet builder: frames wrote ${w.offset} bytes, sized ${size - TAG_SIZE}`);
     cipher.seal(out, w.offset, pn);
+    w.into(NO_BYTES); // the writer must not keep the packet (and its 8 KiB pool slab) alive until the next one
     this.clear();
     return out;
   }
