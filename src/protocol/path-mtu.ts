@@ -96,10 +96,9 @@ export class PathMtu {
 
   /** A packet (not a probe) of `size`, sent at `sentAt`, was acknowledged. */
   onAcked(size: number, sentAt: number, now: number): void {
-    if (size <= BASE_DATAGRAM_SIZE) {
-      if (this.largeLost > 0 && sentAt > this.firstLostSentAt) this.smallerPassed = true;
-    } else if (size >= this.lostFloor || this.largeLost === 0) this.forgetLosses(now);
-    else if (sentAt > this.firstLostSentAt) this.smallerPassed = true;
+    // A packet as large as the smallest loss (any above the base size while none is counted) got through.
+    if (size > BASE_DATAGRAM_SIZE && (this.largeLost === 0 || size >= this.lostFloor)) this.forgetLosses(now);
+    else if (this.largeLost > 0 && sentAt > this.firstLostSentAt) this.smallerPassed = true;
   }
 
   /**

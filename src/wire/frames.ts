@@ -278,7 +278,8 @@ function readFrame(r: ByteReader): Frame {
  * Decodes all frames in bytes[start, end). A packet with no frame is malformed. The
  * data of message frames are views into `bytes`, not copies: a message delivered at once
  * costs no copy, and whatever keeps one for later (the reorder buffer, the assemblers)
- * copies it with ownCopy, so that it pins no datagram and costs what the caps count.
+ * passes it through keepable (bytes.ts), so that it pins no datagram and costs what the
+ * caps count.
  */
 export function decodeFrames(bytes: Uint8Array, start: number, end: number): Frame[] {
   const r = new ByteReader(bytes, start, end);

@@ -553,8 +553,7 @@ export class Connection implements LossCallbacks {
     if (p.probe) {
       this.pmtu.onProbeAcked(p.size, this.lastNow);
       this.pmtuChanged();
-    }
-    if (!p.probe) this.pmtu.onAcked(p.size, p.sentAt, this.lastNow);
+    } else this.pmtu.onAcked(p.size, p.sentAt, this.lastNow);
     this.cc.onAck(p.size, p.sentAt, this.lastNow, p.windowBound === true);
     for (const m of p.messages) this.sender.onAcked(m);
     if (p.refused) for (const pn of p.refused) this.acks.markReceived(pn);
