@@ -36,7 +36,7 @@ function store(budget: ReassemblyBudget): SessionStore {
 }
 
 const parked = (inbound: InboundSession) => ({
-  resumeSecret: new Uint8Array(32),
+  resumeSecret: '\0'.repeat(32),
   inbound,
   outbound: [],
   outboundBase: 0,
@@ -218,11 +218,14 @@ test("the oldest half-built message may buffer its early parts past the limit; a
   const budget = new ReassemblyBudget(8 * KiB);
   const session = new SessionBudget(budget);
   const assemblers = new Map<number, ReliableAssembler>();
-  const receiver = new StreamReceiver(0, session, undefined, (u) => (u.last === undefined ? undefined : assemblers.get(u.channel)));
-  const deliver = (u: { data: Uint8Array; last: boolean | undefined; channel: number }) => {
-    let a = assemblers.get(u.channel);
-    if (!a) assemblers.set(u.channel, (a = new ReliableAssembler(1 << 20, session)));
-    return a.add(u.data, u.last) !== 'refused';
+  const receiver = new StreamReceiver(0, session);
+  const deliver = {
+    take(u: { data: Uint8Array; last: boolean | undefined; channel: number }) {
+      let a = assemblers.get(u.channel);
+      if (!a) assemblers.set(u.channel, (a = new ReliableAssembler(1 << 20, session)));
+      return a.add(u.data, u.last) !== 'refused';
+    },
+    builderOf: (u: { last: boolean | undefined; channel: number }) => (u.last === undefined ? undefined : assemblers.get(u.channel)),
   };
   // Channel 0 starts a message (the endpoint's oldest), channel 1 another; the budget fills.
   assert.equal(receiver.receive(0, { data: part(3 * KiB), last: false, channel: 0, unordered: false, delta: 0 }, deliver), 'delivered');

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
+import { Deque, EMPTY_DEQUE } from '../src/reliability/deque.js';
 import { RangeSet } from '../src/reliability/range-set.js';
 import { StreamReceiver, RECEIVE_WINDOW, RECEIVE_WINDOW_BYTES, newReceiveState } from '../src/reliability/receiver.js';
 import { ReliableSender, type OutMessage } from '../src/reliability/sender.js';
@@ -68,7 +69,7 @@ describe('StreamReceiver', () => {
           const r = new StreamReceiver(start);
           const out: number[] = [];
           const all = [...order, ...Array.from({ length: 200 }, (_, i) => i)];
-          for (const i of all) r.receive((start + i) & 0xffff, unit(i), (u) => out.push(u.data[0]! | (u.data[1]! << 8)) > 0);
+          for (const i of all) r.receive((start + i) & 0xffff, unit(i), { take: (u) => out.push(u.data[0]! | (u.data[1]! << 8)) > 0 });
           assert.deepEqual(
             out,
             Array.from({ length: 200 }, (_, i) => i),
@@ -87,7 +88,7 @@ describe('StreamReceiver', () => {
       r.receive(
         i,
         { data: new Uint8Array([i]), last: undefined, channel: ch === 'A' ? 0 : 1, unordered, delta },
-        (u) => out.push(`${u.channel ? 'B' : 'A'}${u.data[0]}`) > 0,
+        { take: (u) => out.push(`${u.channel ? 'B' : 'A'}${u.data[0]}`) > 0 },
       );
     give(1, 'B', 0);
     give(3, 'B', 2);
@@ -110,7 +111,7 @@ describe('StreamReceiver', () => {
       r.receive(
         i,
         { data: new Uint8Array([10 + i]), last: undefined, channel: 0, unordered: false, delta: i === 0 ? 0 : 1 },
-        (u) => out.push(u.data[0]!) > 0,
+        { take: (u) => out.push(u.data[0]!) > 0 },
       );
     assert.deepEqual(out, [10, 11, 13]);
     assert.equal(state.delivered, 14);
@@ -120,18 +121,9 @@ describe('StreamReceiver', () => {
   test('refuses what lies beyond its window, so a peer cannot make it buffer more', () => {
     const r = new StreamReceiver(0);
     const u = { data: new Uint8Array(1), last: undefined, channel: 0, unordered: false, delta: 1 };
-    assert.equal(
-      r.receive(RECEIVE_WINDOW, u, () => true),
-      'out-of-window',
-    );
-    assert.equal(
-      r.receive(RECEIVE_WINDOW - 1, u, () => true),
-      'buffered',
-    );
-    assert.equal(
-      r.receive(0xffff, u, () => true),
-      'duplicate',
-    );
+    assert.equal(r.receive(RECEIVE_WINDOW, u, { take: () => true }), 'out-of-window');
+    assert.equal(r.receive(RECEIVE_WINDOW - 1, u, { take: () => true }), 'buffered');
+    assert.equal(r.receive(0xffff, u, { take: () => true }), 'duplicate');
   });
 });
 
@@ -594,4 +586,29 @@ test('a message carried over without its first part but with its whole data is o
     left.whole.map((w) => w.data),
     [msg],
   );
+});
+
+describe('shared empty state (idle connections hold none of their own)', () => {
+  test("EMPTY_DEQUE reads as empty and refuses a push, so no owner can put into it what would be everyone's", () => {
+    assert.equal(EMPTY_DEQUE.length, 0);
+    assert.equal(EMPTY_DEQUE.shift(), undefined);
+    assert.deepEqual(EMPTY_DEQUE.clear(), []);
+    assert.throws(() => (EMPTY_DEQUE as Deque<number>).push(1), /shared/);
+    const own = new Deque<number>();
+    own.push(1);
+    own.push(2);
+    assert.deepEqual([own.shift(), own.shift(), own.shift()], [1, 2, undefined]);
+  });
+
+  test('two senders sending, losing and retransmitting leave the shared deque empty and keep their own messages', () => {
+    const a = new ReliableSender(0);
+    const b = new ReliableSender(0);
+    const ma = a.enqueue(new Uint8Array([1]));
+    b.enqueue(new Uint8Array([2]));
+    a.take(a.peek()!);
+    a.onLost(ma);
+    assert.equal(EMPTY_DEQUE.length, 0);
+    assert.equal(a.peek(), ma, 'a retransmits its own');
+    assert.equal(b.peek()?.data[0], 2, 'b is untouched');
+  });
 });

@@ -17,7 +17,7 @@ import { SessionStore } from '../src/protocol/sessions.js';
 import { decodeDatagram } from '../src/wire/packet.js';
 import { Rng } from '../src/testing/index.js';
 
-const SECRET = new Uint8Array(32);
+const SECRET = '\0'.repeat(32);
 
 const rng = new Rng(5);
 const randomBytes = (n: number) => rng.bytes(n);

@@ -43,27 +43,27 @@ function writePn(into: Buffer, at: number, pn: number): Buffer {
   return into;
 }
 
+/** Where HmacPacketCipher's store holds the keys as bytes, after both prepared states. */
+const KEYS_AT = 2 * PREPARED_WORDS * 4;
+
 export class HmacPacketCipher implements PacketCipher {
   /**
    * Both keys with their HMAC state prepared once, for short packets (hmac-sha256.ts):
-   * send at word 0, receive at PREPARED_WORDS.
+   * send at word 0, receive at PREPARED_WORDS. The same ArrayBuffer holds the keys as
+   * bytes after that (send, then receive), for node:crypto on long packets, which gets a
+   * view of them per packet: bytes rather than KeyObjects, which cost about 1 kB each
+   * while createHmac is as fast with either, and no Buffer kept per connection, since a
+   * typed array object alone costs half of these 192 bytes.
    */
   private readonly prepared: Int32Array;
-  /**
-   * The keys as bytes (send, then receive), for node:crypto on long packets: bytes
-   * rather than KeyObjects, which cost about 1 kB each while createHmac is as fast with
-   * either. One ArrayBuffer holds this and `prepared`, since each buffer costs more
-   * than these 192 bytes themselves.
-   */
-  private readonly keys: Buffer;
 
   constructor(sendKey: Uint8Array, receiveKey: Uint8Array) {
     if (sendKey.length !== 32 || receiveKey.length !== 32) throw new Error('HMAC-SHA256 packet keys are 32 bytes');
-    const store = new ArrayBuffer(2 * PREPARED_WORDS * 4 + 64);
+    const store = new ArrayBuffer(KEYS_AT + 64);
     this.prepared = new Int32Array(store, 0, 2 * PREPARED_WORDS);
-    this.keys = Buffer.from(store, 2 * PREPARED_WORDS * 4, 64);
-    this.keys.set(sendKey, 0);
-    this.keys.set(receiveKey, 32);
+    const keys = new Uint8Array(store, KEYS_AT, 64);
+    keys.set(sendKey, 0);
+    keys.set(receiveKey, 32);
     prepareHmacKey(sendKey, this.prepared, 0);
     prepareHmacKey(receiveKey, this.prepared, PREPARED_WORDS);
   }
@@ -71,8 +71,8 @@ export class HmacPacketCipher implements PacketCipher {
   // The MAC covers the full 64-bit packet number, not only the 32 bits in the header:
   // otherwise a packet captured 2^31 packets ago would expand to a new number and pass
   // both its tag and the replay window.
-  private tag(key: Buffer, pn: number, bytes: Uint8Array): Buffer {
-    return createHmac('sha256', key)
+  private tag(keyAt: number, pn: number, bytes: Uint8Array): Buffer {
+    return createHmac('sha256', Buffer.from(this.prepared.buffer, keyAt, 32))
       .update(writePn(PN, 0, pn))
       .update(bytes)
       .digest()
@@ -83,7 +83,7 @@ export class HmacPacketCipher implements PacketCipher {
     if (len <= SMALL_MAC_LIMIT) {
       checkPn(pn);
       writeTag(hmacPrepared(this.prepared, 0, Math.floor(pn / 2 ** 32), pn | 0, packet, len), packet, len, TAG_SIZE);
-    } else packet.set(this.tag(this.keys.subarray(0, 32), pn, packet.subarray(0, len)), len);
+    } else packet.set(this.tag(KEYS_AT, pn, packet.subarray(0, len)), len);
   }
 
   open(packet: Uint8Array, pn: number): Uint8Array | undefined {
@@ -93,7 +93,7 @@ export class HmacPacketCipher implements PacketCipher {
       checkPn(pn);
       const h = hmacPrepared(this.prepared, PREPARED_WORDS, Math.floor(pn / 2 ** 32), pn | 0, packet, end);
       if (!tagEquals(h, packet, end, TAG_SIZE)) return undefined;
-    } else if (!timingSafeEqual(this.tag(this.keys.subarray(32, 64), pn, packet.subarray(0, end)), packet.subarray(end))) return undefined;
+    } else if (!timingSafeEqual(this.tag(KEYS_AT + 32, pn, packet.subarray(0, end)), packet.subarray(end))) return undefined;
     return packet.subarray(DATA_HEADER_SIZE, end);
   }
 }

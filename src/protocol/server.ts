@@ -89,8 +89,13 @@ interface Peer {
   /** Our ACCEPT, said again to a retransmitted CONNECT until the client's first DATA confirms it got it. */
   accept: Uint8Array | undefined;
   sessionKey: string;
-  /** The session's resumption secret, from the X25519 exchange of its first connection. */
-  resumeSecret: Uint8Array;
+  /**
+   * The session's resumption secret, from the X25519 exchange of its first connection:
+   * its 32 bytes as a latin1 string, 48 bytes of heap where a Uint8Array with its
+   * ArrayBuffer took about 250 (every connection holds one, and it is read only when
+   * the client resumes).
+   */
+  resumeSecret: string;
   /** The client's reliable stream in this session: what is done, half-built messages. */
   inbound: InboundSession;
   /** Session index of this connection's first reliable message to the client. */
@@ -393,7 +398,7 @@ export class ServerEndpoint {
     const sessionKey = hex(d.sessionId);
     const previous = this.sessions.liveConnection(sessionKey);
     const known = previous === undefined ? this.sessions.peek(sessionKey)?.resumeSecret : this.peers.get(previous)?.resumeSecret;
-    if (known && !equalBytes(resumeProof(known, d), d.resumeProof)) {
+    if (known !== undefined && !equalBytes(resumeProof(Buffer.from(known, 'latin1'), d), d.resumeProof)) {
       // Not its client, or one that never got the ACCEPT that began the session (so has
       // no secret): either way it must start a session of its own.
       this.counters.resumesRefused++;
@@ -428,7 +433,7 @@ export class ServerEndpoint {
     // Resume: the client resends from what we delivered; we resend from what it did.
     const parked = this.sessions.take(sessionKey);
     // A new session's resumption secret comes from this connection's exchange.
-    const resumeSecret = parked?.resumeSecret ?? keys.resume;
+    const resumeSecret = parked?.resumeSecret ?? Buffer.from(keys.resume).toString('latin1');
     let inbound = newInbound(d.nextSendIndex);
     let sendBase = 0;
     let outbound: Unit[] = [];

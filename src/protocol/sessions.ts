@@ -5,8 +5,8 @@ import { DeadlineHeap } from './deadline-heap.js';
 
 /** What the server keeps of a session whose connection ended, until the client comes back. */
 export interface ParkedSession {
-  /** The session's resumption secret: only its client can continue it (docs/PROTOCOL.md, section 10). */
-  resumeSecret: Uint8Array;
+  /** The session's resumption secret: only its client can continue it (docs/PROTOCOL.md, section 10). As server.ts keeps it: latin1. */
+  resumeSecret: string;
   /** The client's reliable stream: units done (its `delivered` goes in ACCEPT), half-built messages. */
   inbound: InboundSession;
   /** Reliable units (messages or parts) to the client not known delivered, in order... */

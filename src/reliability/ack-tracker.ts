@@ -28,6 +28,15 @@ export type AckUrgency = 'none' | 'lazy' | 'prompt' | 'now';
  * max ack delay we promised the peer, or within LAZY_ACK_DELAY_MS when every packet
  * owed one carried only unreliable data. Until then it rides on whatever we send.
  */
+/**
+ * The ACK frame peekFrame fills, reused by every tracker: a connection writes it into
+ * its packet within the same pollTransmit (a frame and its ranges per packet were the
+ * largest allocation of an idle connection's keep-alive; one per connection cost it
+ * about 130 bytes). Room for one range, the usual case, from the start: an array grown
+ * by push takes room for 17.
+ */
+const ACK_FRAME: { type: 'ack'; delayUs: number; ranges: PnRange[] } = { type: 'ack', delayUs: 0, ranges: [{ lo: 0, hi: 0 }] };
+
 export class AckTracker {
   private readonly received = new RangeSet(256);
   private elicitingUnacked = 0;
@@ -35,13 +44,6 @@ export class AckTracker {
   private largestAt = 0;
   /** When a delayed ACK falls due (Infinity: none owed). */
   deadline = Infinity;
-  /** The ACK frame peekFrame fills, reused: a connection writes it into its packet at once. */
-  private readonly frame: { type: 'ack'; delayUs: number; ranges: PnRange[] } = {
-    type: 'ack',
-    delayUs: 0,
-    // Room for one range (the usual case) from the start: an array grown by push takes room for 17.
-    ranges: [{ lo: 0, hi: 0 }],
-  };
 
   constructor(private readonly maxAckDelayMs: number) {}
 
@@ -87,23 +89,15 @@ export class AckTracker {
     return this.elicitingUnacked > 0 || this.urgent;
   }
 
-  /** The ACK frame to send now; resets what is owed. */
-  takeFrame(now: number): Frame | undefined {
-    const f = this.peekFrame(now);
-    if (f) this.markSent();
-    return f;
-  }
-
   /**
    * The ACK frame that would go now, leaving what is owed as it is (see markSent). The
-   * same object every time, valid until the next call or the next packet received:
-   * write it into a packet before either (a frame and its ranges per packet were the
-   * largest allocation of an idle connection's keep-alive).
+   * same object every time, for every tracker (ACK_FRAME), valid until the next call of
+   * any tracker: write it into a packet before then.
    */
   peekFrame(now: number): Frame | undefined {
     const rs = this.received.ranges;
     if (rs.length === 0) return undefined;
-    const f = this.frame;
+    const f = ACK_FRAME;
     f.delayUs = Math.max(0, Math.round((now - this.largestAt) * 1000));
     const n = Math.min(rs.length, MAX_ACK_RANGES_SENT);
     for (let i = 0; i < n; i++) {

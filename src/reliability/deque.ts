@@ -1,6 +1,12 @@
-/** FIFO with O(1) amortised push and shift (Array#shift is O(n) on large arrays). */
+/** Every deque's items until its first push: never written. */
+const NONE: never[] = [];
+
+/**
+ * FIFO with O(1) amortised push and shift (Array#shift is O(n) on large arrays). A deque
+ * that was never pushed to holds no array of its own: an idle connection has several.
+ */
 export class Deque<T> {
-  private items: (T | undefined)[] = [];
+  private items: (T | undefined)[] = NONE;
   private head = 0;
 
   get length(): number {
@@ -8,7 +14,8 @@ export class Deque<T> {
   }
 
   push(x: T): void {
-    this.items.push(x);
+    if (this.items === NONE) this.items = [x];
+    else this.items.push(x);
   }
 
   peek(): T | undefined {
@@ -40,8 +47,22 @@ export class Deque<T> {
 
   clear(): T[] {
     const all = [...this];
-    this.items = [];
+    this.items = NONE;
     this.head = 0;
     return all;
   }
 }
+
+/** The shared EMPTY_DEQUE: anything it is asked to hold would be every owner's. */
+class NoDeque extends Deque<never> {
+  override push(): void {
+    throw new Error('EMPTY_DEQUE is shared and holds nothing: give the owner a Deque of its own before pushing');
+  }
+}
+
+/**
+ * The starting value of a deque field most owners never use (an idle connection's
+ * queues): empty for good, so it reads as an empty deque, and shared. The owner puts a
+ * `new Deque()` in the field before its first push (40 bytes an owner otherwise).
+ */
+export const EMPTY_DEQUE: Deque<never> = new NoDeque();

@@ -45,6 +45,13 @@ export interface LossCallbacks {
 const PERSISTENT_CONGESTION_THRESHOLD = 3;
 
 /**
+ * When each packet an ACK newly acknowledged was sent, for the persistent-congestion
+ * check: filled and emptied within one onAck, which nothing re-enters, so one array
+ * serves every connection (one each cost an idle connection 32 bytes).
+ */
+const ACKED_NOW: number[] = [];
+
+/**
  * Packet-level loss detection in the manner of RFC 9002: every packet number is sent
  * once; acknowledgements name packets; a packet is lost when three later packets were
  * acknowledged or it is older than 9/8 RTT behind an acknowledged one; a probe timeout
@@ -66,7 +73,6 @@ export class LossRecovery {
   /** When the largest acknowledged packet was sent, before the ACK being processed. */
   private largestAckedSentAt = -Infinity;
   /** Send times of the packets the ACK being processed acknowledged. */
-  private readonly ackedNow: number[] = [];
   persistentCongestions = 0;
   private lossTime = Infinity;
 
@@ -109,7 +115,7 @@ export class LossRecovery {
     const largest = ranges[0]?.hi ?? -1;
     if (largest > this.largestSent) return false;
     let newlyAckedLargest: SentPacket | undefined;
-    this.ackedNow.length = 0;
+    ACKED_NOW.length = 0;
     const sent = this.sent;
     for (let i = sent.start; i < sent.end; i++) {
       const p = sent.at(i);
@@ -119,7 +125,7 @@ export class LossRecovery {
       sent.remove(i);
       this.gone(p);
       if (!newlyAckedLargest || p.pn > newlyAckedLargest.pn) newlyAckedLargest = p;
-      this.ackedNow.push(p.sentAt);
+      ACKED_NOW.push(p.sentAt);
       cb.acked(p);
     }
     if (!newlyAckedLargest) return true;
@@ -138,7 +144,7 @@ export class LossRecovery {
     if (newlyAckedLargest.pn === largest) this.rtt.update(now - newlyAckedLargest.sentAt, Math.min(ackDelayMs, maxDelay), lazy);
     this.ptoCount = 0;
     this.detectLosses(now, cb, priorLargestAckedSentAt);
-    this.ackedNow.length = 0;
+    ACKED_NOW.length = 0;
     return true;
   }
 
@@ -180,7 +186,7 @@ export class LossRecovery {
       const duration = this.rtt.pto(GRANULARITY_MS, this.peerMaxAckDelayMs) * PERSISTENT_CONGESTION_THRESHOLD;
       const f = first.sentAt;
       const l = last.sentAt;
-      if (l - f >= duration && !this.ackedNow.some((t) => t > f && t < l)) {
+      if (l - f >= duration && !ACKED_NOW.some((t) => t > f && t < l)) {
         this.persistentCongestions++;
         cb.persistentCongestion?.();
       }

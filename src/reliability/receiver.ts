@@ -43,10 +43,23 @@ export interface InUnit {
 }
 
 /**
- * Takes a unit whose turn has come; false when it cannot now (nothing changed).
- * precharged: the unit waited in the reorder buffer and its budget charge passes on.
+ * Where a receiver hands the units whose turn has come. An object with methods rather
+ * than callbacks: a connection's sink is the connection's ReliableDelivery itself, so an
+ * idle connection holds no closure for it.
  */
-export type Deliver = (u: InUnit, precharged: boolean) => boolean;
+export interface UnitSink {
+  /**
+   * Takes a unit; false when it cannot now (nothing changed). precharged: the unit
+   * waited in the reorder buffer and its budget charge passes on.
+   */
+  take(u: InUnit, precharged: boolean): boolean;
+  /**
+   * The half-built message a unit would join, if any: the charge for a unit done out
+   * of order may pass the budget's limit when that is the endpoint's oldest (which
+   * may always grow, so that one message always finishes). Absent: none ever.
+   */
+  builderOf?(u: InUnit): object | undefined;
+}
 
 /**
  * What a receiver knows of a session's incoming stream, kept across its connections
@@ -97,12 +110,6 @@ export class StreamReceiver {
     initialSeq = 0,
     private readonly budget: Budget = unlimitedSessionBudget(),
     private readonly state: ReceiveState = newReceiveState(),
-    /**
-     * The half-built message a unit would join, if any: the charge for a unit done out
-     * of order may pass the budget's limit when that is the endpoint's oldest (which
-     * may always grow, so that one message always finishes).
-     */
-    private readonly builderOf: (u: InUnit) => object | undefined = () => undefined,
   ) {
     this.nextSeq = initialSeq & 0xffff;
     this.base = state.delivered;
@@ -121,8 +128,8 @@ export class StreamReceiver {
     return this.held?.size ?? 0;
   }
 
-  /** Offers a received unit; what it completes or unblocks goes to `deliver`. */
-  receive(seq: number, u: InUnit, deliver: Deliver): ReceiveResult {
+  /** Offers a received unit; what it completes or unblocks goes to `sink`. */
+  receive(seq: number, u: InUnit, sink: UnitSink): ReceiveResult {
     const d = seqDiff(this.nextSeq, seq);
     if (d < 0) return 'duplicate';
     if (d >= RECEIVE_WINDOW) return 'out-of-window';
@@ -140,7 +147,7 @@ export class StreamReceiver {
       // oldest half-built message may pass the budget's limit here too (within this
       // buffer's own caps): refused, it would hold up the one message promised to finish.
       const cost = u.data.length + 2 * UNIT_OVERHEAD_BYTES;
-      const builder = u.last === undefined ? undefined : this.builderOf(u);
+      const builder = u.last === undefined ? undefined : sink.builderOf?.(u);
       if (
         this.bufferedData + u.data.length > BUFFER_DATA_LIMIT ||
         this.bufferedBytes + cost > BUFFER_LIMIT ||
@@ -160,8 +167,8 @@ export class StreamReceiver {
     }
     // Done out of order: its entry in `above` is charged first.
     const early = idx !== this.next;
-    if (early && !this.budget.take(UNIT_OVERHEAD_BYTES, this.builderOf(u), false, u.last === undefined)) return 'refused';
-    if (!deliver(u, false)) {
+    if (early && !this.budget.take(UNIT_OVERHEAD_BYTES, sink.builderOf?.(u), false, u.last === undefined)) return 'refused';
+    if (!sink.take(u, false)) {
       if (early) this.budget.give(UNIT_OVERHEAD_BYTES);
       return 'refused';
     }
@@ -177,7 +184,7 @@ export class StreamReceiver {
       this.bufferedData -= w.data.length;
       // Already charged: the consumer takes the charge (bytes + UNIT_OVERHEAD_BYTES) over
       // and cannot refuse it; the other overhead stays for markDone.
-      deliver(w, true);
+      sink.take(w, true);
       i = s;
     }
     return 'delivered';

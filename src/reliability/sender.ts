@@ -1,5 +1,5 @@
 import { MAX_RELIABLE_WHOLE, PART_SIZE } from '../wire/constants.js';
-import { Deque } from './deque.js';
+import { Deque, EMPTY_DEQUE } from './deque.js';
 import { concat } from './reliable-assembler.js';
 import { RECEIVE_WINDOW, RECEIVE_WINDOW_BYTES } from './receiver.js';
 
@@ -105,6 +105,16 @@ interface Staged {
   unordered: boolean;
 }
 
+/** A unit the peer refused, and when it may go again. */
+interface Deferred {
+  m: OutMessage;
+  at: number;
+}
+// Shared by every sender until its first use, and never written: most connections never
+// defer a unit nor stage a message, and an empty array costs 32 bytes.
+const NONE_DEFERRED: Deferred[] = [];
+const NO_TURNS: number[] = [];
+
 /**
  * The sending half of reliable delivery for every channel of a connection. All units
  * share one sequence space (for acknowledgement, the windows and sessions); each also
@@ -122,18 +132,19 @@ interface Staged {
 export class ReliableSender {
   private nextIndex = 0;
   /** Units from the oldest unacknowledged one on, in index order (acknowledged ones after a gap too). */
-  private readonly unacked = new Deque<OutMessage>();
-  private readonly fresh = new Deque<OutMessage>();
-  private readonly retransmit = new Deque<OutMessage>();
+  // Each made on its first push (EMPTY_DEQUE until then): an idle connection sends none.
+  private unacked: Deque<OutMessage> = EMPTY_DEQUE;
+  private fresh: Deque<OutMessage> = EMPTY_DEQUE;
+  private retransmit: Deque<OutMessage> = EMPTY_DEQUE;
   /** Units the peer refused for lack of memory, waiting until `at` to be sent again (queued meanwhile). */
-  private deferred: { m: OutMessage; at: number }[] = [];
+  private deferred: Deferred[] = NONE_DEFERRED;
   /** When the first deferred unit is due (Infinity: none). */
   deferredUntil = Infinity;
   // The maps below are made on first use: most connections of a server are idle most of
   // the time, and an empty Map costs about 180 bytes.
   /** Messages not yet cut into units, per channel; `turns` lists channels that have some, in turn order. */
   private staged: Map<number, Deque<Staged>> | undefined;
-  private turns: number[] = [];
+  private turns: number[] = NO_TURNS;
   /** baseUnits of what is staged and not yet cut. */
   private stagedUnits = 0;
   private stagedMessages = 0;
@@ -224,6 +235,8 @@ export class ReliableSender {
     };
     this.streamPos += data.length;
     this.bytes += data.length;
+    if (this.unacked === EMPTY_DEQUE) this.unacked = new Deque();
+    if (this.fresh === EMPTY_DEQUE) this.fresh = new Deque();
     this.unacked.push(m);
     this.fresh.push(m);
     return m;
@@ -238,7 +251,10 @@ export class ReliableSender {
       q = new Deque<Staged>();
       staged.set(channel, q);
     }
-    if (q.length === 0) this.turns.push(channel);
+    if (q.length === 0) {
+      if (this.turns === NO_TURNS) this.turns = [channel];
+      else this.turns.push(channel);
+    }
     const units = baseUnits(data.length);
     q.push({ data, at: 0, units, record: undefined, unordered });
     this.stagedUnits += units;
@@ -365,7 +381,7 @@ export class ReliableSender {
   onLost(m: OutMessage): void {
     if (m.acked || m.queued) return;
     m.queued = true;
-    this.retransmit.push(m);
+    this.requeue(m);
   }
 
   /**
@@ -377,23 +393,24 @@ export class ReliableSender {
     if (m.acked || m.queued) return;
     m.queued = true;
     m.refusals++;
-    this.deferred.push({ m, at });
+    if (this.deferred === NONE_DEFERRED) this.deferred = [{ m, at }];
+    else this.deferred.push({ m, at });
     if (at < this.deferredUntil) this.deferredUntil = at;
   }
 
   /** Deferred units whose time has come go to the retransmit queue. */
   releaseDeferred(now: number): void {
     if (now < this.deferredUntil) return;
-    const waiting: { m: OutMessage; at: number }[] = [];
+    const waiting: Deferred[] = [];
     this.deferredUntil = Infinity;
     for (const d of this.deferred) {
-      if (d.at <= now) this.retransmit.push(d.m);
+      if (d.at <= now) this.requeue(d.m);
       else {
         waiting.push(d);
         if (d.at < this.deferredUntil) this.deferredUntil = d.at;
       }
     }
-    this.deferred = waiting;
+    this.deferred = waiting.length > 0 ? waiting : NONE_DEFERRED;
   }
 
   /** Probe timeout: queue every message in flight again (oldest first). */
@@ -421,7 +438,7 @@ export class ReliableSender {
     const all = this.unacked.clear();
     this.fresh.clear();
     this.retransmit.clear();
-    this.deferred = [];
+    this.deferred = NONE_DEFERRED;
     this.deferredUntil = Infinity;
     const units: Unit[] = [];
     const whole: WholeMessage[] = [];
@@ -466,10 +483,15 @@ export class ReliableSender {
         }
       }
     }
-    this.turns = [];
+    this.turns = NO_TURNS;
     this.stagedUnits = 0;
     this.stagedMessages = 0;
     this.bytes = 0;
     return { units, firstIndex: all[0]?.index ?? this.nextIndex, whole };
+  }
+
+  private requeue(m: OutMessage): void {
+    if (this.retransmit === EMPTY_DEQUE) this.retransmit = new Deque();
+    this.retransmit.push(m);
   }
 }

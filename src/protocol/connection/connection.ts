@@ -16,7 +16,7 @@ import type { ConnectionConfig, ConnectionEvent, ConnectionState } from '../conf
 import { PathMtu, datagramCeiling, isLoopback } from '../path-mtu.js';
 import { CloseState } from './close.js';
 import { Datagrams, type UnreliableOut } from './datagrams.js';
-import { type InboundSession, newInbound, ReliableDelivery } from './inbound.js';
+import { type InboundSession, type MessageSink, newInbound, ReliableDelivery } from './inbound.js';
 import { KeepAlive } from './keepalive.js';
 import { PACKET_OVERHEAD, PacketBuilder } from './packet-builder.js';
 import { PathValidation } from './path.js';
@@ -30,6 +30,16 @@ const MAX_REFUSED_REPORTS = 32;
 const MAX_REFUSAL_WAIT_MS = 500;
 /** The sent packet of a packet that carries no reliable unit shares this (it is only read). */
 const NO_MESSAGES: OutMessage[] = [];
+/**
+ * The packet being built, shared by every connection of the process: a packet is built
+ * and sealed within one pollTransmit call, which nothing re-enters, and the builder keeps
+ * nothing between packets. One per connection cost an idle connection about 200 bytes.
+ */
+const PACKET = new PacketBuilder();
+/** unitRoom on loopback: no limit but the packet's room. A small integer, not Infinity, which V8 would box (16 bytes a connection). */
+const NO_UNIT_LIMIT = 2 ** 30;
+/** Every connection's refusedToReport until its first refusal: never written. */
+const NO_REFUSED: number[] = [];
 
 export interface ConnectionInit {
   /** Our connection id: the peer puts it in every packet it sends us. */
@@ -72,7 +82,7 @@ type UnitsSeen = 'none' | 'repeats' | 'new';
  * counters (stats.ts); and from src/reliability and src/congestion the reliable sender
  * and receiver, acknowledgements, loss recovery, congestion control and pacing.
  */
-export class Connection implements LossCallbacks {
+export class Connection implements LossCallbacks, MessageSink {
   readonly localConnId: number;
   readonly remoteConnId: number;
   private _state: ConnectionState = 'connected';
@@ -90,7 +100,6 @@ export class Connection implements LossCallbacks {
   private readonly path = new PathValidation();
   private readonly datagrams: Datagrams;
   private readonly counters = new ConnectionCounters();
-  private readonly packet = new PacketBuilder();
 
   private readonly recovery: LossRecovery;
   private readonly cc: CongestionController;
@@ -103,7 +112,8 @@ export class Connection implements LossCallbacks {
    * one cut for a big path MTU could never cross a path that later shrinks (a route
    * change, a move to another network: a black hole). Off loopback, units are cut for
    * the base size, which every path carries, and large datagrams carry several of them;
-   * on loopback, whose MTU never changes, a unit may fill a 64 KiB datagram.
+   * on loopback, whose MTU never changes, a unit may fill a 64 KiB datagram
+   * (NO_UNIT_LIMIT).
    */
   private unitRoom: number;
   private readonly sender: ReliableSender;
@@ -122,7 +132,7 @@ export class Connection implements LossCallbacks {
   /** The reliable units of the packet being read: none, only ones that had arrived before, or some new. */
   private unitsInPacket: UnitsSeen = 'none';
   /** Packets we did not acknowledge because we refused a unit in them: told to the peer in REFUSED frames, before the ACK. */
-  private readonly refusedToReport: number[] = [];
+  private refusedToReport: number[] = NO_REFUSED;
   private lastNow: number;
   /** More than a packet's worth was once held for the peer: the path MTU search may run (pollProbe). */
   private searchWanted = false;
@@ -153,19 +163,26 @@ export class Connection implements LossCallbacks {
       init.peerAddress === undefined ? BASE_DATAGRAM_SIZE : datagramCeiling(init.peerAddress, this.cfg.maxDatagramSize),
       init.now,
     );
-    this.unitRoom = init.peerAddress !== undefined && isLoopback(init.peerAddress) ? Infinity : BASE_DATAGRAM_SIZE - PACKET_OVERHEAD;
+    this.unitRoom = init.peerAddress !== undefined && isLoopback(init.peerAddress) ? NO_UNIT_LIMIT : BASE_DATAGRAM_SIZE - PACKET_OVERHEAD;
     this.sender = new ReliableSender(init.initialSeq ?? 0);
-    const delivery = new ReliableDelivery(inbound, this.budget, this.cfg.maxMessageSize, this.counters, (data, channel, unordered) => {
-      this.counters.messagesReceived++;
-      this.emit({ type: 'message', data, reliable: true, channel, sequenced: false, unordered });
-    });
-    this.receiver = new StreamReceiver(init.initialSeq ?? 0, this.budget, inbound.state, delivery.assemblerOf);
-    this.deliverUnit = delivery.unit;
+    this.delivery = new ReliableDelivery(inbound, this.budget, this.cfg.maxMessageSize, this.counters, this);
+    this.receiver = new StreamReceiver(init.initialSeq ?? 0, this.budget, inbound.state);
     this.keepalive = new KeepAlive(this.cfg, init.now);
     this.lastNow = init.now;
   }
 
-  private readonly deliverUnit: ReliableDelivery['unit'];
+  private readonly delivery: ReliableDelivery;
+
+  private reportRefused(pn: number): void {
+    if (this.refusedToReport === NO_REFUSED) this.refusedToReport = [pn];
+    else this.refusedToReport.push(pn);
+  }
+
+  /** A whole reliable message, from ReliableDelivery (MessageSink). */
+  reliableMessage(data: Uint8Array, channel: number, unordered: boolean): void {
+    this.counters.messagesReceived++;
+    this.emit({ type: 'message', data, reliable: true, channel, sequenced: false, unordered });
+  }
 
   private emit(e: ConnectionEvent): void {
     if (this.events === undefined) this.events = [e];
@@ -390,7 +407,7 @@ export class Connection implements LossCallbacks {
     // the peer declares it lost and sends its units again (the rest of it, already
     // taken, arrive as duplicates and are dropped by sequence number).
     this.acks.onPacket(pn, urgency, now, !this.refusedInPacket);
-    if (this.refusedInPacket && this.refusedToReport.length < MAX_REFUSED_REPORTS) this.refusedToReport.push(pn);
+    if (this.refusedInPacket && this.refusedToReport.length < MAX_REFUSED_REPORTS) this.reportRefused(pn);
     return accepted;
   }
 
@@ -423,7 +440,7 @@ export class Connection implements LossCallbacks {
       }
       case 'reliable': {
         const unit = { data: f.data, last: f.last, channel: f.channel, unordered: f.unordered === true, delta: f.delta };
-        const r = this.receiver.receive(f.seq, unit, this.deliverUnit);
+        const r = this.receiver.receive(f.seq, unit, this.delivery);
         if (r !== 'duplicate') this.unitsInPacket = 'new';
         else if (this.unitsInPacket === 'none') this.unitsInPacket = 'repeats';
         if (r === 'refused' || r === 'out-of-window') {
@@ -571,7 +588,7 @@ export class Connection implements LossCallbacks {
       this.pmtuChanged();
     this.cc.onLoss(p.size, p.sentAt, this.lastNow);
     for (const m of p.messages) this.sender.onLost(m);
-    if (p.refused) for (const pn of p.refused) if (this.refusedToReport.length < MAX_REFUSED_REPORTS) this.refusedToReport.push(pn);
+    if (p.refused) for (const pn of p.refused) if (this.refusedToReport.length < MAX_REFUSED_REPORTS) this.reportRefused(pn);
   }
 
   /** @internal LossCallbacks: persistent congestion (RFC 9002 7.6). */
@@ -637,7 +654,7 @@ export class Connection implements LossCallbacks {
     // loopback probe, and waiting for the window to grow would mean a lossy path
     // (whose window never grows) never probes at all.
     if (size === undefined || (this.recovery.bytesInFlight > 0 && this.recovery.bytesInFlight + size > this.cc.window)) return null;
-    const b = this.packet;
+    const b = PACKET;
     b.reset(size - PACKET_OVERHEAD);
     const ack = this.acks.pending ? this.acks.peekFrame(now) : undefined;
     const probe: Frame = { type: 'mtu-probe' };
@@ -672,7 +689,7 @@ export class Connection implements LossCallbacks {
     const hasControl = this.refusedToReport.length > 0 || this.keepalive.owesFrame || this.closing.owesFrame || this.path.owesFrame;
     if (!hasData && !hasControl && !this.acks.due) return null;
 
-    const b = this.packet;
+    const b = PACKET;
     b.reset(Math.min(this.pmtu.current, allowance) - PACKET_OVERHEAD);
     this.path.fillChallenge(b);
     // Before the ACK: the peer must hear that a packet was refused before an ACK of later
@@ -724,7 +741,7 @@ export class Connection implements LossCallbacks {
 
   /** Seals the packet built and records it for loss detection, congestion control and pacing. */
   private finishPacket(messages: OutMessage[], now: number, probe: boolean, refused?: number[]): Uint8Array {
-    const b = this.packet;
+    const b = PACKET;
     const pn = this.nextPn++;
     const { ackEliciting, carriesData } = b;
     const lazyAck = ackEliciting && !b.promptAck;

@@ -1,5 +1,5 @@
 import type { ReassemblyBudget } from '../../reliability/budget.js';
-import { Deque } from '../../reliability/deque.js';
+import { Deque, EMPTY_DEQUE } from '../../reliability/deque.js';
 import { seqLess } from '../../reliability/seq.js';
 import { UnreliableAssembler } from '../../reliability/unreliable-assembler.js';
 import { MAX_MESSAGE_SIZE, PART_SIZE } from '../../wire/constants.js';
@@ -27,7 +27,8 @@ type UnreliableFrame = Extract<Frame, { type: 'unreliable' }>;
  * connections never send a sequenced message.
  */
 export class Datagrams {
-  private readonly queue = new Deque<UnreliableOut>();
+  /** Made on the first push (EMPTY_DEQUE until then): most connections never send unreliable messages. */
+  private queue: Deque<UnreliableOut> = EMPTY_DEQUE;
   /** Bytes queued. */
   bytes = 0;
   /** The newest queued sequenced message of each channel: a newer one supersedes it. */
@@ -58,6 +59,7 @@ export class Datagrams {
       if (older) older.superseded = true;
       this.latestQueued.set(m.channel, m);
     }
+    if (this.queue === EMPTY_DEQUE) this.queue = new Deque();
     this.queue.push(m);
     this.bytes += m.data.length;
   }

@@ -1,5 +1,5 @@
 import { type SessionBudget, UNIT_OVERHEAD_BYTES } from '../../reliability/budget.js';
-import { type InUnit, newReceiveState, type ReceiveState, releaseReceiveState } from '../../reliability/receiver.js';
+import { type InUnit, newReceiveState, type ReceiveState, releaseReceiveState, type UnitSink } from '../../reliability/receiver.js';
 import { ReliableAssembler } from '../../reliability/reliable-assembler.js';
 import type { ConnectionCounters } from './stats.js';
 
@@ -27,6 +27,11 @@ export function releaseInbound(s: InboundSession): void {
   releaseReceiveState(s.state);
 }
 
+/** Where whole reliable messages go (the connection, which raises them as events). */
+export interface MessageSink {
+  reliableMessage(data: Uint8Array, channel: number, unordered: boolean): void;
+}
+
 /**
  * Reliable units whose turn came (from the StreamReceiver), to the program: a whole
  * message at once, a part to its channel's half-built message. One session holds at
@@ -34,23 +39,23 @@ export function releaseInbound(s: InboundSession): void {
  * may always grow, so one always finishes and a peer cannot take the endpoint's budget
  * with a half-built message per channel.
  */
-export class ReliableDelivery {
+export class ReliableDelivery implements UnitSink {
   constructor(
     private readonly inbound: InboundSession,
     private readonly budget: SessionBudget,
     private readonly maxMessageSize: number,
     private readonly counters: ConnectionCounters,
-    private readonly deliver: (data: Uint8Array, channel: number, unordered: boolean) => void,
+    private readonly out: MessageSink,
   ) {}
 
   /** Takes a unit; false when it is refused for lack of memory (it comes again). */
-  readonly unit = (u: InUnit, precharged: boolean): boolean => {
+  take(u: InUnit, precharged: boolean): boolean {
     const inbound = this.inbound;
     let a = inbound.assemblers?.get(u.channel);
     if (u.last === undefined && (u.unordered || !a)) {
       if (precharged) this.budget.give(u.data.length + UNIT_OVERHEAD_BYTES);
       if (u.data.length > this.maxMessageSize) this.counters.oversized++;
-      else this.deliver(u.data, u.channel, u.unordered);
+      else this.out.reliableMessage(u.data, u.channel, u.unordered);
       return true;
     }
     inbound.assemblers ??= new Map();
@@ -67,13 +72,14 @@ export class ReliableDelivery {
       if (assemblers.size === 0) inbound.assemblers = undefined;
     }
     if (m === 'refused') return false;
-    if (m) this.deliver(m.data, u.channel, false);
+    if (m) this.out.reliableMessage(m.data, u.channel, false);
     return true;
-  };
+  }
 
   /** The half-built message of a unit's channel, if the unit is a part. */
-  readonly assemblerOf = (u: InUnit): ReliableAssembler | undefined =>
-    u.last === undefined ? undefined : this.inbound.assemblers?.get(u.channel);
+  builderOf(u: InUnit): ReliableAssembler | undefined {
+    return u.last === undefined ? undefined : this.inbound.assemblers?.get(u.channel);
+  }
 
   /** A unit from the reorder buffer is charged already and always taken. */
   private overSessionCap(u: InUnit, a: ReliableAssembler, precharged: boolean): boolean {

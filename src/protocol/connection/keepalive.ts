@@ -26,7 +26,7 @@ export class KeepAlive {
   private pingOwed: number | undefined;
   private nextPingId = 1;
   /** Ring of the last pings sent: id, time sent (id -1: free). */
-  private sent: Float64Array | undefined;
+  private sent: number[] | undefined;
   private sentCount = 0;
   private pongs: number[] | undefined;
 
@@ -113,7 +113,8 @@ export class KeepAlive {
     while (pongs !== undefined && pongs.length > 0 && b.add({ type: 'pong', id: pongs[0]! })) pongs.shift();
     if (pongs?.length === 0) this.pongs = undefined;
     if (this.pingOwed === undefined || !b.add({ type: 'ping', id: this.pingOwed })) return;
-    this.sent ??= new Float64Array(2 * PINGS_REMEMBERED).fill(-1);
+    // A plain array (its numbers unboxed, as doubles): a Float64Array with its ArrayBuffer cost twice as much.
+    this.sent ??= new Array<number>(2 * PINGS_REMEMBERED).fill(-1);
     const at = 2 * (this.sentCount++ % PINGS_REMEMBERED);
     this.sent[at] = this.pingOwed;
     this.sent[at + 1] = now;

@@ -11,8 +11,9 @@ export const PACKET_OVERHEAD = DATA_HEADER_SIZE + TAG_SIZE;
 
 /**
  * The packet being built: frames go in while they fit the room left, then `seal` writes
- * the header and frames and protects the packet. One builder per connection, reused for
- * every packet, so filling a packet makes no closure and no array.
+ * the header and frames and protects the packet. One builder for all connections
+ * (connection.ts), reused for every packet, so filling a packet makes no closure and no
+ * array. reset() starts a packet afresh whatever the last one left.
  */
 export class PacketBuilder {
   /**
