@@ -21,6 +21,7 @@ import { type Frame, writeFrame } from '../src/wire/frames.js';
 import { writeDataHeader } from '../src/wire/packet.js';
 import { TAG_SIZE } from '../src/wire/constants.js';
 import { recordEvents } from './helpers/events.js';
+import { Pair } from './helpers/pair.js';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -293,4 +294,20 @@ test('review: an idle connection does not keep its last sent packet (and the 8 K
   const alive = slabs.filter((w) => w.deref() !== undefined).length;
   assert.equal(conns.length, 200);
   assert.ok(alive <= 2, `${alive} of 200 pool slabs (8 KiB each) still alive, held by idle connections' last packets`);
+});
+
+test('connections that come and go leave no deadline and no timer behind (the server keeps deadline-heap slots in its connection records)', () => {
+  const p = new Pair(31, false);
+  for (let round = 0; round < 3; round++) {
+    const clients = Array.from({ length: 6 }, (_, i) => p.client(`127.0.3.${round * 10 + i + 1}`));
+    for (const c of clients) c.ep.start(p.now, Infinity);
+    p.run(300);
+    assert.equal(p.server.stateSize().peers, 6, `round ${round}: all connected`);
+    assert.equal(p.server.stateSize().deadlines, 6, `round ${round}: one deadline each`);
+    for (const c of clients) c.ep.close(p.now);
+    p.run(1500); // the server lingers three probe timeouts after each CLOSE
+    const s = p.server.stateSize();
+    assert.deepEqual([s.peers, s.deadlines], [0, 0], `round ${round}: every record and every deadline gone`);
+    assert.equal(p.server.nextDeadline(), Infinity, `round ${round}: no timer left for connections that are gone`);
+  }
 });

@@ -204,7 +204,7 @@ export class ClassicSide implements ClassicHostOwner {
       if (!this.role.closed()) host.fire('maxClients', Buffer.from(hello).toString('latin1'), client.address, client.port);
       return false;
     }
-    const peer = new Peer(host.owner, this.nextId++, client, link, 'classic');
+    const peer = new Peer(host.owner, this.nextId++, { ...client }, link, 'classic');
     this.peerOf.set(link, peer);
     this.linkOf.set(peer, link);
     this.admission.joined(client.address);

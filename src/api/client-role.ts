@@ -103,7 +103,7 @@ export class ClientRole implements Role {
     this.checkOpen();
     if (this.classic) checkClassicMessage(bytes, 'the server');
     if (overHardLimit(this.host.connCfg, client.queueLength, client.queuedBytes)) {
-      const peer = this.serverPeer ?? new Peer(this.host.owner, 0, this.serverAddr ?? { address: '', port: 0 });
+      const peer = this.serverPeer ?? new Peer(this.host.owner, 0, this.serverAddr ? { ...this.serverAddr } : { address: '', port: 0 });
       return dropMessage(this.host, peer, bytes, 'queue-full');
     }
     const ok = client.send(bytes, how.reliable, how.channel, how.sequenced, how.unordered);
@@ -189,7 +189,7 @@ export class ClientRole implements Role {
   }
 
   private newServerPeer(to: Address): Peer {
-    return new Peer(this.host.owner, 0, to, undefined, this.classic ? 'classic' : 'udpipe');
+    return new Peer(this.host.owner, 0, { ...to }, undefined, this.classic ? 'classic' : 'udpipe');
   }
 
   private onClientEvent(e: ClientEvent | ClassicClientEvent): void {

@@ -60,12 +60,13 @@ export class Peer {
     private readonly owner: PeerOwner,
     /** Connection id (the server's id for this connection); 0 while connecting. */
     public id: number,
+    /** Taken as it is, not copied (a server holds thousands of peers): the caller gives up its object. */
     address: Address,
     conn?: PeerLink,
     /** 'classic': the original UDPIPE text protocol (unreliable, one datagram per message). */
     readonly protocol: 'udpipe' | 'classic' = 'udpipe',
   ) {
-    this.addr = { address: address.address, port: address.port };
+    this.addr = address;
     this.conn = conn;
   }
 

@@ -109,6 +109,8 @@ interface Peer {
   held: ConnectionEvent[] | undefined;
   /** Listed in the server's `dirty`: its output may be pending. */
   dirty: boolean;
+  /** Its slot in the server's deadline heap (-1: none), kept here rather than in a Map of the heap's. */
+  heapSlot: number;
 }
 
 /** Handshake replies waiting for the driver; beyond this they are dropped (a flood gets no more answers). */
@@ -154,7 +156,19 @@ export class ServerEndpoint {
   private readonly dirty: number[] = [];
   private dirtyHead = 0;
   private dirtyCount = 0;
-  private readonly deadlines = new DeadlineHeap<number>();
+  private readonly deadlines = new DeadlineHeap<number>({
+    get: (id) => {
+      const slot = this.peers.get(id)?.heapSlot ?? -1;
+      return slot < 0 ? undefined : slot;
+    },
+    set: (id, slot) => {
+      this.peers.get(id)!.heapSlot = slot; // only connections in `peers` get deadlines (touch, pollConnections)
+    },
+    delete: (id) => {
+      const p = this.peers.get(id);
+      if (p) p.heapSlot = -1;
+    },
+  });
   private readonly events = new Deque<ServerEvent>();
   private readonly resets = new RateLimiter(RESETS_PER_SECOND, 2 * RESETS_PER_SECOND, 1);
   /** The latest time we were given; events raised inside a call carry it. */
@@ -485,6 +499,7 @@ export class ServerEndpoint {
       inbound,
       sendBase,
       confirmed: false,
+      heapSlot: -1,
       held: undefined,
       dirty: false,
     });
@@ -605,9 +620,9 @@ export class ServerEndpoint {
   private reap(connId: number): void {
     const p = this.peers.get(connId);
     if (!p?.conn.finished) return;
+    this.deadlines.delete(connId); // while `peers` still holds its slot
     this.peers.delete(connId);
     this.admission.finished(p.handshakeKey, p.address.address, this.lastNow);
-    this.deadlines.delete(connId);
     if (p.confirmed) this.events.push({ type: 'removed', connId });
     else this.counters.handshakesAbandoned++;
   }

@@ -83,7 +83,8 @@ export function releaseReceiveState(s: ReceiveState): void {
 }
 
 export function newReceiveState(delivered = 0): ReceiveState {
-  return { delivered, above: undefined };
+  // budget in the literal too: a field added later goes to a separate property array (48 bytes a connection).
+  return { delivered, above: undefined, budget: undefined };
 }
 
 /**
