@@ -131,7 +131,8 @@ test('the pacer lets a burst of the bucket go, then one packet per refill', () =
   const window = 100_000;
   const srtt = 100; // rate 1.25 * 100 000 / 100 = 1250 bytes per ms
   let sent = 0;
-  while (p.sendTime(window, srtt, 0) === 0) {
+  // Bounded: a pacer that never runs out of tokens must fail here, not hang the suite.
+  while (sent < 100 && p.sendTime(window, srtt, 0) === 0) {
     p.onSent(1000);
     sent++;
   }
