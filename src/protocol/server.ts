@@ -481,6 +481,7 @@ export class ServerEndpoint {
       peerAddress: from.address,
       budget: this.budget,
       inbound,
+      keepAliveAnswerer: true,
     });
     for (const u of outbound) conn.sendUnit(u);
     // A send() that returned false on the session's last connection gets its 'drain'

@@ -62,6 +62,8 @@ export interface ConnectionInit {
   budget?: ReassemblyBudget;
   /** The session's incoming stream so far (default: a new session). */
   inbound?: InboundSession;
+  /** The server's side: keep-alive leaves the asking to the client (keepalive.ts, `answerer`). */
+  keepAliveAnswerer?: boolean;
 }
 
 /** What a connection's owner lets others read; changes go through the owner (ServerEndpoint.send, ping, close). */
@@ -167,7 +169,7 @@ export class Connection implements LossCallbacks, MessageSink {
     this.sender = new ReliableSender(init.initialSeq ?? 0);
     this.delivery = new ReliableDelivery(inbound, this.budget, this.cfg.maxMessageSize, this.counters, this);
     this.receiver = new StreamReceiver(init.initialSeq ?? 0, this.budget, inbound.state);
-    this.keepalive = new KeepAlive(this.cfg, init.now);
+    this.keepalive = new KeepAlive(this.cfg, init.now, init.keepAliveAnswerer);
     this.lastNow = init.now;
   }
 
@@ -391,7 +393,7 @@ export class Connection implements LossCallbacks, MessageSink {
       return accepted;
     }
     // PING on silence only: a side that just heard from its peer has no reason to ask
-    // whether the peer is there (a PING in the packet pushes this further, in onFrame).
+    // whether the peer is there.
     this.keepalive.heard(now);
     if (this._state === 'stalled') this.unstall(now);
 
@@ -430,7 +432,7 @@ export class Connection implements LossCallbacks, MessageSink {
         if (this.path.onResponse(f.data)) this.emit({ type: 'path-validated' });
         return;
       case 'ping':
-        this.keepalive.onPing(f.id, now);
+        this.keepalive.onPing(f.id);
         this.emit({ type: 'ping' });
         return;
       case 'pong': {

@@ -5,17 +5,26 @@ import type { PacketBuilder } from './packet-builder.js';
 const PINGS_REMEMBERED = 8;
 /** PONGs owed at once; more PINGs in one go are not answered one by one. */
 const PONGS_OWED = 4;
-/** Intervals the answering side waits before it would ask itself. */
-const ANSWERING_DELAY = 1.5;
+/** Intervals of silence after which a side that leaves the asking to its peer (the server: KeepAlive's `answerer`) asks itself. */
+const ANSWERER_QUIET = 2;
 
 /**
  * Keep-alive, the seed's PING/PONG and its two silences: no packet for
- * `stallTimeoutMs` makes the connection stalled, none for `timeoutMs` ends it. A side
- * pings after `pingIntervalMs` without a packet; the side that answers a PING waits
- * half an interval longer before it would ask itself, so an idle connection makes one
- * exchange per interval (on the same beat the two sides' PINGs crossed: two). The
- * client's first packet carries a PING, so the server answers from the start and an
- * idle server's timers stay quiet; either side asks when the other falls silent.
+ * `stallTimeoutMs` makes the connection stalled, none for `timeoutMs` ends it. The
+ * client asks: it pings after `pingIntervalMs` without a packet. The server is an
+ * `answerer`: it answers every PING, and asks only after ANSWERER_QUIET intervals
+ * without a packet (its client gone quiet, or its PINGs lost). So an idle connection
+ * makes one exchange per interval, always started by the client, and the server's
+ * timers stay quiet.
+ *
+ * Why the roles are fixed: when both sides asked after one interval their PINGs
+ * crossed (two exchanges per interval), and when the side that had answered waited
+ * 1.5 intervals instead, a client whose timers ran late (a busy process with thousands
+ * of connections) let the server's 1.5 intervals run out first, and the server then
+ * did the asking for good: 80% of 10,000 idle connections, each costing the server a
+ * timer, a PING to track and an ACK to process, where answering costs it one datagram
+ * in and one out. Now a client late by less than an interval keeps the asking, and one
+ * that had to be asked answers and asks again an interval later, before the server.
  */
 export class KeepAlive {
   pingAt: number;
@@ -36,6 +45,8 @@ export class KeepAlive {
   constructor(
     private readonly cfg: ConnectionConfig,
     now: number,
+    /** Leaves the asking to the peer while it hears from it (see the class comment). */
+    private readonly answerer = false,
   ) {
     this.lastReceivedAt = now;
     this.pingAt = now + cfg.pingIntervalMs;
@@ -53,13 +64,12 @@ export class KeepAlive {
 
   /**
    * A packet arrived: both silences start again, and no PING is needed for an interval
-   * (or longer, when answering a PING already put it further off: else any packet after
-   * a PING, an ACK or an MTU probe, would make the answering side ask too).
+   * (an answerer: ANSWERER_QUIET intervals). Only ever put off, never brought nearer.
    */
   heard(now: number): void {
     this.lastReceivedAt = now;
     this.stallOff = this.idleOff = false;
-    this.pingAt = Math.max(this.pingAt, now + this.cfg.pingIntervalMs);
+    this.pingAt = Math.max(this.pingAt, now + (this.answerer ? ANSWERER_QUIET : 1) * this.cfg.pingIntervalMs);
   }
 
   /** The shared config changed (setTimeout): deadlines again from the last packet. */
@@ -92,12 +102,11 @@ export class KeepAlive {
     this.pingOwed = this.nextPingId++ >>> 0;
   }
 
-  /** The peer pinged: answer, and leave the asking to it for a while. */
-  onPing(id: number, now: number): void {
+  /** The peer pinged: a PONG is owed (heard() already put the next PING off). */
+  onPing(id: number): void {
     // A literal of one: an array grown by push takes room for 17 (152 bytes), kept for good.
     if (this.pongs === undefined) this.pongs = [id];
     else if (this.pongs.length < PONGS_OWED) this.pongs.push(id);
-    this.pingAt = now + ANSWERING_DELAY * this.cfg.pingIntervalMs;
   }
 
   /** The peer answered: the round trip in ms, or undefined for a PONG we did not ask for (or asked too long ago). */
