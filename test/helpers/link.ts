@@ -17,6 +17,9 @@ import { recordEvents } from './events.js';
 const K1 = new Uint8Array(32).fill(1);
 const K2 = new Uint8Array(32).fill(2);
 
+/** Datagrams one pollTransmit loop may give before the harness calls it a bug (one that sends for ever would hang the suite). */
+const MAX_POLLS = 100_000;
+
 export interface End {
   conn: Connection;
   events: ConnectionEvent[];
@@ -84,7 +87,9 @@ export function link(budget?: ReassemblyBudget, patch: Partial<ConnectionConfig>
           [b, a],
         ] as const) {
           if (x.conn.nextDeadline() <= now) x.conn.handleTimeout(now);
-          for (let d = x.conn.pollTransmit(now); d; d = x.conn.pollTransmit(now)) {
+          for (let d = x.conn.pollTransmit(now), n = 0; d; d = x.conn.pollTransmit(now)) {
+            if (++n > MAX_POLLS)
+              throw new Error(`link: more than ${MAX_POLLS} datagrams in one poll at ${now} ms: a connection that sends without end`);
             x.sent += d.length;
             const at = arrival(x, d.length, now);
             if (at === undefined) l.queueDrops++;

@@ -9,6 +9,8 @@ import { ServerEndpoint, type ServerConfig } from '../../src/protocol/server.js'
 import type { Address } from '../../src/protocol/address.js';
 import { Rng } from '../../src/testing/index.js';
 
+/** Datagrams one pollTransmit loop may give before the harness calls it a bug (one that sends for ever would hang the suite). */
+const MAX_POLLS = 100_000;
 export const KEY = deriveTokenKey('shared game token');
 export const SERVER: Address = { address: '127.0.1.1', port: 9000 };
 const CONN = { ...DEFAULT_CONNECTION_CONFIG, pingIntervalMs: 100, stallTimeoutMs: 400, timeoutMs: 1500 };
@@ -89,7 +91,8 @@ export class Pair {
       for (const c of this.clients) {
         if (c.ep.state === 'idle') continue;
         c.ep.handleTimeout(this.now);
-        for (let d = c.ep.pollTransmit(this.now); d; d = c.ep.pollTransmit(this.now)) {
+        for (let d = c.ep.pollTransmit(this.now), n = 0; d; d = c.ep.pollTransmit(this.now)) {
+          if (++n > MAX_POLLS) throw new Error(`pair: a client gave more than ${MAX_POLLS} datagrams in one poll at ${this.now} ms`);
           this.tap(d, c.at, SERVER);
           if (!c.cut && this.pass(d, c.at, SERVER)) this.server.handleDatagram(d, c.at, this.now);
         }
@@ -99,7 +102,8 @@ export class Pair {
         }
       }
       this.server.handleTimeout(this.now);
-      for (let o = this.server.pollTransmit(this.now); o; o = this.server.pollTransmit(this.now)) {
+      for (let o = this.server.pollTransmit(this.now), n = 0; o; o = this.server.pollTransmit(this.now)) {
+        if (++n > MAX_POLLS) throw new Error(`pair: the server gave more than ${MAX_POLLS} datagrams in one poll at ${this.now} ms`);
         this.tap(o.bytes, SERVER, o.to);
         const c = this.clients.find((x) => x.at.address === o.to.address && x.at.port === o.to.port);
         if (c && !c.cut && this.pass(o.bytes, SERVER, o.to)) c.ep.handleDatagram(o.bytes, this.now);
