@@ -1,5 +1,5 @@
-/** Every deque's items until its first push: never written. */
-const NONE: never[] = [];
+/** Every deque's items until its first push: frozen, so a write that skipped the swap throws. */
+const NONE = Object.freeze([]) as readonly never[] as never[];
 
 /**
  * FIFO with O(1) amortised push and shift (Array#shift is O(n) on large arrays). A deque

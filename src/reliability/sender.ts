@@ -110,10 +110,11 @@ interface Deferred {
   m: OutMessage;
   at: number;
 }
-// Shared by every sender until its first use, and never written: most connections never
-// defer a unit nor stage a message, and an empty array costs 32 bytes.
-const NONE_DEFERRED: Deferred[] = [];
-const NO_TURNS: number[] = [];
+// Shared by every sender until its first use, and frozen, so a write that skipped the
+// swap throws: most connections never defer a unit nor stage a message, and an empty
+// array costs 32 bytes.
+const NONE_DEFERRED = Object.freeze([]) as readonly Deferred[] as Deferred[];
+const NO_TURNS = Object.freeze([]) as readonly number[] as number[];
 
 /**
  * The sending half of reliable delivery for every channel of a connection. All units

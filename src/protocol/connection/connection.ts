@@ -38,8 +38,8 @@ const NO_MESSAGES: OutMessage[] = [];
 const PACKET = new PacketBuilder();
 /** unitRoom on loopback: no limit but the packet's room. A small integer, not Infinity, which V8 would box (16 bytes a connection). */
 const NO_UNIT_LIMIT = 2 ** 30;
-/** Every connection's refusedToReport until its first refusal: never written. */
-const NO_REFUSED: number[] = [];
+/** Every connection's refusedToReport until its first refusal: frozen, so a write that skipped the swap throws. */
+const NO_REFUSED = Object.freeze([]) as readonly number[] as number[];
 
 export interface ConnectionInit {
   /** Our connection id: the peer puts it in every packet it sends us. */
