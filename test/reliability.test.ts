@@ -241,6 +241,19 @@ describe('LossRecovery', () => {
     assert.equal(none, 0, 'a burst lost within a round trip is ordinary loss');
   });
 
+  test("the probe timeout adds the peer's max ack delay only while one packet is in flight: with two, the peer acknowledges at once", () => {
+    const lr = new LossRecovery(100, 10, 1000);
+    const cb = { acked: () => {}, lost: () => {} };
+    lr.onSent(pkt(0, 0));
+    lr.onAck([{ lo: 0, hi: 0 }], 0, 2, cb); // first sample: srtt 2, rttvar 1, so 4 x rttvar = 4
+    lr.onSent(pkt(1, 10));
+    assert.equal(lr.deadline(), 10 + 2 + 4 + 10, 'one packet: the peer may hold its ACK for its max ack delay');
+    lr.onSent(pkt(2, 11));
+    assert.equal(lr.deadline(), 11 + 2 + 4, 'two: an ACK not back within the RTT and its variance is lost, or its packets are');
+    lr.onAck([{ lo: 1, hi: 1 }], 0, 14, cb);
+    assert.ok(lr.deadline() > 14 + 10, 'one again after an ACK: the delay counts again');
+  });
+
   test("the peer's reported ack delay counts for at most its max_ack_delay (RFC 9002 5.3): a peer cannot hide a queue", () => {
     const lr = new LossRecovery(100, 10, 1000);
     const cb = { acked: () => {}, lost: () => {} };

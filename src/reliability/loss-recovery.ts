@@ -193,6 +193,11 @@ export class LossRecovery {
     }
   }
 
+  /** When the newest packet acknowledged so far was sent (-Infinity: none yet). */
+  get ackedSentAt(): number {
+    return this.largestAckedSentAt;
+  }
+
   /** When the next loss or probe timer is due (Infinity when nothing is in flight). */
   deadline(): number {
     if (this.lossTime !== Infinity) return this.lossTime;
@@ -200,7 +205,12 @@ export class LossRecovery {
     // Packets of unreliable data alone are timed with the longer wait their ACK may take:
     // they arm the timer too, or lost ones could fill the window with nothing to free it.
     let at = Infinity;
-    if (this.promptInFlight > 0) at = this.lastAckElicitingAt + this.ptoAfter(this.peerMaxAckDelayMs);
+    // The peer's max ack delay counts only while one packet that wants a prompt ACK is
+    // in flight: the peer acknowledges every second such packet at once (ack-tracker.ts),
+    // so with two or more out, an ACK that is late is lost, or its packets are. On a fast
+    // path the delay is most of the timeout (10 ms against an RTT of 0.1 ms between
+    // network namespaces), and a burst of lost ACKs cost the sender that long each time.
+    if (this.promptInFlight > 0) at = this.lastAckElicitingAt + this.ptoAfter(this.promptInFlight >= 2 ? 0 : this.peerMaxAckDelayMs);
     if (this.sent.size > this.promptInFlight)
       at = Math.min(at, this.lastLazyAt + this.ptoAfter(Math.max(this.peerMaxAckDelayMs, LAZY_ACK_DELAY_MS)));
     return at;

@@ -22,8 +22,16 @@ import { PACKET_OVERHEAD, PacketBuilder } from './packet-builder.js';
 import { PathValidation } from './path.js';
 import { ConnectionCounters, type ConnectionStats } from './stats.js';
 
-/** Probe timeouts in a row, while sending above the base size, that mean a PMTU black hole. */
+/** Probe timeouts in a row, while sending above the base size, that mean a PMTU black hole... */
 const BLACK_HOLE_PTOS = 3;
+/**
+ * ...once nothing sent for this many probe timeouts (with the peer's ack delay) has been
+ * acknowledged. A probe timeout while two packets are in flight leaves the ack delay out
+ * (loss-recovery.ts), and three of those fit in an ordinary outage, which is no sign that
+ * large packets fail. Three doubling ones with the delay took 7, and a 150 ms outage on a
+ * 10 ms path ended at 164 ms of silence, after 7.8 of them; 10 leaves a margin.
+ */
+const BLACK_HOLE_SILENCE_PTOS = 10;
 /** REFUSED frames owed to the peer; beyond this a refused packet is left to the peer's loss detection. */
 const MAX_REFUSED_REPORTS = 32;
 /** Longest wait before sending again a unit the peer refused for lack of memory. */
@@ -556,7 +564,9 @@ export class Connection implements LossCallbacks, MessageSink {
         // RFC 9002 6.2.4: send probes even if the window is full.
         this.probes = 2;
         // Big packets may be what is not getting through: go back to the size every path carries.
-        if (this.recovery.ptoCount >= BLACK_HOLE_PTOS && this.pmtu.onBlackHole(now)) this.pmtuChanged();
+        const silentFor = now - this.recovery.ackedSentAt;
+        if (this.recovery.ptoCount >= BLACK_HOLE_PTOS && silentFor >= BLACK_HOLE_SILENCE_PTOS * this.ptoMs() && this.pmtu.onBlackHole(now))
+          this.pmtuChanged();
         if (this.sender.requeueInFlight() === 0 && this.sender.unsent === 0) this.ping();
       }
       this.afterAckOrLoss();
