@@ -18,7 +18,7 @@ import { encodeHandshake, type ConnectPacket } from '../wire/handshake.js';
 import { type Datagram, decodeDatagram, encodeReset } from '../wire/packet.js';
 import type { ConnectionConfig, ConnectionEvent } from './config.js';
 import { Connection, type ConnectionView, newInbound, releaseInbound, type InboundSession } from './connection/connection.js';
-import { DeadlineHeap } from './deadline-heap.js';
+import { DeadlineHeap, type SlotStore } from './deadline-heap.js';
 import { Admission, hex, type ReservedRoom } from './admission.js';
 import { RateLimiter } from './rate-limiter.js';
 import { SessionStore } from './sessions.js';
@@ -113,6 +113,17 @@ interface Peer {
   heapSlot: number;
 }
 
+/** The deadline heap keeps each connection's slot in its record: no Map entry per connection. */
+const RECORD_SLOTS: SlotStore<Peer> = {
+  get: (p) => (p.heapSlot < 0 ? undefined : p.heapSlot),
+  set: (p, slot) => {
+    p.heapSlot = slot;
+  },
+  delete: (p) => {
+    p.heapSlot = -1;
+  },
+};
+
 /** Handshake replies waiting for the driver; beyond this they are dropped (a flood gets no more answers). */
 const MAX_OUTBOX = 1024;
 /**
@@ -156,19 +167,7 @@ export class ServerEndpoint {
   private readonly dirty: number[] = [];
   private dirtyHead = 0;
   private dirtyCount = 0;
-  private readonly deadlines = new DeadlineHeap<number>({
-    get: (id) => {
-      const slot = this.peers.get(id)?.heapSlot ?? -1;
-      return slot < 0 ? undefined : slot;
-    },
-    set: (id, slot) => {
-      this.peers.get(id)!.heapSlot = slot; // only connections in `peers` get deadlines (touch, pollConnections)
-    },
-    delete: (id) => {
-      const p = this.peers.get(id);
-      if (p) p.heapSlot = -1;
-    },
-  });
+  private readonly deadlines = new DeadlineHeap<Peer>(RECORD_SLOTS);
   private readonly events = new Deque<ServerEvent>();
   private readonly resets = new RateLimiter(RESETS_PER_SECOND, 2 * RESETS_PER_SECOND, 1);
   /** The latest time we were given; events raised inside a call carry it. */
@@ -301,7 +300,7 @@ export class ServerEndpoint {
       p.dirty = true;
       this.dirty[this.dirtyCount++] = connId;
     }
-    this.deadlines.set(connId, p.conn.nextDeadline());
+    this.deadlines.set(p, p.conn.nextDeadline());
   }
 
   /** One datagram from `from`. It is taken over: messages delivered from it may be views of its bytes, so the caller must not reuse them. */
@@ -621,9 +620,9 @@ export class ServerEndpoint {
   private reap(connId: number): void {
     const p = this.peers.get(connId);
     if (!p?.conn.finished) return;
-    this.deadlines.delete(connId); // while `peers` still holds its slot
     this.peers.delete(connId);
     this.admission.finished(p.handshakeKey, p.address.address, this.lastNow);
+    this.deadlines.delete(p);
     if (p.confirmed) this.events.push({ type: 'removed', connId });
     else this.counters.handshakesAbandoned++;
   }
@@ -632,9 +631,8 @@ export class ServerEndpoint {
     this.lastNow = now;
     this.budget.now = now;
     this.sessions.handleTimeout(now);
-    for (const id of this.deadlines.popDue(now)) {
-      const p = this.peers.get(id);
-      if (!p) continue;
+    for (const p of this.deadlines.popDue(now)) {
+      const id = p.conn.localConnId;
       p.conn.handleTimeout(now);
       this.touch(id);
       this.reap(id);
@@ -660,7 +658,7 @@ export class ServerEndpoint {
         const bytes = p.conn.pollTransmit(now);
         this.drain(id, p.conn);
         // A paced connection with nothing to send now has a new deadline for when it may.
-        this.deadlines.set(id, p.conn.nextDeadline());
+        this.deadlines.set(p, p.conn.nextDeadline());
         if (bytes) return { bytes, to: p.address };
         p.dirty = false;
       }

@@ -22,13 +22,6 @@ export const LAZY_ACK_DELAY_MS = 100;
 export type AckUrgency = 'none' | 'lazy' | 'prompt' | 'now';
 
 /**
- * The receiving side of acknowledgements: which packet numbers arrived (for ACK ranges;
- * duplicates are the replay window's business, replay-window.ts) and when an ACK is owed (RFC 9000 section 13.2): at once
- * after every second ack-eliciting packet or any out-of-order one, otherwise within the
- * max ack delay we promised the peer, or within LAZY_ACK_DELAY_MS when every packet
- * owed one carried only unreliable data. Until then it rides on whatever we send.
- */
-/**
  * The ACK frame peekFrame fills, reused by every tracker: a connection writes it into
  * its packet within the same pollTransmit (a frame and its ranges per packet were the
  * largest allocation of an idle connection's keep-alive; one per connection cost it
@@ -37,6 +30,13 @@ export type AckUrgency = 'none' | 'lazy' | 'prompt' | 'now';
  */
 const ACK_FRAME: { type: 'ack'; delayUs: number; ranges: PnRange[] } = { type: 'ack', delayUs: 0, ranges: [{ lo: 0, hi: 0 }] };
 
+/**
+ * The receiving side of acknowledgements: which packet numbers arrived (for ACK ranges;
+ * duplicates are the replay window's business, replay-window.ts) and when an ACK is owed (RFC 9000 section 13.2): at once
+ * after every second ack-eliciting packet or any out-of-order one, otherwise within the
+ * max ack delay we promised the peer, or within LAZY_ACK_DELAY_MS when every packet
+ * owed one carried only unreliable data. Until then it rides on whatever we send.
+ */
 export class AckTracker {
   private readonly received = new RangeSet(256);
   private elicitingUnacked = 0;

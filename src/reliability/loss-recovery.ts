@@ -72,7 +72,6 @@ export class LossRecovery {
   private lastAckElicitingAt = -Infinity;
   /** When the largest acknowledged packet was sent, before the ACK being processed. */
   private largestAckedSentAt = -Infinity;
-  /** Send times of the packets the ACK being processed acknowledged. */
   persistentCongestions = 0;
   private lossTime = Infinity;
 
